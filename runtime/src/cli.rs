@@ -1,0 +1,75 @@
+//! The command line: one file per verb. This is the only place (with `main`) that knows the
+//! terminal, uses `anyhow`, and decides exit codes: 0 success, 1 the invocation failed, 2 usage
+//! or configuration errors, with a one-line message naming what is wrong.
+
+pub mod invoke;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// lamina: a self-hosted, AWS-Lambda-compatible function runtime.
+#[derive(Debug, Parser)]
+#[command(name = "lamina", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one function locally: payload on stdout, Lambda's log lines on stderr.
+    Invoke(invoke::InvokeArgs),
+}
+
+/// Exit code for usage and configuration errors.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Parses the command line, runs it, and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lamina: error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Invoke(args) => invoke::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lamina: error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// lamina's own diagnostics go to stderr, quiet by default (`RUST_LOG=debug` for more), so that
+/// they never mix into the function's payload on stdout.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

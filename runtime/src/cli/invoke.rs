@@ -1,0 +1,159 @@
+//! `lamina invoke`: run one function locally, `--repeat N` times in one warm environment.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+
+use crate::config::FunctionConfig;
+use crate::error::MAX_PAYLOAD_BYTES;
+use crate::invoke::InvokeRequest;
+use crate::logs::StderrSink;
+use crate::pool::FunctionPool;
+use crate::sandbox::Sandbox;
+use crate::sandbox::process::ProcessSandbox;
+
+/// Arguments of `lamina invoke`.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The function: a directory or .zip holding an executable `bootstrap`.
+    pub function: PathBuf,
+    /// Read the event from this file (`-` for stdin).
+    #[arg(long, conflicts_with = "payload")]
+    pub event: Option<PathBuf>,
+    /// The event as a JSON string (default `{}`).
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Timeout in seconds (1–900).
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Memory size in MB (128–10240).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// An environment variable for the function, `KEY=VALUE`; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The handler setting (`_HANDLER`).
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// The function's name (default: from the code path).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Invoke this many times, in order, in one warm environment; one payload per line.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Seconds init may take before the first `/next` (default 10, as on Lambda).
+    #[arg(long)]
+    pub init_timeout: Option<u32>,
+    /// The region the function claims to run in.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Where the bootstrap runs.
+    #[arg(long, value_enum, default_value_t = SandboxKind::Process)]
+    pub sandbox: SandboxKind,
+}
+
+/// The sandbox backends `--sandbox` chooses from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxKind {
+    /// A plain child process: no isolation.
+    Process,
+}
+
+/// Runs `lamina invoke`.
+pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let payload = read_payload(&args)?;
+    let environment = args
+        .env
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => bail!("--env {pair:?}: expected KEY=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = FunctionConfig {
+        name: args.name,
+        code: args.function.clone(),
+        handler: args.handler,
+        memory_mb: args.memory,
+        timeout_secs: args.timeout,
+        init_timeout_secs: args.init_timeout,
+        environment,
+        region: args.region,
+        concurrency: Some(1),
+    };
+    let spec = Arc::new(config.resolve()?);
+    let sandbox: Arc<dyn Sandbox> = match args.sandbox {
+        SandboxKind::Process => Arc::new(ProcessSandbox),
+    };
+    let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));
+    let invocations = async {
+        let mut failed = false;
+        let mut stdout = std::io::stdout();
+        for _ in 0..args.repeat {
+            let done = pool
+                .invoke(InvokeRequest {
+                    payload: payload.clone(),
+                    ..Default::default()
+                })
+                .await;
+            failed |= done.error_type().is_some();
+            let mut out = done.body().to_vec();
+            if args.repeat > 1 {
+                out.push(b'\n');
+            }
+            stdout
+                .write_all(&out)
+                .and_then(|()| stdout.flush())
+                .context("writing the payload to stdout")?;
+        }
+        anyhow::Ok(failed)
+    };
+    let failed = tokio::select! {
+        failed = invocations => failed?,
+        _ = tokio::signal::ctrl_c() => {
+            pool.shutdown().await;
+            return Ok(ExitCode::from(130));
+        }
+    };
+    pool.shutdown().await;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The event: `--payload`, `--event FILE`, `--event -`, or `{}`. It must be JSON, as the
+/// Invoke API requires, and within Lambda's 6 MB.
+fn read_payload(args: &InvokeArgs) -> anyhow::Result<Bytes> {
+    let (bytes, source) = match (&args.payload, &args.event) {
+        (Some(p), _) => (p.clone().into_bytes(), "--payload".to_owned()),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("--event -: reading stdin")?;
+            (buf, "--event - (stdin)".to_owned())
+        }
+        (None, Some(path)) => (
+            std::fs::read(path).with_context(|| format!("--event {}", path.display()))?,
+            format!("--event {}", path.display()),
+        ),
+        (None, None) => (b"{}".to_vec(), String::new()),
+    };
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        bail!(
+            "{source}: {} bytes is over Lambda's payload limit of {MAX_PAYLOAD_BYTES}",
+            bytes.len()
+        );
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        bail!("{source}: not valid JSON: {e}");
+    }
+    Ok(Bytes::from(bytes))
+}

@@ -1,0 +1,304 @@
+//! A function as its user wrote it ([`FunctionConfig`]), and the immutable [`FunctionSpec`]
+//! it resolves to: defaults filled in, limits checked against Lambda's, code located (a `.zip`
+//! is extracted once), environment validated. Resolution is where bad input is refused, with
+//! the field at fault named; nothing after it re-checks.
+//!
+//! Scope: a `FunctionSpec` lives as long as its function is loaded and is shared by `Arc`
+//! between the pool and every environment.
+
+pub mod lambda_env;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// Lambda's memory range, MB.
+pub const MEMORY_RANGE_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
+/// Lambda's timeout range, seconds.
+pub const TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u32> = 1..=900;
+/// Lambda's cap on the function's own environment variables, in bytes of `KEY=VALUE` text.
+pub const MAX_ENVIRONMENT_BYTES: usize = 4 * 1024;
+
+/// A function as written by its user (command-line flags today; `lamina.toml` later).
+#[derive(Debug, Clone, Default)]
+pub struct FunctionConfig {
+    /// The function's name; derived from the code path when absent.
+    pub name: Option<String>,
+    /// A directory or `.zip` holding the function's code.
+    pub code: PathBuf,
+    /// `_HANDLER`.
+    pub handler: Option<String>,
+    /// Memory size in MB (128–10240, default 128).
+    pub memory_mb: Option<u32>,
+    /// Timeout in seconds (1–900, default 3).
+    pub timeout_secs: Option<u32>,
+    /// How long init may take before the first `/next` (default 10 s, as on Lambda).
+    pub init_timeout_secs: Option<u32>,
+    /// The function's own environment variables, in order.
+    pub environment: Vec<(String, String)>,
+    /// `AWS_REGION` (default `us-east-1`).
+    pub region: Option<String>,
+    /// At most this many environments at once (default 1).
+    pub concurrency: Option<u32>,
+}
+
+/// A resolved function. Immutable; shared by `Arc`.
+#[derive(Debug)]
+pub struct FunctionSpec {
+    /// The function's name.
+    pub name: String,
+    /// Host path of the function's code (what `/var/task` shows).
+    pub code_dir: PathBuf,
+    /// `_HANDLER`.
+    pub handler: String,
+    /// Memory size, MB.
+    pub memory_mb: u32,
+    /// The invocation timeout.
+    pub timeout: Duration,
+    /// The init phase's limit.
+    pub init_timeout: Duration,
+    /// The function's own environment variables (validated, none reserved).
+    pub environment: Vec<(String, String)>,
+    /// The region the function claims to run in.
+    pub region: String,
+    /// The function's ARN, `arn:aws:lambda:REGION:ACCOUNT:function:NAME`.
+    pub arn: String,
+    /// At most this many environments at once.
+    pub concurrency: u32,
+    /// How long a runtime gets between SIGTERM and SIGKILL at shutdown.
+    pub shutdown_grace: Duration,
+    /// Keeps an extracted `.zip` alive as long as the spec.
+    _extracted: Option<TempDir>,
+}
+
+/// The account id lamina's ARNs carry; there is no account, and this is the one AWS's own
+/// local tools use.
+pub const ACCOUNT_ID: &str = "000000000000";
+
+/// A function configuration that cannot be used. Each names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The code path does not exist or is neither a directory nor a `.zip`.
+    #[error("code {path}: {reason}")]
+    Code {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The package could not be extracted.
+    #[error(transparent)]
+    Extract(#[from] lamina_layers::ExtractError),
+    /// A value outside its allowed range or form.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, as the user wrote it (`memory`, `timeout`, `env GREETING`, …).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl FunctionConfig {
+    /// Resolves the configuration: checks every value and locates (or extracts) the code.
+    pub fn resolve(self) -> Result<FunctionSpec, ConfigError> {
+        let memory_mb = self.memory_mb.unwrap_or(128);
+        if !MEMORY_RANGE_MB.contains(&memory_mb) {
+            return Err(invalid(
+                "memory",
+                format!("{memory_mb} MB is outside Lambda's 128–10240 MB"),
+            ));
+        }
+        let timeout = self.timeout_secs.unwrap_or(3);
+        if !TIMEOUT_RANGE_SECS.contains(&timeout) {
+            return Err(invalid(
+                "timeout",
+                format!("{timeout} s is outside Lambda's 1–900 s"),
+            ));
+        }
+        let init_timeout = self.init_timeout_secs.unwrap_or(10);
+        if !(1..=900).contains(&init_timeout) {
+            return Err(invalid(
+                "init-timeout",
+                format!("{init_timeout} s is outside 1–900 s"),
+            ));
+        }
+        let concurrency = self.concurrency.unwrap_or(1);
+        if concurrency == 0 {
+            return Err(invalid("concurrency", "must be at least 1"));
+        }
+        lambda_env::check_user_environment(&self.environment)?;
+        let region = self.region.unwrap_or_else(|| "us-east-1".to_owned());
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(invalid(
+                "region",
+                format!("{region:?} is not a region name"),
+            ));
+        }
+        let name = match self.name {
+            Some(name) => name,
+            None => derive_name(&self.code),
+        };
+        check_name(&name)?;
+        let (code_dir, extracted) = locate_code(&self.code)?;
+        Ok(FunctionSpec {
+            arn: format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),
+            name,
+            code_dir,
+            handler: self.handler.unwrap_or_else(|| "bootstrap".to_owned()),
+            memory_mb,
+            timeout: Duration::from_secs(u64::from(timeout)),
+            init_timeout: Duration::from_secs(u64::from(init_timeout)),
+            environment: self.environment,
+            region,
+            concurrency,
+            shutdown_grace: Duration::from_millis(500),
+            _extracted: extracted,
+        })
+    }
+}
+
+/// `my-fn.zip` → `my-fn`, `path/to/dir/` → `dir`; characters Lambda refuses become `-`.
+fn derive_name(code: &Path) -> String {
+    let stem = code
+        .canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(code)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "function".to_owned()
+    } else {
+        name
+    }
+}
+
+/// Lambda's function name rule: 1–64 of `[a-zA-Z0-9-_]`.
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            format!("{name:?} must be 1–64 letters, digits, '-' or '_'"),
+        ))
+    }
+}
+
+fn locate_code(code: &Path) -> Result<(PathBuf, Option<TempDir>), ConfigError> {
+    let err = |reason: &str| ConfigError::Code {
+        path: code.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let meta = std::fs::metadata(code).map_err(|e| err(&e.to_string()))?;
+    if meta.is_dir() {
+        let dir = code.canonicalize().map_err(|e| err(&e.to_string()))?;
+        return Ok((dir, None));
+    }
+    if code
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        let tmp = tempfile::Builder::new()
+            .prefix("lamina-code-")
+            .tempdir()
+            .map_err(|e| err(&format!("cannot create a directory to extract into: {e}")))?;
+        lamina_layers::extract_zip(code, tmp.path(), lamina_layers::Limits::default())?;
+        return Ok((tmp.path().to_owned(), Some(tmp)));
+    }
+    Err(err("not a directory or a .zip file"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(code: &Path) -> FunctionConfig {
+        FunctionConfig {
+            code: code.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_lambdas() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = config(dir.path()).resolve().unwrap();
+        assert_eq!(spec.memory_mb, 128);
+        assert_eq!(spec.timeout, Duration::from_secs(3));
+        assert_eq!(spec.region, "us-east-1");
+        assert!(
+            spec.arn
+                .starts_with("arn:aws:lambda:us-east-1:000000000000:function:")
+        );
+    }
+
+    #[test]
+    fn each_bad_value_names_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: Vec<(FunctionConfig, &str)> = vec![
+            (
+                FunctionConfig {
+                    memory_mb: Some(64),
+                    ..config(dir.path())
+                },
+                "memory",
+            ),
+            (
+                FunctionConfig {
+                    timeout_secs: Some(901),
+                    ..config(dir.path())
+                },
+                "timeout",
+            ),
+            (
+                FunctionConfig {
+                    name: Some("a b".into()),
+                    ..config(dir.path())
+                },
+                "name",
+            ),
+            (
+                FunctionConfig {
+                    environment: vec![("AWS_REGION".into(), "x".into())],
+                    ..config(dir.path())
+                },
+                "AWS_REGION",
+            ),
+            (config(&dir.path().join("missing")), "missing"),
+        ];
+        for (cfg, field) in cases {
+            let err = cfg.resolve().unwrap_err().to_string();
+            assert!(err.contains(field), "{err:?} should name {field}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The function's log stream. Everything an environment's processes write to stdout or stderr
+//! goes into one pipe, whose lines reach a [`LogSink`] in order, interleaved with Lambda's
+//! platform lines (`START`, `END`, `REPORT`) in the places CloudWatch shows them.
+//!
+//! Ordering: a function writes its output before it posts its response, so by the time the
+//! response arrives that output is already in the pipe. Before writing `END`, the environment
+//! asks the pump to [`LogPump::flush`]: the pump drains whatever the pipe holds right now, then
+//! acknowledges. No output of an invocation can therefore land after its `END` line.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::lambda_env::FUNCTION_VERSION;
+
+/// CloudWatch's largest log event; a longer line without a newline is cut here.
+const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// Where log lines go. Implementations must be cheap: they are called on the pump's task.
+pub trait LogSink: Send + Sync + fmt::Debug {
+    /// One line, without its newline.
+    fn line(&self, line: &[u8]);
+}
+
+/// Writes lines to the process's stderr, as `lamina invoke` shows them.
+#[derive(Debug, Default)]
+pub struct StderrSink;
+
+impl LogSink for StderrSink {
+    fn line(&self, line: &[u8]) {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        // A closed stderr must not take the host down: the log line is simply lost.
+        let _ = err.write_all(line).and_then(|()| err.write_all(b"\n"));
+    }
+}
+
+/// Keeps lines in memory; for tests and for log tails.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    lines: Mutex<Vec<String>>,
+}
+
+impl MemorySink {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl LogSink for MemorySink {
+    fn line(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line).into_owned();
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line);
+    }
+}
+
+/// Reads an environment's output pipe and forwards it line by line.
+#[derive(Debug)]
+pub(crate) struct LogPump {
+    flush_tx: mpsc::UnboundedSender<oneshot::Sender<()>>,
+}
+
+impl LogPump {
+    /// Starts pumping the read end of a pipe into `sink`.
+    pub(crate) fn start(
+        read_end: OwnedFd,
+        sink: std::sync::Arc<dyn LogSink>,
+    ) -> std::io::Result<Self> {
+        let rx = pipe::Receiver::from_owned_fd(read_end)?;
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        tokio::spawn(pump(rx, flush_rx, sink));
+        Ok(Self { flush_tx })
+    }
+
+    /// Returns once everything written to the pipe before this call has reached the sink.
+    pub(crate) async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.flush_tx.send(ack).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn pump(
+    rx: pipe::Receiver,
+    mut flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    sink: std::sync::Arc<dyn LogSink>,
+) {
+    let mut lines = LineBuffer::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut open = true;
+    while open {
+        tokio::select! {
+            biased;
+            request = flush_rx.recv() => {
+                let Some(ack) = request else { break };
+                open = drain(&rx, &mut buf, &mut lines, &*sink);
+                lines.finish(&*sink);
+                let _ = ack.send(());
+            }
+            ready = rx.readable() => {
+                if ready.is_err() {
+                    break;
+                }
+                open = drain(&rx, &mut buf, &mut lines, &*sink);
+            }
+        }
+    }
+    lines.finish(&*sink);
+    // The pipe is closed: answer later flushes at once until the environment lets go.
+    while let Some(ack) = flush_rx.recv().await {
+        let _ = ack.send(());
+    }
+}
+
+/// Reads what the pipe holds now; false once it reports end of file or fails.
+fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut LineBuffer, sink: &dyn LogSink) -> bool {
+    loop {
+        match rx.try_read(buf) {
+            Ok(0) => return false,
+            Ok(n) => lines.push(&buf[..n], sink),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct LineBuffer {
+    partial: Vec<u8>,
+}
+
+impl LineBuffer {
+    fn push(&mut self, mut data: &[u8], sink: &dyn LogSink) {
+        while let Some(pos) = data.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                sink.line(&data[..pos]);
+            } else {
+                self.partial.extend_from_slice(&data[..pos]);
+                sink.line(&self.partial);
+                self.partial.clear();
+            }
+            data = &data[pos + 1..];
+        }
+        self.partial.extend_from_slice(data);
+        if self.partial.len() >= MAX_LINE_BYTES {
+            self.finish(sink);
+        }
+    }
+
+    fn finish(&mut self, sink: &dyn LogSink) {
+        if !self.partial.is_empty() {
+            sink.line(&self.partial);
+            self.partial.clear();
+        }
+    }
+}
+
+/// `START RequestId: … Version: $LATEST`
+pub fn start_line(request_id: &str) -> String {
+    format!("START RequestId: {request_id} Version: {FUNCTION_VERSION}")
+}
+
+/// `END RequestId: …`
+pub fn end_line(request_id: &str) -> String {
+    format!("END RequestId: {request_id}")
+}
+
+/// `<ISO time> <RequestId> Task timed out after N.NN seconds`, logged when a deadline passes.
+pub fn timeout_line(request_id: &str, after: Duration) -> String {
+    let now = humantime::format_rfc3339_millis(SystemTime::now());
+    format!(
+        "{now} {request_id} Task timed out after {:.2} seconds",
+        after.as_secs_f64()
+    )
+}
+
+/// The facts of one invocation's `REPORT` line.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    /// The invocation.
+    pub request_id: &'a str,
+    /// From delivery to the runtime until the outcome.
+    pub duration: Duration,
+    /// Init, when this invocation was the environment's cold start.
+    pub init: Option<Duration>,
+    /// The configured memory size.
+    pub memory_mb: u32,
+    /// Peak memory of the environment so far.
+    pub max_memory_mb: u64,
+    /// `Status:` and `Error Type:` for failed invocations.
+    pub failure: Option<(&'a str, &'a str)>,
+}
+
+impl Report<'_> {
+    /// The tab-separated line CloudWatch shows. Billed duration rounds up to the millisecond
+    /// and, for custom runtimes, includes init.
+    pub fn line(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let billed = (ms(self.duration) + self.init.map_or(0.0, ms))
+            .ceil()
+            .max(1.0);
+        let mut line = format!(
+            "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {billed:.0} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+            self.request_id,
+            ms(self.duration),
+            self.memory_mb,
+            self.max_memory_mb,
+        );
+        if let Some(init) = self.init {
+            line.push_str(&format!("\tInit Duration: {:.2} ms", ms(init)));
+        }
+        if let Some((status, error_type)) = self.failure {
+            line.push_str(&format!("\tStatus: {status}\tError Type: {error_type}"));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_line_has_lambdas_fields() {
+        let r = Report {
+            request_id: "id",
+            duration: Duration::from_micros(2_340),
+            init: Some(Duration::from_micros(120_120)),
+            memory_mb: 128,
+            max_memory_mb: 35,
+            failure: None,
+        };
+        assert_eq!(
+            r.line(),
+            "REPORT RequestId: id\tDuration: 2.34 ms\tBilled Duration: 123 ms\tMemory Size: 128 MB\tMax Memory Used: 35 MB\tInit Duration: 120.12 ms"
+        );
+    }
+
+    #[test]
+    fn lines_are_split_and_partials_kept_until_finished() {
+        let sink = MemorySink::default();
+        let mut b = LineBuffer::default();
+        b.push(b"one\ntw", &sink);
+        b.push(b"o\nthree", &sink);
+        assert_eq!(sink.lines(), ["one", "two"]);
+        b.finish(&sink);
+        assert_eq!(sink.lines(), ["one", "two", "three"]);
+    }
+}

@@ -1,0 +1,233 @@
+//! A function's pool: one task that owns all of the function's execution environments and
+//! hands each invocation to exactly one of them. Everything talks to it over a channel of
+//! [`PoolMsg`]; every invocation carries its own oneshot reply, so it resolves exactly once.
+//!
+//! Scope: one pool per loaded function; environments live inside it.
+
+pub mod environment;
+pub mod policy;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::FunctionSpec;
+use crate::error::Failure;
+use crate::invoke::{Completed, InvokeOutcome, InvokeRequest};
+use crate::logs::LogSink;
+use crate::sandbox::Sandbox;
+use environment::{EnvHandle, EnvMsg};
+use policy::Placement;
+
+/// An invocation on its way to an environment.
+#[derive(Debug)]
+pub(crate) struct Invocation {
+    pub(crate) request_id: String,
+    pub(crate) trace_id: String,
+    pub(crate) request: InvokeRequest,
+    pub(crate) reply: oneshot::Sender<Completed>,
+}
+
+impl Invocation {
+    /// Ends the invocation with `outcome`. Consumes it: there is no second time.
+    pub(crate) fn finish(self, outcome: InvokeOutcome) {
+        let _ = self.reply.send(Completed {
+            request_id: self.request_id,
+            outcome,
+        });
+    }
+}
+
+/// What the pool task hears.
+#[derive(Debug)]
+pub(crate) enum PoolMsg {
+    Invoke(Invocation),
+    /// The environment finished an invocation and can take another.
+    Idle(u64),
+    /// The environment is gone (its runtime exited, timed out or failed init).
+    Gone(u64),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to a function's pool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FunctionPool {
+    tx: mpsc::UnboundedSender<PoolMsg>,
+    spec: Arc<FunctionSpec>,
+}
+
+impl FunctionPool {
+    /// Starts the pool task for `spec`. Environments start on demand.
+    pub fn start(
+        spec: Arc<FunctionSpec>,
+        sandbox: Arc<dyn Sandbox>,
+        logs: Arc<dyn LogSink>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = PoolTask {
+            spec: Arc::clone(&spec),
+            sandbox,
+            logs,
+            tx: tx.clone(),
+            envs: HashMap::new(),
+            idle: Vec::new(),
+            queue: VecDeque::new(),
+            next_env: 0,
+        };
+        tokio::spawn(task.run(rx));
+        Self { tx, spec }
+    }
+
+    /// The function this pool runs.
+    pub fn spec(&self) -> &Arc<FunctionSpec> {
+        &self.spec
+    }
+
+    /// Runs one invocation to its end.
+    pub async fn invoke(&self, request: InvokeRequest) -> Completed {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let trace_id = request.trace_id.clone().unwrap_or_else(new_trace_id);
+        let (reply, done) = oneshot::channel();
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            trace_id,
+            request,
+            reply,
+        };
+        let lost = |request_id: String| Completed {
+            request_id,
+            outcome: InvokeOutcome::Failure(Failure::Sandbox(
+                "the function's pool has stopped".into(),
+            )),
+        };
+        if self.tx.send(PoolMsg::Invoke(invocation)).is_err() {
+            return lost(request_id);
+        }
+        done.await.unwrap_or_else(|_| lost(request_id))
+    }
+
+    /// Stops every environment (runtimes get SIGTERM, then SIGKILL after the grace period) and
+    /// waits until they are gone. Invocations still waiting for an environment fail.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(PoolMsg::Shutdown(done)).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// `Root=1-<epoch hex>-<96 random bits>;Parent=<64 random bits>;Sampled=0`, an X-Ray trace
+/// header as Lambda makes one for an untraced caller.
+fn new_trace_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "Root=1-{:08x}-{};Parent={};Sampled=0",
+        secs & 0xffff_ffff,
+        &a[..24],
+        &b[..16]
+    )
+}
+
+struct Slot {
+    handle: EnvHandle,
+    task: JoinHandle<()>,
+}
+
+struct PoolTask {
+    spec: Arc<FunctionSpec>,
+    sandbox: Arc<dyn Sandbox>,
+    logs: Arc<dyn LogSink>,
+    tx: mpsc::UnboundedSender<PoolMsg>,
+    envs: HashMap<u64, Slot>,
+    idle: Vec<u64>,
+    queue: VecDeque<Invocation>,
+    next_env: u64,
+}
+
+impl PoolTask {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PoolMsg>) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                PoolMsg::Invoke(invocation) => self.place(invocation),
+                PoolMsg::Idle(id) => match self.queue.pop_front() {
+                    Some(next) => self.dispatch(id, next),
+                    None => self.idle.push(id),
+                },
+                PoolMsg::Gone(id) => {
+                    self.envs.remove(&id);
+                    self.idle.retain(|&i| i != id);
+                    // Capacity freed: a waiting invocation may start a new environment.
+                    if let Some(next) = self.queue.pop_front() {
+                        self.place(next);
+                    }
+                }
+                PoolMsg::Shutdown(done) => {
+                    self.shutdown().await;
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn place(&mut self, invocation: Invocation) {
+        match policy::place(self.idle.len(), self.envs.len(), self.spec.concurrency) {
+            Placement::Reuse => {
+                let id = self
+                    .idle
+                    .pop()
+                    .expect("policy said an idle environment exists");
+                self.dispatch(id, invocation);
+            }
+            Placement::Spawn => self.spawn(invocation),
+            Placement::Queue => self.queue.push_back(invocation),
+        }
+    }
+
+    fn dispatch(&mut self, id: u64, invocation: Invocation) {
+        let Some(slot) = self.envs.get(&id) else {
+            return self.place(invocation);
+        };
+        if let Err(EnvMsg::Invoke(returned)) = slot.handle.send(EnvMsg::Invoke(invocation)) {
+            // The environment died between its last message and this one: it never saw the
+            // invocation, so placing it again cannot run it twice.
+            self.envs.remove(&id);
+            self.place(returned);
+        }
+    }
+
+    fn spawn(&mut self, first: Invocation) {
+        let id = self.next_env;
+        self.next_env += 1;
+        let (handle, task) = environment::spawn(
+            id,
+            Arc::clone(&self.spec),
+            Arc::clone(&self.sandbox),
+            Arc::clone(&self.logs),
+            self.tx.clone(),
+            first,
+        );
+        self.envs.insert(id, Slot { handle, task });
+    }
+
+    async fn shutdown(&mut self) {
+        for waiting in self.queue.drain(..) {
+            waiting.finish(InvokeOutcome::Failure(Failure::Sandbox(
+                "lamina is shutting down".into(),
+            )));
+        }
+        for slot in self.envs.values() {
+            let _ = slot.handle.send(EnvMsg::Shutdown);
+        }
+        for (_, slot) in self.envs.drain() {
+            let _ = slot.task.await;
+        }
+    }
+}

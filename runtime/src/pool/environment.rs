@@ -1,0 +1,519 @@
+//! One execution environment: a task that owns the environment's whole state (its runtime's
+//! processes, its Runtime API listener, the invocation in flight) and moves it through
+//! init → ready ⇄ invoking → dead. Calls from its Runtime API, messages from the pool, the
+//! runtime's exit and the deadline timer all arrive at this one task, one at a time, so there is
+//! no lock and no way for an invocation to end twice.
+//!
+//! Invariants:
+//! - an environment serves one invocation at a time;
+//! - after a timeout, a runtime exit or a failed init the environment is destroyed, never reused;
+//! - every invocation handed to it ends exactly once, whatever happens.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{Invocation, PoolMsg};
+use crate::config::FunctionSpec;
+use crate::config::lambda_env;
+use crate::error::{ExitStatus, Failure};
+use crate::invoke::{FunctionError, InvokeOutcome};
+use crate::logs::{self, LogPump, LogSink, Report};
+use crate::runtime_api::wire::{ApiError, NextEvent};
+use crate::runtime_api::{self, ApiCall, Reply};
+use crate::sandbox::{Control, Sandbox, StartSpec, Stop};
+
+/// Messages from the pool.
+#[derive(Debug)]
+pub(crate) enum EnvMsg {
+    Invoke(Invocation),
+    Shutdown,
+}
+
+/// The pool's side of an environment.
+#[derive(Debug)]
+pub(crate) struct EnvHandle {
+    tx: mpsc::UnboundedSender<EnvMsg>,
+}
+
+impl EnvHandle {
+    /// Sends a message; gives it back if the environment is gone.
+    pub(crate) fn send(&self, msg: EnvMsg) -> Result<(), EnvMsg> {
+        self.tx.send(msg).map_err(|e| e.0)
+    }
+}
+
+/// Starts an environment for `first`, its first invocation (environments start on demand).
+pub(crate) fn spawn(
+    id: u64,
+    spec: Arc<FunctionSpec>,
+    sandbox: Arc<dyn Sandbox>,
+    logs: Arc<dyn LogSink>,
+    pool: mpsc::UnboundedSender<PoolMsg>,
+    first: Invocation,
+) -> (EnvHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(id, spec, sandbox, logs, pool, first, rx));
+    (EnvHandle { tx }, task)
+}
+
+/// Why the environment ends, which decides how its processes are stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Runtime exited or timed out or broke: kill whatever is left at once.
+    Destroy,
+    /// Shutdown or failed init: SIGTERM, a grace period, then SIGKILL.
+    Graceful,
+}
+
+async fn run(
+    id: u64,
+    spec: Arc<FunctionSpec>,
+    sandbox: Arc<dyn Sandbox>,
+    sink: Arc<dyn LogSink>,
+    pool: mpsc::UnboundedSender<PoolMsg>,
+    first: Invocation,
+    mut rx: mpsc::UnboundedReceiver<EnvMsg>,
+) {
+    let init_started = Instant::now();
+    let env_hex = uuid::Uuid::new_v4().simple().to_string();
+    let log_stream = lambda_env::log_stream_name(SystemTime::now(), &env_hex);
+    let (listener, addr) = match runtime_api::bind().await {
+        Ok(bound) => bound,
+        Err(e) => {
+            first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
+                "cannot bind the runtime api listener: {e}"
+            ))));
+            let _ = pool.send(PoolMsg::Gone(id));
+            return;
+        }
+    };
+    let (api_tx, mut api_rx) = mpsc::unbounded_channel();
+    let server = AbortOnDrop(tokio::spawn(runtime_api::serve(listener, api_tx)));
+    let started = sandbox.start(StartSpec {
+        spec: &spec,
+        env_id: &env_hex,
+        runtime_api: addr,
+        log_stream: &log_stream,
+    });
+    let started = match started {
+        Ok(started) => started,
+        Err(failure) => {
+            sink.line(logs::start_line(&first.request_id).as_bytes());
+            let request_id = first.request_id.clone();
+            first.finish(InvokeOutcome::Failure(failure.clone()));
+            sink.line(logs::end_line(&request_id).as_bytes());
+            let report = Report {
+                request_id: &request_id,
+                duration: Duration::ZERO,
+                init: Some(init_started.elapsed()),
+                memory_mb: spec.memory_mb,
+                max_memory_mb: 0,
+                failure: Some((failure.report_status(), failure.error_type())),
+            };
+            sink.line(report.line().as_bytes());
+            let _ = pool.send(PoolMsg::Gone(id));
+            return;
+        }
+    };
+    let pump = match LogPump::start(started.logs, Arc::clone(&sink)) {
+        Ok(pump) => pump,
+        Err(e) => {
+            started.control.stop(Stop::Kill);
+            first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
+                "cannot read the log pipe: {e}"
+            ))));
+            let _ = pool.send(PoolMsg::Gone(id));
+            return;
+        }
+    };
+    tracing::debug!(function = %spec.name, env_id = %env_hex, backend = sandbox.name(), %addr, "environment started");
+    let mut env = Env {
+        id,
+        spec,
+        sink,
+        pump,
+        control: started.control,
+        pool,
+        init_started: Some(init_started),
+        init_duration: None,
+        parked: None,
+        inflight: Some(Inflight {
+            invocation: first,
+            deadline: None,
+            delivered_at: None,
+        }),
+        answered: VecDeque::new(),
+        max_memory: 0,
+    };
+    let mut exited = started.exited;
+    let end = loop {
+        let wake = env.next_wake();
+        tokio::select! {
+            biased;
+            call = api_rx.recv() => {
+                // The server holds a sender for as long as it runs, and it runs until dropped.
+                let Some(call) = call else { break End::Destroy };
+                if let Some(end) = env.on_api(call).await {
+                    break end;
+                }
+            }
+            msg = rx.recv() => match msg {
+                Some(EnvMsg::Invoke(invocation)) => env.on_invoke(invocation),
+                Some(EnvMsg::Shutdown) | None => {
+                    env.fail_inflight(Failure::Sandbox("the execution environment was shut down".into())).await;
+                    break End::Graceful;
+                }
+            },
+            status = &mut exited => {
+                let status = status.unwrap_or(ExitStatus::Code(-1));
+                env.fail_inflight(Failure::Exited(status)).await;
+                break End::Destroy;
+            }
+            () = sleep_until(wake) => {
+                if let Some(end) = env.on_timer().await {
+                    break end;
+                }
+            }
+        }
+    };
+    env.destroy(end, exited).await;
+    drop(server);
+    let _ = env.pool.send(PoolMsg::Gone(env.id));
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Aborts a task when dropped, so that the listener goes with its environment.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Inflight {
+    invocation: Invocation,
+    /// Set once the runtime is ready; init time does not count against the timeout.
+    deadline: Option<Instant>,
+    /// When the runtime received the event from `/next`.
+    delivered_at: Option<Instant>,
+}
+
+struct Env {
+    id: u64,
+    spec: Arc<FunctionSpec>,
+    sink: Arc<dyn LogSink>,
+    pump: LogPump,
+    control: Box<dyn Control>,
+    pool: mpsc::UnboundedSender<PoolMsg>,
+    /// Some while the runtime has not yet called `/next` for the first time.
+    init_started: Option<Instant>,
+    /// The init duration, until the first REPORT line shows it.
+    init_duration: Option<Duration>,
+    /// A `/next` waiting for an event.
+    parked: Option<Reply<NextEvent>>,
+    inflight: Option<Inflight>,
+    /// Recently answered request ids: a second answer to one of them is a 403, an unknown
+    /// id a 400, as on Lambda.
+    answered: VecDeque<String>,
+    max_memory: u64,
+}
+
+const ANSWERED_KEPT: usize = 32;
+
+impl Env {
+    fn next_wake(&self) -> Option<Instant> {
+        match self.init_started {
+            Some(started) => Some(started + self.spec.init_timeout),
+            None => self.inflight.as_ref().and_then(|i| i.deadline),
+        }
+    }
+
+    fn on_invoke(&mut self, invocation: Invocation) {
+        if self.inflight.is_some() {
+            // The pool only sends to idle environments; this is a bug, not a user error, but
+            // the invocation still ends exactly once.
+            invocation.finish(InvokeOutcome::Failure(Failure::Sandbox(
+                "execution environment is busy".into(),
+            )));
+            return;
+        }
+        let deadline = self
+            .init_started
+            .is_none()
+            .then(|| Instant::now() + self.spec.timeout);
+        self.inflight = Some(Inflight {
+            invocation,
+            deadline,
+            delivered_at: None,
+        });
+        if let Some(reply) = self.parked.take() {
+            self.deliver(reply);
+        }
+    }
+
+    /// Handles one Runtime API call. Returns how the environment ends, if it does.
+    async fn on_api(&mut self, call: ApiCall) -> Option<End> {
+        match call {
+            ApiCall::Next(reply) => {
+                self.on_next(reply);
+                None
+            }
+            ApiCall::Response {
+                request_id,
+                body,
+                reply,
+            } => {
+                self.answer(&request_id, reply, Ok(()), InvokeOutcome::Response(body))
+                    .await;
+                None
+            }
+            ApiCall::ResponseTooLarge { request_id, reply } => {
+                let outcome = InvokeOutcome::Failure(Failure::ResponseTooLarge);
+                self.answer(&request_id, reply, Err(ApiError::too_large()), outcome)
+                    .await;
+                None
+            }
+            ApiCall::Error {
+                request_id,
+                error_type,
+                body,
+                reply,
+            } => {
+                let error = FunctionError::from_runtime(error_type.as_deref(), body);
+                self.answer(
+                    &request_id,
+                    reply,
+                    Ok(()),
+                    InvokeOutcome::FunctionError(error),
+                )
+                .await;
+                None
+            }
+            ApiCall::InitError {
+                error_type,
+                body,
+                reply,
+            } => {
+                if self.init_started.is_none() {
+                    let _ = reply.send(Err(ApiError::invalid_state(
+                        "Ready",
+                        "InitError",
+                        "init has already completed",
+                    )));
+                    return None;
+                }
+                let _ = reply.send(Ok(()));
+                self.init_duration = self.init_started.take().map(|s| s.elapsed());
+                let error = FunctionError::from_runtime(error_type.as_deref(), body);
+                self.finish(InvokeOutcome::FunctionError(error)).await;
+                // Lambda discards an environment whose init failed; the next invocation starts
+                // a new one.
+                Some(End::Graceful)
+            }
+        }
+    }
+
+    fn on_next(&mut self, reply: Reply<NextEvent>) {
+        if self
+            .inflight
+            .as_ref()
+            .is_some_and(|i| i.delivered_at.is_some())
+        {
+            let _ = reply.send(Err(ApiError::invalid_state(
+                "Invoke",
+                "Ready",
+                "the current invocation has not been answered",
+            )));
+            return;
+        }
+        if self.parked.is_some() {
+            let _ = reply.send(Err(ApiError::invalid_state(
+                "Ready",
+                "Ready",
+                "a /next call is already waiting",
+            )));
+            return;
+        }
+        if let Some(started) = self.init_started.take() {
+            let now = Instant::now();
+            self.init_duration = Some(now - started);
+            if let Some(inflight) = &mut self.inflight {
+                inflight.deadline = Some(now + self.spec.timeout);
+            }
+        }
+        if self.inflight.is_some() {
+            self.deliver(reply);
+        } else {
+            self.parked = Some(reply);
+        }
+    }
+
+    /// Hands the waiting invocation to the runtime's `/next`.
+    fn deliver(&mut self, reply: Reply<NextEvent>) {
+        let Some(inflight) = &mut self.inflight else {
+            return;
+        };
+        let now = Instant::now();
+        let deadline = inflight.deadline.unwrap_or(now + self.spec.timeout);
+        let deadline_wall = SystemTime::now() + deadline.saturating_duration_since(now);
+        let deadline_ms = deadline_wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let invocation = &inflight.invocation;
+        let event = NextEvent {
+            request_id: invocation.request_id.clone(),
+            deadline_ms,
+            function_arn: self.spec.arn.clone(),
+            trace_id: invocation.trace_id.clone(),
+            client_context: invocation.request.client_context.clone(),
+            cognito_identity: invocation.request.cognito_identity.clone(),
+            payload: invocation.request.payload.clone(),
+        };
+        self.sink
+            .line(logs::start_line(&invocation.request_id).as_bytes());
+        inflight.delivered_at = Some(now);
+        // If the runtime hung up meanwhile the event is still in flight: it times out unless
+        // the runtime calls /next again... which it cannot see, so the deadline decides.
+        let _ = reply.send(Ok(event));
+    }
+
+    /// Checks that `request_id` is the invocation in flight, then ends it with `outcome` and
+    /// answers the runtime with `api_answer`; otherwise answers with the error and changes
+    /// nothing.
+    async fn answer(
+        &mut self,
+        request_id: &str,
+        reply: Reply<()>,
+        api_answer: Result<(), ApiError>,
+        outcome: InvokeOutcome,
+    ) {
+        let current = self
+            .inflight
+            .as_ref()
+            .filter(|i| i.delivered_at.is_some())
+            .is_some_and(|i| i.invocation.request_id == request_id);
+        if !current {
+            let error = if self.answered.iter().any(|a| a == request_id) {
+                ApiError::invalid_state(
+                    "Ready",
+                    "InvocationResponse",
+                    "the invocation was already answered",
+                )
+            } else {
+                ApiError::invalid_request_id()
+            };
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let _ = reply.send(api_answer);
+        self.finish(outcome).await;
+        let _ = self.pool.send(PoolMsg::Idle(self.id));
+    }
+
+    async fn on_timer(&mut self) -> Option<End> {
+        let now = Instant::now();
+        if let Some(started) = self.init_started {
+            if now < started + self.spec.init_timeout {
+                return None;
+            }
+            let request_id = self
+                .inflight
+                .as_ref()
+                .map(|i| i.invocation.request_id.clone());
+            if let Some(request_id) = request_id {
+                self.sink
+                    .line(logs::timeout_line(&request_id, self.spec.init_timeout).as_bytes());
+            }
+            self.control.stop(Stop::Kill);
+            self.init_duration = Some(now - started);
+            self.fail_inflight(Failure::InitTimeout(self.spec.init_timeout))
+                .await;
+            return Some(End::Destroy);
+        }
+        let inflight = self.inflight.as_ref()?;
+        if inflight.deadline.is_none_or(|d| now < d) {
+            return None;
+        }
+        let request_id = inflight.invocation.request_id.clone();
+        // Stop the runtime before anything else: a timed-out function must not keep running
+        // while its outcome is reported.
+        self.control.stop(Stop::Kill);
+        self.sink
+            .line(logs::timeout_line(&request_id, self.spec.timeout).as_bytes());
+        self.fail_inflight(Failure::Timeout(self.spec.timeout))
+            .await;
+        Some(End::Destroy)
+    }
+
+    async fn fail_inflight(&mut self, failure: Failure) {
+        if self.inflight.is_some() {
+            self.finish(InvokeOutcome::Failure(failure)).await;
+        }
+    }
+
+    /// Ends the invocation in flight with `outcome`, then writes its END and REPORT lines.
+    async fn finish(&mut self, outcome: InvokeOutcome) {
+        let Some(inflight) = self.inflight.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let request_id = inflight.invocation.request_id.clone();
+        if inflight.delivered_at.is_none() {
+            self.sink.line(logs::start_line(&request_id).as_bytes());
+        }
+        let duration = inflight.delivered_at.map_or(Duration::ZERO, |t| now - t);
+        let failure = match &outcome {
+            InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
+            _ => None,
+        };
+        // The caller hears first; the log lines follow without holding it up.
+        inflight.invocation.finish(outcome);
+        if let Some(bytes) = self.control.max_memory_bytes() {
+            self.max_memory = self.max_memory.max(bytes.div_ceil(1024 * 1024));
+        }
+        self.pump.flush().await;
+        self.sink.line(logs::end_line(&request_id).as_bytes());
+        let report = Report {
+            request_id: &request_id,
+            duration,
+            init: self.init_duration.take(),
+            memory_mb: self.spec.memory_mb,
+            max_memory_mb: self.max_memory,
+            failure,
+        };
+        self.sink.line(report.line().as_bytes());
+        if self.answered.len() == ANSWERED_KEPT {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(request_id);
+    }
+
+    /// Stops every process of the environment and waits for the runtime to be reaped.
+    async fn destroy(&mut self, end: End, mut exited: oneshot::Receiver<ExitStatus>) {
+        if end == End::Graceful {
+            self.control.stop(Stop::Terminate);
+            if tokio::time::timeout(self.spec.shutdown_grace, &mut exited)
+                .await
+                .is_ok()
+            {
+                // The runtime is gone; what it left in its group still goes below.
+                self.control.stop(Stop::Kill);
+                return;
+            }
+        }
+        self.control.stop(Stop::Kill);
+        let _ = exited.await;
+    }
+}

@@ -1,0 +1,282 @@
+//! The Runtime API (2018-06-01) as one execution environment sees it. Each environment gets its
+//! own listener, whose address only that environment is given; the API learns which environment
+//! is calling from the listener, never from anything the guest sends.
+//!
+//! This module is HTTP only: it parses each request into an [`ApiCall`] and sends it to the
+//! environment's task, which owns all state and decides the answer.
+
+pub mod wire;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::MAX_PAYLOAD_BYTES;
+use wire::{ApiError, Body, NextEvent};
+
+/// The answer the environment gives to a call.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// One parsed Runtime API call.
+#[derive(Debug)]
+pub enum ApiCall {
+    /// `GET /runtime/invocation/next`: answered when an event exists.
+    Next(Reply<NextEvent>),
+    /// `POST /runtime/invocation/{id}/response` within the payload limit.
+    Response {
+        /// The request id in the path.
+        request_id: String,
+        /// The response payload.
+        body: Bytes,
+        /// Accepted, or why not.
+        reply: Reply<()>,
+    },
+    /// `POST /runtime/invocation/{id}/response` over the payload limit.
+    ResponseTooLarge {
+        /// The request id in the path.
+        request_id: String,
+        /// Always answered with an error: 413 when the id was right.
+        reply: Reply<()>,
+    },
+    /// `POST /runtime/invocation/{id}/error`
+    Error {
+        /// The request id in the path.
+        request_id: String,
+        /// `Lambda-Runtime-Function-Error-Type`, when sent.
+        error_type: Option<String>,
+        /// The error document.
+        body: Bytes,
+        /// Accepted, or why not.
+        reply: Reply<()>,
+    },
+    /// `POST /runtime/init/error`
+    InitError {
+        /// `Lambda-Runtime-Function-Error-Type`, when sent.
+        error_type: Option<String>,
+        /// The error document.
+        body: Bytes,
+        /// Accepted, or why not.
+        reply: Reply<()>,
+    },
+}
+
+/// Binds a fresh listener on loopback for one environment.
+pub async fn bind() -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Serves the Runtime API on `listener`, sending every call to `calls`. Runs until aborted.
+pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<ApiCall>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or similar: back off rather than spin.
+                tracing::warn!(error = %e, "runtime api accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Each call is a small request and response: Nagle's algorithm would add delay.
+        let _ = stream.set_nodelay(true);
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, calls.clone()));
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "runtime api connection ended");
+            }
+        });
+    }
+}
+
+/// The route table.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Next,
+    Response(String),
+    Error(String),
+    InitError,
+}
+
+const PREFIX: &str = "/2018-06-01/runtime/";
+
+fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let rest = path
+        .strip_prefix(PREFIX)
+        .ok_or_else(|| ApiError::not_found(path))?;
+    let (route, allowed) = match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["invocation", "next"] => (Route::Next, Method::GET),
+        ["init", "error"] => (Route::InitError, Method::POST),
+        ["invocation", id, "response"] if !id.is_empty() => {
+            (Route::Response((*id).to_owned()), Method::POST)
+        }
+        ["invocation", id, "error"] if !id.is_empty() => {
+            (Route::Error((*id).to_owned()), Method::POST)
+        }
+        _ => return Err(ApiError::not_found(path)),
+    };
+    if *method == allowed {
+        Ok(route)
+    } else {
+        Err(ApiError::method_not_allowed(method, path))
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    calls: mpsc::UnboundedSender<ApiCall>,
+) -> Result<Response<Body>, Infallible> {
+    let route = match route(req.method(), req.uri().path()) {
+        Ok(route) => route,
+        Err(e) => return Ok(e.into_response()),
+    };
+    let error_type = req
+        .headers()
+        .get(wire::FUNCTION_ERROR_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = match route {
+        Route::Next => call(&calls, ApiCall::Next)
+            .await
+            .map(NextEvent::into_response),
+        Route::Response(request_id) => match read_body(req).await {
+            Ok(body) => {
+                call(&calls, |reply| ApiCall::Response {
+                    request_id,
+                    body,
+                    reply,
+                })
+                .await
+            }
+            Err(BodyError::TooLarge) => {
+                call(&calls, |reply| ApiCall::ResponseTooLarge {
+                    request_id,
+                    reply,
+                })
+                .await
+            }
+            Err(BodyError::Truncated) => Err(ApiError::truncated()),
+        }
+        .map(|()| wire::accepted()),
+        Route::Error(request_id) => match read_body(req).await {
+            Ok(body) => {
+                call(&calls, |reply| ApiCall::Error {
+                    request_id,
+                    error_type,
+                    body,
+                    reply,
+                })
+                .await
+            }
+            Err(BodyError::TooLarge) => Err(ApiError::too_large()),
+            Err(BodyError::Truncated) => Err(ApiError::truncated()),
+        }
+        .map(|()| wire::accepted()),
+        Route::InitError => match read_body(req).await {
+            Ok(body) => {
+                call(&calls, |reply| ApiCall::InitError {
+                    error_type,
+                    body,
+                    reply,
+                })
+                .await
+            }
+            Err(BodyError::TooLarge) => Err(ApiError::too_large()),
+            Err(BodyError::Truncated) => Err(ApiError::truncated()),
+        }
+        .map(|()| wire::accepted()),
+    };
+    Ok(response.unwrap_or_else(ApiError::into_response))
+}
+
+/// Sends a call to the environment and waits for its answer.
+async fn call<T>(
+    calls: &mpsc::UnboundedSender<ApiCall>,
+    make: impl FnOnce(Reply<T>) -> ApiCall,
+) -> Result<T, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    let gone = || ApiError::internal("the execution environment is shutting down");
+    calls.send(make(reply)).map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
+}
+
+enum BodyError {
+    TooLarge,
+    Truncated,
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match Limited::new(req.into_body(), MAX_PAYLOAD_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Truncated),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_their_errors() {
+        let p = |s: &str| format!("{PREFIX}{s}");
+        assert_eq!(route(&Method::GET, &p("invocation/next")), Ok(Route::Next));
+        assert_eq!(
+            route(&Method::POST, &p("invocation/abc/response")),
+            Ok(Route::Response("abc".into()))
+        );
+        assert_eq!(
+            route(&Method::POST, &p("invocation/abc/error")),
+            Ok(Route::Error("abc".into()))
+        );
+        assert_eq!(route(&Method::POST, &p("init/error")), Ok(Route::InitError));
+        assert_eq!(
+            route(&Method::POST, &p("invocation/next"))
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            route(&Method::GET, &p("invocation/abc/response"))
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            route(&Method::GET, &p("invocation//response"))
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(
+            route(&Method::GET, "/2018-06-01/other").unwrap_err().status,
+            404
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Where a bootstrap runs. A [`Sandbox`] starts one execution environment's processes and hands
+//! back a [`Started`]: a handle to stop them, a future for the runtime's exit, and the read end of
+//! the pipe carrying their output. The pool never touches processes, namespaces or cgroups
+//! itself; backends do.
+//!
+//! Scope: a `Sandbox` is runtime-wide; each `Started` belongs to one environment.
+
+pub mod process;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use tokio::sync::oneshot;
+
+use crate::config::FunctionSpec;
+use crate::error::{ExitStatus, Failure};
+
+/// What a backend needs to start one environment.
+#[derive(Debug)]
+pub struct StartSpec<'a> {
+    /// The function.
+    pub spec: &'a FunctionSpec,
+    /// The environment's id (hex), unique in this host.
+    pub env_id: &'a str,
+    /// The environment's own Runtime API listener.
+    pub runtime_api: SocketAddr,
+    /// The log stream name (`AWS_LAMBDA_LOG_STREAM_NAME`).
+    pub log_stream: &'a str,
+}
+
+/// How to stop an environment's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Ask politely (SIGTERM), as Lambda does at shutdown.
+    Terminate,
+    /// End at once (SIGKILL), as after a timeout.
+    Kill,
+}
+
+/// Control over a started environment.
+pub trait Control: Send + Sync + fmt::Debug {
+    /// Signals every process of the environment.
+    fn stop(&self, how: Stop);
+    /// The environment's peak memory use so far, in bytes, when the backend can tell.
+    fn max_memory_bytes(&self) -> Option<u64>;
+}
+
+/// A started environment.
+#[derive(Debug)]
+pub struct Started {
+    /// Stops the environment and reads its resource use.
+    pub control: Box<dyn Control>,
+    /// Resolves once the runtime process has exited.
+    pub exited: oneshot::Receiver<ExitStatus>,
+    /// The read end of the pipe carrying the environment's stdout and stderr.
+    pub logs: OwnedFd,
+}
+
+/// A way of running execution environments.
+pub trait Sandbox: Send + Sync + fmt::Debug {
+    /// The backend's name, for logs (`process`, `jail`, `wasm`).
+    fn name(&self) -> &'static str;
+    /// Starts the function's runtime. Errors are the invocation's outcome (a missing bootstrap,
+    /// or a host failure).
+    fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure>;
+}
+
+/// Where Lambda looks for a custom runtime's `bootstrap`, as the function sees the paths.
+pub const BOOTSTRAP_PATHS: [&str; 2] = ["/var/task/bootstrap", "/opt/bootstrap"];
+
+/// Finds the executable `bootstrap` on the host: the function's code first, then its layers.
+pub fn find_bootstrap(spec: &FunctionSpec) -> Result<PathBuf, Failure> {
+    let candidate = spec.code_dir.join("bootstrap");
+    let executable = std::fs::metadata(&candidate)
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if executable {
+        Ok(candidate)
+    } else {
+        Err(Failure::BootstrapNotFound {
+            searched: BOOTSTRAP_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+        })
+    }
+}

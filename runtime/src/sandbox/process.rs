@@ -1,0 +1,133 @@
+//! The unisolated backend: the bootstrap runs as a plain child process of the host, in its own
+//! process group so that stopping the environment reaches every process it started. It gives no
+//! isolation at all: for development, and for hosts without namespaces.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
+use crate::config::lambda_env::{self, Paths};
+use crate::error::{ExitStatus, Failure};
+
+/// Runs bootstraps as plain child processes.
+#[derive(Debug, Default)]
+pub struct ProcessSandbox;
+
+impl Sandbox for ProcessSandbox {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
+        let spec = start.spec;
+        let bootstrap = find_bootstrap(spec)?;
+        let host_failure = |what: &str, e: std::io::Error| Failure::Sandbox(format!("{what}: {e}"));
+        // Without a jail there is no /var/task: the variables point at the real directories.
+        let paths = Paths {
+            task_root: spec.code_dir.display().to_string(),
+            runtime_dir: spec.code_dir.display().to_string(),
+        };
+        let env = lambda_env::environment(
+            spec,
+            &start.runtime_api.to_string(),
+            start.log_stream,
+            &paths,
+        );
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| host_failure("creating the log pipe", e))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| host_failure("creating the log pipe", e))?;
+        let mut command = tokio::process::Command::new(&bootstrap);
+        command
+            .env_clear()
+            .envs(env)
+            .current_dir(&spec.code_dir)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(writer2)
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| Failure::BootstrapNotExecutable {
+                path: "/var/task/bootstrap".to_owned(),
+                reason: go_style_reason(&e),
+            })?;
+        // The command holds the pipe's write ends; drop them so the pipe ends with the child.
+        drop(command);
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| {
+                Failure::Sandbox("the bootstrap exited before it could be tracked".into())
+            })?;
+        let reaped = Arc::new(AtomicBool::new(false));
+        let (exit_tx, exited) = oneshot::channel();
+        let reaped_flag = Arc::clone(&reaped);
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(code), _) => ExitStatus::Code(code),
+                    (None, Some(signal)) => ExitStatus::Signal(signal),
+                    (None, None) => ExitStatus::Code(-1),
+                },
+                Err(_) => ExitStatus::Code(-1),
+            };
+            reaped_flag.store(true, Ordering::Release);
+            let _ = exit_tx.send(status);
+        });
+        Ok(Started {
+            control: Box::new(ProcessControl { pid, reaped }),
+            exited,
+            logs: reader.into(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ProcessControl {
+    pid: i32,
+    reaped: Arc<AtomicBool>,
+}
+
+impl Control for ProcessControl {
+    fn stop(&self, how: Stop) {
+        let signal = match how {
+            Stop::Terminate => Signal::SIGTERM,
+            Stop::Kill => Signal::SIGKILL,
+        };
+        // The group outlives its leader while any member lives, so this also reaches
+        // processes the runtime left behind. ESRCH just means nothing is left.
+        let _ = killpg(Pid::from_raw(self.pid), signal);
+    }
+
+    fn max_memory_bytes(&self) -> Option<u64> {
+        if self.reaped.load(Ordering::Acquire) {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+/// "no such file or directory", as Go's os/exec words it in Lambda's messages.
+fn go_style_reason(e: &std::io::Error) -> String {
+    let text = match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}

@@ -1,0 +1,219 @@
+//! `lamina invoke` as a user runs it: where the event comes from, what goes to stdout and
+//! stderr, and the exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::support::{lamina, program};
+
+fn probe_dir() -> tempfile::TempDir {
+    crate::support::function_with(&program("probe"))
+}
+
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(lamina())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn success_prints_exactly_the_payload_and_exits_0() {
+    let dir = probe_dir();
+    let out = run(
+        &[
+            "invoke",
+            dir.path().to_str().unwrap(),
+            "--payload",
+            r#"{"action":"echo","x":1}"#,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.stdout, br#"{"action":"echo","x":1}"#,
+        "exactly the bytes the function returned"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("START RequestId: ") && l.ends_with(" Version: $LATEST"))
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("REPORT RequestId: ") && l.contains("\tInit Duration: "))
+    );
+}
+
+#[test]
+fn event_from_a_file_and_from_stdin() {
+    let dir = probe_dir();
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, r#"{"action":"echo","from":"file"}"#).unwrap();
+    let out = run(
+        &[
+            "invoke",
+            dir.path().to_str().unwrap(),
+            "--event",
+            event.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.stdout, br#"{"action":"echo","from":"file"}"#);
+    let out = run(
+        &["invoke", dir.path().to_str().unwrap(), "--event", "-"],
+        Some(br#"{"action":"echo","from":"stdin"}"#),
+    );
+    assert_eq!(out.stdout, br#"{"action":"echo","from":"stdin"}"#);
+}
+
+#[test]
+fn repeat_uses_one_warm_environment_and_prints_a_line_each() {
+    let dir = probe_dir();
+    let out = run(
+        &[
+            "invoke",
+            dir.path().to_str().unwrap(),
+            "--repeat",
+            "3",
+            "--env",
+            "GREETING=hi",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let reports: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 3);
+    assert!(
+        reports
+            .iter()
+            .all(|r| r["pid"] == reports[0]["pid"] && r["env"]["GREETING"] == "hi")
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.matches("Init Duration").count(), 1);
+}
+
+#[test]
+fn an_invocation_error_exits_1_with_the_error_json_on_stdout() {
+    let dir = probe_dir();
+    let out = run(
+        &[
+            "invoke",
+            dir.path().to_str().unwrap(),
+            "--payload",
+            r#"{"action":"exit","code":4}"#,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["errorType"], "Runtime.ExitError");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Runtime exited with error: exit status 4")
+    );
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_naming_the_problem() {
+    let dir = probe_dir();
+    let d = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["invoke", "/no/such/function"], "/no/such/function"),
+        (&["invoke", d, "--payload", "{not json"], "--payload"),
+        (&["invoke", d, "--memory", "100"], "memory"),
+        (&["invoke", d, "--timeout", "0"], "timeout"),
+        (&["invoke", d, "--env", "NOEQUALS"], "NOEQUALS"),
+        (
+            &["invoke", d, "--env", "AWS_LAMBDA_RUNTIME_API=x"],
+            "AWS_LAMBDA_RUNTIME_API",
+        ),
+        (
+            &["invoke", d, "--event", "/no/such/event.json"],
+            "/no/such/event.json",
+        ),
+        (&["invoke", d, "--bogus-flag"], "--bogus-flag"),
+    ];
+    for (args, named) in cases {
+        let out = run(args, None);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{args:?} should name {named}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn a_zip_package_is_extracted_and_keeps_bootstrap_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip_path = dir.path().join("fn.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    let exec = zip::write::SimpleFileOptions::default().unix_permissions(0o4755);
+    zip.start_file("bootstrap", exec).unwrap();
+    zip.write_all(&std::fs::read(program("probe")).unwrap())
+        .unwrap();
+    zip.start_file("data/readme.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(b"hello").unwrap();
+    zip.finish().unwrap();
+    let out = run(&["invoke", zip_path.to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["env"]["AWS_LAMBDA_FUNCTION_NAME"], "fn",
+        "named after the zip"
+    );
+    let task_root = std::path::PathBuf::from(report["env"]["LAMBDA_TASK_ROOT"].as_str().unwrap());
+    assert!(
+        !task_root.exists(),
+        "the extracted package is removed when lamina exits"
+    );
+}
+
+#[test]
+fn a_zip_escaping_its_root_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip_path = dir.path().join("evil.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    zip.start_file("../escaped", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(b"x").unwrap();
+    zip.finish().unwrap();
+    let out = run(&["invoke", zip_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("evil.zip") && stderr.contains("../escaped"),
+        "{stderr}"
+    );
+    assert!(!dir.path().parent().unwrap().join("escaped").exists());
+}

@@ -1,0 +1,184 @@
+//! Shared test support: functions made from the guest programs, an in-process pool with a
+//! log sink the tests can read, and the paths of built binaries.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use lamina_runtime::config::FunctionConfig;
+use lamina_runtime::invoke::{Completed, InvokeRequest};
+use lamina_runtime::logs::MemorySink;
+use lamina_runtime::pool::FunctionPool;
+use lamina_runtime::sandbox::process::ProcessSandbox;
+use tempfile::TempDir;
+
+/// A built guest program (a bin of this package).
+pub fn program(name: &str) -> PathBuf {
+    match name {
+        "probe" => PathBuf::from(env!("CARGO_BIN_EXE_probe")),
+        "echo-rs" => PathBuf::from(env!("CARGO_BIN_EXE_echo-rs")),
+        other => panic!("no guest program {other}"),
+    }
+}
+
+/// The cargo target directory this test binary was built into (`target/debug/deps/it-…` → `target`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir above deps")
+        .to_owned()
+}
+
+/// The `lamina` binary, built by `cargo test --workspace` alongside this test.
+pub fn lamina() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("profile dir")
+        .join("lamina");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// A function directory whose `bootstrap` is a copy of `program`.
+pub fn function_with(program_path: &Path) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(program_path, dir.path().join("bootstrap")).expect("copy bootstrap");
+    dir
+}
+
+/// A function directory with a script `bootstrap` and extra files.
+pub fn function_from_files(files: &[(&str, &str, bool)]) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text, executable) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write function file");
+        let mode = if *executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    dir
+}
+
+/// A pool for one function, running in this process, with its logs kept in memory.
+pub struct Harness {
+    pub pool: FunctionPool,
+    pub logs: Arc<MemorySink>,
+    _code: TempDir,
+}
+
+impl Harness {
+    pub fn start(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
+        let mut config = FunctionConfig {
+            name: Some("probe".into()),
+            code: code.path().to_owned(),
+            ..Default::default()
+        };
+        tweak(&mut config);
+        let spec = Arc::new(config.resolve().expect("valid config"));
+        let logs = Arc::new(MemorySink::default());
+        let pool = FunctionPool::start(spec, Arc::new(ProcessSandbox), logs.clone());
+        Harness {
+            pool,
+            logs,
+            _code: code,
+        }
+    }
+
+    pub fn probe(tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
+        Harness::start(function_with(&program("probe")), tweak)
+    }
+
+    pub async fn invoke(&self, payload: &str) -> Completed {
+        self.invoke_request(InvokeRequest {
+            payload: Bytes::from(payload.to_owned()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn invoke_request(&self, request: InvokeRequest) -> Completed {
+        self.pool.invoke(request).await
+    }
+
+    /// The invocation's body parsed as JSON.
+    pub async fn invoke_json(&self, payload: &str) -> (Completed, serde_json::Value) {
+        let done = self.invoke(payload).await;
+        let value = serde_json::from_slice(&done.body()).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&done.body())
+            )
+        });
+        (done, value)
+    }
+
+    /// Log lines, after shutting the pool down so that every REPORT has been written.
+    pub async fn finish(self) -> Vec<String> {
+        self.pool.shutdown().await;
+        self.logs.lines()
+    }
+}
+
+/// Whether a process still exists (a zombie counts as gone).
+pub fn process_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Python's official runtime interface client, installed once per target directory by pip
+/// (the project's own test setup; pinned). Returns (python interpreter, site directory).
+pub fn python_ric() -> (PathBuf, PathBuf) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is installed");
+    let python = PathBuf::from(String::from_utf8(python.stdout).expect("utf8").trim());
+    let site = target_dir()
+        .join("test-deps")
+        .join("python-awslambdaric-4.2.2");
+    if !site.join("awslambdaric").exists() {
+        let staging = tempfile::tempdir_in(target_dir()).expect("staging dir");
+        let status = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(staging.path())
+            .arg("awslambdaric==4.2.2")
+            .status()
+            .expect("run pip");
+        assert!(status.success(), "pip install awslambdaric failed");
+        std::fs::create_dir_all(site.parent().unwrap()).unwrap();
+        // Another test binary may have won the race; its copy is as good as ours.
+        let _ = std::fs::rename(staging.keep(), &site);
+    }
+    (python, site)
+}

@@ -1,0 +1,259 @@
+//! probe: a custom runtime that reports what it sees, for tests. It speaks the Runtime API over
+//! one keep-alive connection with nothing but the standard library, as a minimal runtime would,
+//! so that every header and status lamina sends can be observed raw.
+//!
+//! Init behaviour comes from `PROBE_INIT` (`error`, `exit`, `hang`); each event's `action`
+//! field picks what to do with it: `report` (default) answers with the environment, the `/next`
+//! headers and the event; `echo`, `error`, `exit`, `sleep`, `big`, `log`, `api_errors` and
+//! `replay` drive the error paths.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+struct Api {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    host: String,
+}
+
+struct Reply {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Api {
+    fn connect() -> Api {
+        let host = std::env::var("AWS_LAMBDA_RUNTIME_API").expect("AWS_LAMBDA_RUNTIME_API is set");
+        let stream = TcpStream::connect(&host).expect("connect to the runtime api");
+        stream.set_nodelay(true).expect("nodelay");
+        let writer = stream.try_clone().expect("clone stream");
+        Api {
+            reader: BufReader::new(stream),
+            writer,
+            host,
+        }
+    }
+
+    fn call(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut head = format!(
+            "{method} /2018-06-01/runtime/{path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.host,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.writer
+            .write_all(head.as_bytes())
+            .expect("write request head");
+        self.writer.write_all(body).expect("write request body");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut headers = BTreeMap::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("read header");
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = trimmed.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).expect("read body");
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_map(map: &BTreeMap<String, String>) -> String {
+    let fields: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// The value of `"key":` in a flat JSON object, good enough for the probe's own events.
+fn field<'a>(event: &'a str, key: &str) -> Option<&'a str> {
+    let at = event.find(&format!("\"{key}\""))? + key.len() + 2;
+    let rest = event[at..].trim_start().strip_prefix(':')?.trim_start();
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim().trim_matches('"'))
+}
+
+fn status_report(reply: &Reply) -> String {
+    format!(
+        "{{\"status\":{},\"body\":{}}}",
+        reply.status,
+        json_string(&String::from_utf8_lossy(&reply.body))
+    )
+}
+
+fn main() {
+    let mut api = Api::connect();
+    match std::env::var("PROBE_INIT").as_deref() {
+        Ok("error") => {
+            let body = br#"{"errorType":"Runtime.ProbeInitError","errorMessage":"init failed on purpose","stackTrace":[]}"#;
+            let reply = api.call(
+                "POST",
+                "init/error",
+                &[(
+                    "Lambda-Runtime-Function-Error-Type",
+                    "Runtime.ProbeInitError",
+                )],
+                body,
+            );
+            eprintln!("probe: init/error answered {}", reply.status);
+            std::process::exit(1);
+        }
+        Ok("exit") => std::process::exit(7),
+        Ok("hang") => loop {
+            std::thread::sleep(Duration::from_secs(60));
+        },
+        _ => {}
+    }
+    let mut previous_id = String::new();
+    loop {
+        let next = api.call("GET", "invocation/next", &[], b"");
+        let id = next
+            .headers
+            .get("lambda-runtime-aws-request-id")
+            .cloned()
+            .unwrap_or_default();
+        let event = String::from_utf8_lossy(&next.body).into_owned();
+        let action = field(&event, "action").unwrap_or("report").to_owned();
+        let respond = |api: &mut Api, body: &[u8]| {
+            api.call("POST", &format!("invocation/{id}/response"), &[], body)
+        };
+        match action.as_str() {
+            "echo" => {
+                respond(&mut api, event.as_bytes());
+            }
+            "error" => {
+                let body = br#"{"errorMessage":"failed on purpose","errorType":"ProbeError","stackTrace":["probe.rs"]}"#;
+                api.call(
+                    "POST",
+                    &format!("invocation/{id}/error"),
+                    &[("Lambda-Runtime-Function-Error-Type", "Unhandled")],
+                    body,
+                );
+            }
+            "exit" => {
+                let code = field(&event, "code")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                std::process::exit(code);
+            }
+            "sleep" => {
+                let ms = field(&event, "ms")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(ms));
+                respond(&mut api, format!("{{\"slept\":{ms}}}").as_bytes());
+            }
+            "big" => {
+                let bytes = field(&event, "bytes")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let reply = respond(&mut api, &vec![b'a'; bytes]);
+                eprintln!("probe: big response answered {}", reply.status);
+            }
+            "log" => {
+                println!("probe stdout line");
+                eprintln!("probe stderr line");
+                respond(&mut api, b"\"logged\"");
+            }
+            "api_errors" => {
+                let unknown = api.call("POST", "invocation/not-a-request-id/response", &[], b"{}");
+                let method = api.call("GET", &format!("invocation/{id}/response"), &[], b"");
+                let missing = api.call("GET", "nope", &[], b"");
+                let init = api.call("POST", "init/error", &[], b"{}");
+                let next_again = api.call("GET", "invocation/next", &[], b"");
+                let report = format!(
+                    "{{\"unknown_id\":{},\"wrong_method\":{},\"not_found\":{},\"init_error_late\":{},\"next_in_flight\":{}}}",
+                    status_report(&unknown),
+                    status_report(&method),
+                    status_report(&missing),
+                    status_report(&init),
+                    status_report(&next_again),
+                );
+                respond(&mut api, report.as_bytes());
+            }
+            "replay" => {
+                let again = api.call(
+                    "POST",
+                    &format!("invocation/{previous_id}/response"),
+                    &[],
+                    b"{}",
+                );
+                let error = api.call(
+                    "POST",
+                    &format!("invocation/{previous_id}/error"),
+                    &[],
+                    b"{}",
+                );
+                let report = format!(
+                    "{{\"response\":{},\"error\":{}}}",
+                    status_report(&again),
+                    status_report(&error)
+                );
+                respond(&mut api, report.as_bytes());
+            }
+            _ => {
+                let env: BTreeMap<String, String> = std::env::vars().collect();
+                let cwd = std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default();
+                let report = format!(
+                    "{{\"env\":{},\"headers\":{},\"status\":{},\"cwd\":{},\"pid\":{},\"event\":{}}}",
+                    json_map(&env),
+                    json_map(&next.headers),
+                    next.status,
+                    json_string(&cwd),
+                    std::process::id(),
+                    if event.is_empty() {
+                        "null".to_owned()
+                    } else {
+                        event.clone()
+                    },
+                );
+                respond(&mut api, report.as_bytes());
+            }
+        }
+        previous_id = id;
+    }
+}
