@@ -18,7 +18,7 @@ use crate::error::Failure;
 use crate::invoke::{Completed, InvokeOutcome, InvokeRequest};
 use crate::logs::LogSink;
 use crate::sandbox::Sandbox;
-use environment::{EnvHandle, EnvMsg};
+use environment::EnvHandle;
 use policy::Placement;
 
 /// An invocation on its way to an environment.
@@ -195,11 +195,11 @@ impl PoolTask {
         let Some(slot) = self.envs.get(&id) else {
             return self.place(invocation);
         };
-        if let Err(EnvMsg::Invoke(returned)) = slot.handle.send(EnvMsg::Invoke(invocation)) {
+        if let Err(returned) = slot.handle.invoke(invocation) {
             // The environment died between its last message and this one: it never saw the
             // invocation, so placing it again cannot run it twice.
             self.envs.remove(&id);
-            self.place(returned);
+            self.place(*returned);
         }
     }
 
@@ -224,7 +224,7 @@ impl PoolTask {
             )));
         }
         for slot in self.envs.values() {
-            let _ = slot.handle.send(EnvMsg::Shutdown);
+            slot.handle.shutdown();
         }
         for (_, slot) in self.envs.drain() {
             let _ = slot.task.await;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -220,22 +220,31 @@ enum BodyError {
     Truncated,
 }
 
+/// Past the payload limit a body is still read (and dropped) up to this much, so that the
+/// runtime, which writes its whole body before reading the answer, sees the 413 on a connection
+/// that stays open. Beyond it the connection is closed.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, BodyError> {
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64) {
-        return Err(BodyError::TooLarge);
+    let mut body = req.into_body();
+    let mut kept = bytes::BytesMut::new();
+    let mut seen: usize = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Truncated)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= MAX_PAYLOAD_BYTES {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
     }
-    match Limited::new(req.into_body(), MAX_PAYLOAD_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(_) => Err(BodyError::Truncated),
+    if seen > MAX_PAYLOAD_BYTES {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(kept.freeze())
     }
 }
 

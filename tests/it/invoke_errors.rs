@@ -187,7 +187,12 @@ async fn a_response_over_6_mb_is_refused_with_413() {
     );
     // Exactly at the limit is fine.
     let done = h.invoke(r#"{"action":"big","bytes":6291556}"#).await;
-    assert!(matches!(&done.outcome, InvokeOutcome::Response(b) if b.len() == 6_291_556));
+    assert!(
+        matches!(&done.outcome, InvokeOutcome::Response(b) if b.len() == 6_291_556),
+        "{:?} {:?}",
+        done.error_type(),
+        String::from_utf8_lossy(&done.body()[..done.body().len().min(300)])
+    );
     let logs = h.finish().await;
     assert!(
         logs.iter().any(|l| l == "probe: big response answered 413"),

@@ -40,9 +40,19 @@ pub(crate) struct EnvHandle {
 }
 
 impl EnvHandle {
-    /// Sends a message; gives it back if the environment is gone.
-    pub(crate) fn send(&self, msg: EnvMsg) -> Result<(), EnvMsg> {
-        self.tx.send(msg).map_err(|e| e.0)
+    /// Hands over an invocation; gives it back, unseen, if the environment is gone.
+    pub(crate) fn invoke(&self, invocation: Invocation) -> Result<(), Box<Invocation>> {
+        self.tx
+            .send(EnvMsg::Invoke(invocation))
+            .map_err(|e| match e.0 {
+                EnvMsg::Invoke(invocation) => Box::new(invocation),
+                EnvMsg::Shutdown => unreachable!("sent an invocation"),
+            })
+    }
+
+    /// Asks the environment to shut down.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.tx.send(EnvMsg::Shutdown);
     }
 }
 
@@ -65,8 +75,11 @@ pub(crate) fn spawn(
 enum End {
     /// Runtime exited or timed out or broke: kill whatever is left at once.
     Destroy,
-    /// Shutdown or failed init: SIGTERM, a grace period, then SIGKILL.
+    /// Shutdown: SIGTERM, a grace period, then SIGKILL.
     Graceful,
+    /// After `/init/error` a runtime is expected to exit by itself: it gets the grace period
+    /// to do so, then SIGKILL.
+    AwaitExit,
 }
 
 async fn run(
@@ -148,8 +161,8 @@ async fn run(
         }),
         answered: VecDeque::new(),
         max_memory: 0,
+        exited: Some(started.exited),
     };
-    let mut exited = started.exited;
     let end = loop {
         let wake = env.next_wake();
         tokio::select! {
@@ -168,7 +181,8 @@ async fn run(
                     break End::Graceful;
                 }
             },
-            status = &mut exited => {
+            status = async { env.exited.as_mut().expect("polled only while running").await }, if env.exited.is_some() => {
+                env.exited = None;
                 let status = status.unwrap_or(ExitStatus::Code(-1));
                 env.fail_inflight(Failure::Exited(status)).await;
                 break End::Destroy;
@@ -180,7 +194,7 @@ async fn run(
             }
         }
     };
-    env.destroy(end, exited).await;
+    env.destroy(end).await;
     drop(server);
     let _ = env.pool.send(PoolMsg::Gone(env.id));
 }
@@ -227,6 +241,8 @@ struct Env {
     /// id a 400, as on Lambda.
     answered: VecDeque<String>,
     max_memory: u64,
+    /// Resolves when the runtime process has been reaped; `None` once it has.
+    exited: Option<oneshot::Receiver<ExitStatus>>,
 }
 
 const ANSWERED_KEPT: usize = 32;
@@ -319,7 +335,7 @@ impl Env {
                 self.finish(InvokeOutcome::FunctionError(error)).await;
                 // Lambda discards an environment whose init failed; the next invocation starts
                 // a new one.
-                Some(End::Graceful)
+                Some(End::AwaitExit)
             }
         }
     }
@@ -436,7 +452,7 @@ impl Env {
                 self.sink
                     .line(logs::timeout_line(&request_id, self.spec.init_timeout).as_bytes());
             }
-            self.control.stop(Stop::Kill);
+            self.kill_and_reap().await;
             self.init_duration = Some(now - started);
             self.fail_inflight(Failure::InitTimeout(self.spec.init_timeout))
                 .await;
@@ -447,9 +463,9 @@ impl Env {
             return None;
         }
         let request_id = inflight.invocation.request_id.clone();
-        // Stop the runtime before anything else: a timed-out function must not keep running
-        // while its outcome is reported.
-        self.control.stop(Stop::Kill);
+        // Stop the runtime before anything else: when the caller hears of the timeout, the
+        // function is no longer running.
+        self.kill_and_reap().await;
         self.sink
             .line(logs::timeout_line(&request_id, self.spec.timeout).as_bytes());
         self.fail_inflight(Failure::Timeout(self.spec.timeout))
@@ -500,20 +516,36 @@ impl Env {
         self.answered.push_back(request_id);
     }
 
+    /// Kills every process of the environment and waits (boundedly) until the runtime is reaped.
+    async fn kill_and_reap(&mut self) {
+        self.control.stop(Stop::Kill);
+        if let Some(exited) = &mut self.exited
+            && tokio::time::timeout(REAP_LIMIT, exited).await.is_ok()
+        {
+            self.exited = None;
+        }
+    }
+
     /// Stops every process of the environment and waits for the runtime to be reaped.
-    async fn destroy(&mut self, end: End, mut exited: oneshot::Receiver<ExitStatus>) {
-        if end == End::Graceful {
-            self.control.stop(Stop::Terminate);
-            if tokio::time::timeout(self.spec.shutdown_grace, &mut exited)
+    async fn destroy(&mut self, end: End) {
+        if end != End::Destroy
+            && let Some(exited) = &mut self.exited
+        {
+            if end == End::Graceful {
+                self.control.stop(Stop::Terminate);
+            }
+            if tokio::time::timeout(self.spec.shutdown_grace, exited)
                 .await
                 .is_ok()
             {
-                // The runtime is gone; what it left in its group still goes below.
-                self.control.stop(Stop::Kill);
-                return;
+                self.exited = None;
             }
         }
-        self.control.stop(Stop::Kill);
-        let _ = exited.await;
+        // Also reaches what the runtime left behind in its group after it exited.
+        self.kill_and_reap().await;
     }
 }
+
+/// A killed process is reaped within milliseconds; this bound only keeps a stuck kernel
+/// (a process in uninterruptible sleep) from holding the environment task forever.
+const REAP_LIMIT: Duration = Duration::from_secs(5);
