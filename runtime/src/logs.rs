@@ -5,7 +5,8 @@
 //! Ordering: a function writes its output before it posts its response, so by the time the
 //! response arrives that output is already in the pipe. Before writing `END`, the environment
 //! asks the pump to [`LogPump::flush`]: the pump drains whatever the pipe holds right now, then
-//! acknowledges. No output of an invocation can therefore land after its `END` line.
+//! acknowledges. No complete line of an invocation's output can therefore land after its `END`
+//! line; a final line without a newline waits for its newline (or end of file).
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -103,7 +104,9 @@ async fn pump(
             request = flush_rx.recv() => {
                 let Some(ack) = request else { break };
                 open = drain(&rx, &mut buf, &mut lines, &*sink);
-                lines.finish(&*sink);
+                // A partial line stays buffered: a runtime may be between two writes of one
+                // line right now (formatting macros write in pieces), and a flush must not cut
+                // it in two. It goes out with its newline, at end of file, or at the size cap.
                 let _ = ack.send(());
             }
             ready = rx.readable() => {

@@ -193,10 +193,13 @@ async fn a_response_over_6_mb_is_refused_with_413() {
         done.error_type(),
         String::from_utf8_lossy(&done.body()[..done.body().len().min(300)])
     );
+    // The probe logs what its POST got after the invocation has ended; one more invocation
+    // makes sure it has (it logs before its next /next).
+    h.invoke("{}").await;
     let logs = h.finish().await;
     assert!(
         logs.iter().any(|l| l == "probe: big response answered 413"),
-        "the runtime saw 413"
+        "the runtime saw 413: {logs:#?}"
     );
     assert!(logs.iter().any(|l| l == "probe: big response answered 202"));
 }
