@@ -2,11 +2,13 @@
 //! goes into one pipe, whose lines reach a [`LogSink`] in order, interleaved with Lambda's
 //! platform lines (`START`, `END`, `REPORT`) in the places CloudWatch shows them.
 //!
-//! Ordering: a function writes its output before it posts its response, so by the time the
-//! response arrives that output is already in the pipe. Before writing `END`, the environment
-//! asks the pump to [`LogPump::flush`]: the pump drains whatever the pipe holds right now, then
-//! acknowledges. No complete line of an invocation's output can therefore land after its `END`
-//! line; a final line without a newline waits for its newline (or end of file).
+//! One [`LogPump`] task per environment is the only writer of that environment's lines. The
+//! environment queues platform lines to it ([`LogPump::platform`]) without waiting; before
+//! writing one, the pump drains whatever the pipe holds at that moment. A function writes its
+//! output before it posts its response, so that output is in the pipe before the `END` line is
+//! queued: no complete line of an invocation can land after its `END`. A final line without a
+//! newline waits for its newline (or end of file). Keeping this off the environment task keeps
+//! logging off the invocation's critical path.
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -63,10 +65,29 @@ impl LogSink for MemorySink {
     }
 }
 
-/// Reads an environment's output pipe and forwards it line by line.
+/// Platform lines to write once the pipe has been drained. A closure, so that what is costly
+/// to know (peak memory, for REPORT) is read on the pump's task, not the environment's.
+pub(crate) type PlatformLines = Box<dyn FnOnce() -> Vec<String> + Send>;
+
+/// Reads an environment's output pipe and forwards it line by line, with platform lines in
+/// their places.
 #[derive(Debug)]
 pub(crate) struct LogPump {
-    flush_tx: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    tx: mpsc::UnboundedSender<PumpMsg>,
+}
+
+enum PumpMsg {
+    Platform(PlatformLines),
+    Flush(oneshot::Sender<()>),
+}
+
+impl fmt::Debug for PumpMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PumpMsg::Platform(_) => "Platform",
+            PumpMsg::Flush(_) => "Flush",
+        })
+    }
 }
 
 impl LogPump {
@@ -76,15 +97,21 @@ impl LogPump {
         sink: std::sync::Arc<dyn LogSink>,
     ) -> std::io::Result<Self> {
         let rx = pipe::Receiver::from_owned_fd(read_end)?;
-        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
-        tokio::spawn(pump(rx, flush_rx, sink));
-        Ok(Self { flush_tx })
+        let (tx, msgs) = mpsc::unbounded_channel();
+        tokio::spawn(pump(rx, msgs, sink));
+        Ok(Self { tx })
     }
 
-    /// Returns once everything written to the pipe before this call has reached the sink.
+    /// Queues platform lines: they are written after everything the pipe holds now.
+    pub(crate) fn platform(&self, lines: PlatformLines) {
+        let _ = self.tx.send(PumpMsg::Platform(lines));
+    }
+
+    /// Returns once everything queued and written to the pipe before this call has reached
+    /// the sink.
     pub(crate) async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        if self.flush_tx.send(ack).is_ok() {
+        if self.tx.send(PumpMsg::Flush(ack)).is_ok() {
             let _ = done.await;
         }
     }
@@ -92,7 +119,7 @@ impl LogPump {
 
 async fn pump(
     rx: pipe::Receiver,
-    mut flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    mut msgs: mpsc::UnboundedReceiver<PumpMsg>,
     sink: std::sync::Arc<dyn LogSink>,
 ) {
     let mut lines = LineBuffer::default();
@@ -101,13 +128,16 @@ async fn pump(
     while open {
         tokio::select! {
             biased;
-            request = flush_rx.recv() => {
-                let Some(ack) = request else { break };
-                open = drain(&rx, &mut buf, &mut lines, &*sink);
+            msg = msgs.recv() => {
+                let Some(msg) = msg else {
+                    drain(&rx, &mut buf, &mut lines, &*sink);
+                    break;
+                };
                 // A partial line stays buffered: a runtime may be between two writes of one
-                // line right now (formatting macros write in pieces), and a flush must not cut
-                // it in two. It goes out with its newline, at end of file, or at the size cap.
-                let _ = ack.send(());
+                // line right now (formatting macros write in pieces), and a platform line must
+                // not cut it in two.
+                open = drain(&rx, &mut buf, &mut lines, &*sink);
+                handle(msg, &*sink);
             }
             ready = rx.readable() => {
                 if ready.is_err() {
@@ -118,9 +148,22 @@ async fn pump(
         }
     }
     lines.finish(&*sink);
-    // The pipe is closed: answer later flushes at once until the environment lets go.
-    while let Some(ack) = flush_rx.recv().await {
-        let _ = ack.send(());
+    // The pipe is closed: platform lines and flushes still come until the environment is gone.
+    while let Some(msg) = msgs.recv().await {
+        handle(msg, &*sink);
+    }
+}
+
+fn handle(msg: PumpMsg, sink: &dyn LogSink) {
+    match msg {
+        PumpMsg::Platform(make) => {
+            for line in make() {
+                sink.line(line.as_bytes());
+            }
+        }
+        PumpMsg::Flush(ack) => {
+            let _ = ack.send(());
+        }
     }
 }
 

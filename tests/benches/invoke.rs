@@ -2,6 +2,15 @@
 //! `lambda_runtime` crate) through the host, 1 KB payload, and cold starts (spawn → first
 //! `/next`). Run with `cargo bench -p lamina-tests --bench invoke`; figures go in
 //! SPECIFICATION.md.
+//!
+//! For scale it first measures the floor on the same machine in the same run: one HTTP/1.1
+//! round trip over loopback between a bare hyper server and a blocking keep-alive client. A
+//! runtime makes two requests per invocation (`GET /next`, `POST /response`), and in sequence
+//! the next event cannot go out before the runtime asks for it, so the floor of a warm
+//! invocation is two round trips: host overhead = warm p50 − 2 × baseline p50.
+//!
+//! `BENCH_BOOTSTRAP=probe` runs the std-only probe instead of `lambda_runtime`, which takes the
+//! runtime client's own cost out of the figure. `BENCH_WARM` and `BENCH_COLD` set the counts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +46,68 @@ fn pool_for(dir: &std::path::Path) -> FunctionPool {
     FunctionPool::start(Arc::new(spec), Arc::new(ProcessSandbox), Arc::new(Discard))
 }
 
+/// p50 of one HTTP/1.1 round trip (1 KB body each way) between a bare hyper server that
+/// answers at once and a blocking keep-alive client in its own thread.
+fn baseline_round_trip(runtime: &tokio::runtime::Runtime, n: usize) -> (Duration, Duration) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from(vec![b'x'; 1024])),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let client = std::thread::spawn(move || {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n{}",
+            "y".repeat(1024)
+        );
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + 500 {
+            let t = Instant::now();
+            writer.write_all(request.as_bytes()).unwrap();
+            let mut line = String::new();
+            let mut len = 0;
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            if i >= 500 {
+                samples.push(t.elapsed());
+            }
+        }
+        samples
+    });
+    let mut samples = client.join().unwrap();
+    samples.sort();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
 fn main() {
     let warm_n: usize = std::env::var("BENCH_WARM")
         .ok()
@@ -47,13 +118,32 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_echo-rs"), dir.path().join("bootstrap")).unwrap();
-    let payload = Bytes::from(format!("{{\"data\":\"{}\"}}", "x".repeat(1024 - 11)));
+    let probe = std::env::var("BENCH_BOOTSTRAP").is_ok_and(|b| b == "probe");
+    let bootstrap = if probe {
+        env!("CARGO_BIN_EXE_probe")
+    } else {
+        env!("CARGO_BIN_EXE_echo-rs")
+    };
+    std::fs::copy(bootstrap, dir.path().join("bootstrap")).unwrap();
+    let payload = if probe {
+        Bytes::from(format!(
+            "{{\"action\":\"echo\",\"data\":\"{}\"}}",
+            "x".repeat(1024 - 27)
+        ))
+    } else {
+        Bytes::from(format!("{{\"data\":\"{}\"}}", "x".repeat(1024 - 11)))
+    };
     assert_eq!(payload.len(), 1024);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    let (base50, base99) = baseline_round_trip(&runtime, warm_n);
+    println!(
+        "baseline  one loopback HTTP round trip, bare hyper: p50={:.1}µs  p99={:.1}µs",
+        base50.as_secs_f64() * 1e6,
+        base99.as_secs_f64() * 1e6
+    );
     runtime.block_on(async {
         // Warm: one environment, sequential invocations.
         let pool = pool_for(dir.path());
@@ -75,11 +165,13 @@ fn main() {
         let total = all.elapsed();
         pool.shutdown().await;
         samples.sort();
+        let p50 = percentile(&samples, 0.50);
         println!(
-            "warm  n={warm_n}  p50={:.1}µs  p99={:.1}µs  throughput={:.0} invocations/s",
-            percentile(&samples, 0.50).as_secs_f64() * 1e6,
+            "warm  n={warm_n}  p50={:.1}µs  p99={:.1}µs  throughput={:.0} invocations/s  host overhead≈{:.1}µs (p50 − 2×baseline)",
+            p50.as_secs_f64() * 1e6,
             percentile(&samples, 0.99).as_secs_f64() * 1e6,
-            warm_n as f64 / total.as_secs_f64()
+            warm_n as f64 / total.as_secs_f64(),
+            (p50.as_secs_f64() - 2.0 * base50.as_secs_f64()) * 1e6
         );
 
         // Cold: a new pool (so a new environment) per invocation; the first invocation's time

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -147,9 +148,8 @@ async fn run(
     let mut env = Env {
         id,
         spec,
-        sink,
         pump,
-        control: started.control,
+        control: Arc::from(started.control),
         pool,
         init_started: Some(init_started),
         init_duration: None,
@@ -160,7 +160,7 @@ async fn run(
             delivered_at: None,
         }),
         answered: VecDeque::new(),
-        max_memory: 0,
+        peak_mb: Arc::new(AtomicU64::new(0)),
         exited: Some(started.exited),
     };
     let end = loop {
@@ -170,21 +170,21 @@ async fn run(
             call = api_rx.recv() => {
                 // The server holds a sender for as long as it runs, and it runs until dropped.
                 let Some(call) = call else { break End::Destroy };
-                if let Some(end) = env.on_api(call).await {
+                if let Some(end) = env.on_api(call) {
                     break end;
                 }
             }
             msg = rx.recv() => match msg {
                 Some(EnvMsg::Invoke(invocation)) => env.on_invoke(invocation),
                 Some(EnvMsg::Shutdown) | None => {
-                    env.fail_inflight(Failure::Sandbox("the execution environment was shut down".into())).await;
+                    env.fail_inflight(Failure::Sandbox("the execution environment was shut down".into()));
                     break End::Graceful;
                 }
             },
             status = async { env.exited.as_mut().expect("polled only while running").await }, if env.exited.is_some() => {
                 env.exited = None;
                 let status = status.unwrap_or(ExitStatus::Code(-1));
-                env.fail_inflight(Failure::Exited(status)).await;
+                env.fail_inflight(Failure::Exited(status));
                 break End::Destroy;
             }
             () = sleep_until(wake) => {
@@ -226,9 +226,8 @@ struct Inflight {
 struct Env {
     id: u64,
     spec: Arc<FunctionSpec>,
-    sink: Arc<dyn LogSink>,
     pump: LogPump,
-    control: Box<dyn Control>,
+    control: Arc<dyn Control>,
     pool: mpsc::UnboundedSender<PoolMsg>,
     /// Some while the runtime has not yet called `/next` for the first time.
     init_started: Option<Instant>,
@@ -240,7 +239,8 @@ struct Env {
     /// Recently answered request ids: a second answer to one of them is a 403, an unknown
     /// id a 400, as on Lambda.
     answered: VecDeque<String>,
-    max_memory: u64,
+    /// Peak memory seen so far, MB; updated where REPORT lines are written.
+    peak_mb: Arc<AtomicU64>,
     /// Resolves when the runtime process has been reaped; `None` once it has.
     exited: Option<oneshot::Receiver<ExitStatus>>,
 }
@@ -279,7 +279,7 @@ impl Env {
     }
 
     /// Handles one Runtime API call. Returns how the environment ends, if it does.
-    async fn on_api(&mut self, call: ApiCall) -> Option<End> {
+    fn on_api(&mut self, call: ApiCall) -> Option<End> {
         match call {
             ApiCall::Next(reply) => {
                 self.on_next(reply);
@@ -290,14 +290,12 @@ impl Env {
                 body,
                 reply,
             } => {
-                self.answer(&request_id, reply, Ok(()), InvokeOutcome::Response(body))
-                    .await;
+                self.answer(&request_id, reply, Ok(()), InvokeOutcome::Response(body));
                 None
             }
             ApiCall::ResponseTooLarge { request_id, reply } => {
                 let outcome = InvokeOutcome::Failure(Failure::ResponseTooLarge);
-                self.answer(&request_id, reply, Err(ApiError::too_large()), outcome)
-                    .await;
+                self.answer(&request_id, reply, Err(ApiError::too_large()), outcome);
                 None
             }
             ApiCall::Error {
@@ -312,8 +310,7 @@ impl Env {
                     reply,
                     Ok(()),
                     InvokeOutcome::FunctionError(error),
-                )
-                .await;
+                );
                 None
             }
             ApiCall::InitError {
@@ -332,7 +329,7 @@ impl Env {
                 let _ = reply.send(Ok(()));
                 self.init_duration = self.init_started.take().map(|s| s.elapsed());
                 let error = FunctionError::from_runtime(error_type.as_deref(), body);
-                self.finish(InvokeOutcome::FunctionError(error)).await;
+                self.finish(InvokeOutcome::FunctionError(error));
                 // Lambda discards an environment whose init failed; the next invocation starts
                 // a new one.
                 Some(End::AwaitExit)
@@ -397,9 +394,9 @@ impl Env {
             cognito_identity: invocation.request.cognito_identity.clone(),
             payload: invocation.request.payload.clone(),
         };
-        self.sink
-            .line(logs::start_line(&invocation.request_id).as_bytes());
+        let start = logs::start_line(&invocation.request_id);
         inflight.delivered_at = Some(now);
+        self.log(start);
         // If the runtime hung up meanwhile the event is still in flight: it times out unless
         // the runtime calls /next again... which it cannot see, so the deadline decides.
         let _ = reply.send(Ok(event));
@@ -408,7 +405,7 @@ impl Env {
     /// Checks that `request_id` is the invocation in flight, then ends it with `outcome` and
     /// answers the runtime with `api_answer`; otherwise answers with the error and changes
     /// nothing.
-    async fn answer(
+    fn answer(
         &mut self,
         request_id: &str,
         reply: Reply<()>,
@@ -434,7 +431,7 @@ impl Env {
             return;
         }
         let _ = reply.send(api_answer);
-        self.finish(outcome).await;
+        self.finish(outcome);
         let _ = self.pool.send(PoolMsg::Idle(self.id));
     }
 
@@ -449,13 +446,11 @@ impl Env {
                 .as_ref()
                 .map(|i| i.invocation.request_id.clone());
             if let Some(request_id) = request_id {
-                self.sink
-                    .line(logs::timeout_line(&request_id, self.spec.init_timeout).as_bytes());
+                self.log(logs::timeout_line(&request_id, self.spec.init_timeout));
             }
             self.kill_and_reap().await;
             self.init_duration = Some(now - started);
-            self.fail_inflight(Failure::InitTimeout(self.spec.init_timeout))
-                .await;
+            self.fail_inflight(Failure::InitTimeout(self.spec.init_timeout));
             return Some(End::Destroy);
         }
         let inflight = self.inflight.as_ref()?;
@@ -466,50 +461,56 @@ impl Env {
         // Stop the runtime before anything else: when the caller hears of the timeout, the
         // function is no longer running.
         self.kill_and_reap().await;
-        self.sink
-            .line(logs::timeout_line(&request_id, self.spec.timeout).as_bytes());
-        self.fail_inflight(Failure::Timeout(self.spec.timeout))
-            .await;
+        self.log(logs::timeout_line(&request_id, self.spec.timeout));
+        self.fail_inflight(Failure::Timeout(self.spec.timeout));
         Some(End::Destroy)
     }
 
-    async fn fail_inflight(&mut self, failure: Failure) {
-        if self.inflight.is_some() {
-            self.finish(InvokeOutcome::Failure(failure)).await;
-        }
+    fn fail_inflight(&mut self, failure: Failure) {
+        self.finish(InvokeOutcome::Failure(failure));
     }
 
-    /// Ends the invocation in flight with `outcome`, then writes its END and REPORT lines.
-    async fn finish(&mut self, outcome: InvokeOutcome) {
+    /// Queues one platform line behind whatever the runtime has written so far.
+    fn log(&self, line: String) {
+        self.pump.platform(Box::new(move || vec![line]));
+    }
+
+    /// Ends the invocation in flight with `outcome`, then queues its END and REPORT lines.
+    fn finish(&mut self, outcome: InvokeOutcome) {
         let Some(inflight) = self.inflight.take() else {
             return;
         };
         let now = Instant::now();
         let request_id = inflight.invocation.request_id.clone();
         if inflight.delivered_at.is_none() {
-            self.sink.line(logs::start_line(&request_id).as_bytes());
+            self.log(logs::start_line(&request_id));
         }
         let duration = inflight.delivered_at.map_or(Duration::ZERO, |t| now - t);
         let failure = match &outcome {
             InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
             _ => None,
         };
-        // The caller hears first; the log lines follow without holding it up.
         inflight.invocation.finish(outcome);
-        if let Some(bytes) = self.control.max_memory_bytes() {
-            self.max_memory = self.max_memory.max(bytes.div_ceil(1024 * 1024));
-        }
-        self.pump.flush().await;
-        self.sink.line(logs::end_line(&request_id).as_bytes());
-        let report = Report {
-            request_id: &request_id,
-            duration,
-            init: self.init_duration.take(),
-            memory_mb: self.spec.memory_mb,
-            max_memory_mb: self.max_memory,
-            failure,
-        };
-        self.sink.line(report.line().as_bytes());
+        // Peak memory is read on the pump's task when it writes REPORT, off this path.
+        let control = Arc::clone(&self.control);
+        let peak_mb = Arc::clone(&self.peak_mb);
+        let init = self.init_duration.take();
+        let memory_mb = self.spec.memory_mb;
+        let id = request_id.clone();
+        self.pump.platform(Box::new(move || {
+            if let Some(bytes) = control.max_memory_bytes() {
+                peak_mb.fetch_max(bytes.div_ceil(1024 * 1024), Ordering::Relaxed);
+            }
+            let report = Report {
+                request_id: &id,
+                duration,
+                init,
+                memory_mb,
+                max_memory_mb: peak_mb.load(Ordering::Relaxed),
+                failure,
+            };
+            vec![logs::end_line(&id), report.line()]
+        }));
         if self.answered.len() == ANSWERED_KEPT {
             self.answered.pop_front();
         }
@@ -543,6 +544,8 @@ impl Env {
         }
         // Also reaches what the runtime left behind in its group after it exited.
         self.kill_and_reap().await;
+        // Whoever waits for this environment to end (a shutdown, the CLI) gets its last lines.
+        self.pump.flush().await;
     }
 }
 
