@@ -30,7 +30,8 @@ pub fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// The `lamina` binary, built by `cargo test --workspace` alongside this test.
+/// The `lamina` binary. `cargo test --workspace` builds it before running any test because
+/// `lamina-runtime` has an integration test of its own (`runtime/tests/cli_surface.rs`).
 pub fn lamina() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe
