@@ -1,224 +1,217 @@
-//! Extraction of one ZIP archive into an empty directory, refusing anything that could write
-//! outside it or smuggle in something other than plain files and directories.
+//! Writes a scanned, clean archive into an empty directory. Directories first, then files on
+//! every core (largest first, each worker with its own reader), then symlinks last, so that no
+//! entry can ever be written through a link. Sizes are counted on the real bytes as they stream:
+//! a header that lies about its size cannot fill the disk.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// Limits applied while extracting; the defaults follow Lambda's quotas.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Total bytes written for all entries (Lambda: 250 MB for function and layers unzipped).
-    pub max_unzipped_bytes: u64,
-    /// Number of entries in one archive.
-    pub max_entries: usize,
-}
+use crate::limits::Limits;
+use crate::problem::{Problem, Problems};
+use crate::scan::{EntryKind, Scan};
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_unzipped_bytes: 250 * 1024 * 1024,
-            max_entries: 100_000,
-        }
-    }
-}
-
-/// Why an archive could not be extracted. Every variant names the archive, and the entry where
-/// there is one.
+/// Why extraction stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    /// The archive could not be opened or is not a valid ZIP.
-    #[error("{archive}: not a readable zip archive: {source}")]
-    Open {
-        /// The archive.
-        archive: PathBuf,
-        /// What the zip reader said.
-        source: zip::result::ZipError,
-    },
-    /// One entry is refused.
-    #[error("{archive}: entry {entry:?}: {reason}")]
-    Entry {
-        /// The archive.
-        archive: PathBuf,
-        /// The entry's name as stored.
-        entry: String,
-        /// Why it is refused.
-        reason: String,
-    },
-    /// A size or count limit was passed.
-    #[error("{archive}: {what}")]
-    Limit {
-        /// The archive.
-        archive: PathBuf,
-        /// Which limit, with the numbers.
-        what: String,
-    },
-    /// Writing the extracted tree failed.
-    #[error("{archive}: writing {path}: {source}")]
+    /// The archive's content broke a rule its headers hid (corruption, lying sizes).
+    #[error(transparent)]
+    Problems(#[from] Problems),
+    /// Writing the tree failed.
+    #[error("writing {path}: {source}")]
     Write {
-        /// The archive.
-        archive: PathBuf,
-        /// The file being written.
+        /// The file or directory being written.
         path: PathBuf,
         /// The I/O error.
         source: io::Error,
     },
 }
 
-/// Extracts `archive` into `dest`, which must exist and be empty. On error `dest` may hold a
-/// partial tree: callers extract into a temporary directory and drop it on failure.
-pub fn extract_zip(archive: &Path, dest: &Path, limits: Limits) -> Result<(), ExtractError> {
-    let open_err = |source| ExtractError::Open {
-        archive: archive.to_owned(),
-        source,
+/// Extracts `scan` into `dest` (which must exist and be empty). `progress` is called with
+/// (bytes written, bytes declared) as files complete. Files become 0o555 or 0o444: extracted
+/// trees are shared by hard links and must not be edited in place.
+pub fn extract(
+    scan: &Scan,
+    dest: &Path,
+    limits: &Limits,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(), ExtractError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExtractError::Write { path, source }
     };
-    let file = File::open(archive).map_err(|e| open_err(zip::result::ZipError::Io(e)))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(open_err)?;
-    if zip.len() > limits.max_entries {
-        return Err(ExtractError::Limit {
-            archive: archive.to_owned(),
-            what: format!(
-                "{} entries, more than the limit of {}",
-                zip.len(),
-                limits.max_entries
-            ),
-        });
+    for entry in &scan.entries {
+        let dir = match entry.kind {
+            EntryKind::Dir => Some(entry.path.as_path()),
+            _ => entry.path.parent(),
+        };
+        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            let target = dest.join(dir);
+            fs::create_dir_all(&target).map_err(write_err(&target))?;
+        }
     }
-    let mut written: u64 = 0;
-    for index in 0..zip.len() {
-        let mut entry = zip.by_index(index).map_err(open_err)?;
-        let raw_name = String::from_utf8_lossy(entry.name_raw()).into_owned();
-        let utf8_name = entry.name().map(|n| n.into_owned());
-        let name = raw_name.clone();
-        let refuse = |reason: &str| ExtractError::Entry {
-            archive: archive.to_owned(),
-            entry: name.clone(),
-            reason: reason.to_owned(),
-        };
-        let Ok(utf8_name) = utf8_name else {
-            return Err(refuse("name is not valid UTF-8"));
-        };
-        let relative = safe_relative_path(&utf8_name).map_err(refuse)?;
-        let mode = entry.unix_mode();
-        let kind = mode.map(|m| m & 0o170000);
-        if entry.is_symlink() || kind == Some(0o120000) {
-            return Err(refuse(
-                "symbolic links are not supported in function packages yet",
-            ));
+    let mut files: Vec<(usize, &PathBuf, bool, u64)> = scan
+        .entries
+        .iter()
+        .filter_map(|e| match e.kind {
+            EntryKind::File { executable, size } => Some((e.index, &e.path, executable, size)),
+            _ => None,
+        })
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.3));
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+        .min(files.len().max(1));
+    let shared = Shared {
+        next: AtomicUsize::new(0),
+        written: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        failure: Mutex::new(None),
+    };
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| worker(scan, dest, limits, &files, &shared, progress));
         }
-        let target = dest.join(&relative);
-        let write_err = |source| ExtractError::Write {
-            archive: archive.to_owned(),
-            path: target.clone(),
-            source,
-        };
-        if entry.is_dir() {
-            fs::create_dir_all(&target).map_err(write_err)?;
-            continue;
+    });
+    if let Some(failure) = shared
+        .failure
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        return Err(failure);
+    }
+    for entry in &scan.entries {
+        if let EntryKind::Symlink { target } = &entry.kind {
+            let link = dest.join(&entry.path);
+            std::os::unix::fs::symlink(target, &link).map_err(write_err(&link))?;
         }
-        if kind.is_some_and(|k| k != 0o100000 && k != 0) {
-            return Err(refuse("not a regular file (device, FIFO or socket)"));
-        }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(write_err)?;
-        }
-        // Keep only the executable bits a runtime needs; setuid, setgid and sticky bits and
-        // group/world write never survive extraction. Archives made on Windows carry no mode:
-        // there a file named `bootstrap` must still be executable, as on Lambda.
-        let executable = match mode {
-            Some(m) => m & 0o111 != 0,
-            None => relative.file_name().is_some_and(|f| f == "bootstrap"),
-        };
-        let perm = if executable { 0o755 } else { 0o644 };
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(perm)
-            .open(&target)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    refuse("duplicate entry")
-                } else {
-                    write_err(e)
-                }
-            })?;
-        // Count real bytes, not the declared size: a lying header must not fill the disk.
-        let budget = limits.max_unzipped_bytes - written;
-        let copied = copy_limited(&mut entry, &mut out, budget).map_err(|e| {
-            if e.kind() == io::ErrorKind::InvalidData {
-                ExtractError::Limit {
-                    archive: archive.to_owned(),
-                    what: format!(
-                        "unzipped size passes the limit of {} bytes (at entry {name:?})",
-                        limits.max_unzipped_bytes
-                    ),
-                }
-            } else {
-                write_err(e)
-            }
-        })?;
-        written += copied;
-        fs::set_permissions(&target, fs::Permissions::from_mode(perm)).map_err(write_err)?;
     }
     Ok(())
 }
 
-fn copy_limited(from: &mut impl Read, to: &mut impl Write, budget: u64) -> io::Result<u64> {
-    let mut limited = from.take(budget + 1);
-    let copied = io::copy(&mut limited, to)?;
-    if copied > budget {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "size limit"));
-    }
-    Ok(copied)
+struct Shared {
+    next: AtomicUsize,
+    written: AtomicU64,
+    stop: AtomicBool,
+    failure: Mutex<Option<ExtractError>>,
 }
 
-/// Turns an entry name into a relative path made only of normal components, or says why not.
-fn safe_relative_path(name: &str) -> Result<PathBuf, &'static str> {
-    if name.contains('\0') {
-        return Err("name contains a NUL byte");
+impl Shared {
+    fn fail(&self, error: ExtractError) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert(error);
     }
-    if name.contains('\\') {
-        return Err("name contains a backslash");
-    }
-    let path = Path::new(name);
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => out.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("name contains a `..` component"),
-            Component::RootDir | Component::Prefix(_) => return Err("name is an absolute path"),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        return Err("name is empty");
-    }
-    Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normal_names_pass_and_hostile_ones_are_refused() {
-        assert_eq!(
-            safe_relative_path("a/./b/c.txt").unwrap(),
-            PathBuf::from("a/b/c.txt")
-        );
-        assert_eq!(safe_relative_path("bin/").unwrap(), PathBuf::from("bin"));
-        for bad in [
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a/../b",
-            "a\0b",
-            "..\\x",
-            "",
-            "./",
-        ] {
-            assert!(safe_relative_path(bad).is_err(), "{bad:?} must be refused");
+fn worker(
+    scan: &Scan,
+    dest: &Path,
+    limits: &Limits,
+    files: &[(usize, &PathBuf, bool, u64)],
+    shared: &Shared,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) {
+    let problem = |entry: &Path, reason: String| {
+        ExtractError::Problems(Problems(vec![Problem {
+            archive: scan.archive.clone(),
+            entry: Some(entry.display().to_string()),
+            reason,
+        }]))
+    };
+    let mut zip = match File::open(&scan.archive)
+        .map_err(zip::result::ZipError::Io)
+        .and_then(zip::ZipArchive::new)
+    {
+        Ok(zip) => zip,
+        Err(e) => {
+            let whole = Problem {
+                archive: scan.archive.clone(),
+                entry: None,
+                reason: format!("cannot reopen: {e}"),
+            };
+            return shared.fail(ExtractError::Problems(Problems(vec![whole])));
         }
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Some(&(index, path, executable, declared)) =
+            files.get(shared.next.fetch_add(1, Ordering::Relaxed))
+        else {
+            return;
+        };
+        let target = dest.join(path);
+        let mut entry = match zip.by_index(index) {
+            Ok(entry) => entry,
+            Err(e) => return shared.fail(problem(path, format!("corrupt: {e}"))),
+        };
+        let mode = if executable { 0o755 } else { 0o644 };
+        let mut out = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&target)
+        {
+            Ok(out) => out,
+            Err(source) => {
+                return shared.fail(ExtractError::Write {
+                    path: target,
+                    source,
+                });
+            }
+        };
+        let mut this_entry: u64 = 0;
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return shared.fail(problem(path, format!("corrupt data: {e}"))),
+            };
+            this_entry += n as u64;
+            if this_entry > declared {
+                return shared.fail(problem(
+                    path,
+                    format!("holds more data than the {declared} bytes its header declares"),
+                ));
+            }
+            let total = shared.written.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            if total > limits.max_unzipped_bytes {
+                return shared.fail(problem(
+                    path,
+                    format!(
+                        "unzipped size passes the limit of {} bytes here",
+                        limits.max_unzipped_bytes
+                    ),
+                ));
+            }
+            if let Err(source) = out.write_all(&buf[..n]) {
+                return shared.fail(ExtractError::Write {
+                    path: target,
+                    source,
+                });
+            }
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        if this_entry != declared {
+            return shared.fail(problem(
+                path,
+                format!("holds {this_entry} bytes, not the {declared} its header declares"),
+            ));
+        }
+        let read_only = if executable { 0o555 } else { 0o444 };
+        if let Err(source) = fs::set_permissions(&target, fs::Permissions::from_mode(read_only)) {
+            return shared.fail(ExtractError::Write {
+                path: target,
+                source,
+            });
+        }
+        progress(shared.written.load(Ordering::Relaxed), scan.total_bytes);
     }
 }

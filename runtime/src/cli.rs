@@ -2,7 +2,9 @@
 //! terminal, uses `anyhow`, and decides exit codes: 0 success, 1 the invocation failed, 2 usage
 //! or configuration errors, with a one-line message naming what is wrong.
 
+pub mod cache;
 pub mod invoke;
+pub mod layers;
 
 use std::process::ExitCode;
 
@@ -19,7 +21,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one function locally: payload on stdout, Lambda's log lines on stderr.
-    Invoke(invoke::InvokeArgs),
+    Invoke(Box<invoke::InvokeArgs>),
+    /// Work with layers.
+    #[command(subcommand)]
+    Layers(layers::LayersCommand),
+    /// See and reclaim the cache of extracted archives.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// Exit code for usage and configuration errors.
@@ -51,7 +59,9 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Invoke(args) => invoke::run(args).await,
+            Command::Invoke(args) => invoke::run(*args).await,
+            Command::Layers(command) => layers::run(command),
+            Command::Cache(command) => cache::run(command),
         }
     });
     match result {

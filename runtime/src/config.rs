@@ -1,6 +1,7 @@
 //! A function as its user wrote it ([`FunctionConfig`]), and the immutable [`FunctionSpec`]
-//! it resolves to: defaults filled in, limits checked against Lambda's, code located (a `.zip`
-//! is extracted once), environment validated. Resolution is where bad input is refused, with
+//! it resolves to: defaults filled in, limits checked against Lambda's, code and layers located
+//! (archives extracted once into the content-addressed cache), `/opt` composed, environment
+//! validated. Resolution is where bad input is refused, with
 //! the field at fault named; nothing after it re-checks.
 //!
 //! Scope: a `FunctionSpec` lives as long as its function is loaded and is shared by `Arc`
@@ -11,7 +12,7 @@ pub mod lambda_env;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tempfile::TempDir;
+use lamina_layers::{Cache, CacheError, Composed, Limits};
 
 /// Lambda's memory range, MB.
 pub const MEMORY_RANGE_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
@@ -41,6 +42,10 @@ pub struct FunctionConfig {
     pub region: Option<String>,
     /// At most this many environments at once (default 1).
     pub concurrency: Option<u32>,
+    /// Layers, directories or `.zip`s, in Lambda's order: later ones win.
+    pub layers: Vec<PathBuf>,
+    /// Where extracted archives are cached (default: the user's cache directory).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// A resolved function. Immutable; shared by `Arc`.
@@ -50,6 +55,8 @@ pub struct FunctionSpec {
     pub name: String,
     /// Host path of the function's code (what `/var/task` shows).
     pub code_dir: PathBuf,
+    /// The composed layers (what `/opt` shows), when there are any.
+    pub opt: Option<Composed>,
     /// `_HANDLER`.
     pub handler: String,
     /// Memory size, MB.
@@ -68,8 +75,6 @@ pub struct FunctionSpec {
     pub concurrency: u32,
     /// How long a runtime gets between SIGTERM and SIGKILL at shutdown.
     pub shutdown_grace: Duration,
-    /// Keeps an extracted `.zip` alive as long as the spec.
-    _extracted: Option<TempDir>,
 }
 
 /// The account id lamina's ARNs carry; there is no account, and this is the one AWS's own
@@ -87,9 +92,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The package could not be extracted.
+    /// A package or layer is refused, or the cache failed; every problem is listed.
     #[error(transparent)]
-    Extract(#[from] lamina_layers::ExtractError),
+    Package(#[from] CacheError),
     /// A value outside its allowed range or form.
     #[error("{field}: {reason}")]
     Invalid {
@@ -152,11 +157,54 @@ impl FunctionConfig {
             None => derive_name(&self.code),
         };
         check_name(&name)?;
-        let (code_dir, extracted) = locate_code(&self.code)?;
+        let limits = Limits::default();
+        if self.layers.len() > limits.max_layers {
+            return Err(invalid(
+                "layer",
+                format!(
+                    "{} layers, more than Lambda's {}",
+                    self.layers.len(),
+                    limits.max_layers
+                ),
+            ));
+        }
+        let cache = Cache::open(self.cache_dir.unwrap_or_else(Cache::default_root))?;
+        let (code_dir, mut unzipped) = locate(&self.code, "code", &cache, &limits)?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (tree, bytes) = locate(layer, "layer", &cache, &limits)?;
+            unzipped += bytes;
+            let id = if is_zip(layer) {
+                tree.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            } else {
+                lamina_layers::dir_fingerprint(&tree).map_err(|e| ConfigError::Code {
+                    path: layer.clone(),
+                    reason: format!("layer: {e}"),
+                })?
+            };
+            layers.push((id, tree));
+        }
+        if unzipped > limits.max_unzipped_bytes {
+            return Err(invalid(
+                "code",
+                format!(
+                    "function and layers are {unzipped} bytes unzipped, over Lambda's {} bytes",
+                    limits.max_unzipped_bytes
+                ),
+            ));
+        }
+        let opt = if layers.is_empty() {
+            None
+        } else {
+            Some(lamina_layers::compose(&cache, &layers)?)
+        };
         Ok(FunctionSpec {
             arn: format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),
             name,
             code_dir,
+            opt,
             handler: self.handler.unwrap_or_else(|| "bootstrap".to_owned()),
             memory_mb,
             timeout: Duration::from_secs(u64::from(timeout)),
@@ -165,7 +213,6 @@ impl FunctionConfig {
             region,
             concurrency,
             shutdown_grace: Duration::from_millis(500),
-            _extracted: extracted,
         })
     }
 }
@@ -214,26 +261,32 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn locate_code(code: &Path) -> Result<(PathBuf, Option<TempDir>), ConfigError> {
-    let err = |reason: &str| ConfigError::Code {
-        path: code.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let meta = std::fs::metadata(code).map_err(|e| err(&e.to_string()))?;
-    if meta.is_dir() {
-        let dir = code.canonicalize().map_err(|e| err(&e.to_string()))?;
-        return Ok((dir, None));
-    }
-    if code
-        .extension()
+fn is_zip(path: &Path) -> bool {
+    path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-    {
-        let tmp = tempfile::Builder::new()
-            .prefix("lamina-code-")
-            .tempdir()
-            .map_err(|e| err(&format!("cannot create a directory to extract into: {e}")))?;
-        lamina_layers::extract_zip(code, tmp.path(), lamina_layers::Limits::default())?;
-        return Ok((tmp.path().to_owned(), Some(tmp)));
+}
+
+/// A directory is used as it is; a `.zip` is served from the cache (extracted on first use).
+/// Returns the tree and its unzipped size.
+fn locate(
+    path: &Path,
+    what: &str,
+    cache: &Cache,
+    limits: &Limits,
+) -> Result<(PathBuf, u64), ConfigError> {
+    let err = |reason: &str| ConfigError::Code {
+        path: path.to_owned(),
+        reason: format!("{what}: {reason}"),
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(&e.to_string()))?;
+    if meta.is_dir() {
+        let dir = path.canonicalize().map_err(|e| err(&e.to_string()))?;
+        let bytes = lamina_layers::tree_size(&dir);
+        return Ok((dir, bytes));
+    }
+    if is_zip(path) {
+        let entry = cache.extract(path, limits, &|_, _| {})?;
+        return Ok((entry.tree, entry.bytes));
     }
     Err(err("not a directory or a .zip file"))
 }
@@ -245,6 +298,7 @@ mod tests {
     fn config(code: &Path) -> FunctionConfig {
         FunctionConfig {
             code: code.to_owned(),
+            cache_dir: Some(std::env::temp_dir().join("lamina-config-tests-cache")),
             ..Default::default()
         }
     }

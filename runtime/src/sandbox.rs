@@ -71,16 +71,19 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
 /// Where Lambda looks for a custom runtime's `bootstrap`, as the function sees the paths.
 pub const BOOTSTRAP_PATHS: [&str; 2] = ["/var/task/bootstrap", "/opt/bootstrap"];
 
-/// Finds the executable `bootstrap` on the host: the function's code first, then its layers.
+/// Finds the executable `bootstrap` on the host: the function's code first, then its layers'
+/// composed `/opt`, as Lambda looks.
 pub fn find_bootstrap(spec: &FunctionSpec) -> Result<PathBuf, Failure> {
-    let candidate = spec.code_dir.join("bootstrap");
-    let executable = std::fs::metadata(&candidate)
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if executable {
-        Ok(candidate)
-    } else {
-        Err(Failure::BootstrapNotFound {
-            searched: BOOTSTRAP_PATHS.iter().map(|p| (*p).to_owned()).collect(),
-        })
+    let candidates = std::iter::once(spec.code_dir.join("bootstrap"))
+        .chain(spec.opt.iter().map(|opt| opt.merged.join("bootstrap")));
+    for candidate in candidates {
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable {
+            return Ok(candidate);
+        }
     }
+    Err(Failure::BootstrapNotFound {
+        searched: BOOTSTRAP_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+    })
 }

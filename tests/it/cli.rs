@@ -15,6 +15,7 @@ fn probe_dir() -> tempfile::TempDir {
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(lamina())
         .args(args)
+        .env("LAMINA_CACHE_DIR", crate::support::test_cache())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -194,9 +195,12 @@ fn a_zip_package_is_extracted_and_keeps_bootstrap_executable() {
     );
     let task_root = std::path::PathBuf::from(report["env"]["LAMBDA_TASK_ROOT"].as_str().unwrap());
     assert!(
-        !task_root.exists(),
-        "the extracted package is removed when lamina exits"
+        task_root.starts_with(crate::support::test_cache().join("trees")),
+        "served from the cache"
     );
+    let meta = std::fs::metadata(task_root.join("bootstrap")).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    assert_eq!(mode & 0o7777, 0o555, "setuid dropped, executable kept");
 }
 
 #[test]

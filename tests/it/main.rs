@@ -1,8 +1,10 @@
 //! lamina's integration tests: one binary, real bootstraps over real loopback HTTP.
 
 mod support;
+mod zipcraft;
 
 mod cli;
 mod clients;
 mod invoke_errors;
+mod layers;
 mod runtime_api;

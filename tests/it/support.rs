@@ -47,6 +47,11 @@ pub fn lamina() -> PathBuf {
     bin
 }
 
+/// A cache directory for tests that do not look at the cache itself.
+pub fn test_cache() -> PathBuf {
+    target_dir().join("test-cache")
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -87,6 +92,7 @@ impl Harness {
         let mut config = FunctionConfig {
             name: Some("probe".into()),
             code: code.path().to_owned(),
+            cache_dir: Some(test_cache()),
             ..Default::default()
         };
         tweak(&mut config);

@@ -20,8 +20,14 @@ use crate::sandbox::process::ProcessSandbox;
 /// Arguments of `lamina invoke`.
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
-    /// The function: a directory or .zip holding an executable `bootstrap`.
+    /// The function: a directory or .zip holding an executable `bootstrap` (or whose layers do).
     pub function: PathBuf,
+    /// A layer (directory or .zip); repeatable, at most 5, later ones win in /opt.
+    #[arg(long = "layer", value_name = "LAYER")]
+    pub layers: Vec<PathBuf>,
+    /// Where extracted archives are cached.
+    #[arg(long, env = "LAMINA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Read the event from this file (`-` for stdin).
     #[arg(long, conflicts_with = "payload")]
     pub event: Option<PathBuf>,
@@ -85,8 +91,11 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         environment,
         region: args.region,
         concurrency: Some(1),
+        layers: args.layers,
+        cache_dir: args.cache_dir,
     };
-    let spec = Arc::new(config.resolve()?);
+    // Extracting a large archive the first time is long, blocking work.
+    let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
     let sandbox: Arc<dyn Sandbox> = match args.sandbox {
         SandboxKind::Process => Arc::new(ProcessSandbox),
     };

@@ -1,0 +1,291 @@
+//! The content-addressed store of extracted archives. An archive's tree lives at
+//! `trees/<sha256 of the archive>`; a second use of the same bytes costs one hash (and the
+//! hash itself is memoized by path, size, mtime and inode). Extraction goes to `tmp/` and is
+//! renamed into place only when complete, so a refused or interrupted archive leaves nothing
+//! behind and two processes extracting the same archive at once are safe: the second rename
+//! finds the first's tree and discards its own.
+//!
+//! Layout: `trees/<digest>/` extracted archives, `opt/<chain>/` merged `/opt` trees,
+//! `index/<sha256 of the path>` hash memos, `tmp/` work in progress.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::extract::{ExtractError, extract};
+use crate::limits::Limits;
+use crate::problem::Problems;
+use crate::scan::scan;
+
+/// Why the cache could not serve an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The archive is refused; every reason is listed.
+    #[error(transparent)]
+    Problems(#[from] Problems),
+    /// The cache itself could not be read or written.
+    #[error("cache {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+impl From<ExtractError> for CacheError {
+    fn from(e: ExtractError) -> Self {
+        match e {
+            ExtractError::Problems(p) => CacheError::Problems(p),
+            ExtractError::Write { path, source } => CacheError::Io { path, source },
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A cached tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The archive's SHA-256, hex.
+    pub digest: String,
+    /// The extracted tree.
+    pub tree: PathBuf,
+    /// Unzipped bytes of the tree's files.
+    pub bytes: u64,
+}
+
+/// The cache at one root directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    /// `$XDG_CACHE_HOME/lamina`, else `$HOME/.cache/lamina`, else `/var/tmp/lamina-cache`.
+    pub fn default_root() -> PathBuf {
+        if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(xdg).join("lamina");
+        }
+        if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(home).join(".cache").join("lamina");
+        }
+        PathBuf::from("/var/tmp/lamina-cache")
+    }
+
+    /// Opens (creating) the cache at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Cache, CacheError> {
+        let root = root.into();
+        for sub in ["trees", "opt", "index", "tmp"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        Ok(Cache { root })
+    }
+
+    /// The cache's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn tmp_dir(&self) -> Result<tempfile::TempDir, CacheError> {
+        let tmp = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("work-")
+            .tempdir_in(&tmp)
+            .map_err(io_err(&tmp))
+    }
+
+    pub(crate) fn opt_dir(&self, chain: &str) -> PathBuf {
+        self.root.join("opt").join(chain)
+    }
+
+    /// The archive's SHA-256 (hex), from the memo when the file is unchanged.
+    pub fn digest(&self, archive: &Path) -> Result<String, CacheError> {
+        let meta = fs::metadata(archive).map_err(io_err(archive))?;
+        let canonical = archive.canonicalize().map_err(io_err(archive))?;
+        let key = hex(&Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+        let memo_path = self.root.join("index").join(key);
+        let stamp = format!(
+            "{} {} {} {}",
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ino()
+        );
+        if let Ok(memo) = fs::read_to_string(&memo_path)
+            && let Some((memo_stamp, digest)) = memo.rsplit_once(' ')
+            && memo_stamp == stamp
+        {
+            return Ok(digest.to_owned());
+        }
+        let mut file = fs::File::open(archive).map_err(io_err(archive))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(io_err(archive))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let digest = hex(&hasher.finalize());
+        // The memo is an optimisation: failing to write it only costs a hash next time.
+        let _ = write_atomically(&memo_path, format!("{stamp} {digest}").as_bytes());
+        Ok(digest)
+    }
+
+    /// The extracted tree of `archive`, extracting it first when it is not cached.
+    pub fn extract(
+        &self,
+        archive: &Path,
+        limits: &Limits,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<CacheEntry, CacheError> {
+        let digest = self.digest(archive)?;
+        let tree = self.root.join("trees").join(&digest);
+        let size_memo = self.root.join("index").join(format!("{digest}.bytes"));
+        if tree.is_dir() {
+            let bytes = match fs::read_to_string(&size_memo)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                Some(bytes) => bytes,
+                None => tree_size(&tree),
+            };
+            return Ok(CacheEntry {
+                digest,
+                tree,
+                bytes,
+            });
+        }
+        let plan = scan(archive, limits)?;
+        let work = self.tmp_dir()?;
+        let staged = work.path().join("tree");
+        fs::create_dir(&staged).map_err(io_err(&staged))?;
+        extract(&plan, &staged, limits, progress)?;
+        publish(&staged, &tree)?;
+        let _ = write_atomically(&size_memo, plan.total_bytes.to_string().as_bytes());
+        Ok(CacheEntry {
+            digest,
+            tree,
+            bytes: plan.total_bytes,
+        })
+    }
+
+    /// Every cached tree with its size on disk, bytes.
+    pub fn list(&self) -> Result<Vec<(String, u64)>, CacheError> {
+        let mut out = Vec::new();
+        for kind in ["trees", "opt"] {
+            let dir = self.root.join(kind);
+            for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+                let entry = entry.map_err(io_err(&dir))?;
+                let size = tree_size(&entry.path());
+                out.push((
+                    format!("{kind}/{}", entry.file_name().to_string_lossy()),
+                    size,
+                ));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes every cached tree, memo and leftover; returns how many trees went.
+    pub fn prune(&self) -> Result<usize, CacheError> {
+        let mut removed = 0;
+        for kind in ["trees", "opt", "index", "tmp"] {
+            let dir = self.root.join(kind);
+            for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+                let path = entry.map_err(io_err(&dir))?.path();
+                remove_tree(&path).map_err(io_err(&path))?;
+                if kind == "trees" || kind == "opt" {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Renames a finished tree into place. If another process got there first, its tree (the same
+/// bytes) stays and ours goes with the work directory.
+pub(crate) fn publish(staged: &Path, dest: &Path) -> Result<(), CacheError> {
+    match fs::rename(staged, dest) {
+        Ok(()) => Ok(()),
+        Err(_) if dest.is_dir() => Ok(()),
+        Err(e) => Err(CacheError::Io {
+            path: dest.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// Removes a tree whose files may be read-only (directories stay writable in the cache).
+fn remove_tree(path: &Path) -> io::Result<()> {
+    if path.is_dir() && !path.is_symlink() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Bytes of the files under `path` (links and directories count their own size).
+pub fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path).map_or(0, |entries| {
+        entries.flatten().map(|e| tree_size(&e.path())).sum()
+    })
+}
+
+/// An identity for a directory layer, which is used as it is and not cached: a hash over every
+/// entry's path, type, size, mode and mtime. A merged `/opt` built from it is rebuilt when it
+/// changes.
+pub fn dir_fingerprint(dir: &Path) -> io::Result<String> {
+    fn walk(dir: &Path, rel: &Path, hasher: &mut Sha256) -> io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let meta = entry.metadata()?;
+            let rel = rel.join(entry.file_name());
+            hasher.update(rel.as_os_str().as_encoded_bytes());
+            hasher.update(format!(
+                "\0{}:{}:{}:{}\n",
+                meta.mode(),
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ));
+            if meta.is_dir() {
+                walk(&entry.path(), &rel, hasher)?;
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = Sha256::new();
+    walk(dir, Path::new(""), &mut hasher)?;
+    Ok(format!("dir-{}", hex(&hasher.finalize())))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
