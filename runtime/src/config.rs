@@ -46,6 +46,21 @@ pub struct FunctionConfig {
     pub layers: Vec<PathBuf>,
     /// Where extracted archives are cached (default: the user's cache directory).
     pub cache_dir: Option<PathBuf>,
+    /// Told how a first-time extraction advances: (archive, bytes written, bytes in all).
+    pub progress: Option<Progress>,
+}
+
+/// Called with (archive, bytes written, bytes in all).
+pub type ProgressFn = dyn Fn(&Path, u64, u64) + Send + Sync;
+
+/// A progress callback for long extractions (the CLI draws it on a terminal).
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<ProgressFn>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 /// A resolved function. Immutable; shared by `Arc`.
@@ -169,10 +184,11 @@ impl FunctionConfig {
             ));
         }
         let cache = Cache::open(self.cache_dir.unwrap_or_else(Cache::default_root))?;
-        let (code_dir, mut unzipped) = locate(&self.code, "code", &cache, &limits)?;
+        let progress = self.progress.as_ref();
+        let (code_dir, mut unzipped) = locate(&self.code, "code", &cache, &limits, progress)?;
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (tree, bytes) = locate(layer, "layer", &cache, &limits)?;
+            let (tree, bytes) = locate(layer, "layer", &cache, &limits, progress)?;
             unzipped += bytes;
             let id = if is_zip(layer) {
                 tree.file_name()
@@ -273,6 +289,7 @@ fn locate(
     what: &str,
     cache: &Cache,
     limits: &Limits,
+    progress: Option<&Progress>,
 ) -> Result<(PathBuf, u64), ConfigError> {
     let err = |reason: &str| ConfigError::Code {
         path: path.to_owned(),
@@ -285,7 +302,12 @@ fn locate(
         return Ok((dir, bytes));
     }
     if is_zip(path) {
-        let entry = cache.extract(path, limits, &|_, _| {})?;
+        let report = |done, total| {
+            if let Some(Progress(progress)) = progress {
+                progress(path, done, total);
+            }
+        };
+        let entry = cache.extract(path, limits, &report)?;
         return Ok((entry.tree, entry.bytes));
     }
     Err(err("not a directory or a .zip file"))

@@ -1,7 +1,7 @@
 //! `lamina invoke`: run one function locally, `--repeat N` times in one warm environment.
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
-use crate::config::FunctionConfig;
+use crate::config::{FunctionConfig, Progress};
 use crate::error::MAX_PAYLOAD_BYTES;
 use crate::invoke::InvokeRequest;
 use crate::logs::StderrSink;
@@ -93,6 +93,7 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         concurrency: Some(1),
         layers: args.layers,
         cache_dir: args.cache_dir,
+        progress: std::io::stderr().is_terminal().then(terminal_progress),
     };
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
@@ -135,6 +136,29 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Draws `extracting NAME  41% (90/218 MB)` on stderr, redrawn only when the percentage moves.
+fn terminal_progress() -> Progress {
+    let last = std::sync::Mutex::new((PathBuf::new(), u64::MAX));
+    Progress(Arc::new(move |archive: &Path, done: u64, total: u64| {
+        let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.0 == archive && last.1 == percent {
+            return;
+        }
+        *last = (archive.to_owned(), percent);
+        let name = archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let end = if percent == 100 { "\n" } else { "" };
+        eprint!(
+            "\rextracting {name} {percent:>3}% ({}/{} MB){end}",
+            done / 1_000_000,
+            total / 1_000_000
+        );
+    }))
 }
 
 /// The event: `--payload`, `--event FILE`, `--event -`, or `{}`. It must be JSON, as the
