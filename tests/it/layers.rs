@@ -584,3 +584,50 @@ fn a_runtime_layer_runs_a_handler_with_a_library_from_a_second_layer() {
     assert_eq!(std::fs::read_dir(cache.join("trees")).unwrap().count(), 3);
     assert_eq!(std::fs::read_dir(cache.join("opt")).unwrap().count(), 1);
 }
+
+#[test]
+fn two_processes_extracting_the_same_package_at_once_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = std::fs::read(crate::support::program("probe")).unwrap();
+    // Incompressible, so that extraction takes a while and the two runs overlap.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let filler: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 56) as u8
+        })
+        .collect();
+    let zip = write(
+        dir.path(),
+        "fn.zip",
+        &build(&[
+            Item::File("bootstrap", &probe, 0o755),
+            Item::File("data/filler.bin", &filler, 0o644),
+        ]),
+    );
+    let cache = dir.path().join("cache");
+    let spawn = || {
+        std::process::Command::new(lamina())
+            .arg("invoke")
+            .arg(&zip)
+            .args(["--payload", r#"{"action":"echo"}"#, "--cache-dir"])
+            .arg(&cache)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, br#"{"action":"echo"}"#);
+    }
+    assert_eq!(std::fs::read_dir(cache.join("trees")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+}
