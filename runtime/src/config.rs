@@ -183,12 +183,21 @@ impl FunctionConfig {
                 ),
             ));
         }
-        let cache = Cache::open(self.cache_dir.unwrap_or_else(Cache::default_root))?;
+        // The cache is touched only when there is an archive or a layer: a plain directory
+        // function runs even where the user's cache directory cannot be written.
+        let needs_cache = is_zip(&self.code) || !self.layers.is_empty();
+        let cache = match needs_cache {
+            true => Some(Cache::open(
+                self.cache_dir.unwrap_or_else(Cache::default_root),
+            )?),
+            false => None,
+        };
         let progress = self.progress.as_ref();
-        let (code_dir, mut unzipped) = locate(&self.code, "code", &cache, &limits, progress)?;
+        let (code_dir, mut unzipped) =
+            locate(&self.code, "code", cache.as_ref(), &limits, progress)?;
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (tree, bytes) = locate(layer, "layer", &cache, &limits, progress)?;
+            let (tree, bytes) = locate(layer, "layer", cache.as_ref(), &limits, progress)?;
             unzipped += bytes;
             let id = if is_zip(layer) {
                 tree.file_name()
@@ -211,10 +220,9 @@ impl FunctionConfig {
                 ),
             ));
         }
-        let opt = if layers.is_empty() {
-            None
-        } else {
-            Some(lamina_layers::compose(&cache, &layers)?)
+        let opt = match &cache {
+            Some(cache) if !layers.is_empty() => Some(lamina_layers::compose(cache, &layers)?),
+            _ => None,
         };
         Ok(FunctionSpec {
             arn: format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),
@@ -287,7 +295,7 @@ fn is_zip(path: &Path) -> bool {
 fn locate(
     path: &Path,
     what: &str,
-    cache: &Cache,
+    cache: Option<&Cache>,
     limits: &Limits,
     progress: Option<&Progress>,
 ) -> Result<(PathBuf, u64), ConfigError> {
@@ -301,7 +309,7 @@ fn locate(
         let bytes = lamina_layers::tree_size(&dir);
         return Ok((dir, bytes));
     }
-    if is_zip(path) {
+    if let Some(cache) = cache.filter(|_| is_zip(path)) {
         let report = |done, total| {
             if let Some(Progress(progress)) = progress {
                 progress(path, done, total);

@@ -179,13 +179,10 @@ impl PoolTask {
 
     fn place(&mut self, invocation: Invocation) {
         match policy::place(self.idle.len(), self.envs.len(), self.spec.concurrency) {
-            Placement::Reuse => {
-                let id = self
-                    .idle
-                    .pop()
-                    .expect("policy said an idle environment exists");
-                self.dispatch(id, invocation);
-            }
+            Placement::Reuse => match self.idle.pop() {
+                Some(id) => self.dispatch(id, invocation),
+                None => self.queue.push_back(invocation),
+            },
             Placement::Spawn => self.spawn(invocation),
             Placement::Queue => self.queue.push_back(invocation),
         }

@@ -397,8 +397,8 @@ impl Env {
         let start = logs::start_line(&invocation.request_id);
         inflight.delivered_at = Some(now);
         self.log(start);
-        // If the runtime hung up meanwhile the event is still in flight: it times out unless
-        // the runtime calls /next again... which it cannot see, so the deadline decides.
+        // If the runtime hung up before this answer reached it, the invocation stays in flight
+        // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));
     }
 
@@ -529,6 +529,8 @@ impl Env {
 
     /// Stops every process of the environment and waits for the runtime to be reaped.
     async fn destroy(&mut self, end: End) {
+        // Queued REPORT lines read the runtime's peak memory: let them run while it lives.
+        self.pump.flush().await;
         if end != End::Destroy
             && let Some(exited) = &mut self.exited
         {
