@@ -5,6 +5,7 @@
 //!
 //! Scope: a `Sandbox` is runtime-wide; each `Started` belongs to one environment.
 
+pub mod jail;
 pub mod process;
 
 use std::fmt;

@@ -8,3 +8,4 @@ mod clients;
 mod invoke_errors;
 mod layers;
 mod runtime_api;
+mod sandbox_native;

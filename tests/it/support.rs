@@ -9,6 +9,8 @@ use lamina_runtime::config::FunctionConfig;
 use lamina_runtime::invoke::{Completed, InvokeRequest};
 use lamina_runtime::logs::MemorySink;
 use lamina_runtime::pool::FunctionPool;
+use lamina_runtime::sandbox::Sandbox;
+use lamina_runtime::sandbox::jail::JailSandbox;
 use lamina_runtime::sandbox::process::ProcessSandbox;
 use tempfile::TempDir;
 
@@ -89,6 +91,20 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
+        Harness::start_in(Arc::new(ProcessSandbox), code, tweak)
+    }
+
+    /// The same, in the native jail.
+    pub fn jailed(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
+        let jail = JailSandbox::new().expect("lamina-bootstrap is built by cargo test --workspace");
+        Harness::start_in(Arc::new(jail), code, tweak)
+    }
+
+    pub fn start_in(
+        sandbox: Arc<dyn Sandbox>,
+        code: TempDir,
+        tweak: impl FnOnce(&mut FunctionConfig),
+    ) -> Harness {
         let mut config = FunctionConfig {
             name: Some("probe".into()),
             code: code.path().to_owned(),
@@ -98,7 +114,7 @@ impl Harness {
         tweak(&mut config);
         let spec = Arc::new(config.resolve().expect("valid config"));
         let logs = Arc::new(MemorySink::default());
-        let pool = FunctionPool::start(spec, Arc::new(ProcessSandbox), logs.clone());
+        let pool = FunctionPool::start(spec, sandbox, logs.clone());
         Harness {
             pool,
             logs,

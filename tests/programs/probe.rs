@@ -213,6 +213,9 @@ fn main() {
                 );
                 respond(&mut api, report.as_bytes());
             }
+            "jail" => {
+                respond(&mut api, jail_report().as_bytes());
+            }
             "replay" => {
                 let again = api.call(
                     "POST",
@@ -256,4 +259,109 @@ fn main() {
         }
         previous_id = id;
     }
+}
+
+/// What the sandbox lets this process do: each attempt reports "ok" or the error it met.
+fn jail_report() -> String {
+    let attempt = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.kind().to_string(),
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_owned();
+    let pids: Vec<String> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tmp_before: Vec<String> = std::fs::read_dir("/tmp")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let fields = [
+        ("uid", uid),
+        (
+            "read_shadow",
+            attempt(std::fs::read("/etc/shadow").map(drop)),
+        ),
+        (
+            "list_host_root",
+            attempt(std::fs::read_dir("/root").map(drop)),
+        ),
+        (
+            "write_task",
+            attempt(std::fs::write(
+                std::path::Path::new(&std::env::var("LAMBDA_TASK_ROOT").unwrap_or_default())
+                    .join("probe-was-here"),
+                b"x",
+            )),
+        ),
+        (
+            "write_opt",
+            attempt(std::fs::write("/opt/probe-was-here", b"x")),
+        ),
+        (
+            "write_tmp",
+            attempt(std::fs::write("/tmp/probe-was-here", b"x")),
+        ),
+        ("tmp_before", tmp_before.join(",")),
+        ("pids", pids.join(",")),
+        ("own_pid", std::process::id().to_string()),
+        (
+            "hostname",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+    ];
+    // Last, and harmless even unjailed: the mount targets a scratch directory of the probe's
+    // own and is undone at once if it succeeds, so no host mount can be left behind; the new
+    // mount namespace, if granted, is the probe's own.
+    let syscall = |ret: i32| {
+        if ret == 0 {
+            "ok".to_owned()
+        } else {
+            std::io::Error::last_os_error().kind().to_string()
+        }
+    };
+    let scratch = std::env::temp_dir().join(format!("probe-mount-{}", std::process::id()));
+    let _ = std::fs::create_dir(&scratch);
+    let target = std::ffi::CString::new(scratch.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: plain system calls with valid, NUL-terminated arguments; failure is the point.
+    let mount = syscall(unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    });
+    if mount == "ok" {
+        // SAFETY: as above.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir(&scratch);
+    // SAFETY: as above.
+    let unshare = syscall(unsafe { libc::unshare(libc::CLONE_NEWNS) });
+    let mut fields = fields.to_vec();
+    fields.push(("unshare", unshare));
+    fields.push(("mount", mount));
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+        .collect();
+    format!("{{{}}}", body.join(","))
 }

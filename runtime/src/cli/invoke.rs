@@ -15,6 +15,7 @@ use crate::invoke::InvokeRequest;
 use crate::logs::StderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::Sandbox;
+use crate::sandbox::jail::JailSandbox;
 use crate::sandbox::process::ProcessSandbox;
 
 /// Arguments of `lamina invoke`.
@@ -68,6 +69,8 @@ pub struct InvokeArgs {
 pub enum SandboxKind {
     /// A plain child process: no isolation.
     Process,
+    /// The native jail (namespaces, read-only root, unprivileged user, seccomp); needs root.
+    Jail,
 }
 
 /// Runs `lamina invoke`.
@@ -99,6 +102,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
     let sandbox: Arc<dyn Sandbox> = match args.sandbox {
         SandboxKind::Process => Arc::new(ProcessSandbox),
+        SandboxKind::Jail => {
+            Arc::new(JailSandbox::new().map_err(|e| anyhow::anyhow!("--sandbox jail: {e}"))?)
+        }
     };
     let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));
     let invocations = async {

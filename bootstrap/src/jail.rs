@@ -1,0 +1,202 @@
+//! The jail, built in this order (SECURITY.md describes the same steps):
+//!
+//! 1. Join the environment's cgroups, so that everything below is counted and limited.
+//! 2. Unshare mount, PID, IPC and UTS namespaces.
+//! 3. Fork: the child is PID 1 of the new PID namespace. The parent stays outside, waits, and
+//!    exits the way the function did (the host watches it); it dies with the host.
+//! 4. PID 1 builds the new root on a tmpfs: the host's `/usr`, `/bin`, `/lib*` and a few `/etc`
+//!    files read-only, `/var/task` and `/opt` read-only, a fresh sized tmpfs `/tmp`, a minimal
+//!    `/dev`, a new `/proc`; then `pivot_root` and the old root is detached; the root itself is
+//!    remounted read-only.
+//! 5. PID 1 sets the host name and forks the function's process, which drops to the
+//!    unprivileged user (no capabilities left), sets rlimits and `no_new_privs`, installs the
+//!    seccomp filter, and execs the function's bootstrap.
+//! 6. PID 1 reaps every process of the sandbox and, when the function's process ends, reports
+//!    its exact status to the outer process and exits, which ends every process left inside.
+
+mod mounts;
+mod privileges;
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid, sethostname};
+
+use crate::spec::{JailSpec, SPEC_VERSION};
+
+/// A step of the jail failed. Each variant names the step and what it touched.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The spec could not be read or has the wrong version.
+    #[error("reading the jail spec: {0}")]
+    Spec(String),
+    /// A system call of one step failed.
+    #[error("{step}: {target}: {source}")]
+    Step {
+        /// The step (`join cgroup`, `mount /tmp`, …).
+        step: &'static str,
+        /// The path or value it was applied to.
+        target: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn step_err(
+    step: &'static str,
+    target: impl std::fmt::Display,
+) -> impl FnOnce(nix::Error) -> BootstrapError {
+    let target = target.to_string();
+    move |e| BootstrapError::Step {
+        step,
+        target,
+        source: std::io::Error::from(e),
+    }
+}
+
+pub(crate) fn io_step_err(
+    step: &'static str,
+    target: impl std::fmt::Display,
+) -> impl FnOnce(std::io::Error) -> BootstrapError {
+    let target = target.to_string();
+    move |source| BootstrapError::Step {
+        step,
+        target,
+        source,
+    }
+}
+
+/// Parses and checks a spec.
+pub fn parse_spec(bytes: &[u8]) -> Result<JailSpec, BootstrapError> {
+    let spec: JailSpec =
+        serde_json::from_slice(bytes).map_err(|e| BootstrapError::Spec(e.to_string()))?;
+    if spec.version != SPEC_VERSION {
+        return Err(BootstrapError::Spec(format!(
+            "version {} is not the supported {SPEC_VERSION}",
+            spec.version
+        )));
+    }
+    Ok(spec)
+}
+
+/// Builds the jail and runs the function in it. Returns only in the outer process, with the
+/// function's exit status to reproduce; never returns in PID 1 or the function.
+pub fn run(spec: &JailSpec) -> Result<ExitReport, BootstrapError> {
+    // 1. cgroups.
+    for dir in &spec.cgroups {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, getpid().to_string())
+            .map_err(io_step_err("join cgroup", procs.display()))?;
+    }
+    // 2. namespaces.
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    unshare(flags).map_err(step_err("unshare", format!("{flags:?}")))?;
+    // Prepared before forking: PID 1 reports the function's status through this pipe.
+    let (status_r, status_w) = nix::unistd::pipe().map_err(step_err("pipe", "status"))?;
+    let env = privileges::prepare_exec(spec)?;
+    // 3. fork PID 1.
+    // SAFETY: this process is single-threaded (the bootstrap never starts threads), so the
+    // child may run any code after fork.
+    match unsafe { fork() }.map_err(step_err("fork", "pid 1"))? {
+        ForkResult::Parent { child } => {
+            drop(status_w);
+            // The host's SIGTERM is for the function; the outer process just keeps waiting.
+            // SAFETY: installing SIG_IGN has no handler code to be unsafe in.
+            let _ = unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) };
+            outer_wait(child, status_r)
+        }
+        ForkResult::Child => {
+            drop(status_r);
+            let code = match pid1(spec, &env, status_w) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    eprintln!("lamina-bootstrap: {e}");
+                    125
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+/// How the function ended, as the outer process must reproduce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReport {
+    /// Exit with this code.
+    Code(i32),
+    /// Die of this signal.
+    Signal(i32),
+}
+
+fn outer_wait(pid1: Pid, status_r: OwnedFd) -> Result<ExitReport, BootstrapError> {
+    // PID 1 dies with us (PDEATHSIG): the host killing this process ends the sandbox.
+    loop {
+        match waitpid(pid1, None) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => break,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(step_err("wait", "pid 1")(e)),
+        }
+    }
+    let mut report = String::new();
+    let _ = File::from(status_r).read_to_string(&mut report);
+    let mut parts = report.split_whitespace();
+    match (parts.next(), parts.next().and_then(|n| n.parse().ok())) {
+        (Some("code"), Some(n)) => Ok(ExitReport::Code(n)),
+        (Some("signal"), Some(n)) => Ok(ExitReport::Signal(n)),
+        _ => Err(BootstrapError::Spec(
+            "pid 1 ended without reporting the function's status".into(),
+        )),
+    }
+}
+
+enum Never {}
+
+fn pid1(
+    spec: &JailSpec,
+    env: &privileges::Exec,
+    status_w: OwnedFd,
+) -> Result<Never, BootstrapError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step_err("prctl", "pdeathsig"))?;
+    // 4. the new root.
+    mounts::build_root(spec)?;
+    // 5. the function's process.
+    sethostname(&spec.hostname).map_err(step_err("sethostname", &spec.hostname))?;
+    // SAFETY: PID 1 is single-threaded too.
+    let function = match unsafe { fork() }.map_err(step_err("fork", "function"))? {
+        ForkResult::Parent { child } => child,
+        ForkResult::Child => {
+            drop(status_w);
+            let e = privileges::drop_and_exec(spec, env);
+            eprintln!("lamina-bootstrap: {e}");
+            std::process::exit(127);
+        }
+    };
+    // 6. reap until the function's process ends.
+    let report = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == function => break format!("code {code}"),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == function => {
+                break format!("signal {}", sig as i32);
+            }
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(step_err("wait", "function")(e)),
+        }
+    };
+    let mut status = File::from(status_w);
+    let _ = status.write_all(report.as_bytes());
+    let _ = status.as_raw_fd();
+    std::process::exit(0)
+}
+
+/// Turns a string into a C string, naming the field on failure.
+pub(crate) fn cstring(what: &'static str, s: &str) -> Result<CString, BootstrapError> {
+    CString::new(s).map_err(|_| BootstrapError::Spec(format!("{what} {s:?} contains a NUL byte")))
+}

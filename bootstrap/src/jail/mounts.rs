@@ -1,0 +1,210 @@
+//! Step 4: the new root. Everything from the host is bind-mounted read-only, `nosuid` and
+//! `nodev`; the function's writable space is one sized tmpfs at `/tmp`.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{chdir, pivot_root};
+
+use super::{BootstrapError, io_step_err, step_err};
+use crate::spec::{JailSpec, OptMount};
+
+/// Host directories the function sees read-only (a symlink on the host, as with merged
+/// `/usr`, becomes the same symlink).
+const HOST_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+/// `/etc` entries runtimes need: the dynamic loader's cache, name resolution, certificates,
+/// time zones, Debian's alternatives links.
+const ETC_ENTRIES: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "resolv.conf",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "localtime",
+    "ssl",
+    "ca-certificates",
+    "alternatives",
+    "mime.types",
+];
+/// Device nodes the function gets.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+
+const RO: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV);
+
+fn bind_ro(source: &Path, target: &Path) -> Result<(), BootstrapError> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(step_err(
+        "bind",
+        format!("{} on {}", source.display(), target.display()),
+    ))?;
+    // A bind mount ignores MS_RDONLY; read-only takes a second, remounting call.
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | RO,
+        None::<&str>,
+    )
+    .map_err(step_err("remount read-only", target.display()))
+}
+
+fn mkdir(path: &Path) -> Result<(), BootstrapError> {
+    fs::create_dir_all(path).map_err(io_step_err("mkdir", path.display()))
+}
+
+/// Builds the new root at `spec.root` and pivots into it.
+pub(crate) fn build_root(spec: &JailSpec) -> Result<(), BootstrapError> {
+    // Nothing mounted here may propagate back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(step_err("make mounts private", "/"))?;
+    let root = spec.root.as_path();
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=4m,mode=755"),
+    )
+    .map_err(step_err("mount root tmpfs", root.display()))?;
+    for dir in HOST_DIRS {
+        let host = Path::new("/").join(dir);
+        let inside = root.join(dir);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target =
+                    fs::read_link(&host).map_err(io_step_err("readlink", host.display()))?;
+                symlink(&target, &inside).map_err(io_step_err("symlink", inside.display()))?;
+            }
+            Ok(m) if m.is_dir() => {
+                mkdir(&inside)?;
+                bind_ro(&host, &inside)?;
+            }
+            _ => {}
+        }
+    }
+    let etc = root.join("etc");
+    mkdir(&etc)?;
+    for entry in ETC_ENTRIES {
+        let host = Path::new("/etc").join(entry);
+        let inside = etc.join(entry);
+        // Follow links (resolv.conf often is one): the file they name is what is bound.
+        let Ok(meta) = fs::metadata(&host) else {
+            continue;
+        };
+        if meta.is_dir() {
+            mkdir(&inside)?;
+        } else {
+            fs::write(&inside, b"").map_err(io_step_err("create", inside.display()))?;
+        }
+        bind_ro(&host, &inside)?;
+    }
+    // Lambda's sandbox user, and nobody else.
+    let passwd = format!(
+        "root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{uid}:{gid}::/tmp:/sbin/nologin\n",
+        uid = spec.uid,
+        gid = spec.gid
+    );
+    fs::write(etc.join("passwd"), passwd).map_err(io_step_err("write", "/etc/passwd"))?;
+    let group = format!("root:x:0:\nsbx_user1051:x:{}:\n", spec.gid);
+    fs::write(etc.join("group"), group).map_err(io_step_err("write", "/etc/group"))?;
+
+    let task = root.join("var/task");
+    mkdir(&task)?;
+    bind_ro(&spec.code_dir, &task)?;
+    mkdir(&root.join("var/runtime"))?;
+    let opt = root.join("opt");
+    mkdir(&opt)?;
+    match &spec.opt {
+        Some(OptMount::Merged(tree)) => bind_ro(tree, &opt)?,
+        None => {}
+    }
+    let tmp = root.join("tmp");
+    mkdir(&tmp)?;
+    mount_tmp(&tmp, spec.tmp_bytes)?;
+    let dev = root.join("dev");
+    mkdir(&dev)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=755"),
+    )
+    .map_err(step_err("mount /dev", dev.display()))?;
+    for device in DEVICES {
+        let inside = dev.join(device);
+        fs::write(&inside, b"").map_err(io_step_err("create", inside.display()))?;
+        mount(
+            Some(&Path::new("/dev").join(device)),
+            &inside,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(step_err("bind device", inside.display()))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).map_err(io_step_err("symlink", name))?;
+    }
+    let proc = root.join("proc");
+    mkdir(&proc)?;
+    mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(step_err("mount /proc", proc.display()))?;
+
+    chdir(root).map_err(step_err("chdir", root.display()))?;
+    pivot_root(".", ".").map_err(step_err("pivot_root", root.display()))?;
+    // The old root now sits under the new one: detach it so nothing of the host stays reachable.
+    umount2(".", MntFlags::MNT_DETACH).map_err(step_err("detach old root", "/"))?;
+    chdir("/").map_err(step_err("chdir", "/"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | RO,
+        None::<&str>,
+    )
+    .map_err(step_err("remount root read-only", "/"))?;
+    Ok(())
+}
+
+/// A fresh, empty, sized `/tmp`.
+pub(crate) fn mount_tmp(tmp: &Path, bytes: u64) -> Result<(), BootstrapError> {
+    let options = format!("size={bytes},mode=1777");
+    mount(
+        Some("tmpfs"),
+        tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(step_err("mount /tmp", tmp.display()))
+}

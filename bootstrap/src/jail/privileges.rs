@@ -1,0 +1,161 @@
+//! Step 5: the function's process gives up everything before it runs user code: the
+//! unprivileged user (so no capabilities), rlimits, `no_new_privs`, and a seccomp filter that
+//! refuses what a sandboxed function never needs (mounts, namespaces, tracing, kernel modules,
+//! kexec, BPF, keyrings, …).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::unistd::{Gid, Uid, chdir, execve, setgid, setgroups, setuid};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
+
+use super::{BootstrapError, cstring, step_err};
+use crate::spec::JailSpec;
+
+/// Everything `execve` needs, built before forking.
+pub(crate) struct Exec {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    deny: BpfProgram,
+    nosys: BpfProgram,
+}
+
+/// System calls refused with EPERM.
+const DENIED: &[i64] = &[
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_acct,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_adjtimex,
+    libc::SYS_io_uring_setup,
+    libc::SYS_fsopen,
+    libc::SYS_fsmount,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+];
+
+/// Namespace flags `clone` may not carry.
+const NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWCGROUP,
+];
+
+fn seccomp_err(e: impl std::fmt::Display) -> BootstrapError {
+    BootstrapError::Spec(format!("building the seccomp filter: {e}"))
+}
+
+/// Builds the exec arguments and compiles the seccomp filters, before any fork.
+pub(crate) fn prepare_exec(spec: &JailSpec) -> Result<Exec, BootstrapError> {
+    let path = cstring("bootstrap", &spec.bootstrap)?;
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring("environment variable", &format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    let arch = std::env::consts::ARCH.try_into().map_err(seccomp_err)?;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&n| (n, Vec::new())).collect();
+    let clone_rules = NAMESPACE_FLAGS
+        .iter()
+        .map(|&flag| {
+            let flag = u64::from(flag.unsigned_abs());
+            let condition = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .map_err(seccomp_err)?;
+            SeccompRule::new(vec![condition]).map_err(seccomp_err)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_clone, clone_rules);
+    let deny = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(seccomp_err)?;
+    // clone3 passes its flags in memory a filter cannot read: refuse it as "not implemented",
+    // and C libraries fall back to clone, whose flags the filter above checks.
+    let nosys = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(seccomp_err)?;
+    Ok(Exec {
+        argv: vec![path.clone()],
+        path,
+        env,
+        deny: deny.try_into().map_err(seccomp_err)?,
+        nosys: nosys.try_into().map_err(seccomp_err)?,
+    })
+}
+
+/// Drops privileges and execs the function's bootstrap. Returns only on failure.
+pub(crate) fn drop_and_exec(spec: &JailSpec, exec: &Exec) -> BootstrapError {
+    match try_drop_and_exec(spec, exec) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn try_drop_and_exec(spec: &JailSpec, exec: &Exec) -> Result<Never, BootstrapError> {
+    // The spec arrived on stdin; the function reads nothing there.
+    let null = std::fs::File::open("/dev/null").map_err(super::io_step_err("open", "/dev/null"))?;
+    nix::unistd::dup2_stdin(&null).map_err(step_err("dup2", "stdin"))?;
+    setgroups(&[]).map_err(step_err("setgroups", "[]"))?;
+    setgid(Gid::from_raw(spec.gid)).map_err(step_err("setgid", spec.gid))?;
+    // Leaving uid 0 clears every capability (no SECBIT_KEEP_CAPS).
+    setuid(Uid::from_raw(spec.uid)).map_err(step_err("setuid", spec.uid))?;
+    setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024).map_err(step_err("setrlimit", "NOFILE"))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(step_err("setrlimit", "CORE"))?;
+    chdir("/var/task").map_err(step_err("chdir", "/var/task"))?;
+    // Sets no_new_privs, then the filters: last, so that everything above was still allowed.
+    seccompiler::apply_filter(&exec.nosys).map_err(seccomp_err)?;
+    seccompiler::apply_filter(&exec.deny).map_err(seccomp_err)?;
+    execve(&exec.path, &exec.argv, &exec.env)
+        .map_err(step_err("execve", exec.path.to_string_lossy()))?;
+    unreachable!("execve returned without an error")
+}

@@ -1,0 +1,47 @@
+//! The helper refuses a spec it cannot use, with exit 125 and a message naming the problem,
+//! before touching anything. (Having an integration test also makes `cargo test --workspace`
+//! build the binary that the jail tests in `tests/it` run.)
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn run(input: &[u8]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lamina-bootstrap"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_and_wrong_version_specs_are_refused() {
+    let (code, stderr) = run(b"{not json");
+    assert_eq!(code, Some(125));
+    assert!(stderr.contains("reading the jail spec"), "{stderr}");
+    let spec = lamina_bootstrap::JailSpec {
+        version: 99,
+        root: "/nonexistent".into(),
+        code_dir: "/nonexistent".into(),
+        opt: None,
+        tmp_bytes: 1,
+        uid: 993,
+        gid: 990,
+        hostname: "x".into(),
+        env: vec![],
+        bootstrap: "/var/task/bootstrap".into(),
+        cgroups: vec![],
+        network: lamina_bootstrap::Network::Host,
+    };
+    let (code, stderr) = run(&serde_json::to_vec(&spec).unwrap());
+    assert_eq!(code, Some(125));
+    assert!(
+        stderr.contains("version 99 is not the supported 1"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,193 @@
+//! The native jail backend: each environment's processes run under `lamina-bootstrap`, which
+//! builds the jail (namespaces, a minimal read-only root, an unprivileged user, seccomp) and
+//! execs the function's bootstrap inside it. The host only forks and execs the helper, never
+//! enters namespaces itself: the tokio process is multi-threaded.
+//!
+//! Scope: one `JailSandbox` per runtime; each environment gets a root mount point under the
+//! state directory, removed when the environment is dropped.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lamina_bootstrap::{JailSpec, Network, OptMount};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
+use crate::config::lambda_env::{self, Paths};
+use crate::error::{ExitStatus, Failure};
+
+/// Lambda's sandbox user (`sbx_user1051`).
+const SANDBOX_UID: u32 = 993;
+const SANDBOX_GID: u32 = 990;
+
+/// Runs bootstraps inside the native jail.
+#[derive(Debug)]
+pub struct JailSandbox {
+    helper: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl JailSandbox {
+    /// Finds `lamina-bootstrap` (`LAMINA_BOOTSTRAP`, else beside the running executable or one
+    /// directory up, where cargo puts binaries next to test executables) and prepares the state
+    /// directory.
+    pub fn new() -> Result<Self, String> {
+        let helper = match std::env::var_os("LAMINA_BOOTSTRAP") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let exe = std::env::current_exe()
+                    .map_err(|e| format!("cannot locate lamina itself: {e}"))?;
+                let dirs = exe
+                    .parent()
+                    .into_iter()
+                    .chain(exe.parent().and_then(Path::parent));
+                dirs.map(|d| d.join("lamina-bootstrap"))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| {
+                        format!(
+                            "lamina-bootstrap not found beside {} (set LAMINA_BOOTSTRAP)",
+                            exe.display()
+                        )
+                    })?
+            }
+        };
+        let state_dir = std::env::temp_dir().join("lamina-jails");
+        std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+        Ok(Self { helper, state_dir })
+    }
+}
+
+impl Sandbox for JailSandbox {
+    fn name(&self) -> &'static str {
+        "jail"
+    }
+
+    fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
+        let spec = start.spec;
+        let host_bootstrap = find_bootstrap(spec)?;
+        let bootstrap = if host_bootstrap.starts_with(&spec.code_dir) {
+            "/var/task/bootstrap"
+        } else {
+            "/opt/bootstrap"
+        };
+        let host_failure =
+            |what: &str, e: &dyn std::fmt::Display| Failure::Sandbox(format!("{what}: {e}"));
+        let paths = Paths {
+            task_root: "/var/task".into(),
+            runtime_dir: "/var/runtime".into(),
+        };
+        let env = lambda_env::environment(
+            spec,
+            &start.runtime_api.to_string(),
+            start.log_stream,
+            &paths,
+        );
+        let root = self.state_dir.join(start.env_id);
+        std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", &e))?;
+        let jail = JailSpec {
+            version: lamina_bootstrap::spec::SPEC_VERSION,
+            root: root.clone(),
+            code_dir: spec.code_dir.clone(),
+            opt: spec
+                .opt
+                .as_ref()
+                .map(|o| OptMount::Merged(o.merged.clone())),
+            tmp_bytes: 512 * 1024 * 1024,
+            uid: SANDBOX_UID,
+            gid: SANDBOX_GID,
+            hostname: "lamina".into(),
+            env,
+            bootstrap: bootstrap.into(),
+            cgroups: Vec::new(),
+            network: Network::Host,
+        };
+        let spec_json =
+            serde_json::to_vec(&jail).map_err(|e| host_failure("encoding the jail spec", &e))?;
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| host_failure("creating the log pipe", &e))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| host_failure("creating the log pipe", &e))?;
+        let mut command = tokio::process::Command::new(&self.helper);
+        command
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(writer)
+            .stderr(writer2)
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| host_failure(&format!("starting {}", self.helper.display()), &e))?;
+        drop(command);
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| Failure::Sandbox("the jail exited before it could be tracked".into()))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| Failure::Sandbox("no stdin to the jail".into()))?;
+        let reaped = Arc::new(AtomicBool::new(false));
+        let (exit_tx, exited) = oneshot::channel();
+        let reaped_flag = Arc::clone(&reaped);
+        tokio::spawn(async move {
+            // The spec is small: it fits the pipe, and the helper reads it first thing.
+            let _ = stdin.write_all(&spec_json).await;
+            drop(stdin);
+            let status = match child.wait().await {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(code), _) => ExitStatus::Code(code),
+                    (None, Some(signal)) => ExitStatus::Signal(signal),
+                    (None, None) => ExitStatus::Code(-1),
+                },
+                Err(_) => ExitStatus::Code(-1),
+            };
+            reaped_flag.store(true, Ordering::Release);
+            let _ = exit_tx.send(status);
+        });
+        Ok(Started {
+            control: Box::new(JailControl { pid, reaped, root }),
+            exited,
+            logs: reader.into(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct JailControl {
+    pid: i32,
+    reaped: Arc<AtomicBool>,
+    root: PathBuf,
+}
+
+impl Control for JailControl {
+    fn stop(&self, how: Stop) {
+        let signal = match how {
+            Stop::Terminate => Signal::SIGTERM,
+            Stop::Kill => Signal::SIGKILL,
+        };
+        // The helper, PID 1 and the function share this process group. PID 1 dies with the
+        // helper, and every process of the sandbox with PID 1.
+        let _ = killpg(Pid::from_raw(self.pid), signal);
+    }
+
+    fn max_memory_bytes(&self) -> Option<u64> {
+        let _ = self.reaped.load(Ordering::Acquire);
+        None
+    }
+}
+
+impl Drop for JailControl {
+    fn drop(&mut self) {
+        // The mounts lived in the sandbox's mount namespace and went with it; the mount point
+        // directory is all that is left on the host.
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
