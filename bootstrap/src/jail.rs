@@ -1,6 +1,8 @@
 //! The jail, built in this order (SECURITY.md describes the same steps):
 //!
-//! 1. Join the environment's cgroups, so that everything below is counted and limited.
+//! 1. Join the environment's process and CPU cgroups, so that everything below is counted and
+//!    limited. (The memory cgroup is joined by the function's process alone, in step 5: the
+//!    OOM killer can then only ever pick the function, never the helpers reporting on it.)
 //! 2. Unshare mount, PID, IPC and UTS namespaces.
 //! 3. Fork: the child is PID 1 of the new PID namespace. The parent stays outside, waits, and
 //!    exits the way the function did (the host watches it); it dies with the host.
@@ -93,6 +95,7 @@ pub fn run(spec: &JailSpec) -> Result<ExitReport, BootstrapError> {
         std::fs::write(&procs, getpid().to_string())
             .map_err(io_step_err("join cgroup", procs.display()))?;
     }
+
     // 2. namespaces.
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -165,6 +168,18 @@ fn pid1(
     status_w: OwnedFd,
 ) -> Result<Never, BootstrapError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step_err("prctl", "pdeathsig"))?;
+    // Opened now: after pivot_root the host's cgroup files are out of reach.
+    let function_cgroups = spec
+        .function_cgroups
+        .iter()
+        .map(|dir| {
+            let procs = dir.join("cgroup.procs");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(io_step_err("open", procs.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // 4. the new root.
     mounts::build_root(spec)?;
     // 5. the function's process.
@@ -174,7 +189,7 @@ fn pid1(
         ForkResult::Parent { child } => child,
         ForkResult::Child => {
             drop(status_w);
-            let e = privileges::drop_and_exec(spec, env);
+            let e = privileges::drop_and_exec(spec, env, function_cgroups);
             eprintln!("lamina-bootstrap: {e}");
             std::process::exit(127);
         }

@@ -30,8 +30,11 @@ pub struct JailSpec {
     pub env: Vec<(String, String)>,
     /// The function's bootstrap, as a path inside the jail.
     pub bootstrap: String,
-    /// cgroup directories (one per v1 controller, or one v2 leaf) to join before anything else.
+    /// cgroup directories the whole sandbox joins before anything else (processes, CPU).
     pub cgroups: Vec<PathBuf>,
+    /// cgroup directories only the function's process joins (memory), so that the OOM killer
+    /// never picks the helpers.
+    pub function_cgroups: Vec<PathBuf>,
     /// The network the sandbox gets.
     pub network: Network,
 }

@@ -36,6 +36,7 @@ fn malformed_and_wrong_version_specs_are_refused() {
         env: vec![],
         bootstrap: "/var/task/bootstrap".into(),
         cgroups: vec![],
+        function_cgroups: vec![],
         network: lamina_bootstrap::Network::Host,
     };
     let (code, stderr) = run(&serde_json::to_vec(&spec).unwrap());

@@ -5,6 +5,7 @@
 //!
 //! Scope: a `Sandbox` is runtime-wide; each `Started` belongs to one environment.
 
+pub mod cgroup;
 pub mod jail;
 pub mod process;
 
@@ -47,6 +48,10 @@ pub trait Control: Send + Sync + fmt::Debug {
     fn stop(&self, how: Stop);
     /// The environment's peak memory use so far, in bytes, when the backend can tell.
     fn max_memory_bytes(&self) -> Option<u64>;
+    /// Whether the environment ran out of memory (its runtime was killed for it).
+    fn out_of_memory(&self) -> bool {
+        false
+    }
 }
 
 /// A started environment.

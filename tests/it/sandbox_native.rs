@@ -3,7 +3,25 @@
 
 use serde_json::Value;
 
-use crate::support::{Harness, function_with, program};
+use crate::support::{Harness, function_with, process_alive, program};
+
+/// Jail tests run one at a time, so that counting cgroups before and after means something.
+static JAIL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The environments' cgroups that exist now (v1 layout on our machines).
+fn lamina_cgroups() -> Vec<String> {
+    ["memory", "pids", "cpu"]
+        .iter()
+        .flat_map(|c| {
+            std::fs::read_dir(format!("/sys/fs/cgroup/{c}/lamina"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
 
 async fn probe_report(harness: &Harness) -> Value {
     let (done, report) = harness.invoke_json(r#"{"action":"jail"}"#).await;
@@ -13,6 +31,7 @@ async fn probe_report(harness: &Harness) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_jail_confines_the_function() {
+    let _serial = JAIL.lock().await;
     let jailed = Harness::jailed(function_with(&program("probe")), |_| {});
     let inside = probe_report(&jailed).await;
     let unjailed = Harness::start(function_with(&program("probe")), |_| {});
@@ -61,6 +80,7 @@ async fn the_jail_confines_the_function() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jailed_runtime_sees_lambdas_paths_and_exits_cleanly() {
+    let _serial = JAIL.lock().await;
     let jailed = Harness::jailed(function_with(&program("probe")), |_| {});
     let (_, report) = jailed.invoke_json("{}").await;
     assert_eq!(report["env"]["LAMBDA_TASK_ROOT"], "/var/task");
@@ -76,4 +96,93 @@ async fn jailed_runtime_sees_lambdas_paths_and_exits_cleanly() {
         "a jail mount leaked to the host"
     );
     jailed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allocating_past_the_memory_limit_is_out_of_memory() {
+    let _serial = JAIL.lock().await;
+    let jailed = Harness::jailed(function_with(&program("probe")), |c| {
+        c.memory_mb = Some(128)
+    });
+    let done = jailed.invoke(r#"{"action":"alloc","mb":400}"#).await;
+    assert_eq!(
+        done.error_type(),
+        Some("Runtime.OutOfMemory"),
+        "{:?}",
+        String::from_utf8_lossy(&done.body())
+    );
+    let body: Value = serde_json::from_slice(&done.body()).unwrap();
+    assert_eq!(
+        body["errorMessage"],
+        format!(
+            "RequestId: {} Error: Runtime exited with error: signal: killed",
+            done.request_id
+        )
+    );
+    // The next invocation gets a fresh environment and works.
+    let (_, ok) = jailed.invoke_json(r#"{"action":"alloc","mb":16}"#).await;
+    assert_eq!(ok["allocated_mb"], 16);
+    let logs = jailed.finish().await;
+    let report = logs
+        .iter()
+        .find(|l| l.contains("Error Type: Runtime.OutOfMemory"))
+        .expect("a REPORT for the OOM");
+    let used: u64 = report
+        .split("Max Memory Used: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (100..=130).contains(&used),
+        "Max Memory Used {used} MB should be near the 128 MB limit: {report}"
+    );
+    // Unjailed, the same allocation succeeds: the limit is the jail's.
+    let unjailed = Harness::start(function_with(&program("probe")), |c| {
+        c.memory_mb = Some(128)
+    });
+    let (_, free) = unjailed.invoke_json(r#"{"action":"alloc","mb":400}"#).await;
+    assert_eq!(free["allocated_mb"], 400);
+    unjailed.finish().await;
+    assert!(
+        lamina_cgroups().is_empty(),
+        "cgroups left behind: {:?}",
+        lamina_cgroups()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_hits_the_pids_limit_not_the_host() {
+    let _serial = JAIL.lock().await;
+    let jailed = Harness::jailed(function_with(&program("probe")), |_| {});
+    let (_, pid_report) = jailed.invoke_json("{}").await;
+    let (_, bomb) = jailed
+        .invoke_json(r#"{"action":"threads","max":5000}"#)
+        .await;
+    let started = bomb["started"].as_u64().unwrap();
+    assert!(started < 1024, "{bomb}");
+    assert_eq!(bomb["error"], "operation would block", "{bomb}");
+    // The environment still answers, and everything it started goes with it.
+    let (done, _) = jailed.invoke_json("{}").await;
+    assert!(done.error_type().is_none());
+    assert!(pid_report["pid"].as_u64().is_some());
+    jailed.finish().await;
+    assert!(
+        lamina_cgroups().is_empty(),
+        "cgroups left behind: {:?}",
+        lamina_cgroups()
+    );
+    // Unjailed, the same bomb is not stopped at 1,024.
+    let unjailed = Harness::start(function_with(&program("probe")), |_| {});
+    let (_, free) = unjailed
+        .invoke_json(r#"{"action":"threads","max":1500}"#)
+        .await;
+    assert_eq!(free["started"], 1500, "{free}");
+    let (_, report) = unjailed.invoke_json("{}").await;
+    let pid = report["pid"].as_u64().unwrap();
+    unjailed.finish().await;
+    assert!(!process_alive(pid));
 }

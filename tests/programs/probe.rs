@@ -213,6 +213,48 @@ fn main() {
                 );
                 respond(&mut api, report.as_bytes());
             }
+            "alloc" => {
+                // Touch every page, so the memory is really used.
+                let mb: usize = field(&event, "mb")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let mut kept: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..mb {
+                    kept.push(vec![1u8; 1024 * 1024]);
+                }
+                respond(
+                    &mut api,
+                    format!("{{\"allocated_mb\":{}}}", kept.len()).as_bytes(),
+                );
+            }
+            "threads" => {
+                // Start sleeping threads until the system says no: a fork bomb's worth of tasks.
+                let limit: usize = field(&event, "max")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(5000);
+                let mut started = 0;
+                let mut error = String::from("none");
+                while started < limit {
+                    let spawned = std::thread::Builder::new()
+                        .stack_size(64 * 1024)
+                        .spawn(|| std::thread::sleep(Duration::from_secs(3600)));
+                    match spawned {
+                        Ok(_) => started += 1,
+                        Err(e) => {
+                            error = e.kind().to_string();
+                            break;
+                        }
+                    }
+                }
+                respond(
+                    &mut api,
+                    format!(
+                        "{{\"started\":{started},\"error\":{}}}",
+                        json_string(&error)
+                    )
+                    .as_bytes(),
+                );
+            }
             "jail" => {
                 respond(&mut api, jail_report().as_bytes());
             }

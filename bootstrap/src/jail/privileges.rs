@@ -132,8 +132,12 @@ pub(crate) fn prepare_exec(spec: &JailSpec) -> Result<Exec, BootstrapError> {
 }
 
 /// Drops privileges and execs the function's bootstrap. Returns only on failure.
-pub(crate) fn drop_and_exec(spec: &JailSpec, exec: &Exec) -> BootstrapError {
-    match try_drop_and_exec(spec, exec) {
+pub(crate) fn drop_and_exec(
+    spec: &JailSpec,
+    exec: &Exec,
+    cgroups: Vec<std::fs::File>,
+) -> BootstrapError {
+    match try_drop_and_exec(spec, exec, cgroups) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -141,10 +145,22 @@ pub(crate) fn drop_and_exec(spec: &JailSpec, exec: &Exec) -> BootstrapError {
 
 enum Never {}
 
-fn try_drop_and_exec(spec: &JailSpec, exec: &Exec) -> Result<Never, BootstrapError> {
+fn try_drop_and_exec(
+    spec: &JailSpec,
+    exec: &Exec,
+    cgroups: Vec<std::fs::File>,
+) -> Result<Never, BootstrapError> {
+    use std::io::Write;
+    // "0" moves the writing process: the function joins its memory cgroup, alone.
+    for mut procs in cgroups {
+        procs
+            .write_all(b"0")
+            .map_err(super::io_step_err("join function cgroup", "0"))?;
+    }
     // The spec arrived on stdin; the function reads nothing there.
     let null = std::fs::File::open("/dev/null").map_err(super::io_step_err("open", "/dev/null"))?;
     nix::unistd::dup2_stdin(&null).map_err(step_err("dup2", "stdin"))?;
+
     setgroups(&[]).map_err(step_err("setgroups", "[]"))?;
     setgid(Gid::from_raw(spec.gid)).map_err(step_err("setgid", spec.gid))?;
     // Leaving uid 0 clears every capability (no SECBIT_KEEP_CAPS).

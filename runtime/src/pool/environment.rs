@@ -184,7 +184,12 @@ async fn run(
             status = async { env.exited.as_mut().expect("polled only while running").await }, if env.exited.is_some() => {
                 env.exited = None;
                 let status = status.unwrap_or(ExitStatus::Code(-1));
-                env.fail_inflight(Failure::Exited(status));
+                // A runtime killed by the kernel's OOM killer ran out of memory, as Lambda says.
+                let failure = match status {
+                    ExitStatus::Signal(9) if env.control.out_of_memory() => Failure::OutOfMemory,
+                    status => Failure::Exited(status),
+                };
+                env.fail_inflight(failure);
                 break End::Destroy;
             }
             () = sleep_until(wake) => {

@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
+use super::cgroup::{self, Cgroups};
 use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
 use crate::error::{ExitStatus, Failure};
@@ -31,6 +32,7 @@ const SANDBOX_GID: u32 = 990;
 pub struct JailSandbox {
     helper: PathBuf,
     state_dir: PathBuf,
+    cgroups: Option<cgroup::Version>,
 }
 
 impl JailSandbox {
@@ -59,7 +61,11 @@ impl JailSandbox {
         };
         let state_dir = std::env::temp_dir().join("lamina-jails");
         std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
-        Ok(Self { helper, state_dir })
+        Ok(Self {
+            helper,
+            state_dir,
+            cgroups: cgroup::detect(),
+        })
     }
 }
 
@@ -90,6 +96,13 @@ impl Sandbox for JailSandbox {
         );
         let root = self.state_dir.join(start.env_id);
         std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", &e))?;
+        let cgroups = match self.cgroups {
+            Some(version) => Some(
+                Cgroups::create(version, start.env_id, spec.memory_mb)
+                    .map_err(|e| host_failure("creating the environment's cgroups", &e))?,
+            ),
+            None => None,
+        };
         let jail = JailSpec {
             version: lamina_bootstrap::spec::SPEC_VERSION,
             root: root.clone(),
@@ -104,7 +117,14 @@ impl Sandbox for JailSandbox {
             hostname: "lamina".into(),
             env,
             bootstrap: bootstrap.into(),
-            cgroups: Vec::new(),
+            cgroups: cgroups
+                .as_ref()
+                .map(|c| c.sandbox_dirs.clone())
+                .unwrap_or_default(),
+            function_cgroups: cgroups
+                .as_ref()
+                .map(|c| c.function_dirs.clone())
+                .unwrap_or_default(),
             network: Network::Host,
         };
         let spec_json =
@@ -153,7 +173,12 @@ impl Sandbox for JailSandbox {
             let _ = exit_tx.send(status);
         });
         Ok(Started {
-            control: Box::new(JailControl { pid, reaped, root }),
+            control: Box::new(JailControl {
+                pid,
+                reaped,
+                root,
+                cgroups,
+            }),
             exited,
             logs: reader.into(),
         })
@@ -165,6 +190,7 @@ struct JailControl {
     pid: i32,
     reaped: Arc<AtomicBool>,
     root: PathBuf,
+    cgroups: Option<Cgroups>,
 }
 
 impl Control for JailControl {
@@ -174,13 +200,19 @@ impl Control for JailControl {
             Stop::Kill => Signal::SIGKILL,
         };
         // The helper, PID 1 and the function share this process group. PID 1 dies with the
-        // helper, and every process of the sandbox with PID 1.
-        let _ = killpg(Pid::from_raw(self.pid), signal);
+        // helper, and every process of the sandbox with PID 1, so once the helper is reaped
+        // nothing is left, and the group id may belong to someone else: leave it alone.
+        if !self.reaped.load(Ordering::Acquire) {
+            let _ = killpg(Pid::from_raw(self.pid), signal);
+        }
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {
-        let _ = self.reaped.load(Ordering::Acquire);
-        None
+        self.cgroups.as_ref().and_then(Cgroups::max_memory_bytes)
+    }
+
+    fn out_of_memory(&self) -> bool {
+        self.cgroups.as_ref().is_some_and(Cgroups::oom_killed)
     }
 }
 
@@ -189,5 +221,8 @@ impl Drop for JailControl {
         // The mounts lived in the sandbox's mount namespace and went with it; the mount point
         // directory is all that is left on the host.
         let _ = std::fs::remove_dir(&self.root);
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove();
+        }
     }
 }

@@ -1,0 +1,148 @@
+//! cgroups for one jailed environment: a memory limit of `--memory` MB (no swap), Lambda's
+//! 1,024 processes and threads, and a CPU share proportional to memory, as Lambda scales CPU
+//! with memory. cgroup v1 (one directory per controller, as on our machines) and v2 (one leaf).
+//!
+//! The groups live under `lamina/` at the top of each hierarchy, never under the group the
+//! host itself was placed in by its supervisor.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// Lambda's limit on processes and threads per environment.
+pub const PIDS_MAX: u32 = 1024;
+/// Lambda gives one full vCPU at 1,769 MB.
+const MB_PER_VCPU: u64 = 1769;
+
+/// Which cgroup hierarchy the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Separate hierarchies per controller.
+    V1,
+    /// The unified hierarchy with the controllers lamina needs.
+    V2,
+}
+
+/// Detects the hierarchy: v2 when `/sys/fs/cgroup` is cgroup2 with memory and pids enabled,
+/// v1 when the memory and pids controllers are mounted separately, else none.
+pub fn detect() -> Option<Version> {
+    let controllers =
+        fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory")
+        && controllers.split_whitespace().any(|c| c == "pids")
+    {
+        return Some(Version::V2);
+    }
+    let v1 = ["memory", "pids"]
+        .iter()
+        .all(|c| Path::new(ROOT).join(c).join("cgroup.procs").exists());
+    v1.then_some(Version::V1)
+}
+
+/// The cgroups of one environment. Removed with [`Cgroups::remove`] once its processes are gone.
+#[derive(Debug)]
+pub struct Cgroups {
+    version: Version,
+    /// Directories the whole sandbox joins (processes, CPU).
+    pub sandbox_dirs: Vec<PathBuf>,
+    /// Directories only the function's processes join (memory).
+    pub function_dirs: Vec<PathBuf>,
+    memory: PathBuf,
+}
+
+fn write(dir: &Path, file: &str, value: impl ToString) -> io::Result<()> {
+    let path = dir.join(file);
+    fs::write(&path, value.to_string())
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+impl Cgroups {
+    /// Creates the environment's groups and sets their limits.
+    pub fn create(version: Version, env_id: &str, memory_mb: u32) -> io::Result<Self> {
+        let bytes = u64::from(memory_mb) * 1024 * 1024;
+        let shares = (1024 * u64::from(memory_mb) / MB_PER_VCPU).max(2);
+        match version {
+            Version::V1 => {
+                let dir =
+                    |controller: &str| Path::new(ROOT).join(controller).join("lamina").join(env_id);
+                let (memory, pids, cpu) = (dir("memory"), dir("pids"), dir("cpu"));
+                for d in [&memory, &pids] {
+                    fs::create_dir_all(d)?;
+                }
+                write(&memory, "memory.limit_in_bytes", bytes)?;
+                // Without swap accounting this file is absent; the limit above still holds.
+                let _ = write(&memory, "memory.memsw.limit_in_bytes", bytes);
+                write(&pids, "pids.max", PIDS_MAX)?;
+                let mut sandbox_dirs = vec![pids];
+                if fs::create_dir_all(&cpu).is_ok() && write(&cpu, "cpu.shares", shares).is_ok() {
+                    sandbox_dirs.push(cpu);
+                }
+                Ok(Self {
+                    version,
+                    sandbox_dirs,
+                    function_dirs: vec![memory.clone()],
+                    memory,
+                })
+            }
+            Version::V2 => {
+                let parent = Path::new(ROOT).join("lamina");
+                fs::create_dir_all(&parent)?;
+                // Children get controllers only if the parent delegates them.
+                let _ = write(&parent, "cgroup.subtree_control", "+memory +pids +cpu");
+                let leaf = parent.join(env_id);
+                fs::create_dir_all(&leaf)?;
+                write(&leaf, "memory.max", bytes)?;
+                let _ = write(&leaf, "memory.swap.max", 0);
+                write(&leaf, "pids.max", PIDS_MAX)?;
+                let _ = write(&leaf, "cpu.weight", (shares * 100 / 1024).clamp(1, 10_000));
+                // One leaf holds every controller in v2: the helpers share the function's memory
+                // group there (they are small, and PID 1 keeps reporting unless it is chosen).
+                Ok(Self {
+                    version,
+                    sandbox_dirs: vec![leaf.clone()],
+                    function_dirs: Vec::new(),
+                    memory: leaf,
+                })
+            }
+        }
+    }
+
+    /// Peak memory use of the environment, bytes.
+    pub fn max_memory_bytes(&self) -> Option<u64> {
+        let file = match self.version {
+            Version::V1 => "memory.max_usage_in_bytes",
+            Version::V2 => "memory.peak",
+        };
+        fs::read_to_string(self.memory.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Whether the kernel's OOM killer has killed anything in the environment.
+    pub fn oom_killed(&self) -> bool {
+        let (file, key) = match self.version {
+            Version::V1 => ("memory.oom_control", "oom_kill"),
+            Version::V2 => ("memory.events", "oom_kill"),
+        };
+        let text = fs::read_to_string(self.memory.join(file)).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .any(|(k, v)| k == key && v.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    }
+
+    /// Removes the groups (they must be empty: call once the sandbox's processes are gone).
+    pub fn remove(&self) {
+        for dir in self.function_dirs.iter().chain(&self.sandbox_dirs) {
+            // A just-killed process may take a moment to leave; a few tries cover it.
+            for _ in 0..50 {
+                if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+    }
+}
