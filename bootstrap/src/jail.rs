@@ -3,7 +3,9 @@
 //! 1. Join the environment's process and CPU cgroups, so that everything below is counted and
 //!    limited. (The memory cgroup is joined by the function's process alone, in step 5: the
 //!    OOM killer can then only ever pick the function, never the helpers reporting on it.)
-//! 2. Unshare mount, PID, IPC and UTS namespaces.
+//! 2. Unshare mount, PID, IPC and UTS namespaces, and in network mode `none` a network
+//!    namespace, where `lo` is brought up and the Runtime API listener is bound and handed to
+//!    the host.
 //! 3. Fork: the child is PID 1 of the new PID namespace. The parent stays outside, waits, and
 //!    exits the way the function did (the host watches it); it dies with the host.
 //! 4. PID 1 builds the new root on a tmpfs: the host's `/usr`, `/bin`, `/lib*` and a few `/etc`
@@ -17,6 +19,7 @@
 //!    its exact status to the outer process and exits, which ends every process left inside.
 
 mod mounts;
+pub mod network;
 mod privileges;
 
 use std::ffi::CString;
@@ -29,7 +32,7 @@ use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, sethostname};
 
-use crate::spec::{JailSpec, SPEC_VERSION};
+use crate::spec::{JailSpec, Network, SPEC_VERSION};
 
 /// A step of the jail failed. Each variant names the step and what it touched.
 #[derive(Debug, thiserror::Error)]
@@ -97,11 +100,19 @@ pub fn run(spec: &JailSpec) -> Result<ExitReport, BootstrapError> {
     }
 
     // 2. namespaces.
-    let flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     unshare(flags).map_err(step_err("unshare", format!("{flags:?}")))?;
+    if spec.network == Network::None {
+        // The network namespace applies to this process at once: loopback, then the listener.
+        network::loopback_up()?;
+        network::hand_over_listener(0)?;
+    }
     // Prepared before forking: PID 1 reports the function's status through this pipe.
     let (status_r, status_w) = nix::unistd::pipe().map_err(step_err("pipe", "status"))?;
     let env = privileges::prepare_exec(spec)?;

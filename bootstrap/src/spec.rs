@@ -49,6 +49,9 @@ pub enum OptMount {
 /// The sandbox's network.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Network {
+    /// A private network namespace with loopback only; the Runtime API listener is created in
+    /// it and passed to the host over the helper's stdin (a Unix socket).
+    None,
     /// The host's network namespace (egress allowed).
     Host,
 }

@@ -63,6 +63,9 @@ pub struct Started {
     pub exited: oneshot::Receiver<ExitStatus>,
     /// The read end of the pipe carrying the environment's stdout and stderr.
     pub logs: OwnedFd,
+    /// The Runtime API listener, when the sandbox creates it (inside its own network
+    /// namespace, see [`Sandbox::runtime_api_inside`]); resolves once the sandbox hands it over.
+    pub listener: Option<oneshot::Receiver<std::io::Result<std::net::TcpListener>>>,
 }
 
 /// A way of running execution environments.
@@ -72,6 +75,11 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
     /// Starts the function's runtime. Errors are the invocation's outcome (a missing bootstrap,
     /// or a host failure).
     fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure>;
+    /// Where the Runtime API listens inside the sandbox, when the sandbox makes the listener
+    /// itself (its own network namespace); `None` when the host binds one on its loopback.
+    fn runtime_api_inside(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// Where Lambda looks for a custom runtime's `bootstrap`, as the function sees the paths.

@@ -186,3 +186,42 @@ async fn a_fork_bomb_hits_the_pids_limit_not_the_host() {
     unjailed.finish().await;
     assert!(!process_alive(pid));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_none_reaches_nothing_outside_the_sandbox() {
+    let _serial = JAIL.lock().await;
+    // A server on the host's loopback, and an unjailed environment whose Runtime API listens
+    // there too.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let unjailed = Harness::start(function_with(&program("probe")), |_| {});
+    let (_, other) = unjailed.invoke_json("{}").await;
+    let other_api = other["env"]["AWS_LAMBDA_RUNTIME_API"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let jailed = Harness::jailed(function_with(&program("probe")), |_| {});
+    let (_, inside) = jailed.invoke_json("{}").await;
+    assert_eq!(
+        inside["env"]["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001",
+        "its own API, inside its namespace"
+    );
+    for addr in [server_addr.to_string(), other_api.clone()] {
+        let (_, r) = jailed
+            .invoke_json(&format!(r#"{{"action":"connect","addr":"{addr}"}}"#))
+            .await;
+        assert_eq!(
+            r["connect"], "connection refused",
+            "{addr} must be unreachable from the jail"
+        );
+        // The control: unjailed, the same address answers.
+        let (_, r) = unjailed
+            .invoke_json(&format!(r#"{{"action":"connect","addr":"{addr}"}}"#))
+            .await;
+        assert_eq!(r["connect"], "ok", "{addr}");
+    }
+    jailed.finish().await;
+    unjailed.finish().await;
+    drop(server);
+}

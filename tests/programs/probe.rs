@@ -255,6 +255,21 @@ fn main() {
                     .as_bytes(),
                 );
             }
+            "connect" => {
+                // Only ever given loopback addresses by the tests.
+                let addr = field(&event, "addr").unwrap_or("127.0.0.1:1").to_owned();
+                let result = match addr.parse::<std::net::SocketAddr>() {
+                    Ok(a) => match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
+                        Ok(_) => "ok".to_owned(),
+                        Err(e) => e.kind().to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                respond(
+                    &mut api,
+                    format!("{{\"connect\":{}}}", json_string(&result)).as_bytes(),
+                );
+            }
             "jail" => {
                 respond(&mut api, jail_report().as_bytes());
             }

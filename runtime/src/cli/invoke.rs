@@ -62,6 +62,18 @@ pub struct InvokeArgs {
     /// Where the bootstrap runs.
     #[arg(long, value_enum, default_value_t = SandboxKind::Process)]
     pub sandbox: SandboxKind,
+    /// The jail's network: `none` (loopback only, the default) or `host` (egress).
+    #[arg(long, value_enum, default_value_t = NetworkKind::None)]
+    pub network: NetworkKind,
+}
+
+/// The jail's network modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkKind {
+    /// A private network namespace with loopback only.
+    None,
+    /// The host's network.
+    Host,
 }
 
 /// The sandbox backends `--sandbox` chooses from.
@@ -103,7 +115,11 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let sandbox: Arc<dyn Sandbox> = match args.sandbox {
         SandboxKind::Process => Arc::new(ProcessSandbox),
         SandboxKind::Jail => {
-            Arc::new(JailSandbox::new().map_err(|e| anyhow::anyhow!("--sandbox jail: {e}"))?)
+            let jail = JailSandbox::new().map_err(|e| anyhow::anyhow!("--sandbox jail: {e}"))?;
+            match args.network {
+                NetworkKind::None => Arc::new(jail),
+                NetworkKind::Host => Arc::new(jail.with_host_network()),
+            }
         }
     };
     let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));

@@ -95,18 +95,21 @@ async fn run(
     let init_started = Instant::now();
     let env_hex = uuid::Uuid::new_v4().simple().to_string();
     let log_stream = lambda_env::log_stream_name(SystemTime::now(), &env_hex);
-    let (listener, addr) = match runtime_api::bind().await {
-        Ok(bound) => bound,
-        Err(e) => {
-            first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
-                "cannot bind the runtime api listener: {e}"
-            ))));
-            let _ = pool.send(PoolMsg::Gone(id));
-            return;
-        }
+    // The Runtime API listener: the host's loopback, unless the sandbox makes it inside its
+    // own network namespace (then it is handed over once the sandbox is up).
+    let (host_listener, addr) = match sandbox.runtime_api_inside() {
+        Some(addr) => (None, addr),
+        None => match runtime_api::bind().await {
+            Ok((listener, addr)) => (Some(listener), addr),
+            Err(e) => {
+                first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
+                    "cannot bind the runtime api listener: {e}"
+                ))));
+                let _ = pool.send(PoolMsg::Gone(id));
+                return;
+            }
+        },
     };
-    let (api_tx, mut api_rx) = mpsc::unbounded_channel();
-    let server = AbortOnDrop(tokio::spawn(runtime_api::serve(listener, api_tx)));
     let started = sandbox.start(StartSpec {
         spec: &spec,
         env_id: &env_hex,
@@ -133,6 +136,39 @@ async fn run(
             return;
         }
     };
+    let listener = match (host_listener, started.listener) {
+        (Some(listener), _) => Ok(listener),
+        (None, Some(handed_over)) => {
+            match tokio::time::timeout(spec.init_timeout, handed_over).await {
+                Ok(Ok(Ok(listener))) => listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener)),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(_)) => Err(std::io::Error::other(
+                    "the sandbox ended before handing over its runtime api listener",
+                )),
+                Err(_) => Err(std::io::Error::other(
+                    "the sandbox did not hand over its runtime api listener in time",
+                )),
+            }
+        }
+        (None, None) => Err(std::io::Error::other(
+            "the sandbox made no runtime api listener",
+        )),
+    };
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            started.control.stop(Stop::Kill);
+            first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
+                "runtime api listener: {e}"
+            ))));
+            let _ = pool.send(PoolMsg::Gone(id));
+            return;
+        }
+    };
+    let (api_tx, mut api_rx) = mpsc::unbounded_channel();
+    let server = AbortOnDrop(tokio::spawn(runtime_api::serve(listener, api_tx)));
     let pump = match LogPump::start(started.logs, Arc::clone(&sink)) {
         Ok(pump) => pump,
         Err(e) => {

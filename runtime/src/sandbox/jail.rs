@@ -33,6 +33,7 @@ pub struct JailSandbox {
     helper: PathBuf,
     state_dir: PathBuf,
     cgroups: Option<cgroup::Version>,
+    network: Network,
 }
 
 impl JailSandbox {
@@ -65,13 +66,32 @@ impl JailSandbox {
             helper,
             state_dir,
             cgroups: cgroup::detect(),
+            network: Network::None,
         })
+    }
+}
+
+impl JailSandbox {
+    /// The same jail in the host's network namespace (`--network host`), for functions that
+    /// need egress. Its Runtime API then listens on the host's loopback.
+    pub fn with_host_network(mut self) -> Self {
+        self.network = Network::Host;
+        self
     }
 }
 
 impl Sandbox for JailSandbox {
     fn name(&self) -> &'static str {
         "jail"
+    }
+
+    fn runtime_api_inside(&self) -> Option<std::net::SocketAddr> {
+        match self.network {
+            Network::None => lamina_bootstrap::jail::network::RUNTIME_API_ADDR
+                .parse()
+                .ok(),
+            Network::Host => None,
+        }
     }
 
     fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
@@ -125,7 +145,7 @@ impl Sandbox for JailSandbox {
                 .as_ref()
                 .map(|c| c.function_dirs.clone())
                 .unwrap_or_default(),
-            network: Network::Host,
+            network: self.network,
         };
         let spec_json =
             serde_json::to_vec(&jail).map_err(|e| host_failure("encoding the jail spec", &e))?;
@@ -134,10 +154,14 @@ impl Sandbox for JailSandbox {
         let writer2 = writer
             .try_clone()
             .map_err(|e| host_failure("creating the log pipe", &e))?;
+        // The helper's stdin is one end of a socket pair: the spec goes in, and in network mode
+        // `none` the Runtime API listener comes back (SCM_RIGHTS).
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| host_failure("creating the control socket", &e))?;
         let mut command = tokio::process::Command::new(&self.helper);
         command
             .env_clear()
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(writer)
             .stderr(writer2)
             .process_group(0)
@@ -150,17 +174,26 @@ impl Sandbox for JailSandbox {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .ok_or_else(|| Failure::Sandbox("the jail exited before it could be tracked".into()))?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| Failure::Sandbox("no stdin to the jail".into()))?;
+        ours.set_nonblocking(true)
+            .map_err(|e| host_failure("preparing the control socket", &e))?;
+        let mut control = tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| host_failure("preparing the control socket", &e))?;
+        let (listener_tx, listener_rx) = oneshot::channel();
+        let expects_listener = self.network == Network::None;
         let reaped = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = oneshot::channel();
         let reaped_flag = Arc::clone(&reaped);
         tokio::spawn(async move {
-            // The spec is small: it fits the pipe, and the helper reads it first thing.
-            let _ = stdin.write_all(&spec_json).await;
-            drop(stdin);
+            // The helper reads the spec to its end first thing: write it, then close our side.
+            let written = control.write_all(&spec_json).await;
+            let _ = control.shutdown().await;
+            if expects_listener {
+                let listener = match written {
+                    Ok(()) => receive_listener(&control).await,
+                    Err(e) => Err(e),
+                };
+                let _ = listener_tx.send(listener);
+            }
             let status = match child.wait().await {
                 Ok(s) => match (s.code(), s.signal()) {
                     (Some(code), _) => ExitStatus::Code(code),
@@ -181,7 +214,52 @@ impl Sandbox for JailSandbox {
             }),
             exited,
             logs: reader.into(),
+            listener: expects_listener.then_some(listener_rx),
         })
+    }
+}
+
+/// Receives the listening socket the helper made inside the sandbox's network namespace.
+async fn receive_listener(
+    control: &tokio::net::UnixStream,
+) -> std::io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    loop {
+        control.readable().await?;
+        let received = control.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let message = recvmsg::<()>(
+                control.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(std::io::Error::from)?;
+            let fd = message
+                .cmsgs()
+                .map_err(std::io::Error::from)?
+                .find_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                });
+            Ok(fd)
+        });
+        match received {
+            Ok(Some(fd)) => {
+                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
+                return Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+            }
+            Ok(None) => {
+                return Err(std::io::Error::other(
+                    "the jail closed its control socket without a listener",
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -87,6 +87,7 @@ impl Sandbox for ProcessSandbox {
             control: Box::new(ProcessControl { pid, reaped }),
             exited,
             logs: reader.into(),
+            listener: None,
         })
     }
 }
