@@ -17,6 +17,8 @@
 //!    seccomp filter, and execs the function's bootstrap.
 //! 6. PID 1 reaps every process of the sandbox and, when the function's process ends, reports
 //!    its exact status to the outer process and exits, which ends every process left inside.
+//!    Meanwhile a thread of PID 1 answers the host's commands (a fresh `/tmp` between
+//!    invocations).
 
 mod mounts;
 pub mod network;
@@ -205,6 +207,12 @@ fn pid1(
             std::process::exit(127);
         }
     };
+    // PID 1 answers the host's commands on its stdin (the control socket) from here on. A
+    // thread only now: the function's process was forked while PID 1 was single-threaded.
+    std::thread::spawn({
+        let tmp_bytes = spec.tmp_bytes;
+        move || control_loop(tmp_bytes)
+    });
     // 6. reap until the function's process ends.
     let report = loop {
         match waitpid(Pid::from_raw(-1), None) {
@@ -220,6 +228,31 @@ fn pid1(
     let _ = status.write_all(report.as_bytes());
     let _ = status.as_raw_fd();
     std::process::exit(0)
+}
+
+/// The host's commands to PID 1, one byte each; each is answered with one byte.
+/// `T`: replace `/tmp` with a fresh, empty tmpfs (answer `K`, or `E` if that failed).
+fn control_loop(tmp_bytes: u64) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 0 is the control socket, open for the life of PID 1; ManuallyDrop keeps this
+    // handle from closing it.
+    let mut control = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    let mut command = [0u8; 1];
+    while let Ok(1) = control.read(&mut command) {
+        let answer: &[u8] = match command[0] {
+            b'T' => match mounts::reset_tmp(tmp_bytes) {
+                Ok(()) => b"K",
+                Err(e) => {
+                    eprintln!("lamina-bootstrap: {e}");
+                    b"E"
+                }
+            },
+            _ => b"E",
+        };
+        if control.write_all(answer).is_err() {
+            return;
+        }
+    }
 }
 
 /// Turns a string into a C string, naming the field on failure.

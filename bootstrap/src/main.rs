@@ -1,13 +1,22 @@
-//! `lamina-bootstrap`: reads a [`lamina_bootstrap::JailSpec`] as JSON on stdin, builds the
-//! jail and runs the function in it, then exits the way the function did. Exit 125 means the
+//! `lamina-bootstrap`: reads a [`lamina_bootstrap::JailSpec`] as length-prefixed JSON on stdin
+//! (a Unix socket that stays open as the host's control channel), builds the jail and runs the
+//! function in it, then exits the way the function did. Exit 125 means the
 //! jail itself could not be built (the message on stderr names the step).
 
 use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The spec is length-prefixed (u32, little-endian): stdin stays open afterwards, as the
+    // host's control channel.
+    let mut stdin = std::io::stdin().lock();
+    let mut len = [0u8; 4];
     let mut bytes = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+    let read = stdin.read_exact(&mut len).and_then(|()| {
+        bytes.resize(u32::from_le_bytes(len) as usize, 0);
+        stdin.read_exact(&mut bytes)
+    });
+    if let Err(e) = read {
         eprintln!("lamina-bootstrap: reading the jail spec from stdin: {e}");
         return ExitCode::from(125);
     }

@@ -11,7 +11,12 @@ fn run(input: &[u8]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(&u32::try_from(input.len()).unwrap().to_le_bytes())
+        .unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
     let out = child.wait_with_output().unwrap();
     (
         out.status.code(),

@@ -48,6 +48,11 @@ pub struct FunctionConfig {
     pub cache_dir: Option<PathBuf>,
     /// Told how a first-time extraction advances: (archive, bytes written, bytes in all).
     pub progress: Option<Progress>,
+    /// Size of `/tmp` in MB (512–10240, default 512).
+    pub ephemeral_storage_mb: Option<u32>,
+    /// Whether `/tmp` survives across warm invocations (Lambda's behaviour) instead of being
+    /// fresh for each (lamina's default, in the jail).
+    pub tmp_per_environment: bool,
 }
 
 /// Called with (archive, bytes written, bytes in all).
@@ -88,6 +93,10 @@ pub struct FunctionSpec {
     pub arn: String,
     /// At most this many environments at once.
     pub concurrency: u32,
+    /// Size of `/tmp`, MB.
+    pub ephemeral_storage_mb: u32,
+    /// A fresh `/tmp` for every invocation (else per environment, as on Lambda).
+    pub tmp_per_invocation: bool,
     /// How long a runtime gets between SIGTERM and SIGKILL at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -149,6 +158,13 @@ impl FunctionConfig {
             return Err(invalid(
                 "init-timeout",
                 format!("{init_timeout} s is outside 1–900 s"),
+            ));
+        }
+        let ephemeral_storage_mb = self.ephemeral_storage_mb.unwrap_or(512);
+        if !(512..=10_240).contains(&ephemeral_storage_mb) {
+            return Err(invalid(
+                "ephemeral-storage",
+                format!("{ephemeral_storage_mb} MB is outside Lambda's 512–10240 MB"),
             ));
         }
         let concurrency = self.concurrency.unwrap_or(1);
@@ -236,6 +252,8 @@ impl FunctionConfig {
             environment: self.environment,
             region,
             concurrency,
+            ephemeral_storage_mb,
+            tmp_per_invocation: !self.tmp_per_environment,
             shutdown_grace: Duration::from_millis(500),
         })
     }

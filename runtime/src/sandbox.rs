@@ -66,7 +66,12 @@ pub struct Started {
     /// The Runtime API listener, when the sandbox creates it (inside its own network
     /// namespace, see [`Sandbox::runtime_api_inside`]); resolves once the sandbox hands it over.
     pub listener: Option<oneshot::Receiver<std::io::Result<std::net::TcpListener>>>,
+    /// Makes `/tmp` fresh between invocations, when the backend does that.
+    pub reset_tmp: Option<ResetTmp>,
 }
+
+/// A request for a fresh `/tmp`; the reply says whether it was made.
+pub type ResetTmp = tokio::sync::mpsc::UnboundedSender<oneshot::Sender<std::io::Result<()>>>;
 
 /// A way of running execution environments.
 pub trait Sandbox: Send + Sync + fmt::Debug {

@@ -225,3 +225,28 @@ async fn network_none_reaches_nothing_outside_the_sandbox() {
     unjailed.finish().await;
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tmp_is_fresh_for_every_invocation_unless_asked_to_persist() {
+    let _serial = JAIL.lock().await;
+    let jailed = Harness::jailed(function_with(&program("probe")), |_| {});
+    let (_, first) = jailed.invoke_json(r#"{"action":"jail"}"#).await;
+    assert_eq!(first["tmp_before"], "", "{first}");
+    assert_eq!(first["write_tmp"], "ok");
+    let (_, second) = jailed.invoke_json(r#"{"action":"jail"}"#).await;
+    assert_eq!(
+        second["tmp_before"], "",
+        "the previous invocation's file is gone: {second}"
+    );
+    jailed.finish().await;
+    let persistent = Harness::jailed(function_with(&program("probe")), |c| {
+        c.tmp_per_environment = true
+    });
+    persistent.invoke_json(r#"{"action":"jail"}"#).await;
+    let (_, second) = persistent.invoke_json(r#"{"action":"jail"}"#).await;
+    assert_eq!(
+        second["tmp_before"], "probe-was-here",
+        "Lambda's behaviour: /tmp survives warm invocations"
+    );
+    persistent.finish().await;
+}

@@ -208,3 +208,11 @@ pub(crate) fn mount_tmp(tmp: &Path, bytes: u64) -> Result<(), BootstrapError> {
     )
     .map_err(step_err("mount /tmp", tmp.display()))
 }
+
+/// Replaces `/tmp` (inside the jail) with a fresh, empty tmpfs. The old one is detached: files a
+/// process still holds open stay readable to it until closed, but no path reaches them.
+pub(crate) fn reset_tmp(bytes: u64) -> Result<(), BootstrapError> {
+    let tmp = Path::new("/tmp");
+    umount2(tmp, MntFlags::MNT_DETACH).map_err(step_err("detach /tmp", "/tmp"))?;
+    mount_tmp(tmp, bytes)
+}

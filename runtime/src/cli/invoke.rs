@@ -62,9 +62,25 @@ pub struct InvokeArgs {
     /// Where the bootstrap runs.
     #[arg(long, value_enum, default_value_t = SandboxKind::Process)]
     pub sandbox: SandboxKind,
+    /// Size of /tmp in MB (512–10240).
+    #[arg(long, value_name = "MB")]
+    pub ephemeral_storage: Option<u32>,
+    /// In the jail, a fresh /tmp for every invocation (the default) or one per environment that
+    /// survives warm invocations, as on Lambda.
+    #[arg(long, value_enum, default_value_t = TmpMode::PerInvocation)]
+    pub tmp: TmpMode,
     /// The jail's network: `none` (loopback only, the default) or `host` (egress).
     #[arg(long, value_enum, default_value_t = NetworkKind::None)]
     pub network: NetworkKind,
+}
+
+/// How long `/tmp` lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TmpMode {
+    /// Fresh and empty for every invocation.
+    PerInvocation,
+    /// Kept across the warm invocations of one environment.
+    PerEnvironment,
 }
 
 /// The jail's network modes.
@@ -109,6 +125,8 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         layers: args.layers,
         cache_dir: args.cache_dir,
         progress: std::io::stderr().is_terminal().then(terminal_progress),
+        ephemeral_storage_mb: args.ephemeral_storage,
+        tmp_per_environment: args.tmp == TmpMode::PerEnvironment,
     };
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);

@@ -198,6 +198,7 @@ async fn run(
         answered: VecDeque::new(),
         peak_mb: Arc::new(AtomicU64::new(0)),
         exited: Some(started.exited),
+        reset_tmp: started.reset_tmp,
     };
     let end = loop {
         let wake = env.next_wake();
@@ -206,7 +207,7 @@ async fn run(
             call = api_rx.recv() => {
                 // The server holds a sender for as long as it runs, and it runs until dropped.
                 let Some(call) = call else { break End::Destroy };
-                if let Some(end) = env.on_api(call) {
+                if let Some(end) = env.on_api(call).await {
                     break end;
                 }
             }
@@ -284,6 +285,8 @@ struct Env {
     peak_mb: Arc<AtomicU64>,
     /// Resolves when the runtime process has been reaped; `None` once it has.
     exited: Option<oneshot::Receiver<ExitStatus>>,
+    /// Asks the sandbox for a fresh `/tmp`, when the function has one per invocation.
+    reset_tmp: Option<crate::sandbox::ResetTmp>,
 }
 
 const ANSWERED_KEPT: usize = 32;
@@ -320,7 +323,7 @@ impl Env {
     }
 
     /// Handles one Runtime API call. Returns how the environment ends, if it does.
-    fn on_api(&mut self, call: ApiCall) -> Option<End> {
+    async fn on_api(&mut self, call: ApiCall) -> Option<End> {
         match call {
             ApiCall::Next(reply) => {
                 self.on_next(reply);
@@ -331,13 +334,13 @@ impl Env {
                 body,
                 reply,
             } => {
-                self.answer(&request_id, reply, Ok(()), InvokeOutcome::Response(body));
-                None
+                self.answer(&request_id, reply, Ok(()), InvokeOutcome::Response(body))
+                    .await
             }
             ApiCall::ResponseTooLarge { request_id, reply } => {
                 let outcome = InvokeOutcome::Failure(Failure::ResponseTooLarge);
-                self.answer(&request_id, reply, Err(ApiError::too_large()), outcome);
-                None
+                self.answer(&request_id, reply, Err(ApiError::too_large()), outcome)
+                    .await
             }
             ApiCall::Error {
                 request_id,
@@ -351,8 +354,8 @@ impl Env {
                     reply,
                     Ok(()),
                     InvokeOutcome::FunctionError(error),
-                );
-                None
+                )
+                .await
             }
             ApiCall::InitError {
                 error_type,
@@ -445,14 +448,16 @@ impl Env {
 
     /// Checks that `request_id` is the invocation in flight, then ends it with `outcome` and
     /// answers the runtime with `api_answer`; otherwise answers with the error and changes
-    /// nothing.
-    fn answer(
+    /// nothing. Before the environment takes another invocation its `/tmp` is made fresh (when
+    /// the function asks for that); if that fails the environment ends rather than hand a used
+    /// `/tmp` to the next invocation.
+    async fn answer(
         &mut self,
         request_id: &str,
         reply: Reply<()>,
         api_answer: Result<(), ApiError>,
         outcome: InvokeOutcome,
-    ) {
+    ) -> Option<End> {
         let current = self
             .inflight
             .as_ref()
@@ -469,11 +474,26 @@ impl Env {
                 ApiError::invalid_request_id()
             };
             let _ = reply.send(Err(error));
-            return;
+            return None;
         }
         let _ = reply.send(api_answer);
         self.finish(outcome);
+        if let Some(reset) = &self.reset_tmp {
+            let (ack, done) = oneshot::channel();
+            let reset = match reset.send(ack) {
+                Ok(()) => tokio::time::timeout(RESET_LIMIT, done).await,
+                Err(_) => return Some(End::Destroy),
+            };
+            if !matches!(reset, Ok(Ok(Ok(())))) {
+                tracing::warn!(
+                    env = self.id,
+                    "resetting /tmp failed; the environment is discarded"
+                );
+                return Some(End::Destroy);
+            }
+        }
         let _ = self.pool.send(PoolMsg::Idle(self.id));
+        None
     }
 
     async fn on_timer(&mut self) -> Option<End> {
@@ -595,3 +615,5 @@ impl Env {
 /// A killed process is reaped within milliseconds; this bound only keeps a stuck kernel
 /// (a process in uninterruptible sleep) from holding the environment task forever.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
+/// A `/tmp` reset is two small messages and a mount; past this something is wrong.
+const RESET_LIMIT: Duration = Duration::from_secs(5);

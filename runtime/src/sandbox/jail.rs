@@ -131,7 +131,7 @@ impl Sandbox for JailSandbox {
                 .opt
                 .as_ref()
                 .map(|o| OptMount::Merged(o.merged.clone())),
-            tmp_bytes: 512 * 1024 * 1024,
+            tmp_bytes: u64::from(spec.ephemeral_storage_mb) * 1024 * 1024,
             uid: SANDBOX_UID,
             gid: SANDBOX_GID,
             hostname: "lamina".into(),
@@ -183,10 +183,18 @@ impl Sandbox for JailSandbox {
         let reaped = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = oneshot::channel();
         let reaped_flag = Arc::clone(&reaped);
+        let (reset_tx, mut resets) =
+            tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();
+        let reset_tmp = spec.tmp_per_invocation.then_some(reset_tx);
         tokio::spawn(async move {
-            // The helper reads the spec to its end first thing: write it, then close our side.
-            let written = control.write_all(&spec_json).await;
-            let _ = control.shutdown().await;
+            // The spec, length-prefixed; the socket then stays open as the control channel.
+            let length = u32::try_from(spec_json.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes();
+            let written = match control.write_all(&length).await {
+                Ok(()) => control.write_all(&spec_json).await,
+                Err(e) => Err(e),
+            };
             if expects_listener {
                 let listener = match written {
                     Ok(()) => receive_listener(&control).await,
@@ -194,7 +202,19 @@ impl Sandbox for JailSandbox {
                 };
                 let _ = listener_tx.send(listener);
             }
-            let status = match child.wait().await {
+            // Serve /tmp resets until the sandbox ends.
+            let waited = loop {
+                tokio::select! {
+                    request = resets.recv() => match request {
+                        Some(ack) => {
+                            let _ = ack.send(reset_tmp_over(&mut control).await);
+                        }
+                        None => break child.wait().await,
+                    },
+                    status = child.wait() => break status,
+                }
+            };
+            let status = match waited {
                 Ok(s) => match (s.code(), s.signal()) {
                     (Some(code), _) => ExitStatus::Code(code),
                     (None, Some(signal)) => ExitStatus::Signal(signal),
@@ -215,7 +235,22 @@ impl Sandbox for JailSandbox {
             exited,
             logs: reader.into(),
             listener: expects_listener.then_some(listener_rx),
+            reset_tmp,
         })
+    }
+}
+
+/// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
+async fn reset_tmp_over(control: &mut tokio::net::UnixStream) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    control.write_all(b"T").await?;
+    let mut answer = [0u8; 1];
+    control.read_exact(&mut answer).await?;
+    match &answer {
+        b"K" => Ok(()),
+        _ => Err(std::io::Error::other(
+            "the jail could not make a fresh /tmp",
+        )),
     }
 }
 

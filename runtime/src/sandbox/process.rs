@@ -88,6 +88,8 @@ impl Sandbox for ProcessSandbox {
             exited,
             logs: reader.into(),
             listener: None,
+            // Without a jail /tmp is the host's: nothing to reset.
+            reset_tmp: None,
         })
     }
 }
