@@ -9,6 +9,7 @@
 //! the next event cannot go out before the runtime asks for it, so the floor of a warm
 //! invocation is two round trips: host overhead = warm p50 − 2 × baseline p50.
 //!
+//! `BENCH_SANDBOX=jail` runs the same in the native jail (per-invocation `/tmp` included).
 //! `BENCH_BOOTSTRAP=probe` runs the std-only probe instead of `lambda_runtime`, which takes the
 //! runtime client's own cost out of the figure. `BENCH_WARM` and `BENCH_COLD` set the counts.
 
@@ -20,6 +21,8 @@ use lamina_runtime::config::FunctionConfig;
 use lamina_runtime::invoke::{InvokeOutcome, InvokeRequest};
 use lamina_runtime::logs::LogSink;
 use lamina_runtime::pool::FunctionPool;
+use lamina_runtime::sandbox::Sandbox;
+use lamina_runtime::sandbox::jail::JailSandbox;
 use lamina_runtime::sandbox::process::ProcessSandbox;
 
 /// Logs are dropped: the benchmark measures the host, not the terminal.
@@ -35,15 +38,25 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
+/// `BENCH_SANDBOX=jail` runs the environments in the native jail (as root).
+fn sandbox() -> Arc<dyn Sandbox> {
+    match std::env::var("BENCH_SANDBOX").as_deref() {
+        Ok("jail") => Arc::new(JailSandbox::new().expect("lamina-bootstrap is built")),
+        _ => Arc::new(ProcessSandbox),
+    }
+}
+
 fn pool_for(dir: &std::path::Path) -> FunctionPool {
     let spec = FunctionConfig {
+        // BENCH_TMP=per-environment keeps /tmp across invocations (no reset between them).
+        tmp_per_environment: std::env::var("BENCH_TMP").is_ok_and(|t| t == "per-environment"),
         name: Some("bench".into()),
         code: dir.to_owned(),
         ..Default::default()
     }
     .resolve()
     .expect("config");
-    FunctionPool::start(Arc::new(spec), Arc::new(ProcessSandbox), Arc::new(Discard))
+    FunctionPool::start(Arc::new(spec), sandbox(), Arc::new(Discard))
 }
 
 /// p50 of one HTTP/1.1 round trip (1 KB body each way) between a bare hyper server that

@@ -209,10 +209,21 @@ pub(crate) fn mount_tmp(tmp: &Path, bytes: u64) -> Result<(), BootstrapError> {
     .map_err(step_err("mount /tmp", tmp.display()))
 }
 
+/// Whether `/tmp` is exactly as a fresh tmpfs is: no block in use and no inode but its root.
+/// That also rules out files unlinked but still held open, which keep their blocks. (The
+/// directory itself is root's, mode 1777: the function cannot have changed it.)
+fn untouched(tmp: &Path) -> bool {
+    nix::sys::statvfs::statvfs(tmp)
+        .is_ok_and(|s| s.blocks() == s.blocks_free() && s.files() - s.files_free() <= 1)
+}
+
 /// Replaces `/tmp` (inside the jail) with a fresh, empty tmpfs. The old one is detached: files a
 /// process still holds open stay readable to it until closed, but no path reaches them.
 pub(crate) fn reset_tmp(bytes: u64) -> Result<(), BootstrapError> {
     let tmp = Path::new("/tmp");
+    if untouched(tmp) {
+        return Ok(());
+    }
     umount2(tmp, MntFlags::MNT_DETACH).map_err(step_err("detach /tmp", "/tmp"))?;
     mount_tmp(tmp, bytes)
 }

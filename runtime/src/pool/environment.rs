@@ -199,6 +199,7 @@ async fn run(
         peak_mb: Arc::new(AtomicU64::new(0)),
         exited: Some(started.exited),
         reset_tmp: started.reset_tmp,
+        pending_reset: None,
     };
     let end = loop {
         let wake = env.next_wake();
@@ -212,7 +213,11 @@ async fn run(
                 }
             }
             msg = rx.recv() => match msg {
-                Some(EnvMsg::Invoke(invocation)) => env.on_invoke(invocation),
+                Some(EnvMsg::Invoke(invocation)) => {
+                    if let Some(end) = env.on_invoke(invocation).await {
+                        break end;
+                    }
+                }
                 Some(EnvMsg::Shutdown) | None => {
                     env.fail_inflight(Failure::Sandbox("the execution environment was shut down".into()));
                     break End::Graceful;
@@ -287,6 +292,8 @@ struct Env {
     exited: Option<oneshot::Receiver<ExitStatus>>,
     /// Asks the sandbox for a fresh `/tmp`, when the function has one per invocation.
     reset_tmp: Option<crate::sandbox::ResetTmp>,
+    /// The answer to the last reset request, awaited before the next event goes out.
+    pending_reset: Option<oneshot::Receiver<std::io::Result<()>>>,
 }
 
 const ANSWERED_KEPT: usize = 32;
@@ -299,14 +306,14 @@ impl Env {
         }
     }
 
-    fn on_invoke(&mut self, invocation: Invocation) {
+    async fn on_invoke(&mut self, invocation: Invocation) -> Option<End> {
         if self.inflight.is_some() {
             // The pool only sends to idle environments; this is a bug, not a user error, but
             // the invocation still ends exactly once.
             invocation.finish(InvokeOutcome::Failure(Failure::Sandbox(
                 "execution environment is busy".into(),
             )));
-            return;
+            return None;
         }
         let deadline = self
             .init_started
@@ -318,17 +325,39 @@ impl Env {
             delivered_at: None,
         });
         if let Some(reply) = self.parked.take() {
+            if !self.tmp_ready().await {
+                return Some(End::Destroy);
+            }
             self.deliver(reply);
         }
+        None
+    }
+
+    /// Waits for the fresh `/tmp` requested after the previous invocation (it was made while
+    /// the runtime came back for its next event). If it could not be made, the invocation in
+    /// flight fails and the environment must end: a used `/tmp` is never handed on.
+    async fn tmp_ready(&mut self) -> bool {
+        let Some(pending) = self.pending_reset.take() else {
+            return true;
+        };
+        if matches!(
+            tokio::time::timeout(RESET_LIMIT, pending).await,
+            Ok(Ok(Ok(())))
+        ) {
+            return true;
+        }
+        tracing::warn!(
+            env = self.id,
+            "resetting /tmp failed; the environment is discarded"
+        );
+        self.fail_inflight(Failure::Sandbox("could not make a fresh /tmp".into()));
+        false
     }
 
     /// Handles one Runtime API call. Returns how the environment ends, if it does.
     async fn on_api(&mut self, call: ApiCall) -> Option<End> {
         match call {
-            ApiCall::Next(reply) => {
-                self.on_next(reply);
-                None
-            }
+            ApiCall::Next(reply) => self.on_next(reply).await,
             ApiCall::Response {
                 request_id,
                 body,
@@ -381,7 +410,7 @@ impl Env {
         }
     }
 
-    fn on_next(&mut self, reply: Reply<NextEvent>) {
+    async fn on_next(&mut self, reply: Reply<NextEvent>) -> Option<End> {
         if self
             .inflight
             .as_ref()
@@ -392,7 +421,7 @@ impl Env {
                 "Ready",
                 "the current invocation has not been answered",
             )));
-            return;
+            return None;
         }
         if self.parked.is_some() {
             let _ = reply.send(Err(ApiError::invalid_state(
@@ -400,7 +429,7 @@ impl Env {
                 "Ready",
                 "a /next call is already waiting",
             )));
-            return;
+            return None;
         }
         if let Some(started) = self.init_started.take() {
             let now = Instant::now();
@@ -410,10 +439,14 @@ impl Env {
             }
         }
         if self.inflight.is_some() {
+            if !self.tmp_ready().await {
+                return Some(End::Destroy);
+            }
             self.deliver(reply);
         } else {
             self.parked = Some(reply);
         }
+        None
     }
 
     /// Hands the waiting invocation to the runtime's `/next`.
@@ -448,9 +481,8 @@ impl Env {
 
     /// Checks that `request_id` is the invocation in flight, then ends it with `outcome` and
     /// answers the runtime with `api_answer`; otherwise answers with the error and changes
-    /// nothing. Before the environment takes another invocation its `/tmp` is made fresh (when
-    /// the function asks for that); if that fails the environment ends rather than hand a used
-    /// `/tmp` to the next invocation.
+    /// nothing. A fresh `/tmp` is requested for the next invocation (when the function has one
+    /// per invocation); see [`Env::tmp_ready`].
     async fn answer(
         &mut self,
         request_id: &str,
@@ -478,19 +510,14 @@ impl Env {
         }
         let _ = reply.send(api_answer);
         self.finish(outcome);
+        // A fresh /tmp is asked for now and awaited only before the next event is handed
+        // over: the reset overlaps the runtime's own way back to /next.
         if let Some(reset) = &self.reset_tmp {
             let (ack, done) = oneshot::channel();
-            let reset = match reset.send(ack) {
-                Ok(()) => tokio::time::timeout(RESET_LIMIT, done).await,
-                Err(_) => return Some(End::Destroy),
-            };
-            if !matches!(reset, Ok(Ok(Ok(())))) {
-                tracing::warn!(
-                    env = self.id,
-                    "resetting /tmp failed; the environment is discarded"
-                );
+            if reset.send(ack).is_err() {
                 return Some(End::Destroy);
             }
+            self.pending_reset = Some(done);
         }
         let _ = self.pool.send(PoolMsg::Idle(self.id));
         None
