@@ -106,3 +106,38 @@ pub fn find_bootstrap(spec: &FunctionSpec) -> Result<PathBuf, Failure> {
         searched: BOOTSTRAP_PATHS.iter().map(|p| (*p).to_owned()).collect(),
     })
 }
+
+/// The pipe an environment's stdout and stderr share: (read end, stdout's write end, stderr's).
+pub(crate) fn log_pipe() -> Result<
+    (
+        std::io::PipeReader,
+        std::io::PipeWriter,
+        std::io::PipeWriter,
+    ),
+    Failure,
+> {
+    let failure = |e: std::io::Error| Failure::Sandbox(format!("creating the log pipe: {e}"));
+    let (reader, writer) = std::io::pipe().map_err(failure)?;
+    let writer2 = writer.try_clone().map_err(failure)?;
+    Ok((reader, writer, writer2))
+}
+
+/// How a reaped child ended, as Lambda's messages word it (`-1` when it cannot be known).
+pub(crate) fn exit_status_of(waited: std::io::Result<std::process::ExitStatus>) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match waited.map(|s| (s.code(), s.signal())) {
+        Ok((Some(code), _)) => ExitStatus::Code(code),
+        Ok((None, Some(signal))) => ExitStatus::Signal(signal),
+        Ok((None, None)) | Err(_) => ExitStatus::Code(-1),
+    }
+}
+
+/// Signals a whole process group the way `how` asks.
+pub(crate) fn signal_group(pgid: i32, how: Stop) {
+    let signal = match how {
+        Stop::Terminate => nix::sys::signal::Signal::SIGTERM,
+        Stop::Kill => nix::sys::signal::Signal::SIGKILL,
+    };
+    // ESRCH just means nothing is left.
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
+}

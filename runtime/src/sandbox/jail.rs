@@ -6,22 +6,19 @@
 //! Scope: one `JailSandbox` per runtime; each environment gets a root mount point under the
 //! state directory, removed when the environment is dropped.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lamina_bootstrap::{JailSpec, Network, OptMount};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::cgroup::{self, Cgroups};
 use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
-use crate::error::{ExitStatus, Failure};
+use crate::error::Failure;
 
 /// Lambda's sandbox user (`sbx_user1051`).
 const SANDBOX_UID: u32 = 993;
@@ -149,11 +146,7 @@ impl Sandbox for JailSandbox {
         };
         let spec_json =
             serde_json::to_vec(&jail).map_err(|e| host_failure("encoding the jail spec", &e))?;
-        let (reader, writer) =
-            std::io::pipe().map_err(|e| host_failure("creating the log pipe", &e))?;
-        let writer2 = writer
-            .try_clone()
-            .map_err(|e| host_failure("creating the log pipe", &e))?;
+        let (reader, writer, writer2) = super::log_pipe()?;
         // The helper's stdin is one end of a socket pair: the spec goes in, and in network mode
         // `none` the Runtime API listener comes back (SCM_RIGHTS).
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -214,14 +207,7 @@ impl Sandbox for JailSandbox {
                     status = child.wait() => break status,
                 }
             };
-            let status = match waited {
-                Ok(s) => match (s.code(), s.signal()) {
-                    (Some(code), _) => ExitStatus::Code(code),
-                    (None, Some(signal)) => ExitStatus::Signal(signal),
-                    (None, None) => ExitStatus::Code(-1),
-                },
-                Err(_) => ExitStatus::Code(-1),
-            };
+            let status = super::exit_status_of(waited);
             reaped_flag.store(true, Ordering::Release);
             let _ = exit_tx.send(status);
         });
@@ -308,15 +294,11 @@ struct JailControl {
 
 impl Control for JailControl {
     fn stop(&self, how: Stop) {
-        let signal = match how {
-            Stop::Terminate => Signal::SIGTERM,
-            Stop::Kill => Signal::SIGKILL,
-        };
         // The helper, PID 1 and the function share this process group. PID 1 dies with the
         // helper, and every process of the sandbox with PID 1, so once the helper is reaped
         // nothing is left, and the group id may belong to someone else: leave it alone.
         if !self.reaped.load(Ordering::Acquire) {
-            let _ = killpg(Pid::from_raw(self.pid), signal);
+            super::signal_group(self.pid, how);
         }
     }
 

@@ -2,18 +2,15 @@
 //! process group so that stopping the environment reaches every process it started. It gives no
 //! isolation at all: for development, and for hosts without namespaces.
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
-use crate::error::{ExitStatus, Failure};
+use crate::error::Failure;
 
 /// Runs bootstraps as plain child processes.
 #[derive(Debug, Default)]
@@ -27,7 +24,6 @@ impl Sandbox for ProcessSandbox {
     fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
         let spec = start.spec;
         let bootstrap = find_bootstrap(spec)?;
-        let host_failure = |what: &str, e: std::io::Error| Failure::Sandbox(format!("{what}: {e}"));
         // Without a jail there is no /var/task: the variables point at the real directories.
         let paths = Paths {
             task_root: spec.code_dir.display().to_string(),
@@ -39,11 +35,7 @@ impl Sandbox for ProcessSandbox {
             start.log_stream,
             &paths,
         );
-        let (reader, writer) =
-            std::io::pipe().map_err(|e| host_failure("creating the log pipe", e))?;
-        let writer2 = writer
-            .try_clone()
-            .map_err(|e| host_failure("creating the log pipe", e))?;
+        let (reader, writer, writer2) = super::log_pipe()?;
         let mut command = tokio::process::Command::new(&bootstrap);
         command
             .env_clear()
@@ -72,14 +64,7 @@ impl Sandbox for ProcessSandbox {
         let (exit_tx, exited) = oneshot::channel();
         let reaped_flag = Arc::clone(&reaped);
         tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(s) => match (s.code(), s.signal()) {
-                    (Some(code), _) => ExitStatus::Code(code),
-                    (None, Some(signal)) => ExitStatus::Signal(signal),
-                    (None, None) => ExitStatus::Code(-1),
-                },
-                Err(_) => ExitStatus::Code(-1),
-            };
+            let status = super::exit_status_of(child.wait().await);
             reaped_flag.store(true, Ordering::Release);
             let _ = exit_tx.send(status);
         });
@@ -102,13 +87,9 @@ struct ProcessControl {
 
 impl Control for ProcessControl {
     fn stop(&self, how: Stop) {
-        let signal = match how {
-            Stop::Terminate => Signal::SIGTERM,
-            Stop::Kill => Signal::SIGKILL,
-        };
         // The group outlives its leader while any member lives, so this also reaches
-        // processes the runtime left behind. ESRCH just means nothing is left.
-        let _ = killpg(Pid::from_raw(self.pid), signal);
+        // processes the runtime left behind.
+        super::signal_group(self.pid, how);
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {
