@@ -122,6 +122,24 @@ pub(crate) fn log_pipe() -> Result<
     Ok((reader, writer, writer2))
 }
 
+/// The child command every backend starts from: an empty environment, the log pipe as stdout
+/// and stderr, its own process group (so stopping reaches everything it starts), killed if
+/// the host drops it.
+pub(crate) fn base_command(
+    program: &std::path::Path,
+    stdout: std::io::PipeWriter,
+    stderr: std::io::PipeWriter,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .env_clear()
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}
+
 /// How a reaped child ended, as Lambda's messages word it (`-1` when it cannot be known).
 pub(crate) fn exit_status_of(waited: std::io::Result<std::process::ExitStatus>) -> ExitStatus {
     use std::os::unix::process::ExitStatusExt;

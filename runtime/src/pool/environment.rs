@@ -25,7 +25,7 @@ use crate::invoke::{FunctionError, InvokeOutcome};
 use crate::logs::{self, LogPump, LogSink, Report};
 use crate::runtime_api::wire::{ApiError, NextEvent};
 use crate::runtime_api::{self, ApiCall, Reply};
-use crate::sandbox::{Control, Sandbox, StartSpec, Stop};
+use crate::sandbox::{Control, Sandbox, StartSpec, Started, Stop};
 
 /// Messages from the pool.
 #[derive(Debug)]
@@ -94,31 +94,18 @@ async fn run(
 ) {
     let init_started = Instant::now();
     let env_hex = uuid::Uuid::new_v4().simple().to_string();
-    let log_stream = lambda_env::log_stream_name(SystemTime::now(), &env_hex);
-    // The Runtime API listener: the host's loopback, unless the sandbox makes it inside its
-    // own network namespace (then it is handed over once the sandbox is up).
-    let (host_listener, addr) = match sandbox.runtime_api_inside() {
-        Some(addr) => (None, addr),
-        None => match runtime_api::bind().await {
-            Ok((listener, addr)) => (Some(listener), addr),
-            Err(e) => {
-                first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
-                    "cannot bind the runtime api listener: {e}"
-                ))));
-                let _ = pool.send(PoolMsg::Gone(id));
-                return;
-            }
-        },
-    };
-    let started = sandbox.start(StartSpec {
-        spec: &spec,
-        env_id: &env_hex,
-        runtime_api: addr,
-        log_stream: &log_stream,
-    });
-    let started = match started {
-        Ok(started) => started,
+    let Running {
+        server,
+        mut api_rx,
+        pump,
+        control,
+        exited,
+        reset_tmp,
+    } = match start(&spec, &*sandbox, &sink, &env_hex).await {
+        Ok(running) => running,
         Err(failure) => {
+            // Every invocation gets its START, END and REPORT, also one whose environment
+            // never came up.
             sink.line(logs::start_line(&first.request_id).as_bytes());
             let request_id = first.request_id.clone();
             first.finish(InvokeOutcome::Failure(failure.clone()));
@@ -136,56 +123,12 @@ async fn run(
             return;
         }
     };
-    let listener = match (host_listener, started.listener) {
-        (Some(listener), _) => Ok(listener),
-        (None, Some(handed_over)) => {
-            match tokio::time::timeout(spec.init_timeout, handed_over).await {
-                Ok(Ok(Ok(listener))) => listener
-                    .set_nonblocking(true)
-                    .and_then(|()| tokio::net::TcpListener::from_std(listener)),
-                Ok(Ok(Err(e))) => Err(e),
-                Ok(Err(_)) => Err(std::io::Error::other(
-                    "the sandbox ended before handing over its runtime api listener",
-                )),
-                Err(_) => Err(std::io::Error::other(
-                    "the sandbox did not hand over its runtime api listener in time",
-                )),
-            }
-        }
-        (None, None) => Err(std::io::Error::other(
-            "the sandbox made no runtime api listener",
-        )),
-    };
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(e) => {
-            started.control.stop(Stop::Kill);
-            first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
-                "runtime api listener: {e}"
-            ))));
-            let _ = pool.send(PoolMsg::Gone(id));
-            return;
-        }
-    };
-    let (api_tx, mut api_rx) = mpsc::unbounded_channel();
-    let server = AbortOnDrop(tokio::spawn(runtime_api::serve(listener, api_tx)));
-    let pump = match LogPump::start(started.logs, Arc::clone(&sink)) {
-        Ok(pump) => pump,
-        Err(e) => {
-            started.control.stop(Stop::Kill);
-            first.finish(InvokeOutcome::Failure(Failure::Sandbox(format!(
-                "cannot read the log pipe: {e}"
-            ))));
-            let _ = pool.send(PoolMsg::Gone(id));
-            return;
-        }
-    };
-    tracing::debug!(function = %spec.name, env_id = %env_hex, backend = sandbox.name(), %addr, "environment started");
+    tracing::debug!(function = %spec.name, env_id = %env_hex, backend = sandbox.name(), "environment started");
     let mut env = Env {
         id,
         spec,
         pump,
-        control: Arc::from(started.control),
+        control: Arc::from(control),
         pool,
         init_started: Some(init_started),
         init_duration: None,
@@ -197,8 +140,8 @@ async fn run(
         }),
         answered: VecDeque::new(),
         peak_mb: Arc::new(AtomicU64::new(0)),
-        exited: Some(started.exited),
-        reset_tmp: started.reset_tmp,
+        exited: Some(exited),
+        reset_tmp,
         pending_reset: None,
     };
     let end = loop {
@@ -244,6 +187,91 @@ async fn run(
     env.destroy(end).await;
     drop(server);
     let _ = env.pool.send(PoolMsg::Gone(env.id));
+}
+
+/// An environment whose sandbox, Runtime API and log pump are up.
+struct Running {
+    server: AbortOnDrop,
+    api_rx: mpsc::UnboundedReceiver<ApiCall>,
+    pump: LogPump,
+    control: Box<dyn Control>,
+    exited: oneshot::Receiver<ExitStatus>,
+    reset_tmp: Option<crate::sandbox::ResetTmp>,
+}
+
+/// Brings an environment up: its Runtime API listener (the host's loopback, unless the sandbox
+/// makes it inside its own network namespace and hands it over), the sandbox, the log pump.
+/// On failure nothing is left running: a started sandbox is killed and reaped first.
+async fn start(
+    spec: &FunctionSpec,
+    sandbox: &dyn Sandbox,
+    sink: &Arc<dyn LogSink>,
+    env_hex: &str,
+) -> Result<Running, Failure> {
+    let host_failure = |what: &str, e: std::io::Error| Failure::Sandbox(format!("{what}: {e}"));
+    let (host_listener, addr) = match sandbox.runtime_api_inside() {
+        Some(addr) => (None, addr),
+        None => {
+            let (listener, addr) = runtime_api::bind()
+                .await
+                .map_err(|e| host_failure("cannot bind the runtime api listener", e))?;
+            (Some(listener), addr)
+        }
+    };
+    let log_stream = lambda_env::log_stream_name(SystemTime::now(), env_hex);
+    let Started {
+        control,
+        mut exited,
+        logs,
+        listener: handed_over,
+        reset_tmp,
+    } = sandbox.start(StartSpec {
+        spec,
+        env_id: env_hex,
+        runtime_api: addr,
+        log_stream: &log_stream,
+    })?;
+    let listener = match (host_listener, handed_over) {
+        (Some(listener), _) => Ok(listener),
+        (None, Some(handed_over)) => {
+            match tokio::time::timeout(spec.init_timeout, handed_over).await {
+                Ok(Ok(Ok(listener))) => listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener)),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(_)) => Err(std::io::Error::other(
+                    "the sandbox ended before handing over its runtime api listener",
+                )),
+                Err(_) => Err(std::io::Error::other(
+                    "the sandbox did not hand over its runtime api listener in time",
+                )),
+            }
+        }
+        (None, None) => Err(std::io::Error::other(
+            "the sandbox made no runtime api listener",
+        )),
+    };
+    let pump =
+        listener.and_then(|listener| Ok((listener, LogPump::start(logs, Arc::clone(sink))?)));
+    match pump {
+        Ok((listener, pump)) => {
+            let (api_tx, api_rx) = mpsc::unbounded_channel();
+            let server = AbortOnDrop(tokio::spawn(runtime_api::serve(listener, api_tx)));
+            Ok(Running {
+                server,
+                api_rx,
+                pump,
+                control,
+                exited,
+                reset_tmp,
+            })
+        }
+        Err(e) => {
+            control.stop(Stop::Kill);
+            let _ = tokio::time::timeout(REAP_LIMIT, &mut exited).await;
+            Err(host_failure("starting the environment", e))
+        }
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -151,14 +151,8 @@ impl Sandbox for JailSandbox {
         // `none` the Runtime API listener comes back (SCM_RIGHTS).
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| host_failure("creating the control socket", &e))?;
-        let mut command = tokio::process::Command::new(&self.helper);
-        command
-            .env_clear()
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-            .stdout(writer)
-            .stderr(writer2)
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut command = super::base_command(&self.helper, writer, writer2);
+        command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
         let mut child = command
             .spawn()
             .map_err(|e| host_failure(&format!("starting {}", self.helper.display()), &e))?;

@@ -36,16 +36,11 @@ impl Sandbox for ProcessSandbox {
             &paths,
         );
         let (reader, writer, writer2) = super::log_pipe()?;
-        let mut command = tokio::process::Command::new(&bootstrap);
+        let mut command = super::base_command(&bootstrap, writer, writer2);
         command
-            .env_clear()
             .envs(env)
             .current_dir(&spec.code_dir)
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(writer2)
-            .process_group(0)
-            .kill_on_drop(true);
+            .stdin(Stdio::null());
         let mut child = command
             .spawn()
             .map_err(|e| Failure::BootstrapNotExecutable {
