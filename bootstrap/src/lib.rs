@@ -8,6 +8,8 @@
 pub mod spec;
 
 #[cfg(target_os = "linux")]
+pub mod check;
+#[cfg(target_os = "linux")]
 pub mod jail;
 
 pub use spec::{JailSpec, Network, OptMount};

@@ -1,12 +1,25 @@
 //! `lamina-bootstrap`: reads a [`lamina_bootstrap::JailSpec`] as length-prefixed JSON on stdin
 //! (a Unix socket that stays open as the host's control channel), builds the jail and runs the
-//! function in it, then exits the way the function did. Exit 125 means the
+//! function in it, then exits the way the function did. `lamina-bootstrap --check` instead
+//! reports what the host lets the jail do, one line per capability. Exit 125 means the
 //! jail itself could not be built (the message on stderr names the step).
 
 use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--check") {
+        // One line per capability; exit 1 if the jail cannot run here.
+        let findings = lamina_bootstrap::check::run();
+        for finding in &findings {
+            println!("{finding}");
+        }
+        return if findings.iter().all(|f| f.problem.is_none()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     // The spec is length-prefixed (u32, little-endian): stdin stays open afterwards, as the
     // host's control channel.
     let mut stdin = std::io::stdin().lock();

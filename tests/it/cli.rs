@@ -181,7 +181,11 @@ fn a_zip_package_is_extracted_and_keeps_bootstrap_executable() {
         .unwrap();
     zip.write_all(b"hello").unwrap();
     zip.finish().unwrap();
-    let out = run(&["invoke", zip_path.to_str().unwrap()], None);
+    // Unjailed, LAMBDA_TASK_ROOT is the host path, which shows where the code came from.
+    let out = run(
+        &["invoke", zip_path.to_str().unwrap(), "--sandbox", "process"],
+        None,
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -212,7 +216,11 @@ fn a_zip_escaping_its_root_is_refused_with_exit_2() {
         .unwrap();
     zip.write_all(b"x").unwrap();
     zip.finish().unwrap();
-    let out = run(&["invoke", zip_path.to_str().unwrap()], None);
+    // Unjailed, LAMBDA_TASK_ROOT is the host path, which shows where the code came from.
+    let out = run(
+        &["invoke", zip_path.to_str().unwrap(), "--sandbox", "process"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -220,4 +228,73 @@ fn a_zip_escaping_its_root_is_refused_with_exit_2() {
         "{stderr}"
     );
     assert!(!dir.path().parent().unwrap().join("escaped").exists());
+}
+
+#[test]
+fn the_jail_is_the_default_and_process_mode_warns() {
+    let dir = probe_dir();
+    let path = dir.path().to_str().unwrap();
+    let out = run(&["invoke", path, "--payload", r#"{"action":"jail"}"#], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["uid"], "993", "jailed by default: {report}");
+    assert_eq!(report["hostname"], "lamina");
+
+    let out = run(
+        &[
+            "invoke",
+            path,
+            "--sandbox",
+            "process",
+            "--payload",
+            r#"{"action":"jail"}"#,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["uid"], "0", "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("WARNING: --sandbox process: ") && stderr.contains("no isolation"),
+        "{stderr}"
+    );
+}
+
+/// On a host where the jail cannot run (here: as an unprivileged user, who may neither
+/// unshare namespaces nor mount), lamina says what is missing before doing anything else.
+#[test]
+fn a_host_without_what_the_jail_needs_is_told_what_is_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    // Copies an unprivileged user can execute (the build tree may not be reachable for them).
+    let bin = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["lamina", "lamina-bootstrap"] {
+        let source = lamina().with_file_name(name);
+        std::fs::copy(&source, bin.path().join(name)).unwrap();
+    }
+    let dir = probe_dir();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin.path().join("lamina"))
+        .args(["invoke", dir.path().to_str().unwrap()])
+        .env_remove("LAMINA_BOOTSTRAP")
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the native jail cannot run on this host:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\n  - root: running as uid 65534"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\n  - namespaces: unshare(mount, pid, ipc, uts, net): EPERM"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--sandbox process"), "{stderr}");
+    assert!(out.stdout.is_empty());
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::support::{
     Harness, function_from_files, function_with, lamina, program, python_ric, repo_root,
 };
+use crate::zipcraft;
 
 #[test]
 fn shell_runtime_example_answers_through_the_cli() {
@@ -34,6 +35,9 @@ fn shell_runtime_example_answers_through_the_cli() {
         stderr.contains(r#"received: {"name":"world"}"#),
         "the handler's own log line: {stderr}"
     );
+    // Shut down only once back at /next: nothing of the runtime's is cut short (bash would
+    // print "Terminated" for a curl killed while posting the last response).
+    assert!(!stderr.contains("Terminated"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,4 +125,89 @@ async fn python_awslambdaric_answers_and_reports_errors() {
     assert!(error["stackTrace"].is_array());
     let logs = h.finish().await;
     assert!(logs.iter().any(|l| l.contains("python handler ran")));
+}
+
+/// Jail tests share the host's cgroup counts with the native sandbox tests.
+use crate::sandbox_native::JAIL;
+
+/// The official clients jailed as on Lambda's `provided` runtimes: the function's package
+/// holds only its code; the runtime (a `bootstrap` and the client library) comes in layers,
+/// real ZIPs extracted to `/opt`.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_awslambdaric_runs_jailed_from_layers() {
+    let _serial = JAIL.lock().await;
+    let (_, site) = python_ric();
+    let layers = tempfile::tempdir().unwrap();
+    // The interpreter is the host's /usr/bin/python3 (the jail shows /usr read-only); the
+    // client library, built for the same CPython 3.11 ABI, is the layer's python/ directory.
+    let runtime = zipcraft::write(
+        layers.path(),
+        "python-runtime.zip",
+        &zipcraft::build(&[zipcraft::Item::File(
+            "bootstrap",
+            b"#!/bin/sh\nexport PYTHONPATH=/opt/python\nexec /usr/bin/python3 -m awslambdaric \"$_HANDLER\"\n",
+            0o755,
+        )]),
+    );
+    let library = zipcraft::write(
+        layers.path(),
+        "awslambdaric.zip",
+        &zipcraft::from_dir(&site, "python/"),
+    );
+    let code = function_from_files(&[("app.py", PYTHON_HANDLER, false)]);
+    let h = Harness::jailed(code, |c| {
+        c.name = Some("py-jailed".into());
+        c.handler = Some("app.handler".into());
+        c.timeout_secs = Some(30);
+        c.memory_mb = Some(256);
+        c.layers = vec![runtime, library];
+    });
+    for n in 0..2 {
+        let (done, body) = h.invoke_json(&json!({"n": n}).to_string()).await;
+        assert!(matches!(done.outcome, InvokeOutcome::Response(_)), "{body}");
+        assert_eq!(body["event"], json!({"n": n}));
+        assert_eq!(body["request_id"], done.request_id.as_str());
+        assert_eq!(body["function_name"], "py-jailed");
+        assert_eq!(body["memory"], "256");
+    }
+    let (failed, error) = h.invoke_json(r#"{"fail":true}"#).await;
+    assert_eq!(failed.error_type(), Some("ValueError"));
+    assert_eq!(error["errorMessage"], "bad input");
+    let logs = h.finish().await;
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.contains("python handler ran"))
+            .count(),
+        3,
+        "{logs:?}"
+    );
+    assert_eq!(
+        logs.iter().filter(|l| l.contains("Init Duration")).count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_lambda_runtime_runs_jailed_as_a_layer() {
+    let _serial = JAIL.lock().await;
+    let layers = tempfile::tempdir().unwrap();
+    let binary = std::fs::read(program("echo-rs")).unwrap();
+    let runtime = zipcraft::write(
+        layers.path(),
+        "echo-rs.zip",
+        &zipcraft::build(&[zipcraft::Item::File("bootstrap", &binary, 0o755)]),
+    );
+    let code = function_from_files(&[]);
+    let h = Harness::jailed(code, |c| c.layers = vec![runtime]);
+    for n in 0..3 {
+        let done = h.invoke(&json!({"n": n}).to_string()).await;
+        match done.outcome {
+            InvokeOutcome::Response(body) => assert_eq!(
+                serde_json::from_slice::<Value>(&body).unwrap(),
+                json!({"n": n})
+            ),
+            other => panic!("echo-rs failed in the jail: {other:?}"),
+        }
+    }
+    h.finish().await;
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::support::{Harness, function_with, process_alive, program};
 
 /// Jail tests run one at a time, so that counting cgroups before and after means something.
-static JAIL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static JAIL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The environments' cgroups that exist now (v1 layout on our machines).
 fn lamina_cgroups() -> Vec<String> {
@@ -148,9 +148,9 @@ async fn allocating_past_the_memory_limit_is_out_of_memory() {
     assert_eq!(free["allocated_mb"], 400);
     unjailed.finish().await;
     assert!(
-        lamina_cgroups().is_empty(),
+        host_traces().cgroups.is_empty(),
         "cgroups left behind: {:?}",
-        lamina_cgroups()
+        host_traces()
     );
 }
 
@@ -171,9 +171,9 @@ async fn a_fork_bomb_hits_the_pids_limit_not_the_host() {
     assert!(pid_report["pid"].as_u64().is_some());
     jailed.finish().await;
     assert!(
-        lamina_cgroups().is_empty(),
+        host_traces().cgroups.is_empty(),
         "cgroups left behind: {:?}",
-        lamina_cgroups()
+        host_traces()
     );
     // Unjailed, the same bomb is not stopped at 1,024.
     let unjailed = Harness::start(function_with(&program("probe")), |_| {});
@@ -249,4 +249,113 @@ async fn tmp_is_fresh_for_every_invocation_unless_asked_to_persist() {
         "Lambda's behaviour: /tmp survives warm invocations"
     );
     persistent.finish().await;
+}
+
+/// What one jailed environment of this test process leaves on the host: its cgroups and state
+/// directories (named `<our pid>-<environment>`), and the host's own mount table.
+#[derive(Debug, PartialEq)]
+struct HostTraces {
+    cgroups: Vec<String>,
+    state_dirs: Vec<String>,
+    mounts: usize,
+}
+
+fn host_traces() -> HostTraces {
+    let ours = format!("{}-", std::process::id());
+    let state = std::env::temp_dir().join("lamina-jails");
+    HostTraces {
+        cgroups: lamina_cgroups()
+            .into_iter()
+            .filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(&ours)))
+            .collect(),
+        state_dirs: std::fs::read_dir(state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&ours))
+            .collect(),
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count(),
+    }
+}
+
+/// Host pids of every process in this test process's jails, from their pids cgroups.
+fn sandbox_processes() -> Vec<u64> {
+    host_traces()
+        .cgroups
+        .iter()
+        .filter(|p| p.contains("/pids/"))
+        .flat_map(|dir| {
+            std::fs::read_to_string(format!("{dir}/cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// A runtime that leaves processes behind (in its group, in a new session, one ignoring
+/// SIGTERM) and a file in /tmp, then hangs or crashes on request.
+const LITTERING_RUNTIME: &str = r#"#!/bin/bash
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+sleep 1000 &
+setsid sleep 1000 &
+( trap '' TERM; sleep 1000 ) &
+while :; do
+  curl -sS -D /tmp/headers -o /tmp/body "$api/invocation/next" || exit 1
+  id=$(sed -n 's/^[Ll]ambda-[Rr]untime-[Aa]ws-[Rr]equest-[Ii]d: *\([^[:space:]]*\).*/\1/p' /tmp/headers)
+  case "$(cat /tmp/body)" in
+    *hang*) sleep 1000 ;;
+    *crash*) kill -9 $$ ;;
+  esac
+  curl -sS -X POST "$api/invocation/$id/response" -d '{"ok":true}' >/dev/null
+done
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_or_a_crash_destroys_the_whole_sandbox() {
+    let _serial = JAIL.lock().await;
+    let before = host_traces();
+    assert!(
+        before.cgroups.is_empty() && before.state_dirs.is_empty(),
+        "{before:?}"
+    );
+    let code = crate::support::function_from_files(&[("bootstrap", LITTERING_RUNTIME, true)]);
+    let jailed = Harness::jailed(code, |c| c.timeout_secs = Some(1));
+    for (trigger, error_type) in [
+        (r#"{"hang":1}"#, "Sandbox.Timedout"),
+        (r#"{"crash":1}"#, "Runtime.ExitError"),
+    ] {
+        let (done, _) = jailed.invoke_json("{}").await;
+        assert!(done.error_type().is_none());
+        let during = host_traces();
+        assert_eq!(during.cgroups.len(), 3, "memory, pids, cpu: {during:?}");
+        assert_eq!(during.state_dirs.len(), 1, "{during:?}");
+        // The helper, PID 1, bash, three sleepers, and whatever bash forked just now.
+        let processes = sandbox_processes();
+        assert!(processes.len() >= 6, "{processes:?}");
+
+        let done = jailed.invoke(trigger).await;
+        assert_eq!(done.error_type(), Some(error_type), "{trigger}");
+        // Killed and reaped before the caller heard of it: every process, including the one
+        // in its own session and the one ignoring SIGTERM.
+        let alive: Vec<_> = processes.iter().filter(|&&p| process_alive(p)).collect();
+        assert!(alive.is_empty(), "{trigger}: still running: {alive:?}");
+        // The environment's cgroups and directory go as soon as it is dropped, just after.
+        let mut after = host_traces();
+        for _ in 0..250 {
+            if after == before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            after = host_traces();
+        }
+        assert_eq!(after, before, "{trigger}: left behind");
+    }
+    jailed.finish().await;
+    assert_eq!(host_traces(), before);
 }

@@ -59,8 +59,9 @@ pub struct InvokeArgs {
     /// The region the function claims to run in.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
-    /// Where the bootstrap runs.
-    #[arg(long, value_enum, default_value_t = SandboxKind::Process)]
+    /// Where the bootstrap runs: the native jail (the default), or a plain child process with
+    /// no isolation at all (development only).
+    #[arg(long, value_enum, default_value_t = SandboxKind::Jail)]
     pub sandbox: SandboxKind,
     /// Size of /tmp in MB (512–10240).
     #[arg(long, value_name = "MB")]
@@ -104,6 +105,8 @@ pub enum SandboxKind {
 /// Runs `lamina invoke`.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let payload = read_payload(&args)?;
+    // Checked first: a host that cannot run the jail should hear so before any extraction.
+    let sandbox = sandbox(args.sandbox, args.network)?;
     let environment = args
         .env
         .iter()
@@ -130,16 +133,6 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     };
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
-    let sandbox: Arc<dyn Sandbox> = match args.sandbox {
-        SandboxKind::Process => Arc::new(ProcessSandbox),
-        SandboxKind::Jail => {
-            let jail = JailSandbox::new().map_err(|e| anyhow::anyhow!("--sandbox jail: {e}"))?;
-            match args.network {
-                NetworkKind::None => Arc::new(jail),
-                NetworkKind::Host => Arc::new(jail.with_host_network()),
-            }
-        }
-    };
     let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));
     let invocations = async {
         let mut failed = false;
@@ -175,6 +168,31 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// The chosen backend, after checking that this host supports it.
+pub fn sandbox(kind: SandboxKind, network: NetworkKind) -> anyhow::Result<Arc<dyn Sandbox>> {
+    Ok(match kind {
+        SandboxKind::Process => {
+            eprintln!(
+                "WARNING: --sandbox process: the function runs as a plain child process with your \
+                 user's rights and no isolation. Use it for development only, with code you trust."
+            );
+            Arc::new(ProcessSandbox)
+        }
+        SandboxKind::Jail => {
+            let jail = JailSandbox::new().map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\n`--sandbox process` runs functions without isolation, for development \
+                     on such hosts."
+                )
+            })?;
+            match network {
+                NetworkKind::None => Arc::new(jail),
+                NetworkKind::Host => Arc::new(jail.with_host_network()),
+            }
+        }
     })
 }
 

@@ -144,6 +144,9 @@ async fn run(
         reset_tmp,
         pending_reset: None,
     };
+    // Set once shut down while the runtime, having answered, is still on its way back to
+    // `/next`: until then, or this instant, the SIGTERM waits.
+    let mut draining: Option<Instant> = None;
     let end = loop {
         let wake = env.next_wake();
         tokio::select! {
@@ -154,16 +157,29 @@ async fn run(
                 if let Some(end) = env.on_api(call).await {
                     break end;
                 }
+                if draining.is_some() && env.parked.is_some() {
+                    break End::Graceful;
+                }
             }
-            msg = rx.recv() => match msg {
+            () = sleep_until(draining), if draining.is_some() => break End::Graceful,
+            msg = rx.recv(), if draining.is_none() => match msg {
                 Some(EnvMsg::Invoke(invocation)) => {
                     if let Some(end) = env.on_invoke(invocation).await {
                         break end;
                     }
                 }
                 Some(EnvMsg::Shutdown) | None => {
+                    // Lambda shuts down idle environments, parked at `/next`. One that has just
+                    // answered may still be finishing (a shell runtime's curl that posted the
+                    // response has not exited yet): signalling it now would cut that short.
+                    let settling = env.inflight.is_none()
+                        && env.parked.is_none()
+                        && env.init_started.is_none();
                     env.fail_inflight(Failure::Sandbox("the execution environment was shut down".into()));
-                    break End::Graceful;
+                    if !settling {
+                        break End::Graceful;
+                    }
+                    draining = Some(Instant::now() + env.spec.shutdown_grace);
                 }
             },
             status = async { env.exited.as_mut().expect("polled only while running").await }, if env.exited.is_some() => {

@@ -40,6 +40,27 @@ pub fn detect() -> Option<Version> {
     v1.then_some(Version::V1)
 }
 
+/// Creates lamina's parent groups, which also shows that this process may write there.
+pub fn prepare(version: Version) -> io::Result<()> {
+    let parents = match version {
+        Version::V1 => vec!["memory", "pids"],
+        Version::V2 => vec![""],
+    };
+    for controller in parents {
+        let dir = Path::new(ROOT).join(controller).join("lamina");
+        fs::create_dir_all(&dir)
+            .and_then(|()| writable(&dir))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Whether this process may create entries in `dir` (an existing directory passes
+/// `create_dir_all` whoever owns it).
+pub(crate) fn writable(dir: &Path) -> io::Result<()> {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(io::Error::from)
+}
+
 /// The cgroups of one environment. Removed with [`Cgroups::remove`] once its processes are gone.
 #[derive(Debug)]
 pub struct Cgroups {

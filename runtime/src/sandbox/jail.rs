@@ -35,14 +35,18 @@ pub struct JailSandbox {
 
 impl JailSandbox {
     /// Finds `lamina-bootstrap` (`LAMINA_BOOTSTRAP`, else beside the running executable or one
-    /// directory up, where cargo puts binaries next to test executables) and prepares the state
-    /// directory.
-    pub fn new() -> Result<Self, String> {
+    /// directory up, where cargo puts binaries next to test executables), checks that this
+    /// host lets it build the jail (every missing capability is listed, not just the first),
+    /// and prepares the state directory.
+    pub fn new() -> Result<Self, JailUnavailable> {
+        let unavailable = |missing: String| JailUnavailable {
+            missing: vec![missing],
+        };
         let helper = match std::env::var_os("LAMINA_BOOTSTRAP") {
             Some(path) => PathBuf::from(path),
             None => {
                 let exe = std::env::current_exe()
-                    .map_err(|e| format!("cannot locate lamina itself: {e}"))?;
+                    .map_err(|e| unavailable(format!("cannot locate lamina itself: {e}")))?;
                 let dirs = exe
                     .parent()
                     .into_iter()
@@ -50,22 +54,80 @@ impl JailSandbox {
                 dirs.map(|d| d.join("lamina-bootstrap"))
                     .find(|p| p.is_file())
                     .ok_or_else(|| {
-                        format!(
+                        unavailable(format!(
                             "lamina-bootstrap not found beside {} (set LAMINA_BOOTSTRAP)",
                             exe.display()
-                        )
+                        ))
                     })?
             }
         };
+        let mut missing = check_with(&helper);
+        let cgroups = cgroup::detect();
+        match cgroups {
+            Some(version) => {
+                if let Err(e) = cgroup::prepare(version) {
+                    missing.push(format!("cgroups: {e}"));
+                }
+            }
+            None => missing.push(
+                "cgroups: neither cgroup v2 with the memory and pids controllers nor cgroup v1 \
+                 memory and pids hierarchies are mounted under /sys/fs/cgroup, so memory and \
+                 process limits cannot be enforced"
+                    .into(),
+            ),
+        }
         let state_dir = std::env::temp_dir().join("lamina-jails");
-        std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+        if let Err(e) =
+            std::fs::create_dir_all(&state_dir).and_then(|()| cgroup::writable(&state_dir))
+        {
+            missing.push(format!("state directory {}: {e}", state_dir.display()));
+        }
+        if !missing.is_empty() {
+            return Err(JailUnavailable { missing });
+        }
         Ok(Self {
             helper,
             state_dir,
-            cgroups: cgroup::detect(),
+            cgroups,
             network: Network::None,
         })
     }
+}
+
+/// The native jail cannot run on this host; each entry names a capability and why.
+#[derive(Debug, thiserror::Error)]
+#[error("the native jail cannot run on this host:{}", .missing.iter().map(|m| format!("\n  - {m}")).collect::<String>())]
+pub struct JailUnavailable {
+    /// One line per missing capability.
+    pub missing: Vec<String>,
+}
+
+/// Runs `lamina-bootstrap --check`, which tries namespaces, mounts and seccomp for real in
+/// throwaway children, and returns what it found missing.
+fn check_with(helper: &Path) -> Vec<String> {
+    let output = match std::process::Command::new(helper)
+        .arg("--check")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => return vec![format!("running {} --check: {e}", helper.display())],
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut missing: Vec<String> = text
+        .lines()
+        .filter_map(lamina_bootstrap::check::Finding::parse)
+        .filter_map(|(feature, problem)| problem.map(|p| format!("{feature}: {p}")))
+        .collect();
+    if missing.is_empty() && !output.status.success() {
+        missing.push(format!(
+            "{} --check failed ({}) without saying why",
+            helper.display(),
+            output.status
+        ));
+    }
+    missing
 }
 
 impl JailSandbox {
@@ -111,11 +173,14 @@ impl Sandbox for JailSandbox {
             start.log_stream,
             &paths,
         );
-        let root = self.state_dir.join(start.env_id);
+        // Prefixed with the host's pid: each lamina process (and each test binary) can tell its
+        // own sandboxes' cgroups and directories from those of others on the machine.
+        let name = format!("{}-{}", std::process::id(), start.env_id);
+        let root = self.state_dir.join(&name);
         std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", &e))?;
         let cgroups = match self.cgroups {
             Some(version) => Some(
-                Cgroups::create(version, start.env_id, spec.memory_mb)
+                Cgroups::create(version, &name, spec.memory_mb)
                     .map_err(|e| host_failure("creating the environment's cgroups", &e))?,
             ),
             None => None,
@@ -173,6 +238,10 @@ impl Sandbox for JailSandbox {
         let (reset_tx, mut resets) =
             tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();
         let reset_tmp = spec.tmp_per_invocation.then_some(reset_tx);
+        let sandbox_procs = cgroups
+            .as_ref()
+            .and_then(|c| c.sandbox_dirs.first())
+            .map(|dir| dir.join("cgroup.procs"));
         tokio::spawn(async move {
             // The spec, length-prefixed; the socket then stays open as the control channel.
             let length = u32::try_from(spec_json.len())
@@ -201,6 +270,12 @@ impl Sandbox for JailSandbox {
                     status = child.wait() => break status,
                 }
             };
+            // The helper is reaped; when it was killed rather than exiting after PID 1, the
+            // kernel may still be tearing down the PID namespace. The sandbox has ended once
+            // its process cgroup is empty.
+            if let Some(procs) = &sandbox_procs {
+                settle(procs).await;
+            }
             let status = super::exit_status_of(waited);
             reaped_flag.store(true, Ordering::Release);
             let _ = exit_tx.send(status);
@@ -218,6 +293,20 @@ impl Sandbox for JailSandbox {
             reset_tmp,
         })
     }
+}
+
+/// Waits (boundedly: a process stuck in the kernel must not hold the environment forever)
+/// until no process is left in the cgroup whose `cgroup.procs` is `procs`.
+async fn settle(procs: &Path) {
+    for _ in 0..5_000 {
+        match tokio::fs::read(procs).await {
+            Ok(pids) if !pids.is_empty() => {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!(cgroup = %procs.display(), "processes still in the sandbox's cgroup after 5 s");
 }
 
 /// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
