@@ -1,4 +1,6 @@
-//! The jail, built in this order (SECURITY.md describes the same steps):
+//! The jail, built in this order (SECURITY.md describes the same steps). The host sends the
+//! spec in two halves (see [`crate::spec`]): steps 1–5 need only the first, so a sandbox can
+//! be built ahead and wait, with its function's process ready, until an environment takes it.
 //!
 //! 1. Join the environment's process and CPU cgroups, so that everything below is counted and
 //!    limited. (The memory cgroup is joined by the function's process alone, in step 5: the
@@ -9,16 +11,17 @@
 //! 3. Fork: the child is PID 1 of the new PID namespace. The parent stays outside, waits, and
 //!    exits the way the function did (the host watches it); it dies with the host.
 //! 4. PID 1 builds the new root on a tmpfs: the host's `/usr`, `/bin`, `/lib*` and a few `/etc`
-//!    files read-only, `/var/task` and `/opt` read-only, a fresh sized tmpfs `/tmp`, a minimal
-//!    `/dev`, a new `/proc`; then `pivot_root` and the old root is detached; the root itself is
-//!    remounted read-only.
-//! 5. PID 1 sets the host name and forks the function's process, which drops to the
-//!    unprivileged user (no capabilities left), sets rlimits and `no_new_privs`, installs the
-//!    seccomp filter, and execs the function's bootstrap.
-//! 6. PID 1 reaps every process of the sandbox and, when the function's process ends, reports
+//!    files read-only, a minimal `/dev`, a new `/proc`, and sets the host name.
+//! 5. PID 1 forks the function's process, which joins its memory cgroup and waits.
+//! 6. The function's half arrives: PID 1 mounts `/var/task` and `/opt` read-only and a fresh
+//!    sized tmpfs `/tmp`, then `pivot_root`s (which moves the waiting process too), detaches the
+//!    old root and remounts the root read-only. It passes the spec on; the function's process
+//!    drops to the unprivileged user (no capabilities left), sets rlimits and `no_new_privs`,
+//!    installs the seccomp filter, and execs the function's bootstrap.
+//! 7. PID 1 reaps every process of the sandbox and, when the function's process ends, reports
 //!    its exact status to the outer process and exits, which ends every process left inside.
 //!    Meanwhile a thread of PID 1 answers the host's commands (a fresh `/tmp` between
-//!    invocations).
+//!    invocations), and ends the sandbox if the host goes away (its socket closes).
 
 mod mounts;
 pub mod network;
@@ -27,14 +30,14 @@ mod privileges;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, sethostname};
 
-use crate::spec::{JailSpec, Network, SPEC_VERSION};
+use crate::spec::{FunctionSpec, Network, SPEC_VERSION, ShellSpec};
 
 /// A step of the jail failed. Each variant names the step and what it touched.
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +81,9 @@ pub(crate) fn io_step_err(
     }
 }
 
-/// Parses and checks a spec.
-pub fn parse_spec(bytes: &[u8]) -> Result<JailSpec, BootstrapError> {
-    let spec: JailSpec =
+/// Parses and checks the first frame.
+pub fn parse_spec(bytes: &[u8]) -> Result<ShellSpec, BootstrapError> {
+    let spec: ShellSpec =
         serde_json::from_slice(bytes).map_err(|e| BootstrapError::Spec(e.to_string()))?;
     if spec.version != SPEC_VERSION {
         return Err(BootstrapError::Spec(format!(
@@ -93,7 +96,7 @@ pub fn parse_spec(bytes: &[u8]) -> Result<JailSpec, BootstrapError> {
 
 /// Builds the jail and runs the function in it. Returns only in the outer process, with the
 /// function's exit status to reproduce; never returns in PID 1 or the function.
-pub fn run(spec: &JailSpec) -> Result<ExitReport, BootstrapError> {
+pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
     // 1. cgroups.
     for dir in &spec.cgroups {
         let procs = dir.join("cgroup.procs");
@@ -117,7 +120,6 @@ pub fn run(spec: &JailSpec) -> Result<ExitReport, BootstrapError> {
     }
     // Prepared before forking: PID 1 reports the function's status through this pipe.
     let (status_r, status_w) = nix::unistd::pipe().map_err(step_err("pipe", "status"))?;
-    let env = privileges::prepare_exec(spec)?;
     // 3. fork PID 1.
     // SAFETY: this process is single-threaded (the bootstrap never starts threads), so the
     // child may run any code after fork.
@@ -131,7 +133,7 @@ pub fn run(spec: &JailSpec) -> Result<ExitReport, BootstrapError> {
         }
         ForkResult::Child => {
             drop(status_r);
-            let code = match pid1(spec, &env, status_w) {
+            let code = match pid1(spec, status_w) {
                 Ok(never) => match never {},
                 Err(e) => {
                     eprintln!("lamina-bootstrap: {e}");
@@ -175,11 +177,7 @@ fn outer_wait(pid1: Pid, status_r: OwnedFd) -> Result<ExitReport, BootstrapError
 
 enum Never {}
 
-fn pid1(
-    spec: &JailSpec,
-    env: &privileges::Exec,
-    status_w: OwnedFd,
-) -> Result<Never, BootstrapError> {
+fn pid1(spec: &ShellSpec, status_w: OwnedFd) -> Result<Never, BootstrapError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step_err("prctl", "pdeathsig"))?;
     // Opened now: after pivot_root the host's cgroup files are out of reach.
     let function_cgroups = spec
@@ -193,24 +191,46 @@ fn pid1(
                 .map_err(io_step_err("open", procs.display()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // 4. the new root.
-    mounts::build_root(spec)?;
-    // 5. the function's process.
+    // 4. the new root, all but the function's own mounts.
+    mounts::prepare_root(spec)?;
     sethostname(&spec.hostname).map_err(step_err("sethostname", &spec.hostname))?;
+    // 5. the function's process, forked now: it joins its cgroup while the sandbox waits to
+    // be used, then waits for the function's half of the spec, passed on through this pipe.
+    let (go_r, go_w) = nix::unistd::pipe().map_err(step_err("pipe", "go"))?;
     // SAFETY: PID 1 is single-threaded too.
     let function = match unsafe { fork() }.map_err(step_err("fork", "function"))? {
         ForkResult::Parent { child } => child,
         ForkResult::Child => {
-            drop(status_w);
-            let e = privileges::drop_and_exec(spec, env, function_cgroups);
+            drop((status_w, go_w));
+            let e = match function_process(spec, function_cgroups, go_r) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
             eprintln!("lamina-bootstrap: {e}");
             std::process::exit(127);
         }
     };
+    drop((function_cgroups, go_r));
+    // The sandbox is ready. Its function's half arrives when an environment takes it; the
+    // host closing the socket first means the sandbox was never used.
+    // SAFETY: fd 0 is the control socket, open for the life of PID 1; ManuallyDrop keeps this
+    // handle from closing it.
+    let stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    let frame = match crate::spec::read_frame(&*stdin) {
+        Ok(Some(frame)) => frame,
+        Ok(None) => std::process::exit(0),
+        Err(e) => return Err(io_step_err("read", "the function's spec")(e)),
+    };
+    let function_spec: FunctionSpec =
+        serde_json::from_slice(&frame).map_err(|e| BootstrapError::Spec(e.to_string()))?;
+    mounts::finish_root(&spec.root, &function_spec)?;
+    File::from(go_w)
+        .write_all(&frame)
+        .map_err(io_step_err("write", "the function's spec"))?;
     // PID 1 answers the host's commands on its stdin (the control socket) from here on. A
     // thread only now: the function's process was forked while PID 1 was single-threaded.
     std::thread::spawn({
-        let tmp_bytes = spec.tmp_bytes;
+        let tmp_bytes = function_spec.tmp_bytes;
         move || control_loop(tmp_bytes)
     });
     // 6. reap until the function's process ends.
@@ -226,14 +246,34 @@ fn pid1(
     };
     let mut status = File::from(status_w);
     let _ = status.write_all(report.as_bytes());
-    let _ = status.as_raw_fd();
     std::process::exit(0)
+}
+
+/// The function's process: joins its cgroup, waits for the function's spec (EOF: the sandbox
+/// was never used), then drops privileges and execs the bootstrap. PID 1 finished the root
+/// (and `pivot_root` moved this process into it) before sending the spec.
+fn function_process(
+    spec: &ShellSpec,
+    cgroups: Vec<File>,
+    go: OwnedFd,
+) -> Result<Never, BootstrapError> {
+    privileges::join_function_cgroups(cgroups)?;
+    let mut frame = Vec::new();
+    File::from(go)
+        .read_to_end(&mut frame)
+        .map_err(io_step_err("read", "the function's spec"))?;
+    if frame.is_empty() {
+        std::process::exit(0);
+    }
+    let function_spec: FunctionSpec =
+        serde_json::from_slice(&frame).map_err(|e| BootstrapError::Spec(e.to_string()))?;
+    let exec = privileges::prepare_exec(&function_spec)?;
+    Err(privileges::drop_and_exec(spec, &exec))
 }
 
 /// The host's commands to PID 1, one byte each; each is answered with one byte.
 /// `T`: replace `/tmp` with a fresh, empty tmpfs (answer `K`, or `E` if that failed).
 fn control_loop(tmp_bytes: u64) {
-    use std::os::fd::FromRawFd;
     // SAFETY: fd 0 is the control socket, open for the life of PID 1; ManuallyDrop keeps this
     // handle from closing it.
     let mut control = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
@@ -250,9 +290,12 @@ fn control_loop(tmp_bytes: u64) {
             _ => b"E",
         };
         if control.write_all(answer).is_err() {
-            return;
+            break;
         }
     }
+    // The host holds its end for as long as the environment lives: it closed only if the host
+    // itself is gone. Nothing of the sandbox may outlive it; PID 1 leaving ends them all.
+    std::process::exit(0);
 }
 
 /// Turns a string into a C string, naming the field on failure.

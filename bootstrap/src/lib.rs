@@ -12,4 +12,4 @@ pub mod check;
 #[cfg(target_os = "linux")]
 pub mod jail;
 
-pub use spec::{JailSpec, Network, OptMount};
+pub use spec::{FunctionSpec, Network, OptMount, ShellSpec};

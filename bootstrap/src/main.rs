@@ -4,7 +4,6 @@
 //! reports what the host lets the jail do, one line per capability. Exit 125 means the
 //! jail itself could not be built (the message on stderr names the step).
 
-use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -20,19 +19,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    // The spec is length-prefixed (u32, little-endian): stdin stays open afterwards, as the
-    // host's control channel.
-    let mut stdin = std::io::stdin().lock();
-    let mut len = [0u8; 4];
-    let mut bytes = Vec::new();
-    let read = stdin.read_exact(&mut len).and_then(|()| {
-        bytes.resize(u32::from_le_bytes(len) as usize, 0);
-        stdin.read_exact(&mut bytes)
-    });
-    if let Err(e) = read {
-        eprintln!("lamina-bootstrap: reading the jail spec from stdin: {e}");
-        return ExitCode::from(125);
-    }
+    // The first frame of the spec (see `lamina_bootstrap::spec`): read unbuffered, since PID 1
+    // reads the second one from the same socket later.
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 0 is our stdin, open for the life of the process; ManuallyDrop keeps this
+    // handle from closing it.
+    let stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    let bytes = match lamina_bootstrap::spec::read_frame(&*stdin) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            eprintln!("lamina-bootstrap: reading the jail spec from stdin: nothing was sent");
+            return ExitCode::from(125);
+        }
+        Err(e) => {
+            eprintln!("lamina-bootstrap: reading the jail spec from stdin: {e}");
+            return ExitCode::from(125);
+        }
+    };
     let outcome = lamina_bootstrap::jail::parse_spec(&bytes)
         .and_then(|spec| lamina_bootstrap::jail::run(&spec));
     match outcome {

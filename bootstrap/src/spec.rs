@@ -1,35 +1,29 @@
-//! The versioned jail description the host sends. Serde lives here, at the boundary.
+//! The versioned jail description the host sends, in two frames on the helper's stdin: a
+//! [`ShellSpec`] at once, a [`FunctionSpec`] when the sandbox is put to use. Each frame is a
+//! little-endian `u32` length and that many bytes of JSON. Serde lives here, at the boundary.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 /// The spec's format version; the bootstrap refuses any other.
-pub const SPEC_VERSION: u32 = 1;
+pub const SPEC_VERSION: u32 = 2;
 
-/// Everything the bootstrap needs to build one execution environment's jail.
+/// The function-independent half of a sandbox: enough to build everything but the function's
+/// own mounts, so that a sandbox can be prepared before anyone asks for it (the cgroup moves
+/// and namespaces that dominate a cold start then happen off its path). Sent first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct JailSpec {
+pub struct ShellSpec {
     /// [`SPEC_VERSION`].
     pub version: u32,
     /// An empty host directory the new root is built on (a tmpfs is mounted there).
     pub root: PathBuf,
-    /// The function's code, mounted read-only at `/var/task`.
-    pub code_dir: PathBuf,
-    /// The composed layers, mounted read-only at `/opt`.
-    pub opt: Option<OptMount>,
-    /// Size of the `/tmp` tmpfs, bytes (`--ephemeral-storage`).
-    pub tmp_bytes: u64,
     /// The unprivileged user and group the function runs as.
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
     /// The sandbox's host name.
     pub hostname: String,
-    /// The function's complete environment.
-    pub env: Vec<(String, String)>,
-    /// The function's bootstrap, as a path inside the jail.
-    pub bootstrap: String,
     /// cgroup directories the whole sandbox joins before anything else (processes, CPU).
     pub cgroups: Vec<PathBuf>,
     /// cgroup directories only the function's process joins (memory), so that the OOM killer
@@ -37,6 +31,21 @@ pub struct JailSpec {
     pub function_cgroups: Vec<PathBuf>,
     /// The network the sandbox gets.
     pub network: Network,
+}
+
+/// The function's half, sent when the sandbox is given to an execution environment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// The function's code, mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// The composed layers, mounted read-only at `/opt`.
+    pub opt: Option<OptMount>,
+    /// Size of the `/tmp` tmpfs, bytes (`--ephemeral-storage`).
+    pub tmp_bytes: u64,
+    /// The function's complete environment.
+    pub env: Vec<(String, String)>,
+    /// The function's bootstrap, as a path inside the jail.
+    pub bootstrap: String,
 }
 
 /// How `/opt` is made.
@@ -54,4 +63,30 @@ pub enum Network {
     None,
     /// The host's network namespace (egress allowed).
     Host,
+}
+
+/// Reads one frame. Unbuffered on purpose: the next frame is read later, by another process
+/// (PID 1), from the same descriptor, so nothing past this frame may be consumed here.
+/// `Ok(None)` at a clean end of input before the frame starts.
+pub fn read_frame(mut input: impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < len.len() {
+        match input.read(&mut len[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    input.read_exact(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// One frame's bytes: length, then the JSON.
+pub fn frame(json: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(json.len()).unwrap_or(u32::MAX);
+    let mut out = len.to_le_bytes().to_vec();
+    out.extend_from_slice(json);
+    out
 }

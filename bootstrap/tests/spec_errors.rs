@@ -29,17 +29,12 @@ fn malformed_and_wrong_version_specs_are_refused() {
     let (code, stderr) = run(b"{not json");
     assert_eq!(code, Some(125));
     assert!(stderr.contains("reading the jail spec"), "{stderr}");
-    let spec = lamina_bootstrap::JailSpec {
+    let spec = lamina_bootstrap::ShellSpec {
         version: 99,
         root: "/nonexistent".into(),
-        code_dir: "/nonexistent".into(),
-        opt: None,
-        tmp_bytes: 1,
         uid: 993,
         gid: 990,
         hostname: "x".into(),
-        env: vec![],
-        bootstrap: "/var/task/bootstrap".into(),
         cgroups: vec![],
         function_cgroups: vec![],
         network: lamina_bootstrap::Network::Host,
@@ -47,7 +42,7 @@ fn malformed_and_wrong_version_specs_are_refused() {
     let (code, stderr) = run(&serde_json::to_vec(&spec).unwrap());
     assert_eq!(code, Some(125));
     assert!(
-        stderr.contains("version 99 is not the supported 1"),
+        stderr.contains("version 99 is not the supported 2"),
         "{stderr}"
     );
 }

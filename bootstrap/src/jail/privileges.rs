@@ -14,7 +14,7 @@ use seccompiler::{
 };
 
 use super::{BootstrapError, cstring, step_err};
-use crate::spec::JailSpec;
+use crate::spec::{FunctionSpec, ShellSpec};
 
 /// Everything `execve` needs, built before forking.
 pub(crate) struct Exec {
@@ -80,8 +80,8 @@ fn seccomp_err(e: impl std::fmt::Display) -> BootstrapError {
     BootstrapError::Spec(format!("building the seccomp filter: {e}"))
 }
 
-/// Builds the exec arguments and compiles the seccomp filters, before any fork.
-pub(crate) fn prepare_exec(spec: &JailSpec) -> Result<Exec, BootstrapError> {
+/// Builds the exec arguments and compiles the seccomp filters.
+pub(crate) fn prepare_exec(spec: &FunctionSpec) -> Result<Exec, BootstrapError> {
     let path = cstring("bootstrap", &spec.bootstrap)?;
     let env = spec
         .env
@@ -131,13 +131,21 @@ pub(crate) fn prepare_exec(spec: &JailSpec) -> Result<Exec, BootstrapError> {
     })
 }
 
+/// Moves the calling process into the function's cgroups (memory), alone: "0" means the
+/// writer. Done by the function's process while it waits, off the cold start's path.
+pub(crate) fn join_function_cgroups(cgroups: Vec<std::fs::File>) -> Result<(), BootstrapError> {
+    use std::io::Write;
+    for mut procs in cgroups {
+        procs
+            .write_all(b"0")
+            .map_err(super::io_step_err("join function cgroup", "0"))?;
+    }
+    Ok(())
+}
+
 /// Drops privileges and execs the function's bootstrap. Returns only on failure.
-pub(crate) fn drop_and_exec(
-    spec: &JailSpec,
-    exec: &Exec,
-    cgroups: Vec<std::fs::File>,
-) -> BootstrapError {
-    match try_drop_and_exec(spec, exec, cgroups) {
+pub(crate) fn drop_and_exec(spec: &ShellSpec, exec: &Exec) -> BootstrapError {
+    match try_drop_and_exec(spec, exec) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -145,18 +153,7 @@ pub(crate) fn drop_and_exec(
 
 enum Never {}
 
-fn try_drop_and_exec(
-    spec: &JailSpec,
-    exec: &Exec,
-    cgroups: Vec<std::fs::File>,
-) -> Result<Never, BootstrapError> {
-    use std::io::Write;
-    // "0" moves the writing process: the function joins its memory cgroup, alone.
-    for mut procs in cgroups {
-        procs
-            .write_all(b"0")
-            .map_err(super::io_step_err("join function cgroup", "0"))?;
-    }
+fn try_drop_and_exec(spec: &ShellSpec, exec: &Exec) -> Result<Never, BootstrapError> {
     // The spec arrived on stdin; the function reads nothing there.
     let null = std::fs::File::open("/dev/null").map_err(super::io_step_err("open", "/dev/null"))?;
     nix::unistd::dup2_stdin(&null).map_err(step_err("dup2", "stdin"))?;

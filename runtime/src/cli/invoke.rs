@@ -188,10 +188,13 @@ pub fn sandbox(kind: SandboxKind, network: NetworkKind) -> anyhow::Result<Arc<dy
                      on such hosts."
                 )
             })?;
-            match network {
-                NetworkKind::None => Arc::new(jail),
-                NetworkKind::Host => Arc::new(jail.with_host_network()),
-            }
+            let jail = match network {
+                NetworkKind::None => jail,
+                NetworkKind::Host => jail.with_host_network(),
+            };
+            // Built while the function's archives are checked and extracted.
+            jail.prepare_one();
+            Arc::new(jail)
         }
     })
 }

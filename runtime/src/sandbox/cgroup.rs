@@ -70,6 +70,7 @@ pub struct Cgroups {
     /// Directories only the function's processes join (memory).
     pub function_dirs: Vec<PathBuf>,
     memory: PathBuf,
+    cpu: Option<PathBuf>,
 }
 
 fn write(dir: &Path, file: &str, value: impl ToString) -> io::Result<()> {
@@ -79,54 +80,76 @@ fn write(dir: &Path, file: &str, value: impl ToString) -> io::Result<()> {
 }
 
 impl Cgroups {
-    /// Creates the environment's groups and sets their limits.
-    pub fn create(version: Version, env_id: &str, memory_mb: u32) -> io::Result<Self> {
-        let bytes = u64::from(memory_mb) * 1024 * 1024;
-        let shares = (1024 * u64::from(memory_mb) / MB_PER_VCPU).max(2);
-        match version {
+    /// Creates the environment's groups (limits follow with [`Cgroups::set_limits`]; until
+    /// then the process limit holds and memory is capped at Lambda's smallest size).
+    pub fn create(version: Version, name: &str) -> io::Result<Self> {
+        let cgroups = match version {
             Version::V1 => {
                 let dir =
-                    |controller: &str| Path::new(ROOT).join(controller).join("lamina").join(env_id);
+                    |controller: &str| Path::new(ROOT).join(controller).join("lamina").join(name);
                 let (memory, pids, cpu) = (dir("memory"), dir("pids"), dir("cpu"));
                 for d in [&memory, &pids] {
                     fs::create_dir_all(d)?;
                 }
-                write(&memory, "memory.limit_in_bytes", bytes)?;
-                // Without swap accounting this file is absent; the limit above still holds.
-                let _ = write(&memory, "memory.memsw.limit_in_bytes", bytes);
                 write(&pids, "pids.max", PIDS_MAX)?;
                 let mut sandbox_dirs = vec![pids];
-                if fs::create_dir_all(&cpu).is_ok() && write(&cpu, "cpu.shares", shares).is_ok() {
-                    sandbox_dirs.push(cpu);
-                }
-                Ok(Self {
+                let cpu = fs::create_dir_all(&cpu).is_ok().then_some(cpu);
+                sandbox_dirs.extend(cpu.clone());
+                Self {
                     version,
                     sandbox_dirs,
                     function_dirs: vec![memory.clone()],
                     memory,
-                })
+                    cpu,
+                }
             }
             Version::V2 => {
                 let parent = Path::new(ROOT).join("lamina");
                 fs::create_dir_all(&parent)?;
                 // Children get controllers only if the parent delegates them.
                 let _ = write(&parent, "cgroup.subtree_control", "+memory +pids +cpu");
-                let leaf = parent.join(env_id);
+                let leaf = parent.join(name);
                 fs::create_dir_all(&leaf)?;
-                write(&leaf, "memory.max", bytes)?;
-                let _ = write(&leaf, "memory.swap.max", 0);
                 write(&leaf, "pids.max", PIDS_MAX)?;
-                let _ = write(&leaf, "cpu.weight", (shares * 100 / 1024).clamp(1, 10_000));
                 // One leaf holds every controller in v2: the helpers share the function's memory
                 // group there (they are small, and PID 1 keeps reporting unless it is chosen).
-                Ok(Self {
+                Self {
                     version,
                     sandbox_dirs: vec![leaf.clone()],
                     function_dirs: Vec::new(),
-                    memory: leaf,
-                })
+                    memory: leaf.clone(),
+                    cpu: Some(leaf),
+                }
+            }
+        };
+        cgroups.set_limits(128)?;
+        Ok(cgroups)
+    }
+
+    /// Sets the memory limit (`memory_mb`, no swap) and the CPU share that goes with it.
+    pub fn set_limits(&self, memory_mb: u32) -> io::Result<()> {
+        let bytes = u64::from(memory_mb) * 1024 * 1024;
+        let shares = (1024 * u64::from(memory_mb) / MB_PER_VCPU).max(2);
+        match self.version {
+            Version::V1 => {
+                // memsw (memory + swap) may never be below the memory limit: raised first when
+                // growing, lowered last when shrinking. Without swap accounting it is absent.
+                let _ = write(&self.memory, "memory.memsw.limit_in_bytes", bytes);
+                write(&self.memory, "memory.limit_in_bytes", bytes)?;
+                let _ = write(&self.memory, "memory.memsw.limit_in_bytes", bytes);
+                if let Some(cpu) = &self.cpu {
+                    let _ = write(cpu, "cpu.shares", shares);
+                }
+            }
+            Version::V2 => {
+                write(&self.memory, "memory.max", bytes)?;
+                let _ = write(&self.memory, "memory.swap.max", 0);
+                if let Some(cpu) = &self.cpu {
+                    let _ = write(cpu, "cpu.weight", (shares * 100 / 1024).clamp(1, 10_000));
+                }
             }
         }
+        Ok(())
     }
 
     /// Peak memory use of the environment, bytes.

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use lamina_bootstrap::{JailSpec, Network, OptMount};
+use lamina_bootstrap::{FunctionSpec, Network, OptMount, ShellSpec};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
@@ -31,6 +31,12 @@ pub struct JailSandbox {
     state_dir: PathBuf,
     cgroups: Option<cgroup::Version>,
     network: Network,
+    /// Sandboxes built up to the function's own mounts, waiting to be used.
+    ready: Arc<(std::sync::Mutex<Ready>, std::sync::Condvar)>,
+    /// How many to keep ready (refilled in the background as environments take them).
+    keep_ready: usize,
+    /// Shells being built in the background now.
+    building: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl JailSandbox {
@@ -90,6 +96,9 @@ impl JailSandbox {
             state_dir,
             cgroups,
             network: Network::None,
+            ready: Arc::default(),
+            keep_ready: 0,
+            building: Arc::default(),
         })
     }
 }
@@ -137,6 +146,273 @@ impl JailSandbox {
         self.network = Network::Host;
         self
     }
+
+    /// Keeps `count` sandboxes built ahead, up to the function's own mounts, and builds more in
+    /// the background as environments take them: a cold start then skips the cgroup moves and
+    /// namespace creation, which on cgroup v1 can each cost milliseconds. Call within a tokio
+    /// runtime (elsewhere nothing is built ahead).
+    pub fn with_ready(mut self, count: usize) -> Self {
+        self.keep_ready = count;
+        self.refill();
+        self
+    }
+
+    /// Builds one sandbox ahead now, without keeping any ready later: for `lamina invoke`,
+    /// whose one environment starts once the function's archives are extracted.
+    pub fn prepare_one(&self) {
+        self.build_in_background(std::time::Duration::ZERO);
+    }
+
+    fn refill(&self) {
+        let pending = self.ready_len() + self.building.load(Ordering::Acquire);
+        for _ in pending..self.keep_ready {
+            self.build_in_background(REFILL_DELAY);
+        }
+    }
+
+    /// Waits (boundedly) for a sandbox being built ahead rather than building a second one:
+    /// `lamina invoke` asks for its sandbox while the one it prepared is still being built.
+    fn wait_for_ready(&self) -> Option<Shell> {
+        let deadline = std::time::Instant::now() + READY_WAIT;
+        let mut ready = self.ready.0.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(shell) = ready.shells.pop() {
+                return Some(shell);
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            if self.building.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            ready = self
+                .ready
+                .1
+                .wait_timeout(ready, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn ready_len(&self) -> usize {
+        self.ready
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shells
+            .len()
+    }
+
+    /// Builds a sandbox on a blocking thread, after `delay`: a refill waits a moment so that
+    /// it does not compete for the CPU with the cold start that just took a sandbox.
+    fn build_in_background(&self, delay: std::time::Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let config = self.shell_config();
+        let ready = Arc::clone(&self.ready);
+        let building = Arc::clone(&self.building);
+        building.fetch_add(1, Ordering::AcqRel);
+        // Forking a large process and writing cgroup files block: a blocking thread does it,
+        // and hands the sandbox over itself, so a taker waiting on the condition variable
+        // never depends on an async worker being free.
+        runtime.spawn_blocking(move || {
+            std::thread::sleep(delay);
+            let shell = config.build();
+            let (lock, available) = &*ready;
+            let mut ready = lock.lock().unwrap_or_else(|p| p.into_inner());
+            building.fetch_sub(1, Ordering::AcqRel);
+            match shell {
+                // The sandbox backend went away while this one was being built.
+                Ok(shell) if ready.closed => {
+                    drop(ready);
+                    shell.discard();
+                }
+                Ok(shell) => ready.shells.push(shell),
+                Err(e) => tracing::warn!("building a sandbox ahead: {e:?}"),
+            }
+            available.notify_all();
+        });
+    }
+
+    fn shell_config(&self) -> ShellConfig {
+        ShellConfig {
+            helper: self.helper.clone(),
+            state_dir: self.state_dir.clone(),
+            cgroups: self.cgroups,
+            network: self.network,
+        }
+    }
+
+    /// A sandbox built ahead, or one built now.
+    fn take_shell(&self) -> Result<Shell, Failure> {
+        let shell = match self.wait_for_ready() {
+            Some(shell) => shell,
+            None => self.shell_config().build()?,
+        };
+        self.refill();
+        Ok(shell)
+    }
+}
+
+/// How long taking a sandbox waits for one being built ahead; building one costs about this.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(30);
+/// How long a refill waits before building (see `build_in_background`).
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl Drop for JailSandbox {
+    fn drop(&mut self) {
+        // Unused sandboxes: closing their control sockets ends them (PID 1 reads EOF where the
+        // function's spec would be); then their cgroups and directories go.
+        let shells = {
+            let mut ready = self.ready.0.lock().unwrap_or_else(|p| p.into_inner());
+            ready.closed = true;
+            std::mem::take(&mut ready.shells)
+        };
+        for shell in shells {
+            shell.discard();
+        }
+    }
+}
+
+/// The sandboxes built ahead; `closed` once the backend is dropped, after which one that
+/// finishes building is discarded instead of kept.
+#[derive(Debug, Default)]
+struct Ready {
+    shells: Vec<Shell>,
+    closed: bool,
+}
+
+/// What building a [`Shell`] needs, detached from the sandbox so a blocking thread can own it.
+#[derive(Debug)]
+struct ShellConfig {
+    helper: PathBuf,
+    state_dir: PathBuf,
+    cgroups: Option<cgroup::Version>,
+    network: Network,
+}
+
+/// A sandbox whose helper has the first half of the spec: it joins its cgroups, makes its
+/// namespaces and its root up to the function's own mounts, and its function's process waits.
+#[derive(Debug)]
+struct Shell {
+    child: tokio::process::Child,
+    pid: i32,
+    control: std::os::unix::net::UnixStream,
+    logs: std::io::PipeReader,
+    root: PathBuf,
+    cgroups: Option<Cgroups>,
+}
+
+/// Distinguishes the sandboxes (and their cgroups and directories) of one lamina process.
+static SHELL_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl ShellConfig {
+    fn build(&self) -> Result<Shell, Failure> {
+        let host_failure =
+            |what: &str, e: &dyn std::fmt::Display| Failure::Sandbox(format!("{what}: {e}"));
+        // Prefixed with the host's pid: each lamina process (and each test binary) can tell its
+        // own sandboxes' cgroups and directories from those of others on the machine.
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            SHELL_SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let root = self.state_dir.join(&name);
+        std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", &e))?;
+        let cgroups = match self.cgroups {
+            Some(version) => match Cgroups::create(version, &name) {
+                Ok(cgroups) => Some(cgroups),
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&root);
+                    return Err(host_failure("creating the environment's cgroups", &e));
+                }
+            },
+            None => None,
+        };
+        let shell = ShellSpec {
+            version: lamina_bootstrap::spec::SPEC_VERSION,
+            root: root.clone(),
+            uid: SANDBOX_UID,
+            gid: SANDBOX_GID,
+            hostname: "lamina".into(),
+            cgroups: cgroups
+                .as_ref()
+                .map(|c| c.sandbox_dirs.clone())
+                .unwrap_or_default(),
+            function_cgroups: cgroups
+                .as_ref()
+                .map(|c| c.function_dirs.clone())
+                .unwrap_or_default(),
+            network: self.network,
+        };
+        let spawned = spawn_helper(&self.helper, &shell);
+        match spawned {
+            Ok((child, pid, control, logs)) => Ok(Shell {
+                child,
+                pid,
+                control,
+                logs,
+                root,
+                cgroups,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&root);
+                if let Some(cgroups) = &cgroups {
+                    cgroups.remove();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Starts `lamina-bootstrap` with the first half of the spec on its stdin: one end of a socket
+/// pair, over which the Runtime API listener comes back in network mode `none` (SCM_RIGHTS).
+fn spawn_helper(
+    helper: &Path,
+    shell: &ShellSpec,
+) -> Result<
+    (
+        tokio::process::Child,
+        i32,
+        std::os::unix::net::UnixStream,
+        std::io::PipeReader,
+    ),
+    Failure,
+> {
+    let host_failure =
+        |what: &str, e: &dyn std::fmt::Display| Failure::Sandbox(format!("{what}: {e}"));
+    let spec_json =
+        serde_json::to_vec(shell).map_err(|e| host_failure("encoding the jail spec", &e))?;
+    let (reader, writer, writer2) = super::log_pipe()?;
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| host_failure("creating the control socket", &e))?;
+    let mut command = super::base_command(helper, writer, writer2);
+    command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+    let child = command
+        .spawn()
+        .map_err(|e| host_failure(&format!("starting {}", helper.display()), &e))?;
+    drop(command);
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or_else(|| Failure::Sandbox("the jail exited before it could be tracked".into()))?;
+    // A few hundred bytes into an empty socket buffer: this does not block.
+    std::io::Write::write_all(&mut ours, &lamina_bootstrap::spec::frame(&spec_json))
+        .map_err(|e| host_failure("sending the jail spec", &e))?;
+    Ok((child, pid, ours, reader))
+}
+
+impl Shell {
+    /// Ends an unused sandbox and removes what it left on the host.
+    fn discard(self) {
+        drop(self.control);
+        super::signal_group(self.pid, Stop::Kill);
+        drop(self.child);
+        let _ = std::fs::remove_dir(&self.root);
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove();
+        }
+    }
 }
 
 impl Sandbox for JailSandbox {
@@ -173,97 +449,94 @@ impl Sandbox for JailSandbox {
             start.log_stream,
             &paths,
         );
-        // Prefixed with the host's pid: each lamina process (and each test binary) can tell its
-        // own sandboxes' cgroups and directories from those of others on the machine.
-        let name = format!("{}-{}", std::process::id(), start.env_id);
-        let root = self.state_dir.join(&name);
-        std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", &e))?;
-        let cgroups = match self.cgroups {
-            Some(version) => Some(
-                Cgroups::create(version, &name, spec.memory_mb)
-                    .map_err(|e| host_failure("creating the environment's cgroups", &e))?,
-            ),
-            None => None,
-        };
-        let jail = JailSpec {
-            version: lamina_bootstrap::spec::SPEC_VERSION,
-            root: root.clone(),
+        let function = FunctionSpec {
             code_dir: spec.code_dir.clone(),
             opt: spec
                 .opt
                 .as_ref()
                 .map(|o| OptMount::Merged(o.merged.clone())),
             tmp_bytes: u64::from(spec.ephemeral_storage_mb) * 1024 * 1024,
-            uid: SANDBOX_UID,
-            gid: SANDBOX_GID,
-            hostname: "lamina".into(),
             env,
             bootstrap: bootstrap.into(),
-            cgroups: cgroups
-                .as_ref()
-                .map(|c| c.sandbox_dirs.clone())
-                .unwrap_or_default(),
-            function_cgroups: cgroups
-                .as_ref()
-                .map(|c| c.function_dirs.clone())
-                .unwrap_or_default(),
-            network: self.network,
         };
-        let spec_json =
-            serde_json::to_vec(&jail).map_err(|e| host_failure("encoding the jail spec", &e))?;
-        let (reader, writer, writer2) = super::log_pipe()?;
-        // The helper's stdin is one end of a socket pair: the spec goes in, and in network mode
-        // `none` the Runtime API listener comes back (SCM_RIGHTS).
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| host_failure("creating the control socket", &e))?;
-        let mut command = super::base_command(&self.helper, writer, writer2);
-        command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
-        let mut child = command
-            .spawn()
-            .map_err(|e| host_failure(&format!("starting {}", self.helper.display()), &e))?;
-        drop(command);
-        let pid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| Failure::Sandbox("the jail exited before it could be tracked".into()))?;
-        ours.set_nonblocking(true)
-            .map_err(|e| host_failure("preparing the control socket", &e))?;
-        let mut control = tokio::net::UnixStream::from_std(ours)
-            .map_err(|e| host_failure("preparing the control socket", &e))?;
-        let (listener_tx, listener_rx) = oneshot::channel();
-        let expects_listener = self.network == Network::None;
-        let reaped = Arc::new(AtomicBool::new(false));
-        let (exit_tx, exited) = oneshot::channel();
-        let reaped_flag = Arc::clone(&reaped);
-        let (reset_tx, mut resets) =
-            tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();
-        let reset_tmp = spec.tmp_per_invocation.then_some(reset_tx);
+        let function_json = serde_json::to_vec(&function)
+            .map_err(|e| host_failure("encoding the jail spec", &e))?;
+        let Shell {
+            mut child,
+            pid,
+            control,
+            logs,
+            root,
+            cgroups,
+        } = self.take_shell()?;
+        // From here on the sandbox is this environment's: its JailControl removes it.
+        let jail_control = |cgroups| JailControl {
+            pid,
+            reaped: Arc::new(AtomicBool::new(false)),
+            root: root.clone(),
+            cgroups,
+        };
+        if let Some(c) = &cgroups
+            && let Err(e) = c.set_limits(spec.memory_mb)
+        {
+            super::signal_group(pid, Stop::Kill);
+            drop(jail_control(cgroups));
+            return Err(host_failure("setting the environment's limits", &e));
+        }
         let sandbox_procs = cgroups
             .as_ref()
             .and_then(|c| c.sandbox_dirs.first())
             .map(|dir| dir.join("cgroup.procs"));
+        let jail_control = jail_control(cgroups);
+        let reaped = Arc::clone(&jail_control.reaped);
+        let prepared = control
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(control));
+        let mut control = match prepared {
+            Ok(control) => control,
+            Err(e) => {
+                jail_control.stop(Stop::Kill);
+                return Err(host_failure("preparing the control socket", &e));
+            }
+        };
+        let (listener_tx, listener_rx) = oneshot::channel();
+        let expects_listener = self.network == Network::None;
+        let (exit_tx, exited) = oneshot::channel();
+        let reaped_flag = reaped;
+        let (reset_tx, mut resets) =
+            tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();
+        let reset_tmp = spec.tmp_per_invocation.then_some(reset_tx);
         tokio::spawn(async move {
-            // The spec, length-prefixed; the socket then stays open as the control channel.
-            let length = u32::try_from(spec_json.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes();
-            let written = match control.write_all(&length).await {
-                Ok(()) => control.write_all(&spec_json).await,
-                Err(e) => Err(e),
+            // The listener was sent while the shell was built; the function's half of the spec
+            // follows on the socket, which then stays open as the control channel.
+            let listener = if expects_listener {
+                Some(receive_listener(&control).await)
+            } else {
+                None
             };
-            if expects_listener {
-                let listener = match written {
-                    Ok(()) => receive_listener(&control).await,
-                    Err(e) => Err(e),
-                };
-                let _ = listener_tx.send(listener);
+            let written = control
+                .write_all(&lamina_bootstrap::spec::frame(&function_json))
+                .await;
+            if let Some(listener) = listener {
+                let _ = listener_tx.send(written.and(listener));
             }
             // Serve /tmp resets until the sandbox ends.
+            // The sandbox's /tmp as the host reaches it: through PID 1's root (the helper's
+            // only child). An untouched /tmp needs no reset, and checking that here saves a
+            // round trip to PID 1 on every invocation.
+            // (Found at the first reset: by then the function has run, so PID 1 exists.)
+            let mut tmp_seen_from_host: Option<PathBuf> = None;
             let waited = loop {
                 tokio::select! {
                     request = resets.recv() => match request {
                         Some(ack) => {
-                            let _ = ack.send(reset_tmp_over(&mut control).await);
+                            if tmp_seen_from_host.is_none() {
+                                tmp_seen_from_host = pid1_of(pid)
+                                    .map(|p| PathBuf::from(format!("/proc/{p}/root/tmp")));
+                            }
+                            let fresh = tmp_seen_from_host.as_deref().is_some_and(tmp_untouched);
+                            let reset = if fresh { Ok(()) } else { reset_tmp_over(&mut control).await };
+                            let _ = ack.send(reset);
                         }
                         None => break child.wait().await,
                     },
@@ -281,14 +554,9 @@ impl Sandbox for JailSandbox {
             let _ = exit_tx.send(status);
         });
         Ok(Started {
-            control: Box::new(JailControl {
-                pid,
-                reaped,
-                root,
-                cgroups,
-            }),
+            control: Box::new(jail_control),
             exited,
-            logs: reader.into(),
+            logs: logs.into(),
             listener: expects_listener.then_some(listener_rx),
             reset_tmp,
         })
@@ -307,6 +575,23 @@ async fn settle(procs: &Path) {
         }
     }
     tracing::warn!(cgroup = %procs.display(), "processes still in the sandbox's cgroup after 5 s");
+}
+
+/// PID 1 of a sandbox, seen from the host: the helper's only child.
+fn pid1_of(helper: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{helper}/task/{helper}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether a `/tmp` is as a fresh tmpfs is: no block in use and no inode but its root (PID 1
+/// applies the same test; files unlinked but held open still hold blocks).
+fn tmp_untouched(tmp: &Path) -> bool {
+    nix::sys::statvfs::statvfs(tmp)
+        .is_ok_and(|s| s.blocks() == s.blocks_free() && s.files() - s.files_free() <= 1)
 }
 
 /// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
