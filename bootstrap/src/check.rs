@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::unshare;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
@@ -107,12 +107,8 @@ fn in_child(check: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
 }
 
 fn namespaces() -> Result<(), String> {
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWNET;
-    unshare(flags).map_err(|e| format!("unshare(mount, pid, ipc, uts, net): {e}"))?;
+    unshare(crate::jail::namespaces(crate::spec::Network::None))
+        .map_err(|e| format!("unshare(mount, pid, ipc, uts, net): {e}"))?;
     crate::jail::network::loopback_up().map_err(|e| e.to_string())?;
     std::net::TcpListener::bind(crate::jail::network::RUNTIME_API_ADDR)
         .map_err(|e| format!("binding the Runtime API in a new network namespace: {e}"))?;
@@ -121,14 +117,7 @@ fn namespaces() -> Result<(), String> {
 
 /// Needs the mount namespace `namespaces` made: nothing here reaches the host's mounts.
 fn mounts() -> Result<(), String> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making mounts private: {e}"))?;
+    crate::jail::mounts::make_private().map_err(|e| e.to_string())?;
     let target = Path::new("/tmp");
     mount(
         Some("tmpfs"),

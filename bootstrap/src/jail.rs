@@ -23,8 +23,10 @@
 //!    Meanwhile a thread of PID 1 answers the host's commands (a fresh `/tmp` between
 //!    invocations), and ends the sandbox if the host goes away (its socket closes).
 
-mod mounts;
+pub(crate) mod mounts;
 pub mod network;
+
+pub use mounts::tmp_untouched;
 mod privileges;
 
 use std::ffi::CString;
@@ -105,13 +107,7 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
     }
 
     // 2. namespaces.
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
-    if spec.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
+    let flags = namespaces(spec.network);
     unshare(flags).map_err(step_err("unshare", format!("{flags:?}")))?;
     if spec.network == Network::None {
         // The network namespace applies to this process at once: loopback, then the listener.
@@ -142,6 +138,18 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
             };
             std::process::exit(code)
         }
+    }
+}
+
+/// The namespaces a sandbox gets: its own network namespace only in mode `none`.
+pub(crate) fn namespaces(network: Network) -> CloneFlags {
+    let all = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    match network {
+        Network::None => all | CloneFlags::CLONE_NEWNET,
+        Network::Host => all,
     }
 }
 

@@ -4,17 +4,16 @@
 //! cost of a cached lookup. Run with `cargo bench -p lamina-tests --bench layers`; the layer
 //! is built once and kept under the target directory. Figures go in SPECIFICATION.md.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lamina_layers::{Cache, Limits};
 
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_owned()
-}
+#[path = "../shared.rs"]
+mod shared;
+
+use shared::target_dir;
 
 /// Builds (once) `layer.zip`: NumPy and SciPy under `python/`, deflated.
 fn layer_zip() -> PathBuf {
@@ -25,52 +24,15 @@ fn layer_zip() -> PathBuf {
     }
     let tree = data.join("numpy-scipy-layer");
     let _ = std::fs::remove_dir_all(&tree);
-    let status = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--target",
-        ])
-        .arg(tree.join("python"))
-        .args(["numpy==2.3.*", "scipy==1.16.*"])
-        .status()
-        .expect("run pip");
-    assert!(status.success(), "pip install numpy scipy");
+    shared::pip_install(
+        Path::new("python3"),
+        &tree.join("python"),
+        &["numpy==2.3.*", "scipy==1.16.*"],
+    );
     let tmp = zip_path.with_extension("tmp");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&tmp).unwrap());
-    add_dir(&mut zip, &tree, &tree);
-    zip.finish().unwrap();
+    shared::zip_dir(std::fs::File::create(&tmp).unwrap(), &tree, "");
     std::fs::rename(&tmp, &zip_path).unwrap();
     zip_path
-}
-
-fn add_dir(zip: &mut zip::ZipWriter<std::fs::File>, root: &Path, dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        let name = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let options = zip::write::SimpleFileOptions::default()
-            .unix_permissions(meta.permissions().mode() & 0o777);
-        if meta.is_dir() {
-            zip.add_directory(format!("{name}/"), options).unwrap();
-            add_dir(zip, root, &path);
-        } else if meta.is_file() {
-            zip.start_file(name, options).unwrap();
-            zip.write_all(&std::fs::read(&path).unwrap()).unwrap();
-        }
-    }
 }
 
 fn drop_caches() {

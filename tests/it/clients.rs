@@ -152,7 +152,7 @@ async fn python_awslambdaric_runs_jailed_from_layers() {
     let library = zipcraft::write(
         layers.path(),
         "awslambdaric.zip",
-        &zipcraft::from_dir(&site, "python/"),
+        &crate::shared::zip_dir(std::io::Cursor::new(Vec::new()), &site, "python/").into_inner(),
     );
     let code = function_from_files(&[("app.py", PYTHON_HANDLER, false)]);
     let h = Harness::jailed(code, |c| {

@@ -1,5 +1,7 @@
 //! lamina's integration tests: one binary, real bootstraps over real loopback HTTP.
 
+#[path = "../shared.rs"]
+mod shared;
 mod support;
 mod zipcraft;
 

@@ -23,14 +23,7 @@ pub fn program(name: &str) -> PathBuf {
     }
 }
 
-/// The cargo target directory this test binary was built into (`target/debug/deps/it-…` → `target`).
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors()
-        .nth(3)
-        .expect("target dir above deps")
-        .to_owned()
-}
+pub use crate::shared::target_dir;
 
 /// The `lamina` binary. `cargo test --workspace` builds it before running any test because
 /// `lamina-runtime` has an integration test of its own (`runtime/tests/cli_surface.rs`).
@@ -196,20 +189,7 @@ pub fn python_ric() -> (PathBuf, PathBuf) {
         .join("python-awslambdaric-4.2.2");
     if !site.join("awslambdaric").exists() {
         let staging = tempfile::tempdir_in(target_dir()).expect("staging dir");
-        let status = std::process::Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-            ])
-            .arg(staging.path())
-            .arg("awslambdaric==4.2.2")
-            .status()
-            .expect("run pip");
-        assert!(status.success(), "pip install awslambdaric failed");
+        crate::shared::pip_install(&python, staging.path(), &["awslambdaric==4.2.2"]);
         std::fs::create_dir_all(site.parent().unwrap()).unwrap();
         // Another test binary may have won the race; its copy is as good as ours.
         let _ = std::fs::rename(staging.keep(), &site);

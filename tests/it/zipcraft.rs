@@ -75,35 +75,3 @@ pub fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::Path
     std::fs::write(&path, bytes).unwrap();
     path
 }
-
-/// A valid archive of the tree under `dir`, every entry prefixed by `prefix` (e.g. `python/`),
-/// with the files' own modes: how a user zips a layer.
-pub fn from_dir(dir: &std::path::Path, prefix: &str) -> Vec<u8> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let mut stack = vec![dir.to_owned()];
-    while let Some(current) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&current)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let relative = path.strip_prefix(dir).unwrap().to_str().unwrap();
-            let name = format!("{prefix}{relative}");
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                zip.add_directory(name.as_str(), SimpleFileOptions::default())
-                    .unwrap();
-                stack.push(path);
-            } else if meta.is_file() {
-                let options = SimpleFileOptions::default()
-                    .unix_permissions(meta.permissions().mode() & 0o777);
-                zip.start_file(name.as_str(), options).unwrap();
-                zip.write_all(&std::fs::read(&path).unwrap()).unwrap();
-            }
-        }
-    }
-    zip.finish().unwrap().into_inner()
-}

@@ -64,10 +64,9 @@ fn mkdir(path: &Path) -> Result<(), BootstrapError> {
     fs::create_dir_all(path).map_err(io_step_err("mkdir", path.display()))
 }
 
-/// Builds the function-independent part of the new root at `spec.root`: everything but
-/// `/var/task`, `/opt` and `/tmp`, whose mount points it leaves empty.
-pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
-    // Nothing mounted here may propagate back to the host.
+/// Makes every mount of this (new) mount namespace private: nothing mounted here may
+/// propagate back to the host.
+pub(crate) fn make_private() -> Result<(), BootstrapError> {
     mount(
         None::<&str>,
         "/",
@@ -75,7 +74,13 @@ pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(step_err("make mounts private", "/"))?;
+    .map_err(step_err("make mounts private", "/"))
+}
+
+/// Builds the function-independent part of the new root at `spec.root`: everything but
+/// `/var/task`, `/opt` and `/tmp`, whose mount points it leaves empty.
+pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
+    make_private()?;
     let root = spec.root.as_path();
     mount(
         Some("tmpfs"),
@@ -213,8 +218,9 @@ pub(crate) fn mount_tmp(tmp: &Path, bytes: u64) -> Result<(), BootstrapError> {
 
 /// Whether `/tmp` is exactly as a fresh tmpfs is: no block in use and no inode but its root.
 /// That also rules out files unlinked but still held open, which keep their blocks. (The
-/// directory itself is root's, mode 1777: the function cannot have changed it.)
-fn untouched(tmp: &Path) -> bool {
+/// directory itself is root's, mode 1777: the function cannot have changed it.) The host
+/// asks the same through `/proc/<pid 1>/root/tmp`.
+pub fn tmp_untouched(tmp: &Path) -> bool {
     nix::sys::statvfs::statvfs(tmp)
         .is_ok_and(|s| s.blocks() == s.blocks_free() && s.files() - s.files_free() <= 1)
 }
@@ -223,7 +229,7 @@ fn untouched(tmp: &Path) -> bool {
 /// process still holds open stay readable to it until closed, but no path reaches them.
 pub(crate) fn reset_tmp(bytes: u64) -> Result<(), BootstrapError> {
     let tmp = Path::new("/tmp");
-    if untouched(tmp) {
+    if tmp_untouched(tmp) {
         return Ok(());
     }
     umount2(tmp, MntFlags::MNT_DETACH).map_err(step_err("detach /tmp", "/tmp"))?;

@@ -298,8 +298,30 @@ struct Shell {
     pid: i32,
     control: std::os::unix::net::UnixStream,
     logs: std::io::PipeReader,
+    traces: HostTraces,
+}
+
+/// What a sandbox has on the host beside its processes: the root's mount point and its
+/// cgroups. Removed when dropped, which must come after its processes are gone. (The mounts
+/// lived in the sandbox's mount namespace and went with it.)
+#[derive(Debug)]
+struct HostTraces {
     root: PathBuf,
     cgroups: Option<Cgroups>,
+}
+
+impl Drop for HostTraces {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.root);
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove();
+        }
+    }
+}
+
+/// A host-side step of starting a sandbox failed.
+fn host_failure(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Sandbox(format!("{what}: {e}"))
 }
 
 /// Distinguishes the sandboxes (and their cgroups and directories) of one lamina process.
@@ -307,8 +329,6 @@ static SHELL_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 
 impl ShellConfig {
     fn build(&self) -> Result<Shell, Failure> {
-        let host_failure =
-            |what: &str, e: &dyn std::fmt::Display| Failure::Sandbox(format!("{what}: {e}"));
         // Prefixed with the host's pid: each lamina process (and each test binary) can tell its
         // own sandboxes' cgroups and directories from those of others on the machine.
         let name = format!(
@@ -317,51 +337,37 @@ impl ShellConfig {
             SHELL_SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
         let root = self.state_dir.join(&name);
-        std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", &e))?;
-        let cgroups = match self.cgroups {
-            Some(version) => match Cgroups::create(version, &name) {
-                Ok(cgroups) => Some(cgroups),
-                Err(e) => {
-                    let _ = std::fs::remove_dir(&root);
-                    return Err(host_failure("creating the environment's cgroups", &e));
-                }
-            },
-            None => None,
+        std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", e))?;
+        // From here on, an early return removes what was made.
+        let mut traces = HostTraces {
+            root,
+            cgroups: None,
         };
+        if let Some(version) = self.cgroups {
+            traces.cgroups = Some(
+                Cgroups::create(version, &name)
+                    .map_err(|e| host_failure("creating the environment's cgroups", e))?,
+            );
+        }
+        let cgroups = traces.cgroups.as_ref();
         let shell = ShellSpec {
             version: lamina_bootstrap::spec::SPEC_VERSION,
-            root: root.clone(),
+            root: traces.root.clone(),
             uid: SANDBOX_UID,
             gid: SANDBOX_GID,
             hostname: "lamina".into(),
-            cgroups: cgroups
-                .as_ref()
-                .map(|c| c.sandbox_dirs.clone())
-                .unwrap_or_default(),
-            function_cgroups: cgroups
-                .as_ref()
-                .map(|c| c.function_dirs.clone())
-                .unwrap_or_default(),
+            cgroups: cgroups.map(|c| c.sandbox_dirs.clone()).unwrap_or_default(),
+            function_cgroups: cgroups.map(|c| c.function_dirs.clone()).unwrap_or_default(),
             network: self.network,
         };
-        let spawned = spawn_helper(&self.helper, &shell);
-        match spawned {
-            Ok((child, pid, control, logs)) => Ok(Shell {
-                child,
-                pid,
-                control,
-                logs,
-                root,
-                cgroups,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&root);
-                if let Some(cgroups) = &cgroups {
-                    cgroups.remove();
-                }
-                Err(e)
-            }
-        }
+        let (child, pid, control, logs) = spawn_helper(&self.helper, &shell)?;
+        Ok(Shell {
+            child,
+            pid,
+            control,
+            logs,
+            traces,
+        })
     }
 }
 
@@ -379,18 +385,16 @@ fn spawn_helper(
     ),
     Failure,
 > {
-    let host_failure =
-        |what: &str, e: &dyn std::fmt::Display| Failure::Sandbox(format!("{what}: {e}"));
     let spec_json =
-        serde_json::to_vec(shell).map_err(|e| host_failure("encoding the jail spec", &e))?;
+        serde_json::to_vec(shell).map_err(|e| host_failure("encoding the jail spec", e))?;
     let (reader, writer, writer2) = super::log_pipe()?;
     let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()
-        .map_err(|e| host_failure("creating the control socket", &e))?;
+        .map_err(|e| host_failure("creating the control socket", e))?;
     let mut command = super::base_command(helper, writer, writer2);
     command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
     let child = command
         .spawn()
-        .map_err(|e| host_failure(&format!("starting {}", helper.display()), &e))?;
+        .map_err(|e| host_failure(&format!("starting {}", helper.display()), e))?;
     drop(command);
     let pid = child
         .id()
@@ -398,20 +402,16 @@ fn spawn_helper(
         .ok_or_else(|| Failure::Sandbox("the jail exited before it could be tracked".into()))?;
     // A few hundred bytes into an empty socket buffer: this does not block.
     std::io::Write::write_all(&mut ours, &lamina_bootstrap::spec::frame(&spec_json))
-        .map_err(|e| host_failure("sending the jail spec", &e))?;
+        .map_err(|e| host_failure("sending the jail spec", e))?;
     Ok((child, pid, ours, reader))
 }
 
 impl Shell {
     /// Ends an unused sandbox and removes what it left on the host.
     fn discard(self) {
-        drop(self.control);
         super::signal_group(self.pid, Stop::Kill);
-        drop(self.child);
-        let _ = std::fs::remove_dir(&self.root);
-        if let Some(cgroups) = &self.cgroups {
-            cgroups.remove();
-        }
+        // Then the fields drop in order: the helper (killed, and reaped by tokio), the control
+        // socket, the traces.
     }
 }
 
@@ -437,8 +437,6 @@ impl Sandbox for JailSandbox {
         } else {
             "/opt/bootstrap"
         };
-        let host_failure =
-            |what: &str, e: &dyn std::fmt::Display| Failure::Sandbox(format!("{what}: {e}"));
         let paths = Paths {
             task_root: "/var/task".into(),
             runtime_dir: "/var/runtime".into(),
@@ -459,50 +457,45 @@ impl Sandbox for JailSandbox {
             env,
             bootstrap: bootstrap.into(),
         };
-        let function_json = serde_json::to_vec(&function)
-            .map_err(|e| host_failure("encoding the jail spec", &e))?;
+        let function_json =
+            serde_json::to_vec(&function).map_err(|e| host_failure("encoding the jail spec", e))?;
         let Shell {
             mut child,
             pid,
             control,
             logs,
-            root,
-            cgroups,
+            traces,
         } = self.take_shell()?;
-        // From here on the sandbox is this environment's: its JailControl removes it.
-        let jail_control = |cgroups| JailControl {
+        // From here on the sandbox is this environment's: dropping its control removes it.
+        let jail_control = JailControl {
             pid,
-            reaped: Arc::new(AtomicBool::new(false)),
-            root: root.clone(),
-            cgroups,
+            reaped: Arc::default(),
+            traces,
         };
-        if let Some(c) = &cgroups
-            && let Err(e) = c.set_limits(spec.memory_mb)
-        {
-            super::signal_group(pid, Stop::Kill);
-            drop(jail_control(cgroups));
-            return Err(host_failure("setting the environment's limits", &e));
-        }
+        let cgroups = jail_control.traces.cgroups.as_ref();
         let sandbox_procs = cgroups
-            .as_ref()
             .and_then(|c| c.sandbox_dirs.first())
             .map(|dir| dir.join("cgroup.procs"));
-        let jail_control = jail_control(cgroups);
-        let reaped = Arc::clone(&jail_control.reaped);
-        let prepared = control
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixStream::from_std(control));
+        let prepared = cgroups
+            .map_or(Ok(()), |c| c.set_limits(spec.memory_mb))
+            .map_err(|e| host_failure("setting the environment's limits", e))
+            .and_then(|()| {
+                control
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixStream::from_std(control))
+                    .map_err(|e| host_failure("preparing the control socket", e))
+            });
         let mut control = match prepared {
             Ok(control) => control,
-            Err(e) => {
+            Err(failure) => {
                 jail_control.stop(Stop::Kill);
-                return Err(host_failure("preparing the control socket", &e));
+                return Err(failure);
             }
         };
+        let reaped_flag = Arc::clone(&jail_control.reaped);
         let (listener_tx, listener_rx) = oneshot::channel();
         let expects_listener = self.network == Network::None;
         let (exit_tx, exited) = oneshot::channel();
-        let reaped_flag = reaped;
         let (reset_tx, mut resets) =
             tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();
         let reset_tmp = spec.tmp_per_invocation.then_some(reset_tx);
@@ -534,7 +527,9 @@ impl Sandbox for JailSandbox {
                                 tmp_seen_from_host = pid1_of(pid)
                                     .map(|p| PathBuf::from(format!("/proc/{p}/root/tmp")));
                             }
-                            let fresh = tmp_seen_from_host.as_deref().is_some_and(tmp_untouched);
+                            let fresh = tmp_seen_from_host
+                                .as_deref()
+                                .is_some_and(lamina_bootstrap::jail::tmp_untouched);
                             let reset = if fresh { Ok(()) } else { reset_tmp_over(&mut control).await };
                             let _ = ack.send(reset);
                         }
@@ -585,13 +580,6 @@ fn pid1_of(helper: i32) -> Option<u32> {
         .next()?
         .parse()
         .ok()
-}
-
-/// Whether a `/tmp` is as a fresh tmpfs is: no block in use and no inode but its root (PID 1
-/// applies the same test; files unlinked but held open still hold blocks).
-fn tmp_untouched(tmp: &Path) -> bool {
-    nix::sys::statvfs::statvfs(tmp)
-        .is_ok_and(|s| s.blocks() == s.blocks_free() && s.files() - s.files_free() <= 1)
 }
 
 /// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
@@ -656,8 +644,7 @@ async fn receive_listener(
 struct JailControl {
     pid: i32,
     reaped: Arc<AtomicBool>,
-    root: PathBuf,
-    cgroups: Option<Cgroups>,
+    traces: HostTraces,
 }
 
 impl Control for JailControl {
@@ -671,21 +658,16 @@ impl Control for JailControl {
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {
-        self.cgroups.as_ref().and_then(Cgroups::max_memory_bytes)
+        self.traces
+            .cgroups
+            .as_ref()
+            .and_then(Cgroups::max_memory_bytes)
     }
 
     fn out_of_memory(&self) -> bool {
-        self.cgroups.as_ref().is_some_and(Cgroups::oom_killed)
-    }
-}
-
-impl Drop for JailControl {
-    fn drop(&mut self) {
-        // The mounts lived in the sandbox's mount namespace and went with it; the mount point
-        // directory is all that is left on the host.
-        let _ = std::fs::remove_dir(&self.root);
-        if let Some(cgroups) = &self.cgroups {
-            cgroups.remove();
-        }
+        self.traces
+            .cgroups
+            .as_ref()
+            .is_some_and(Cgroups::oom_killed)
     }
 }

@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests (`it/`) and the benchmarks (`benches/`), which are
+//! separate crates: each includes this file as a module.
+
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The cargo target directory this binary was built into (`target/<profile>/deps/<bin>-…` →
+/// `target`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir above deps")
+        .to_owned()
+}
+
+/// `python -m pip install --target target packages…`, quietly; panics naming the packages if
+/// pip fails.
+pub fn pip_install(python: &Path, target: &Path, packages: &[&str]) {
+    let status = std::process::Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(target)
+        .args(packages)
+        .status()
+        .expect("run pip");
+    assert!(status.success(), "pip install {packages:?} failed");
+}
+
+/// Zips the tree under `dir` into `writer`, every entry named `prefix` + its relative path
+/// (e.g. `python/…`, as a Lambda layer is laid out), with the files' own permission bits and
+/// names in sorted order: how a user zips a layer.
+pub fn zip_dir<W: Write + Seek>(writer: W, dir: &Path, prefix: &str) -> W {
+    let mut zip = zip::ZipWriter::new(writer);
+    add_dir(&mut zip, dir, dir, prefix);
+    zip.finish().expect("finish the zip")
+}
+
+fn add_dir<W: Write + Seek>(zip: &mut zip::ZipWriter<W>, root: &Path, dir: &Path, prefix: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let relative = path
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy();
+        let name = format!("{prefix}{relative}");
+        let meta = std::fs::symlink_metadata(&path).expect("metadata");
+        let options = zip::write::SimpleFileOptions::default()
+            .unix_permissions(meta.permissions().mode() & 0o777);
+        if meta.is_dir() {
+            zip.add_directory(format!("{name}/"), options)
+                .expect("add dir");
+            add_dir(zip, root, &path, prefix);
+        } else if meta.is_file() {
+            zip.start_file(name, options).expect("start file");
+            zip.write_all(&std::fs::read(&path).expect("read file"))
+                .expect("write file");
+        }
+    }
+}
