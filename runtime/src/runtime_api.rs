@@ -5,6 +5,7 @@
 //! This module is HTTP only: it parses each request into an [`ApiCall`] and sends it to the
 //! environment's task, which owns all state and decides the answer.
 
+pub mod peer;
 pub mod wire;
 
 use std::convert::Infallible;
@@ -76,11 +77,33 @@ pub async fn bind() -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
-/// Serves the Runtime API on `listener`, sending every call to `calls`. Runs until aborted.
-pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<ApiCall>) {
+/// Serves the Runtime API on `listener`, sending every call to `calls`. With `only_uid`, a
+/// connection is served only when its client socket belongs to that uid (a sandbox in the
+/// host's network namespace); any other is closed before a byte is read. Runs until aborted.
+pub async fn serve(
+    listener: TcpListener,
+    calls: mpsc::UnboundedSender<ApiCall>,
+    only_uid: Option<u32>,
+) {
+    let local = listener.local_addr();
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, peer)) => match (only_uid, &local) {
+                (None, _) => stream,
+                (Some(uid), Ok(local)) => match peer::owner_uid(*local, peer) {
+                    Ok(owner) if owner == uid => stream,
+                    found => {
+                        let owner = found.map_or_else(|e| e.to_string(), |o| format!("uid {o}"));
+                        tracing::warn!(%peer, %owner, sandbox_uid = uid,
+                            "runtime api refused a connection from outside its sandbox");
+                        continue;
+                    }
+                },
+                (Some(_), Err(e)) => {
+                    tracing::warn!(error = %e, "runtime api cannot tell its own address; refusing");
+                    continue;
+                }
+            },
             Err(e) => {
                 // Out of descriptors or similar: back off rather than spin.
                 tracing::warn!(error = %e, "runtime api accept failed");

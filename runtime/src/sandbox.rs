@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod jail;
 pub mod process;
+pub mod uids;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -68,6 +69,9 @@ pub struct Started {
     pub listener: Option<oneshot::Receiver<std::io::Result<std::net::TcpListener>>>,
     /// Makes `/tmp` fresh between invocations, when the backend does that.
     pub reset_tmp: Option<ResetTmp>,
+    /// The uid the sandbox runs as when its Runtime API listens where others could reach it
+    /// (the host's loopback from a jail in network mode `host`): only its sockets are served.
+    pub runtime_api_peer_uid: Option<u32>,
 }
 
 /// A request for a fresh `/tmp`; the reply says whether it was made.

@@ -226,6 +226,71 @@ async fn network_none_reaches_nothing_outside_the_sandbox() {
     drop(server);
 }
 
+/// What a request to `addr` from this (host, root) process gets, as the probe words it.
+fn http_from_host(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    stream
+        .write_all(b"GET /2018-06-01/runtime/probe HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 5];
+    match stream.read(&mut head) {
+        Ok(n) if head[..n].starts_with(b"HTTP/") => "answered".into(),
+        Ok(_) => "closed".into(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "closed".into(),
+        Err(e) => e.kind().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_host_reaches_out_but_its_api_serves_only_its_own_sandbox() {
+    let _serial = JAIL.lock().await;
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let host_jail = || {
+        let jail = lamina_runtime::sandbox::jail::JailSandbox::new()
+            .expect("lamina-bootstrap is built by cargo test --workspace")
+            .with_host_network()
+            .with_ready(1);
+        std::sync::Arc::new(jail)
+    };
+    let a = Harness::start_in(host_jail(), function_with(&program("probe")), |_| {});
+    let b = Harness::start_in(host_jail(), function_with(&program("probe")), |_| {});
+    let (_, a_env) = a.invoke_json("{}").await;
+    let a_api = a_env["env"]["AWS_LAMBDA_RUNTIME_API"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (a_report, b_report) = (probe_report(&a).await, probe_report(&b).await);
+    // Each sandbox on the host's network runs as a uid of its own, still not root.
+    assert_ne!(a_report["uid"], b_report["uid"]);
+    for uid in [&a_report["uid"], &b_report["uid"]] {
+        assert!(!["0", "993"].contains(&uid.as_str().unwrap()), "{uid}");
+    }
+    // Egress: the host's loopback is reachable, as it is not in mode `none`.
+    let (_, r) = a
+        .invoke_json(&format!(r#"{{"action":"connect","addr":"{server_addr}"}}"#))
+        .await;
+    assert_eq!(r["connect"], "ok");
+    // The sandbox's own runtime gets answers on a new connection...
+    let http_to_a = format!(r#"{{"action":"http","addr":"{a_api}"}}"#);
+    let (_, r) = a.invoke_json(&http_to_a).await;
+    assert_eq!(r["http"], "answered", "a's own uid is served");
+    // ...another sandbox and another host user (this test, as root) are hung up on unread.
+    let (_, r) = b.invoke_json(&http_to_a).await;
+    assert_eq!(r["http"], "closed", "another sandbox is refused");
+    assert_eq!(http_from_host(&a_api), "closed", "a host user is refused");
+    // And the sandbox's own work goes on.
+    let (done, r) = a.invoke_json(r#"{"action":"echo","n":1}"#).await;
+    assert!(done.error_type().is_none(), "{r}");
+    a.finish().await;
+    b.finish().await;
+    drop(server);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tmp_is_fresh_for_every_invocation_unless_asked_to_persist() {
     let _serial = JAIL.lock().await;

@@ -270,6 +270,16 @@ fn main() {
                     format!("{{\"connect\":{}}}", json_string(&result)).as_bytes(),
                 );
             }
+            "http" => {
+                // A fresh connection to a Runtime API (only ever loopback): does it answer?
+                // The path is one no API serves, so an accepted request is answered at once.
+                let addr = field(&event, "addr").unwrap_or("127.0.0.1:1").to_owned();
+                let result = http_answer(&addr);
+                respond(
+                    &mut api,
+                    format!("{{\"http\":{}}}", json_string(&result)).as_bytes(),
+                );
+            }
             "jail" => {
                 respond(&mut api, jail_report().as_bytes());
             }
@@ -319,6 +329,30 @@ fn main() {
 }
 
 /// What the sandbox lets this process do: each attempt reports "ok" or the error it met.
+/// `answered` when a request to `addr` gets an HTTP response, `closed` when the server hangs up
+/// without one, else the error.
+fn http_answer(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = match addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| e.to_string())
+        .and_then(|a| {
+            TcpStream::connect_timeout(&a, Duration::from_secs(2)).map_err(|e| e.to_string())
+        }) {
+        Ok(stream) => stream,
+        Err(e) => return e,
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.write_all(b"GET /2018-06-01/runtime/probe HTTP/1.1\r\nHost: probe\r\n\r\n");
+    let mut head = [0u8; 5];
+    match stream.read(&mut head) {
+        Ok(n) if head[..n].starts_with(b"HTTP/") => "answered".to_owned(),
+        Ok(_) => "closed".to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "closed".to_owned(),
+        Err(e) => e.kind().to_string(),
+    }
+}
+
 fn jail_report() -> String {
     let attempt = |r: std::io::Result<()>| match r {
         Ok(()) => "ok".to_owned(),

@@ -241,6 +241,7 @@ async fn start(
         logs,
         listener: handed_over,
         reset_tmp,
+        runtime_api_peer_uid,
     } = sandbox.start(StartSpec {
         spec,
         env_id: env_hex,
@@ -272,7 +273,11 @@ async fn start(
     match pump {
         Ok((listener, pump)) => {
             let (api_tx, api_rx) = mpsc::unbounded_channel();
-            let server = AbortOnDrop(tokio::spawn(runtime_api::serve(listener, api_tx)));
+            let server = AbortOnDrop(tokio::spawn(runtime_api::serve(
+                listener,
+                api_tx,
+                runtime_api_peer_uid,
+            )));
             Ok(Running {
                 server,
                 api_rx,

@@ -16,11 +16,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::cgroup::{self, Cgroups};
+use super::uids::UidLease;
 use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
 use crate::error::Failure;
 
-/// Lambda's sandbox user (`sbx_user1051`).
+/// Lambda's sandbox user (`sbx_user1051`), shared by every jail with a network namespace of its
+/// own; in network mode `host` each jail gets a uid of its own instead ([`UidLease`]).
 const SANDBOX_UID: u32 = 993;
 const SANDBOX_GID: u32 = 990;
 
@@ -301,13 +303,14 @@ struct Shell {
     traces: HostTraces,
 }
 
-/// What a sandbox has on the host beside its processes: the root's mount point and its
-/// cgroups. Removed when dropped, which must come after its processes are gone. (The mounts
-/// lived in the sandbox's mount namespace and went with it.)
+/// What a sandbox has on the host beside its processes: the root's mount point, its cgroups
+/// and, in network mode `host`, its uid. Removed (released) when dropped, which must come after
+/// its processes are gone. (The mounts lived in the sandbox's mount namespace and went with it.)
 #[derive(Debug)]
 struct HostTraces {
     root: PathBuf,
     cgroups: Option<Cgroups>,
+    uid: Option<UidLease>,
 }
 
 impl Drop for HostTraces {
@@ -342,7 +345,16 @@ impl ShellConfig {
         let mut traces = HostTraces {
             root,
             cgroups: None,
+            uid: None,
         };
+        if self.network == Network::Host {
+            // On the host's loopback the Runtime API tells its sandbox by the uid (see
+            // `runtime_api::peer`); in a private network namespace nobody else can connect.
+            traces.uid = Some(
+                UidLease::acquire(&self.state_dir.join("uids"))
+                    .map_err(|e| host_failure("leasing the sandbox's uid", e))?,
+            );
+        }
         if let Some(version) = self.cgroups {
             traces.cgroups = Some(
                 Cgroups::create(version, &name)
@@ -353,7 +365,7 @@ impl ShellConfig {
         let shell = ShellSpec {
             version: lamina_bootstrap::spec::SPEC_VERSION,
             root: traces.root.clone(),
-            uid: SANDBOX_UID,
+            uid: traces.uid.as_ref().map_or(SANDBOX_UID, UidLease::uid),
             gid: SANDBOX_GID,
             hostname: "lamina".into(),
             cgroups: cgroups.map(|c| c.sandbox_dirs.clone()).unwrap_or_default(),
@@ -473,6 +485,7 @@ impl Sandbox for JailSandbox {
             traces,
         };
         let cgroups = jail_control.traces.cgroups.as_ref();
+        let runtime_api_peer_uid = jail_control.traces.uid.as_ref().map(UidLease::uid);
         let sandbox_procs = cgroups
             .and_then(|c| c.sandbox_dirs.first())
             .map(|dir| dir.join("cgroup.procs"));
@@ -554,6 +567,7 @@ impl Sandbox for JailSandbox {
             logs: logs.into(),
             listener: expects_listener.then_some(listener_rx),
             reset_tmp,
+            runtime_api_peer_uid,
         })
     }
 }

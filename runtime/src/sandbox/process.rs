@@ -70,6 +70,8 @@ impl Sandbox for ProcessSandbox {
             listener: None,
             // Without a jail /tmp is the host's: nothing to reset.
             reset_tmp: None,
+            // Unjailed, the function runs as the host's user: there is nobody to tell apart.
+            runtime_api_peer_uid: None,
         })
     }
 }
