@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -178,6 +178,30 @@ impl Cache {
             digest,
             tree,
             bytes: plan.total_bytes,
+        })
+    }
+
+    /// A lone WebAssembly module as a function's code: a tree holding just `bootstrap.wasm`,
+    /// stored under the module's digest like an extracted archive (so the function sees
+    /// `/var/task/bootstrap.wasm`, and never the module's neighbours on the host).
+    pub fn module_tree(&self, module: &Path) -> Result<CacheEntry, CacheError> {
+        let digest = self.digest(module)?;
+        let tree = self.root.join("trees").join(format!("wasm-{digest}"));
+        if !tree.is_dir() {
+            let work = self.tmp_dir()?;
+            let staged = work.path().join("tree");
+            fs::create_dir(&staged).map_err(io_err(&staged))?;
+            let copy = staged.join("bootstrap.wasm");
+            fs::copy(module, &copy).map_err(io_err(module))?;
+            // Read-only, as every extracted file is.
+            fs::set_permissions(&copy, fs::Permissions::from_mode(0o444)).map_err(io_err(&copy))?;
+            publish(&staged, &tree)?;
+        }
+        let bytes = tree_size(&tree);
+        Ok(CacheEntry {
+            digest,
+            tree,
+            bytes,
         })
     }
 

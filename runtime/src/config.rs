@@ -26,7 +26,7 @@ pub const MAX_ENVIRONMENT_BYTES: usize = 4 * 1024;
 pub struct FunctionConfig {
     /// The function's name; derived from the code path when absent.
     pub name: Option<String>,
-    /// A directory or `.zip` holding the function's code.
+    /// A directory or `.zip` holding the function's code, or a lone `.wasm` module.
     pub code: PathBuf,
     /// `_HANDLER`.
     pub handler: Option<String>,
@@ -201,7 +201,7 @@ impl FunctionConfig {
         }
         // The cache is touched only when there is an archive or a layer: a plain directory
         // function runs even where the user's cache directory cannot be written.
-        let needs_cache = is_zip(&self.code) || !self.layers.is_empty();
+        let needs_cache = is_zip(&self.code) || is_wasm(&self.code) || !self.layers.is_empty();
         let cache = match needs_cache {
             true => Some(Cache::open(
                 self.cache_dir.unwrap_or_else(Cache::default_root),
@@ -303,6 +303,13 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A lone WebAssembly module given as the function (`lamina invoke handler.wasm`).
+fn is_wasm(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wasm"))
+        && path.is_file()
+}
+
 fn is_zip(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
@@ -336,7 +343,13 @@ fn locate(
         let entry = cache.extract(path, limits, &report)?;
         return Ok((entry.tree, entry.bytes));
     }
-    Err(err("not a directory or a .zip file"))
+    if let Some(cache) = cache.filter(|_| what == "code" && is_wasm(path)) {
+        let entry = cache.module_tree(path)?;
+        return Ok((entry.tree, entry.bytes));
+    }
+    Err(err(
+        "not a directory, a .zip or (as the function) a .wasm file",
+    ))
 }
 
 #[cfg(test)]

@@ -70,6 +70,8 @@ pub enum Failure {
     ResponseTooLarge,
     /// The environment ran out of memory.
     OutOfMemory,
+    /// A WebAssembly function trapped: the trap (`wasm trap: …`) and where it happened.
+    Trapped(String),
     /// lamina itself failed; not the function's fault.
     Sandbox(String),
 }
@@ -85,6 +87,9 @@ impl Failure {
             Failure::Timeout(_) | Failure::InitTimeout(_) => "Sandbox.Timedout",
             Failure::ResponseTooLarge => "Function.ResponseSizeTooLarge",
             Failure::OutOfMemory => "Runtime.OutOfMemory",
+            // Lambda has no WASM; a trap is the guest crashing, so it gets a runtime error
+            // type of its own, as a native crash gets `Runtime.ExitError`.
+            Failure::Trapped(_) => "Runtime.WasmTrap",
             Failure::Sandbox(_) => "Sandbox.Failure",
         }
     }
@@ -112,6 +117,8 @@ impl Failure {
                 );
             }
             Failure::OutOfMemory => "Runtime exited with error: signal: killed".into(),
+            // wasmtime's own words: "wasm trap: …" and the backtrace.
+            Failure::Trapped(trap) => trap.clone(),
             Failure::Sandbox(reason) => reason.clone(),
         };
         format!("RequestId: {request_id} Error: {detail}")

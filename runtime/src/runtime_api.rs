@@ -59,6 +59,18 @@ pub enum ApiCall {
         /// Accepted, or why not.
         reply: Reply<()>,
     },
+    /// Not HTTP: from a runtime that lives in the host (the WASM backend), the invocation
+    /// `request_id` (or, when `None`, the init phase) ended in a failure only the host sees:
+    /// an exit status, a trap, running out of memory, a module that cannot be loaded. The
+    /// environment itself goes on unless the failure came during init.
+    Failed {
+        /// The invocation, or `None` during init.
+        request_id: Option<String>,
+        /// What happened, mapped to Lambda's error types in [`crate::error`].
+        failure: crate::error::Failure,
+        /// Accepted, or why not.
+        reply: Reply<()>,
+    },
     /// `POST /runtime/init/error`
     InitError {
         /// `Lambda-Runtime-Function-Error-Type`, when sent.

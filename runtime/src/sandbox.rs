@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod jail;
 pub mod process;
 pub mod uids;
+pub mod wasm;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -28,10 +29,44 @@ pub struct StartSpec<'a> {
     pub spec: &'a FunctionSpec,
     /// The environment's id (hex), unique in this host.
     pub env_id: &'a str,
-    /// The environment's own Runtime API listener.
-    pub runtime_api: SocketAddr,
+    /// How the environment's runtime reaches its Runtime API.
+    pub runtime_api: ApiLink,
     /// The log stream name (`AWS_LAMBDA_LOG_STREAM_NAME`).
     pub log_stream: &'a str,
+}
+
+/// How a runtime reaches its environment's Runtime API.
+#[derive(Debug)]
+pub enum ApiLink {
+    /// Over HTTP at this address (the environment's own listener).
+    Tcp(SocketAddr),
+    /// Straight into the environment's mailbox: a runtime that lives in the host process
+    /// (the WASM backend) needs no HTTP.
+    InProcess(tokio::sync::mpsc::UnboundedSender<crate::runtime_api::ApiCall>),
+}
+
+/// Where a backend's runtimes find their Runtime API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiPlacement {
+    /// A listener the host binds on its loopback.
+    HostLoopback,
+    /// A listener the sandbox makes itself, at this address in its own network namespace,
+    /// and hands over ([`Started::listener`]).
+    Inside(SocketAddr),
+    /// No listener: calls go straight to the mailbox ([`ApiLink::InProcess`]).
+    InProcess,
+}
+
+impl StartSpec<'_> {
+    /// The Runtime API's address, for backends whose runtimes speak HTTP.
+    pub fn tcp_api(&self) -> Result<SocketAddr, Failure> {
+        match &self.runtime_api {
+            ApiLink::Tcp(addr) => Ok(*addr),
+            ApiLink::InProcess(_) => Err(Failure::Sandbox(
+                "this backend needs a Runtime API listener".into(),
+            )),
+        }
+    }
 }
 
 /// How to stop an environment's processes.
@@ -65,7 +100,7 @@ pub struct Started {
     /// The read end of the pipe carrying the environment's stdout and stderr.
     pub logs: OwnedFd,
     /// The Runtime API listener, when the sandbox creates it (inside its own network
-    /// namespace, see [`Sandbox::runtime_api_inside`]); resolves once the sandbox hands it over.
+    /// namespace, see [`ApiPlacement::Inside`]); resolves once the sandbox hands it over.
     pub listener: Option<oneshot::Receiver<std::io::Result<std::net::TcpListener>>>,
     /// Makes `/tmp` fresh between invocations, when the backend does that.
     pub reset_tmp: Option<ResetTmp>,
@@ -84,15 +119,83 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
     /// Starts the function's runtime. Errors are the invocation's outcome (a missing bootstrap,
     /// or a host failure).
     fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure>;
-    /// Where the Runtime API listens inside the sandbox, when the sandbox makes the listener
-    /// itself (its own network namespace); `None` when the host binds one on its loopback.
-    fn runtime_api_inside(&self) -> Option<SocketAddr> {
-        None
+    /// Where the backend's runtimes find their Runtime API.
+    fn runtime_api(&self) -> ApiPlacement {
+        ApiPlacement::HostLoopback
     }
 }
 
 /// Where Lambda looks for a custom runtime's `bootstrap`, as the function sees the paths.
 pub const BOOTSTRAP_PATHS: [&str; 2] = ["/var/task/bootstrap", "/opt/bootstrap"];
+
+/// Where lamina looks for a WebAssembly bootstrap, in order: a WASM runtime can ship in the
+/// function's code or as a layer, like a native one.
+pub const WASM_BOOTSTRAP_PATHS: [&str; 4] = [
+    "/var/task/bootstrap",
+    "/var/task/bootstrap.wasm",
+    "/opt/bootstrap",
+    "/opt/bootstrap.wasm",
+];
+
+/// Which backend family a function's bootstrap needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapKind {
+    /// An executable: the jail (or the unisolated process backend).
+    Native,
+    /// A WebAssembly module or component: wasmtime.
+    Wasm,
+}
+
+/// The host path behind each of [`WASM_BOOTSTRAP_PATHS`] (the `/opt` ones only with layers).
+fn wasm_candidates(spec: &FunctionSpec) -> impl Iterator<Item = (PathBuf, &'static str)> + '_ {
+    let [task, task_wasm, opt, opt_wasm] = WASM_BOOTSTRAP_PATHS;
+    let code = [
+        (spec.code_dir.join("bootstrap"), task),
+        (spec.code_dir.join("bootstrap.wasm"), task_wasm),
+    ];
+    let layers = spec.opt.iter().flat_map(move |o| {
+        [
+            (o.merged.join("bootstrap"), opt),
+            (o.merged.join("bootstrap.wasm"), opt_wasm),
+        ]
+    });
+    code.into_iter().chain(layers)
+}
+
+/// Whether `path` starts with WebAssembly's magic (a core module or a component).
+pub fn is_wasm_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"\0asm")
+}
+
+/// Which backend the function needs: WASM when the first bootstrap found in lamina's lookup
+/// order is a WebAssembly binary; native otherwise (including when there is none, so that
+/// the error is Lambda's own).
+pub fn bootstrap_kind(spec: &FunctionSpec) -> BootstrapKind {
+    let first = wasm_candidates(spec).find(|(host, _)| {
+        std::fs::metadata(host).is_ok_and(|m| m.is_file())
+            && (is_wasm_file(host) || host.file_name().is_some_and(|n| n == "bootstrap"))
+    });
+    match first {
+        Some((host, _)) if is_wasm_file(&host) => BootstrapKind::Wasm,
+        _ => BootstrapKind::Native,
+    }
+}
+
+/// Finds the WebAssembly bootstrap: (host path, the path as the function sees it).
+pub fn find_wasm_bootstrap(spec: &FunctionSpec) -> Result<(PathBuf, &'static str), Failure> {
+    wasm_candidates(spec)
+        .find(|(host, _)| is_wasm_file(host))
+        .ok_or_else(|| Failure::BootstrapNotFound {
+            searched: WASM_BOOTSTRAP_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+        })
+}
 
 /// Finds the executable `bootstrap` on the host: the function's code first, then its layers'
 /// composed `/opt`, as Lambda looks.

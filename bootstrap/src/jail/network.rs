@@ -11,7 +11,9 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use super::{BootstrapError, io_step_err, step_err};
 
 /// Where the Runtime API listens inside the sandbox.
-pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
+pub const RUNTIME_API_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9001),
+);
 
 /// Brings up `lo` in the current (fresh) network namespace.
 pub(crate) fn loopback_up() -> Result<(), BootstrapError> {

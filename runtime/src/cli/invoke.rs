@@ -14,14 +14,16 @@ use crate::error::MAX_PAYLOAD_BYTES;
 use crate::invoke::InvokeRequest;
 use crate::logs::StderrSink;
 use crate::pool::FunctionPool;
-use crate::sandbox::Sandbox;
 use crate::sandbox::jail::JailSandbox;
 use crate::sandbox::process::ProcessSandbox;
+use crate::sandbox::wasm::WasmSandbox;
+use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
 
 /// Arguments of `lamina invoke`.
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
-    /// The function: a directory or .zip holding an executable `bootstrap` (or whose layers do).
+    /// The function: a directory or .zip holding an executable `bootstrap` or a
+    /// `bootstrap.wasm` (or whose layers do), or a lone `.wasm` module.
     pub function: PathBuf,
     /// A layer (directory or .zip); repeatable, at most 5, later ones win in /opt.
     #[arg(long = "layer", value_name = "LAYER")]
@@ -59,8 +61,9 @@ pub struct InvokeArgs {
     /// The region the function claims to run in.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
-    /// Where the bootstrap runs: the native jail (the default), or a plain child process with
-    /// no isolation at all (development only).
+    /// Where a native bootstrap runs: the native jail (the default), or a plain child process
+    /// with no isolation at all (development only). A WebAssembly bootstrap always runs in
+    /// wasmtime.
     #[arg(long, value_enum, default_value_t = SandboxKind::Jail)]
     pub sandbox: SandboxKind,
     /// Size of /tmp in MB (512–10240).
@@ -105,8 +108,18 @@ pub enum SandboxKind {
 /// Runs `lamina invoke`.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let payload = read_payload(&args)?;
-    // Checked first: a host that cannot run the jail should hear so before any extraction.
-    let sandbox = sandbox(args.sandbox, args.network)?;
+    // The native backend is checked (and a jail built) first, while the function's archives
+    // are extracted; a lone `.wasm` needs none of it. Its failure is reported only once the
+    // function turns out to be native.
+    let lone_module = args
+        .function
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
+    let native = (!lone_module).then(|| native_sandbox(args.sandbox, args.network));
+    let cache_root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(lamina_layers::Cache::default_root);
     let environment = args
         .env
         .iter()
@@ -133,6 +146,21 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     };
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
+    let sandbox: Arc<dyn Sandbox> = match bootstrap_kind(&spec) {
+        BootstrapKind::Wasm => Arc::new(
+            WasmSandbox::new(&cache_root).context("the WASM backend cannot run on this host")?,
+        ),
+        BootstrapKind::Native => {
+            if args.sandbox == SandboxKind::Process {
+                eprintln!(
+                    "WARNING: --sandbox process: the function runs as a plain child process with \
+                     your user's rights and no isolation. Use it for development only, with code \
+                     you trust."
+                );
+            }
+            native.unwrap_or_else(|| native_sandbox(args.sandbox, args.network))?
+        }
+    };
     let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));
     let invocations = async {
         let mut failed = false;
@@ -171,16 +199,10 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The chosen backend, after checking that this host supports it.
-pub fn sandbox(kind: SandboxKind, network: NetworkKind) -> anyhow::Result<Arc<dyn Sandbox>> {
+/// The chosen native backend, after checking that this host supports it.
+pub fn native_sandbox(kind: SandboxKind, network: NetworkKind) -> anyhow::Result<Arc<dyn Sandbox>> {
     Ok(match kind {
-        SandboxKind::Process => {
-            eprintln!(
-                "WARNING: --sandbox process: the function runs as a plain child process with your \
-                 user's rights and no isolation. Use it for development only, with code you trust."
-            );
-            Arc::new(ProcessSandbox)
-        }
+        SandboxKind::Process => Arc::new(ProcessSandbox),
         SandboxKind::Jail => {
             let jail = JailSandbox::new().map_err(|e| {
                 anyhow::anyhow!(

@@ -25,7 +25,7 @@ use crate::invoke::{FunctionError, InvokeOutcome};
 use crate::logs::{self, LogPump, LogSink, Report};
 use crate::runtime_api::wire::{ApiError, NextEvent};
 use crate::runtime_api::{self, ApiCall, Reply};
-use crate::sandbox::{Control, Sandbox, StartSpec, Started, Stop};
+use crate::sandbox::{ApiLink, ApiPlacement, Control, Sandbox, StartSpec, Started, Stop};
 
 /// Messages from the pool.
 #[derive(Debug)]
@@ -207,7 +207,8 @@ async fn run(
 
 /// An environment whose sandbox, Runtime API and log pump are up.
 struct Running {
-    server: AbortOnDrop,
+    /// The Runtime API server; `None` for a runtime in the host process.
+    server: Option<AbortOnDrop>,
     api_rx: mpsc::UnboundedReceiver<ApiCall>,
     pump: LogPump,
     control: Box<dyn Control>,
@@ -225,14 +226,17 @@ async fn start(
     env_hex: &str,
 ) -> Result<Running, Failure> {
     let host_failure = |what: &str, e: std::io::Error| Failure::Sandbox(format!("{what}: {e}"));
-    let (host_listener, addr) = match sandbox.runtime_api_inside() {
-        Some(addr) => (None, addr),
-        None => {
+    let (api_tx, api_rx) = mpsc::unbounded_channel();
+    let placement = sandbox.runtime_api();
+    let (host_listener, runtime_api) = match placement {
+        ApiPlacement::Inside(addr) => (None, ApiLink::Tcp(addr)),
+        ApiPlacement::HostLoopback => {
             let (listener, addr) = runtime_api::bind()
                 .await
                 .map_err(|e| host_failure("cannot bind the runtime api listener", e))?;
-            (Some(listener), addr)
+            (Some(listener), ApiLink::Tcp(addr))
         }
+        ApiPlacement::InProcess => (None, ApiLink::InProcess(api_tx.clone())),
     };
     let log_stream = lambda_env::log_stream_name(SystemTime::now(), env_hex);
     let Started {
@@ -245,16 +249,18 @@ async fn start(
     } = sandbox.start(StartSpec {
         spec,
         env_id: env_hex,
-        runtime_api: addr,
+        runtime_api,
         log_stream: &log_stream,
     })?;
     let listener = match (host_listener, handed_over) {
-        (Some(listener), _) => Ok(listener),
+        _ if placement == ApiPlacement::InProcess => Ok(None),
+        (Some(listener), _) => Ok(Some(listener)),
         (None, Some(handed_over)) => {
             match tokio::time::timeout(spec.init_timeout, handed_over).await {
                 Ok(Ok(Ok(listener))) => listener
                     .set_nonblocking(true)
-                    .and_then(|()| tokio::net::TcpListener::from_std(listener)),
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map(Some),
                 Ok(Ok(Err(e))) => Err(e),
                 Ok(Err(_)) => Err(std::io::Error::other(
                     "the sandbox ended before handing over its runtime api listener",
@@ -272,12 +278,14 @@ async fn start(
         listener.and_then(|listener| Ok((listener, LogPump::start(logs, Arc::clone(sink))?)));
     match pump {
         Ok((listener, pump)) => {
-            let (api_tx, api_rx) = mpsc::unbounded_channel();
-            let server = AbortOnDrop(tokio::spawn(runtime_api::serve(
-                listener,
-                api_tx,
-                runtime_api_peer_uid,
-            )));
+            // In process, the runtime holds the only sender: the mailbox closes when it ends.
+            let server = listener.map(|listener| {
+                AbortOnDrop(tokio::spawn(runtime_api::serve(
+                    listener,
+                    api_tx,
+                    runtime_api_peer_uid,
+                )))
+            });
             Ok(Running {
                 server,
                 api_rx,
@@ -434,6 +442,24 @@ impl Env {
                     InvokeOutcome::FunctionError(error),
                 )
                 .await
+            }
+            ApiCall::Failed {
+                request_id: Some(request_id),
+                failure,
+                reply,
+            } => {
+                let outcome = InvokeOutcome::Failure(failure);
+                self.answer(&request_id, reply, Ok(()), outcome).await
+            }
+            ApiCall::Failed {
+                request_id: None,
+                failure,
+                reply,
+            } => {
+                let _ = reply.send(Ok(()));
+                self.init_duration = self.init_started.take().map(|s| s.elapsed());
+                self.fail_inflight(failure);
+                Some(End::Destroy)
             }
             ApiCall::InitError {
                 error_type,

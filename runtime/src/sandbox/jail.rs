@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::cgroup::{self, Cgroups};
 use super::uids::UidLease;
-use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
+use super::{ApiPlacement, Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
 use crate::error::Failure;
 
@@ -432,12 +432,12 @@ impl Sandbox for JailSandbox {
         "jail"
     }
 
-    fn runtime_api_inside(&self) -> Option<std::net::SocketAddr> {
+    fn runtime_api(&self) -> ApiPlacement {
         match self.network {
-            Network::None => lamina_bootstrap::jail::network::RUNTIME_API_ADDR
-                .parse()
-                .ok(),
-            Network::Host => None,
+            Network::None => {
+                ApiPlacement::Inside(lamina_bootstrap::jail::network::RUNTIME_API_ADDR)
+            }
+            Network::Host => ApiPlacement::HostLoopback,
         }
     }
 
@@ -455,7 +455,7 @@ impl Sandbox for JailSandbox {
         };
         let env = lambda_env::environment(
             spec,
-            &start.runtime_api.to_string(),
+            &start.tcp_api()?.to_string(),
             start.log_stream,
             &paths,
         );

@@ -31,7 +31,7 @@ impl Sandbox for ProcessSandbox {
         };
         let env = lambda_env::environment(
             spec,
-            &start.runtime_api.to_string(),
+            &start.tcp_api()?.to_string(),
             start.log_stream,
             &paths,
         );

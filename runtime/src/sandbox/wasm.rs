@@ -1,0 +1,410 @@
+//! The WASM backend: bootstraps compiled to WebAssembly run inside wasmtime, in the lamina
+//! process, a fresh instance and a fresh `/tmp` for every invocation. The guest ABI
+//! (docs/wasm-guest-abi.md): the event on stdin, the response on stdout, log lines on stderr,
+//! Lambda's variables plus the invocation's in the environment, the exit status as the
+//! outcome.
+//!
+//! An environment here is a task, not a process: it takes events from the environment's
+//! mailbox directly ([`ApiLink::InProcess`]), the same calls a native runtime makes over HTTP,
+//! so the pool, deadlines, logs and error mapping are the same for both backends. Each run
+//! happens on a blocking thread; a timeout sets the run's kill switch, which the epoch ticker
+//! turns into a trap within one tick.
+//!
+//! Scope: one `WasmSandbox` (one engine, one compiled-code cache) per lamina process; each
+//! environment owns a tmpfs and a driver task.
+
+mod code;
+mod limits;
+mod run;
+pub mod tmp;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
+use wasmtime::Engine;
+use wasmtime_wasi::cli::OutputFile;
+
+use super::{ApiLink, ApiPlacement, Control, Sandbox, StartSpec, Started, Stop};
+use crate::config::lambda_env::{self, Paths};
+use crate::error::{ExitStatus, Failure, MAX_PAYLOAD_BYTES};
+use crate::runtime_api::ApiCall;
+use crate::runtime_api::wire::NextEvent;
+pub use code::EngineError;
+use code::{CodeCache, Guest};
+use run::{Ending, Ran, Run};
+use tmp::EnvTmp;
+
+/// How often the epoch advances: the longest a killed guest runs on.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why the WASM backend cannot run on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmUnavailable {
+    /// wasmtime could not be set up.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// `/tmp` filesystems cannot be mounted.
+    #[error(
+        "the WASM backend mounts a size-limited tmpfs as each environment's /tmp and cannot: {0} (it needs root)"
+    )]
+    Tmp(std::io::Error),
+}
+
+/// A bootstrap's compilation, shared by the environments that run it; compiled once even
+/// when several start at the same moment.
+type CodeCell = Arc<OnceCell<Result<Guest, String>>>;
+
+/// Runs WebAssembly bootstraps in wasmtime.
+#[derive(Debug)]
+pub struct WasmSandbox {
+    engine: Engine,
+    cache: CodeCache,
+    tmp_state: PathBuf,
+    /// By the bootstrap's host path, size and modification time.
+    code: Mutex<HashMap<(PathBuf, u64, i64), CodeCell>>,
+}
+
+impl WasmSandbox {
+    /// Sets up the engine (compiled code cached under `cache_root/wasm`) and checks that
+    /// environments' `/tmp` filesystems can be mounted.
+    pub fn new(cache_root: &Path) -> Result<WasmSandbox, WasmUnavailable> {
+        let engine = code::engine()?;
+        tmp::prepare(Path::new(tmp::STATE_DIR)).map_err(WasmUnavailable::Tmp)?;
+        // The epoch ticker lives as long as the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("lamina-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| WasmUnavailable::Engine(EngineError::from_io(e)))?;
+        Ok(WasmSandbox {
+            cache: CodeCache::new(&engine, cache_root),
+            engine,
+            tmp_state: PathBuf::from(tmp::STATE_DIR),
+            code: Mutex::default(),
+        })
+    }
+
+    fn code_cell(&self, path: &Path) -> CodeCell {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = std::fs::metadata(path).map_or((0, 0), |m| {
+            (m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
+        });
+        let key = (path.to_owned(), stamp.0, stamp.1);
+        let mut code = self.code.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(code.entry(key).or_default())
+    }
+}
+
+impl Sandbox for WasmSandbox {
+    fn name(&self) -> &'static str {
+        "wasm"
+    }
+
+    fn runtime_api(&self) -> ApiPlacement {
+        ApiPlacement::InProcess
+    }
+
+    fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
+        let spec = start.spec;
+        let ApiLink::InProcess(calls) = start.runtime_api else {
+            return Err(Failure::Sandbox(
+                "the WASM backend takes its events in process".into(),
+            ));
+        };
+        let (host_path, guest_path) = super::find_wasm_bootstrap(spec)?;
+        let paths = Paths {
+            task_root: "/var/task".into(),
+            runtime_dir: "/var/runtime".into(),
+        };
+        let mut env = lambda_env::environment(spec, "", start.log_stream, &paths);
+        // A WASM runtime is handed its events; it has no Runtime API to call.
+        env.retain(|(k, _)| k != "AWS_LAMBDA_RUNTIME_API");
+        let tmp = EnvTmp::mount(&self.tmp_state, spec.ephemeral_storage_mb)
+            .map_err(|e| Failure::Sandbox(format!("mounting the environment's /tmp: {e}")))?;
+        let (reader, writer, writer2) = super::log_pipe()?;
+        drop(writer2);
+        let shared = Arc::new(Shared::default());
+        let (exit_tx, exited) = oneshot::channel();
+        let driver = Driver {
+            engine: self.engine.clone(),
+            cache: self.cache.clone(),
+            code: self.code_cell(&host_path),
+            host_path,
+            program: guest_path,
+            env,
+            stderr: OutputFile::new(std::fs::File::from(OwnedFd::from(writer))),
+            code_dir: spec.code_dir.clone(),
+            opt_dir: spec.opt.as_ref().map(|o| o.merged.clone()),
+            tmp: Arc::new(tmp),
+            tmp_per_invocation: spec.tmp_per_invocation,
+            memory_bytes: usize::try_from(u64::from(spec.memory_mb) * 1024 * 1024)
+                .unwrap_or(usize::MAX),
+            shared: Arc::clone(&shared),
+            calls,
+        };
+        tokio::spawn(async move {
+            let status = driver.drive().await;
+            let _ = exit_tx.send(status);
+        });
+        Ok(Started {
+            control: Box::new(WasmControl { shared }),
+            exited,
+            logs: reader.into(),
+            listener: None,
+            // The driver makes /tmp fresh itself, after each response.
+            reset_tmp: None,
+            runtime_api_peer_uid: None,
+        })
+    }
+}
+
+/// What an environment's driver and its control share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Stops the run in progress at the next epoch tick.
+    killed: Arc<AtomicBool>,
+    /// Wakes a driver waiting for its next event, to end.
+    stop: Notify,
+    /// The largest linear memory of any run, bytes.
+    peak_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct WasmControl {
+    shared: Arc<Shared>,
+}
+
+impl Control for WasmControl {
+    fn stop(&self, how: Stop) {
+        if how == Stop::Kill {
+            self.shared.killed.store(true, Ordering::Relaxed);
+        }
+        // Between runs there is nothing to wind down: either way the driver ends.
+        self.shared.stop.notify_one();
+    }
+
+    fn max_memory_bytes(&self) -> Option<u64> {
+        Some(self.shared.peak_bytes.load(Ordering::Relaxed))
+    }
+}
+
+/// One environment's loop: load the bootstrap (init), then for each event a fresh run.
+struct Driver {
+    engine: Engine,
+    cache: CodeCache,
+    code: CodeCell,
+    host_path: PathBuf,
+    program: &'static str,
+    env: Vec<(String, String)>,
+    stderr: OutputFile,
+    code_dir: PathBuf,
+    opt_dir: Option<PathBuf>,
+    tmp: Arc<EnvTmp>,
+    tmp_per_invocation: bool,
+    memory_bytes: usize,
+    shared: Arc<Shared>,
+    calls: mpsc::UnboundedSender<ApiCall>,
+}
+
+impl Driver {
+    async fn drive(self) -> ExitStatus {
+        let (engine, cache, path) = (
+            self.engine.clone(),
+            self.cache.clone(),
+            self.host_path.clone(),
+        );
+        let loaded = self
+            .code
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || cache.load(&engine, &path))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("loading the module failed: {e}")))
+            })
+            .await;
+        let guest = match loaded {
+            Ok(guest) => guest.clone(),
+            Err(reason) => {
+                let failure = Failure::BootstrapNotExecutable {
+                    path: self.program.to_owned(),
+                    reason: reason.clone(),
+                };
+                let (reply, _) = oneshot::channel();
+                let _ = self.calls.send(ApiCall::Failed {
+                    request_id: None,
+                    failure,
+                    reply,
+                });
+                return ExitStatus::Code(1);
+            }
+        };
+        let driver = Arc::new(self);
+        loop {
+            let (next, event) = oneshot::channel();
+            if driver.calls.send(ApiCall::Next(next)).is_err() {
+                return ExitStatus::Code(0);
+            }
+            let event = tokio::select! {
+                event = event => match event {
+                    Ok(Ok(event)) => event,
+                    // The environment is gone or refused: nothing more to run.
+                    _ => return ExitStatus::Code(0),
+                },
+                () = driver.shared.stop.notified() => return ExitStatus::Code(0),
+            };
+            let request_id = event.request_id.clone();
+            let ran = {
+                let (driver, guest) = (Arc::clone(&driver), guest.clone());
+                tokio::task::spawn_blocking(move || driver.run_once(&guest, event)).await
+            };
+            let ran = match ran {
+                Ok(ran) => ran,
+                Err(e) => Ran {
+                    ending: Ending::HostFailed(format!("the run failed: {e}")),
+                    stdout: Bytes::new(),
+                    peak_bytes: 0,
+                },
+            };
+            driver
+                .shared
+                .peak_bytes
+                .fetch_max(ran.peak_bytes as u64, Ordering::Relaxed);
+            if ran.ending == Ending::Killed {
+                // The environment stopped it (a timeout) and has already ended the invocation.
+                return ExitStatus::Signal(9);
+            }
+            let (reply, answered) = oneshot::channel();
+            if driver.calls.send(answer(request_id, ran, reply)).is_err() {
+                return ExitStatus::Code(0);
+            }
+            let _ = answered.await;
+            if driver.tmp_per_invocation {
+                let tmp = Arc::clone(&driver.tmp);
+                let reset = tokio::task::spawn_blocking(move || tmp.reset()).await;
+                if !matches!(reset, Ok(Ok(()))) {
+                    // A used /tmp is never handed on: this environment ends here.
+                    tracing::warn!(?reset, "emptying a WASM /tmp failed; the environment ends");
+                    return ExitStatus::Code(1);
+                }
+            }
+        }
+    }
+
+    /// One run, on a blocking thread.
+    fn run_once(&self, guest: &Guest, event: NextEvent) -> Ran {
+        let mut env = self.env.clone();
+        env.extend(invocation_env(&event));
+        guest.run(
+            &self.engine,
+            &Run {
+                program: self.program,
+                env: &env,
+                stdin: event.payload,
+                stderr: &self.stderr,
+                code_dir: &self.code_dir,
+                opt_dir: self.opt_dir.as_deref(),
+                tmp_dir: self.tmp.dir(),
+                memory_bytes: self.memory_bytes,
+                killed: &self.shared.killed,
+            },
+        )
+    }
+}
+
+/// The invocation's own variables: the Runtime API's header names, upper-cased with `_`.
+fn invocation_env(event: &NextEvent) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("LAMBDA_RUNTIME_AWS_REQUEST_ID", event.request_id.clone()),
+        ("LAMBDA_RUNTIME_DEADLINE_MS", event.deadline_ms.to_string()),
+        (
+            "LAMBDA_RUNTIME_INVOKED_FUNCTION_ARN",
+            event.function_arn.clone(),
+        ),
+        ("LAMBDA_RUNTIME_TRACE_ID", event.trace_id.clone()),
+        ("_X_AMZN_TRACE_ID", event.trace_id.clone()),
+    ];
+    if let Some(context) = &event.client_context {
+        vars.push(("LAMBDA_RUNTIME_CLIENT_CONTEXT", context.clone()));
+    }
+    if let Some(identity) = &event.cognito_identity {
+        vars.push(("LAMBDA_RUNTIME_COGNITO_IDENTITY", identity.clone()));
+    }
+    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// What a run means for its invocation, as the call a native runtime would have made (or,
+/// for what only the host sees, a failure).
+fn answer(
+    request_id: String,
+    ran: Ran,
+    reply: oneshot::Sender<Result<(), crate::runtime_api::wire::ApiError>>,
+) -> ApiCall {
+    if ran.stdout.len() > MAX_PAYLOAD_BYTES {
+        return ApiCall::ResponseTooLarge { request_id, reply };
+    }
+    let failure = match ran.ending {
+        Ending::Exited(0) => {
+            return ApiCall::Response {
+                request_id,
+                body: ran.stdout,
+                reply,
+            };
+        }
+        Ending::Exited(code) => match error_document(&ran.stdout) {
+            Some(error_type) => {
+                return ApiCall::Error {
+                    request_id,
+                    error_type: Some(error_type),
+                    body: ran.stdout,
+                    reply,
+                };
+            }
+            None => Failure::Exited(ExitStatus::Code(code)),
+        },
+        Ending::Trapped(trap) => Failure::Trapped(trap),
+        Ending::OutOfMemory => Failure::OutOfMemory,
+        Ending::Killed => Failure::Exited(ExitStatus::Signal(9)),
+        Ending::HostFailed(reason) => Failure::Sandbox(reason),
+    };
+    ApiCall::Failed {
+        request_id: Some(request_id),
+        failure,
+        reply,
+    }
+}
+
+/// The `errorType` of stdout when it is a JSON object with `errorType` and `errorMessage`
+/// strings: the guest's own error document.
+fn error_document(stdout: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(stdout).ok()?;
+    let object = value.as_object()?;
+    object.get("errorMessage")?.as_str()?;
+    object.get("errorType")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_document_needs_both_fields() {
+        assert_eq!(
+            error_document(br#"{"errorType":"Bad","errorMessage":"no"}"#),
+            Some("Bad".into())
+        );
+        assert_eq!(error_document(br#"{"errorType":"Bad"}"#), None);
+        assert_eq!(error_document(br#"["errorType"]"#), None);
+        assert_eq!(error_document(b"plain text"), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! `/tmp` for WASM environments. Each environment gets a tmpfs of its own, sized by
+//! `--ephemeral-storage` (so a guest cannot fill the host's disk), mounted under lamina's state
+//! directory. Within it, each invocation gets an empty directory: an untouched one is reused as
+//! it is (one `getdents`), a used one is emptied after the response has gone out, off the
+//! invocation's path.
+//!
+//! Mounts are named `<host pid>-<n>`: at start-up, those of lamina processes that are gone
+//! (killed before they could unmount) are removed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+/// Where WASM environments' `/tmp` filesystems are mounted.
+pub const STATE_DIR: &str = "/tmp/lamina-wasm";
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// One environment's tmpfs, unmounted and removed when dropped.
+#[derive(Debug)]
+pub struct EnvTmp {
+    mount: PathBuf,
+    /// The directory the guest sees as `/tmp`.
+    dir: PathBuf,
+}
+
+fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+impl EnvTmp {
+    /// Mounts a tmpfs of `size_mb` for one environment under `state`.
+    pub fn mount(state: &Path, size_mb: u32) -> io::Result<EnvTmp> {
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let mount_point = state.join(name);
+        std::fs::create_dir_all(&mount_point).map_err(with_path(&mount_point))?;
+        let options = format!("size={size_mb}m,mode=0700");
+        if let Err(e) = mount(
+            Some("lamina-wasm-tmp"),
+            &mount_point,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(options.as_str()),
+        ) {
+            let _ = std::fs::remove_dir(&mount_point);
+            return Err(with_path(&mount_point)(io::Error::from(e)));
+        }
+        let tmp = EnvTmp {
+            dir: mount_point.join("tmp"),
+            mount: mount_point,
+        };
+        std::fs::create_dir(&tmp.dir).map_err(with_path(&tmp.dir))?;
+        Ok(tmp)
+    }
+
+    /// The directory the guest sees as `/tmp`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes the directory empty again, if the last invocation used it.
+    pub fn reset(&self) -> io::Result<()> {
+        let used = std::fs::read_dir(&self.dir)
+            .map_err(with_path(&self.dir))?
+            .next()
+            .is_some();
+        if used {
+            std::fs::remove_dir_all(&self.dir).map_err(with_path(&self.dir))?;
+            std::fs::create_dir(&self.dir).map_err(with_path(&self.dir))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EnvTmp {
+    fn drop(&mut self) {
+        // Lazily: a run still holding a preopened directory keeps nothing mounted in view.
+        let _ = umount2(&self.mount, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.mount);
+    }
+}
+
+/// Prepares the state directory and removes the mounts of lamina processes that are gone;
+/// fails when this host cannot mount a tmpfs there (the backend needs that privilege).
+pub fn prepare(state: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(state).map_err(with_path(state))?;
+    for entry in std::fs::read_dir(state)
+        .map_err(with_path(state))?
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = umount2(&entry.path(), MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    // One real mount shows the privilege is there.
+    EnvTmp::mount(state, 1).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_used_tmp_is_emptied_and_an_unused_one_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let tmp = EnvTmp::mount(state.path(), 1).unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(tmp.dir());
+        tmp.reset().unwrap();
+        assert_eq!(inode(tmp.dir()), before, "an untouched /tmp is reused");
+        std::fs::create_dir_all(tmp.dir().join("a/b")).unwrap();
+        std::fs::write(tmp.dir().join("a/b/c"), b"x").unwrap();
+        tmp.reset().unwrap();
+        assert_eq!(std::fs::read_dir(tmp.dir()).unwrap().count(), 0);
+        // The size limit is the tmpfs's.
+        let big = vec![0u8; 2 * 1024 * 1024];
+        let err = std::fs::write(tmp.dir().join("big"), &big).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc_enospc()));
+        let mount = tmp.mount.clone();
+        drop(tmp);
+        assert!(!mount.exists(), "unmounted and removed");
+    }
+
+    fn libc_enospc() -> i32 {
+        nix::errno::Errno::ENOSPC as i32
+    }
+}
