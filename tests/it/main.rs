@@ -11,3 +11,4 @@ mod invoke_errors;
 mod layers;
 mod runtime_api;
 mod sandbox_native;
+mod wasm;

@@ -12,6 +12,7 @@ use lamina_runtime::pool::FunctionPool;
 use lamina_runtime::sandbox::Sandbox;
 use lamina_runtime::sandbox::jail::JailSandbox;
 use lamina_runtime::sandbox::process::ProcessSandbox;
+use lamina_runtime::sandbox::wasm::WasmSandbox;
 use tempfile::TempDir;
 
 /// A built guest program (a bin of this package).
@@ -62,6 +63,48 @@ pub fn function_with(program_path: &Path) -> TempDir {
     dir
 }
 
+/// The test WASM guest (`tests/wasm-guest`) built from source for `target` (`wasm32-wasip1`
+/// or `wasm32-wasip2`, installed by rust-toolchain.toml), once per test binary.
+pub fn wasm_guest(target: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let target_dir = target_dir().join("wasm-guest");
+    let module = target_dir
+        .join(target)
+        .join("release")
+        .join("lamina-wasm-guest.wasm");
+    if !built.iter().any(|t| t == target) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                target,
+                "--manifest-path",
+            ])
+            .arg(repo_root().join("tests/wasm-guest/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the wasm guest for {target} failed"
+        );
+        built.push(target.to_owned());
+    }
+    module
+}
+
+/// A function directory holding `module` as `bootstrap.wasm`.
+pub fn function_with_module(module: &Path) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(module, dir.path().join("bootstrap.wasm")).expect("copy module");
+    dir
+}
+
 /// A function directory with a script `bootstrap` and extra files.
 pub fn function_from_files(files: &[(&str, &str, bool)]) -> TempDir {
     use std::os::unix::fs::PermissionsExt;
@@ -102,6 +145,16 @@ impl Harness {
     pub fn jailed_cold(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
         let jail = JailSandbox::new().expect("lamina-bootstrap is built by cargo test --workspace");
         Harness::start_in(Arc::new(jail), code, tweak)
+    }
+
+    /// In wasmtime: one WASM backend shared by every test of this binary, as one lamina
+    /// process has one.
+    pub fn wasm(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
+        static WASM: std::sync::OnceLock<Arc<WasmSandbox>> = std::sync::OnceLock::new();
+        let sandbox = WASM.get_or_init(|| {
+            Arc::new(WasmSandbox::new(&test_cache()).expect("the WASM backend runs here"))
+        });
+        Harness::start_in(sandbox.clone(), code, tweak)
     }
 
     pub fn start_in(

@@ -66,11 +66,18 @@ fn main() {
             before.sort();
             let tag = field(&event, "tag").unwrap_or("x").to_owned();
             let write = attempt(std::fs::write(format!("/tmp/left-by-{tag}"), tag.as_bytes()));
+            // Held a while, so that parallel invocations overlap: none may see another's file.
+            std::thread::sleep(std::time::Duration::from_millis(number("hold_ms")));
             let read_back = std::fs::read_to_string(format!("/tmp/left-by-{tag}")).unwrap_or_default();
-            let before: Vec<String> = before.iter().map(|n| json_string(n)).collect();
+            let mut after: Vec<String> = std::fs::read_dir("/tmp")
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            after.sort();
+            let list = |names: &[String]| names.iter().map(|n| json_string(n)).collect::<Vec<_>>().join(",");
             respond(&format!(
-                "{{\"before\":[{}],\"write\":{},\"read_back\":{}}}",
-                before.join(","),
+                "{{\"before\":[{}],\"after\":[{}],\"write\":{},\"read_back\":{}}}",
+                list(&before),
+                list(&after),
                 json_string(&write),
                 json_string(&read_back)
             ));
