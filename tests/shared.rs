@@ -69,3 +69,50 @@ fn add_dir<W: Write + Seek>(zip: &mut zip::ZipWriter<W>, root: &Path, dir: &Path
         }
     }
 }
+
+/// Builds a WASM guest crate from source with cargo (`target`: `wasm32-wasip1` or
+/// `wasm32-wasip2`, installed by rust-toolchain.toml) into `target_dir()/wasm-guest`; returns
+/// the module. `manifest` defaults to the tests' own guest, `tests/wasm-guest`.
+pub fn build_wasm(manifest: &Path, target: &str, profile: &str) -> PathBuf {
+    let target_dir = target_dir().join("wasm-guest");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--profile", profile, "--target", target])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building {} for {target} failed",
+        manifest.display()
+    );
+    let name = std::fs::read_to_string(manifest)
+        .expect("manifest")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("name = \"")
+                .map(|n| n.trim_end_matches('"').to_owned())
+        })
+        .expect("a package name");
+    let dir = if profile == "dev" { "debug" } else { profile };
+    target_dir
+        .join(target)
+        .join(dir)
+        .join(format!("{name}.wasm"))
+}
+
+/// The tests' WASM guest (`tests/wasm-guest`) for `target`, built once per test binary.
+pub fn wasm_guest(target: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, module)) = built.iter().find(|(t, _)| t == target) {
+        return module.clone();
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm-guest/Cargo.toml");
+    let module = build_wasm(&manifest, target, "release");
+    built.push((target.to_owned(), module.clone()));
+    module
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use lamina_layers::{Cache, Limits};
 
 #[path = "../shared.rs"]
+#[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
 mod shared;
 
 use shared::target_dir;

@@ -63,40 +63,7 @@ pub fn function_with(program_path: &Path) -> TempDir {
     dir
 }
 
-/// The test WASM guest (`tests/wasm-guest`) built from source for `target` (`wasm32-wasip1`
-/// or `wasm32-wasip2`, installed by rust-toolchain.toml), once per test binary.
-pub fn wasm_guest(target: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let target_dir = target_dir().join("wasm-guest");
-    let module = target_dir
-        .join(target)
-        .join("release")
-        .join("lamina-wasm-guest.wasm");
-    if !built.iter().any(|t| t == target) {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                target,
-                "--manifest-path",
-            ])
-            .arg(repo_root().join("tests/wasm-guest/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building the wasm guest for {target} failed"
-        );
-        built.push(target.to_owned());
-    }
-    module
-}
+pub use crate::shared::wasm_guest;
 
 /// A function directory holding `module` as `bootstrap.wasm`.
 pub fn function_with_module(module: &Path) -> TempDir {
