@@ -116,3 +116,17 @@ pub fn wasm_guest(target: &str) -> PathBuf {
     built.push((target.to_owned(), module.clone()));
     module
 }
+
+/// A log sink that drops every line: benchmarks measure the host, not the terminal.
+#[derive(Debug)]
+pub struct Discard;
+
+impl lamina_runtime::logs::LogSink for Discard {
+    fn line(&self, _: &[u8]) {}
+}
+
+/// The `p` quantile (0–1) of sorted durations.
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}

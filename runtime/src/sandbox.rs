@@ -175,14 +175,17 @@ pub fn is_wasm_file(path: &std::path::Path) -> bool {
 /// order is a WebAssembly binary; native otherwise (including when there is none, so that
 /// the error is Lambda's own).
 pub fn bootstrap_kind(spec: &FunctionSpec) -> BootstrapKind {
-    let first = wasm_candidates(spec).find(|(host, _)| {
-        std::fs::metadata(host).is_ok_and(|m| m.is_file())
-            && (is_wasm_file(host) || host.file_name().is_some_and(|n| n == "bootstrap"))
-    });
-    match first {
-        Some((host, _)) if is_wasm_file(&host) => BootstrapKind::Wasm,
-        _ => BootstrapKind::Native,
-    }
+    wasm_candidates(spec)
+        .find_map(|(host, _)| {
+            if is_wasm_file(&host) {
+                Some(BootstrapKind::Wasm)
+            } else if host.file_name().is_some_and(|n| n == "bootstrap") && host.is_file() {
+                Some(BootstrapKind::Native)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(BootstrapKind::Native)
 }
 
 /// Finds the WebAssembly bootstrap: (host path, the path as the function sees it).

@@ -13,30 +13,21 @@
 //! `BENCH_BOOTSTRAP=probe` runs the std-only probe instead of `lambda_runtime`, which takes the
 //! runtime client's own cost out of the figure. `BENCH_WARM` and `BENCH_COLD` set the counts.
 
+#[path = "../shared.rs"]
+#[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
+mod shared;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lamina_runtime::config::FunctionConfig;
 use lamina_runtime::invoke::{InvokeOutcome, InvokeRequest};
-use lamina_runtime::logs::LogSink;
 use lamina_runtime::pool::FunctionPool;
 use lamina_runtime::sandbox::Sandbox;
 use lamina_runtime::sandbox::jail::JailSandbox;
 use lamina_runtime::sandbox::process::ProcessSandbox;
-
-/// Logs are dropped: the benchmark measures the host, not the terminal.
-#[derive(Debug)]
-struct Discard;
-
-impl LogSink for Discard {
-    fn line(&self, _: &[u8]) {}
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
+use shared::{Discard, percentile};
 
 /// `BENCH_SANDBOX=jail` runs the environments in the native jail (as root), with
 /// `BENCH_READY` sandboxes (default 1) built ahead as `lamina serve` keeps them; 0 builds each

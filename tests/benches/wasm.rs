@@ -17,27 +17,15 @@
 mod shared;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use lamina_runtime::config::FunctionConfig;
 use lamina_runtime::invoke::{InvokeOutcome, InvokeRequest};
-use lamina_runtime::logs::LogSink;
 use lamina_runtime::pool::FunctionPool;
 use lamina_runtime::sandbox::Sandbox;
 use lamina_runtime::sandbox::wasm::WasmSandbox;
-
-#[derive(Debug)]
-struct Discard;
-
-impl LogSink for Discard {
-    fn line(&self, _: &[u8]) {}
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
+use shared::{Discard, percentile};
 
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)

@@ -1,6 +1,10 @@
 //! lamina's integration tests: one binary, real bootstraps over real loopback HTTP.
 
+#[path = "../programs/flat_json.rs"]
+#[allow(dead_code, reason = "the tests use the HTTP check only")]
+mod flat_json;
 #[path = "../shared.rs"]
+#[allow(dead_code, reason = "the benchmarks' part goes unused here")]
 mod shared;
 mod support;
 mod zipcraft;

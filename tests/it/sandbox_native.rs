@@ -127,15 +127,7 @@ async fn allocating_past_the_memory_limit_is_out_of_memory() {
         .iter()
         .find(|l| l.contains("Error Type: Runtime.OutOfMemory"))
         .expect("a REPORT for the OOM");
-    let used: u64 = report
-        .split("Max Memory Used: ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let used = crate::support::max_memory_used_mb(report);
     assert!(
         (100..=130).contains(&used),
         "Max Memory Used {used} MB should be near the 128 MB limit: {report}"
@@ -226,25 +218,6 @@ async fn network_none_reaches_nothing_outside_the_sandbox() {
     drop(server);
 }
 
-/// What a request to `addr` from this (host, root) process gets, as the probe words it.
-fn http_from_host(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-        .unwrap();
-    stream
-        .write_all(b"GET /2018-06-01/runtime/probe HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut head = [0u8; 5];
-    match stream.read(&mut head) {
-        Ok(n) if head[..n].starts_with(b"HTTP/") => "answered".into(),
-        Ok(_) => "closed".into(),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "closed".into(),
-        Err(e) => e.kind().to_string(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn network_host_reaches_out_but_its_api_serves_only_its_own_sandbox() {
     let _serial = JAIL.lock().await;
@@ -282,7 +255,11 @@ async fn network_host_reaches_out_but_its_api_serves_only_its_own_sandbox() {
     // ...another sandbox and another host user (this test, as root) are hung up on unread.
     let (_, r) = b.invoke_json(&http_to_a).await;
     assert_eq!(r["http"], "closed", "another sandbox is refused");
-    assert_eq!(http_from_host(&a_api), "closed", "a host user is refused");
+    assert_eq!(
+        crate::flat_json::http_answer(&a_api),
+        "closed",
+        "a host user is refused"
+    );
     // And the sandbox's own work goes on.
     let (done, r) = a.invoke_json(r#"{"action":"echo","n":1}"#).await;
     assert!(done.error_type().is_none(), "{r}");

@@ -181,6 +181,16 @@ impl Harness {
     }
 }
 
+/// The `Max Memory Used` figure (MB) of a REPORT line.
+pub fn max_memory_used_mb(report: &str) -> u64 {
+    report
+        .split("Max Memory Used: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no Max Memory Used in {report:?}"))
+}
+
 /// Whether a process still exists (a zombie counts as gone).
 pub fn process_alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -241,12 +241,7 @@ async fn allocating_past_the_memory_limit_is_out_of_memory() {
             .iter()
             .find(|l| l.contains("Runtime.OutOfMemory"))
             .expect("a REPORT with the error");
-        let used: u64 = report
-            .split("Max Memory Used: ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap();
+        let used = crate::support::max_memory_used_mb(report);
         assert!((64..=128).contains(&used), "{report}");
     }
 }

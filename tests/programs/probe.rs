@@ -7,10 +7,14 @@
 //! headers and the event; `echo`, `error`, `exit`, `sleep`, `big`, `log`, `api_errors` and
 //! `replay` drive the error paths.
 
+mod flat_json;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+
+use flat_json::{field, http_answer, json_string};
 
 struct Api {
     reader: BufReader<TcpStream>,
@@ -84,35 +88,12 @@ impl Api {
     }
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn json_map(map: &BTreeMap<String, String>) -> String {
     let fields: Vec<String> = map
         .iter()
         .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
         .collect();
     format!("{{{}}}", fields.join(","))
-}
-
-/// The value of `"key":` in a flat JSON object, good enough for the probe's own events.
-fn field<'a>(event: &'a str, key: &str) -> Option<&'a str> {
-    let at = event.find(&format!("\"{key}\""))? + key.len() + 2;
-    let rest = event[at..].trim_start().strip_prefix(':')?.trim_start();
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    Some(rest[..end].trim().trim_matches('"'))
 }
 
 fn status_report(reply: &Reply) -> String {
@@ -329,30 +310,6 @@ fn main() {
 }
 
 /// What the sandbox lets this process do: each attempt reports "ok" or the error it met.
-/// `answered` when a request to `addr` gets an HTTP response, `closed` when the server hangs up
-/// without one, else the error.
-fn http_answer(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = match addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| e.to_string())
-        .and_then(|a| {
-            TcpStream::connect_timeout(&a, Duration::from_secs(2)).map_err(|e| e.to_string())
-        }) {
-        Ok(stream) => stream,
-        Err(e) => return e,
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.write_all(b"GET /2018-06-01/runtime/probe HTTP/1.1\r\nHost: probe\r\n\r\n");
-    let mut head = [0u8; 5];
-    match stream.read(&mut head) {
-        Ok(n) if head[..n].starts_with(b"HTTP/") => "answered".to_owned(),
-        Ok(_) => "closed".to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "closed".to_owned(),
-        Err(e) => e.kind().to_string(),
-    }
-}
-
 fn jail_report() -> String {
     let attempt = |r: std::io::Result<()>| match r {
         Ok(()) => "ok".to_owned(),

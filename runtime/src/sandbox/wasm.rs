@@ -303,13 +303,13 @@ impl Driver {
 
     /// One run, on a blocking thread.
     fn run_once(&self, guest: &Guest, event: NextEvent) -> Ran {
-        let mut env = self.env.clone();
-        env.extend(invocation_env(&event));
+        let invocation_env = invocation_env(&event);
         guest.run(
             &self.engine,
             &Run {
                 program: self.program,
-                env: &env,
+                env: &self.env,
+                invocation_env: &invocation_env,
                 stdin: event.payload,
                 stderr: &self.stderr,
                 code_dir: &self.code_dir,

@@ -5,31 +5,11 @@
 
 use std::io::{Read, Write};
 
-/// The string value of `"key":"…"` or the bare value of `"key":123` in a flat JSON event:
-/// enough for the tests' events, and no JSON crate in the guest.
-fn field<'a>(event: &'a str, key: &str) -> Option<&'a str> {
-    let pattern = format!("\"{key}\":");
-    let rest = event[event.find(&pattern)? + pattern.len()..].trim_start();
-    match rest.strip_prefix('"') {
-        Some(s) => s.split('"').next(),
-        None => rest.split([',', '}']).next().map(str::trim),
-    }
-}
+#[path = "../../programs/flat_json.rs"]
+#[allow(dead_code, reason = "the guest makes no HTTP calls")]
+mod flat_json;
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use flat_json::{field, json_string};
 
 /// "ok", or the error's kind (`permission denied`, `not found`, …).
 fn attempt(result: std::io::Result<()>) -> String {

@@ -25,8 +25,10 @@ use crate::error::MAX_PAYLOAD_BYTES;
 pub struct Run<'a> {
     /// argv\[0\]: the bootstrap as the function sees it.
     pub program: &'a str,
-    /// The environment variables, the invocation's included.
+    /// The environment's variables.
     pub env: &'a [(String, String)],
+    /// The invocation's own variables, added after them.
+    pub invocation_env: &'a [(String, String)],
     /// The event.
     pub stdin: Bytes,
     /// The environment's log pipe.
@@ -79,6 +81,7 @@ impl Guest {
         builder
             .arg(run.program)
             .envs(run.env)
+            .envs(run.invocation_env)
             .stdin(MemoryInputPipe::new(run.stdin.clone()))
             .stdout(stdout.clone())
             .stderr(run.stderr.clone())
@@ -167,9 +170,8 @@ enum Failed {
 fn arm<T: Send + 'static>(
     store: &mut Store<T>,
     killed: &Arc<AtomicBool>,
-    limits: impl FnMut(&mut T) -> &mut Limits + Send + Sync + 'static,
+    mut limits: impl FnMut(&mut T) -> &mut Limits + Send + Sync + 'static,
 ) {
-    let mut limits = limits;
     store.limiter(move |h| limits(h) as &mut dyn wasmtime::ResourceLimiter);
     store.set_epoch_deadline(1);
     let killed = Arc::clone(killed);

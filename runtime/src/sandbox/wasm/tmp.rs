@@ -130,13 +130,9 @@ mod tests {
         // The size limit is the tmpfs's.
         let big = vec![0u8; 2 * 1024 * 1024];
         let err = std::fs::write(tmp.dir().join("big"), &big).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc_enospc()));
+        assert_eq!(err.raw_os_error(), Some(nix::errno::Errno::ENOSPC as i32));
         let mount = tmp.mount.clone();
         drop(tmp);
         assert!(!mount.exists(), "unmounted and removed");
-    }
-
-    fn libc_enospc() -> i32 {
-        nix::errno::Errno::ENOSPC as i32
     }
 }
