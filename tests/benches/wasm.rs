@@ -6,8 +6,9 @@
 //!    whole in-process round trip, `FunctionPool::invoke` to its answer.
 //! 2. Restart with a cached compile: a generated ~2 MB module, compiled once; then, repeatedly,
 //!    a new `WasmSandbox` (a new engine and an empty in-memory code map, as after a restart,
-//!    with the compiled code on disk) and the first invocation of a new pool: reading and
-//!    hashing the module, loading the compiled code, mounting /tmp, instantiating, running.
+//!    with the compiled code and the module's digest on disk) and the first invocation of a
+//!    new pool: finding the module's digest by its file identity, loading the compiled code,
+//!    mounting /tmp, instantiating, running.
 //!
 //! `BENCH_WARM` and `BENCH_COLD` set the counts; `BENCH_TARGET=wasm32-wasip2` runs the warm
 //! part with the component build.

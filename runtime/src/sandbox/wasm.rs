@@ -4,14 +4,15 @@
 //! Lambda's variables plus the invocation's in the environment, the exit status as the
 //! outcome.
 //!
-//! An environment here is a task, not a process: it takes events from the environment's
+//! An environment here is a thread, not a process: it takes events from the environment's
 //! mailbox directly ([`ApiLink::InProcess`]), the same calls a native runtime makes over HTTP,
-//! so the pool, deadlines, logs and error mapping are the same for both backends. Each run
-//! happens on a blocking thread; a timeout sets the run's kill switch, which the epoch ticker
-//! turns into a trap within one tick.
+//! so the pool, deadlines, logs and error mapping are the same for both backends. The thread
+//! runs each invocation itself (WASI's synchronous host calls block, and a hand-off to another
+//! thread per invocation would cost more than the instance does); a timeout sets the run's
+//! kill switch, which the epoch ticker turns into a trap within one tick.
 //!
 //! Scope: one `WasmSandbox` (one engine, one compiled-code cache) per lamina process; each
-//! environment owns a tmpfs and a driver task.
+//! environment owns a tmpfs and a driver thread.
 
 mod code;
 mod limits;
@@ -22,11 +23,10 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use wasmtime::Engine;
 use wasmtime_wasi::cli::OutputFile;
 
@@ -37,7 +37,7 @@ use crate::runtime_api::ApiCall;
 use crate::runtime_api::wire::NextEvent;
 pub use code::EngineError;
 use code::{CodeCache, Guest};
-use run::{Ending, Ran, Run};
+use run::{Ending, Leftover, Ran, Run};
 use tmp::EnvTmp;
 
 /// How often the epoch advances: the longest a killed guest runs on.
@@ -57,8 +57,8 @@ pub enum WasmUnavailable {
 }
 
 /// A bootstrap's compilation, shared by the environments that run it; compiled once even
-/// when several start at the same moment.
-type CodeCell = Arc<OnceCell<Result<Guest, String>>>;
+/// when several start at the same moment (the others wait for it).
+type CodeCell = Arc<OnceLock<Result<Guest, String>>>;
 
 /// Runs WebAssembly bootstraps in wasmtime.
 #[derive(Debug)]
@@ -137,6 +137,8 @@ impl Sandbox for WasmSandbox {
         drop(writer2);
         let shared = Arc::new(Shared::default());
         let (exit_tx, exited) = oneshot::channel();
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| Failure::Sandbox(format!("starting a WASM environment: {e}")))?;
         let driver = Driver {
             engine: self.engine.clone(),
             cache: self.cache.clone(),
@@ -147,17 +149,22 @@ impl Sandbox for WasmSandbox {
             stderr: OutputFile::new(std::fs::File::from(OwnedFd::from(writer))),
             code_dir: spec.code_dir.clone(),
             opt_dir: spec.opt.as_ref().map(|o| o.merged.clone()),
-            tmp: Arc::new(tmp),
+            tmp,
             tmp_per_invocation: spec.tmp_per_invocation,
             memory_bytes: usize::try_from(u64::from(spec.memory_mb) * 1024 * 1024)
                 .unwrap_or(usize::MAX),
             shared: Arc::clone(&shared),
             calls,
         };
-        tokio::spawn(async move {
-            let status = driver.drive().await;
-            let _ = exit_tx.send(status);
-        });
+        std::thread::Builder::new()
+            .name("lamina-wasm-env".into())
+            .spawn(move || {
+                // WASI's host calls and the wait for events use the host's runtime.
+                let _runtime = runtime.enter();
+                let status = driver.drive(&runtime);
+                let _ = exit_tx.send(status);
+            })
+            .map_err(|e| Failure::Sandbox(format!("starting a WASM environment thread: {e}")))?;
         Ok(Started {
             control: Box::new(WasmControl { shared }),
             exited,
@@ -200,7 +207,8 @@ impl Control for WasmControl {
     }
 }
 
-/// One environment's loop: load the bootstrap (init), then for each event a fresh run.
+/// One environment's loop, on its own thread: load the bootstrap (init), then for each event
+/// a fresh run.
 struct Driver {
     engine: Engine,
     cache: CodeCache,
@@ -211,7 +219,7 @@ struct Driver {
     stderr: OutputFile,
     code_dir: PathBuf,
     opt_dir: Option<PathBuf>,
-    tmp: Arc<EnvTmp>,
+    tmp: EnvTmp,
     tmp_per_invocation: bool,
     memory_bytes: usize,
     shared: Arc<Shared>,
@@ -219,20 +227,10 @@ struct Driver {
 }
 
 impl Driver {
-    async fn drive(self) -> ExitStatus {
-        let (engine, cache, path) = (
-            self.engine.clone(),
-            self.cache.clone(),
-            self.host_path.clone(),
-        );
+    fn drive(self, runtime: &tokio::runtime::Handle) -> ExitStatus {
         let loaded = self
             .code
-            .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || cache.load(&engine, &path))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("loading the module failed: {e}")))
-            })
-            .await;
+            .get_or_init(|| self.cache.load(&self.engine, &self.host_path));
         let guest = match loaded {
             Ok(guest) => guest.clone(),
             Err(reason) => {
@@ -249,60 +247,49 @@ impl Driver {
                 return ExitStatus::Code(1);
             }
         };
-        let driver = Arc::new(self);
         loop {
             let (next, event) = oneshot::channel();
-            if driver.calls.send(ApiCall::Next(next)).is_err() {
+            if self.calls.send(ApiCall::Next(next)).is_err() {
                 return ExitStatus::Code(0);
             }
-            let event = tokio::select! {
-                event = event => match event {
-                    Ok(Ok(event)) => event,
-                    // The environment is gone or refused: nothing more to run.
-                    _ => return ExitStatus::Code(0),
-                },
-                () = driver.shared.stop.notified() => return ExitStatus::Code(0),
+            let event = runtime.block_on(async {
+                tokio::select! {
+                    event = event => event.ok().and_then(Result::ok),
+                    () = self.shared.stop.notified() => None,
+                }
+            });
+            // The environment is gone, refused, or told this one to end.
+            let Some(event) = event else {
+                return ExitStatus::Code(0);
             };
             let request_id = event.request_id.clone();
-            let ran = {
-                let (driver, guest) = (Arc::clone(&driver), guest.clone());
-                tokio::task::spawn_blocking(move || driver.run_once(&guest, event)).await
-            };
-            let ran = match ran {
-                Ok(ran) => ran,
-                Err(e) => Ran {
-                    ending: Ending::HostFailed(format!("the run failed: {e}")),
-                    stdout: Bytes::new(),
-                    peak_bytes: 0,
-                },
-            };
-            driver
-                .shared
+            let (ran, leftover) = self.run_once(&guest, event);
+            self.shared
                 .peak_bytes
                 .fetch_max(ran.peak_bytes as u64, Ordering::Relaxed);
             if ran.ending == Ending::Killed {
                 // The environment stopped it (a timeout) and has already ended the invocation.
                 return ExitStatus::Signal(9);
             }
-            let (reply, answered) = oneshot::channel();
-            if driver.calls.send(answer(request_id, ran, reply)).is_err() {
+            // The environment's acknowledgement is not awaited: the mailbox keeps this call
+            // ahead of the next `Next`, and nothing in the reply changes what happens here.
+            let (reply, _) = oneshot::channel();
+            if self.calls.send(answer(request_id, ran, reply)).is_err() {
                 return ExitStatus::Code(0);
             }
-            let _ = answered.await;
-            if driver.tmp_per_invocation {
-                let tmp = Arc::clone(&driver.tmp);
-                let reset = tokio::task::spawn_blocking(move || tmp.reset()).await;
-                if !matches!(reset, Ok(Ok(()))) {
-                    // A used /tmp is never handed on: this environment ends here.
-                    tracing::warn!(?reset, "emptying a WASM /tmp failed; the environment ends");
-                    return ExitStatus::Code(1);
-                }
+            drop(leftover);
+            if self.tmp_per_invocation
+                && let Err(e) = self.tmp.reset()
+            {
+                // A used /tmp is never handed on: this environment ends here.
+                tracing::warn!(error = %e, "emptying a WASM /tmp failed; the environment ends");
+                return ExitStatus::Code(1);
             }
         }
     }
 
-    /// One run, on a blocking thread.
-    fn run_once(&self, guest: &Guest, event: NextEvent) -> Ran {
+    /// One run, on the environment's thread.
+    fn run_once(&self, guest: &Guest, event: NextEvent) -> (Ran, Option<Leftover>) {
         let invocation_env = invocation_env(&event);
         guest.run(
             &self.engine,

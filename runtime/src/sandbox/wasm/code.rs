@@ -3,7 +3,9 @@
 //! instantiate. Compiled code is kept on disk under `<cache>/wasm/`, named by the module's
 //! SHA-256 and the engine's compatibility hash, so a restarted lamina loads instead of
 //! compiling; anything that does not load (another wasmtime, other settings, a damaged file)
-//! is simply compiled again.
+//! is simply compiled again. A module file's digest is itself remembered by the file's
+//! identity (device, inode, size, modification and change times), so the first invocation
+//! after a restart neither reads nor hashes a module it has seen.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -122,14 +124,36 @@ impl CodeCache {
     /// Loads (compiling on a miss) the bootstrap at `path` and links it against WASI. The
     /// error is the reason, for `Runtime.InvalidEntrypoint`.
     pub fn load(&self, engine: &Engine, path: &Path) -> Result<Guest, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("reading the module: {e}"))?;
-        let component = is_component(&bytes).ok_or("not a WebAssembly module or component")?;
-        let digest = Sha256::digest(&bytes);
-        let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let file = self.dir.join(format!("{name}-{}.cwasm", self.engine_key));
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|e| format!("reading the module: {e}"));
+        let identity = self.identity_file(path);
+        let remembered = identity.as_ref().and_then(|identity| {
+            let digest = std::fs::read_to_string(identity).ok()?;
+            let component = is_component(&read_header(path)?)?;
+            Some((digest, component))
+        });
+        let mut bytes = None;
+        let was_remembered = remembered.is_some();
+        let (digest, component) = match remembered {
+            Some(known) => known,
+            None => {
+                let read = bytes.insert(read(path)?);
+                let component =
+                    is_component(read).ok_or("not a WebAssembly module or component")?;
+                (hex(&Sha256::digest(&read[..])), component)
+            }
+        };
+        if !was_remembered && let Some(identity) = &identity {
+            self.remember(identity, &digest);
+        }
+        let file = self.dir.join(format!("{digest}-{}.cwasm", self.engine_key));
         let compiled = match self.deserialize(engine, &file, component) {
             Some(compiled) => compiled,
             None => {
+                let bytes = match bytes {
+                    Some(bytes) => bytes,
+                    None => read(path)?,
+                };
                 let artifact = if component {
                     engine.precompile_component(&bytes)
                 } else {
@@ -148,6 +172,46 @@ impl CodeCache {
             }
         };
         link(engine, compiled)
+    }
+
+    /// Where the digest of the module at `path` is remembered: named by a hash of the path and
+    /// the file's identity, which any change to the file's content changes (its change time
+    /// cannot be set back).
+    fn identity_file(&self, path: &Path) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let identity = format!(
+            "{}\0{}:{}:{}:{}.{}:{}.{}",
+            path.display(),
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        );
+        Some(
+            self.dir
+                .join("by-file")
+                .join(hex(&Sha256::digest(identity))),
+        )
+    }
+
+    /// Records a module's digest under its identity; a failure only costs a hash next time.
+    fn remember(&self, identity: &Path, digest: &str) {
+        let written = identity
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                let staged =
+                    tempfile::NamedTempFile::new_in(identity.parent().unwrap_or(&self.dir))?;
+                std::fs::write(staged.path(), digest)?;
+                staged.persist(identity).map_err(|e| e.error).map(drop)
+            });
+        if let Err(e) = written {
+            tracing::debug!(file = %identity.display(), error = %e, "cannot remember a module's digest");
+        }
     }
 
     /// The cached compilation at `file`, if there is one this engine accepts.
@@ -179,6 +243,22 @@ impl CodeCache {
         staged.persist(file).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first bytes of a file, enough to tell a module from a component.
+fn read_header(path: &Path) -> Option<[u8; 8]> {
+    use std::io::Read;
+    let mut header = [0; 8];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    Some(header)
 }
 
 enum Compiled {
@@ -232,5 +312,46 @@ mod tests {
         assert_eq!(is_component(b"\0asm\x0d\0\x01\0rest"), Some(true));
         assert_eq!(is_component(b"#!/bin/sh\n"), None);
         assert_eq!(is_component(b"\0asm"), None);
+    }
+
+    /// A WASI command that does nothing, exporting `name` (six bytes) as its entry point.
+    fn module_exporting(name: &[u8; 6]) -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.extend_from_slice(&[0x01, 0x04, 0x01, 0x60, 0x00, 0x00]); // type: () -> ()
+        m.extend_from_slice(&[0x03, 0x02, 0x01, 0x00]); // one function of that type
+        m.extend_from_slice(&[0x07, 0x0a, 0x01, 0x06]); // one export, a six-byte name
+        m.extend_from_slice(name);
+        m.extend_from_slice(&[0x00, 0x00]); // function 0
+        m.extend_from_slice(&[0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b]); // its body: nothing
+        m
+    }
+
+    #[test]
+    fn a_module_rewritten_in_place_is_not_taken_for_the_one_remembered() {
+        let engine = engine().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CodeCache::new(&engine, &dir.path().join("cache"));
+        let path = dir.path().join("bootstrap.wasm");
+        std::fs::write(&path, module_exporting(b"_start")).unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(cache.load(&engine, &path).is_ok());
+        // Seen again: loaded by what was remembered of the file.
+        assert!(cache.load(&engine, &path).is_ok());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("cache/wasm/by-file"))
+                .unwrap()
+                .count(),
+            1
+        );
+        // The same size, the same modification time, other content: only the change time
+        // tells, and the new content (no entry point) must be what is judged.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut &file, &module_exporting(b"_stArt")).unwrap();
+        file.set_modified(modified).unwrap();
+        drop(file);
+        let Err(err) = cache.load(&engine, &path) else {
+            panic!("the old code was taken for the new content");
+        };
+        assert!(err.contains("no `_start`"), "{err}");
     }
 }

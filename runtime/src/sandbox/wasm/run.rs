@@ -61,6 +61,11 @@ pub enum Ending {
     HostFailed(String),
 }
 
+/// What a run leaves to tear down: its store (instance, memory slot, open files). Dropping it
+/// costs about as much as the run itself (the memory slot is decommitted), so the caller
+/// drops it after the outcome has gone out.
+pub struct Leftover(#[allow(dead_code, reason = "held only to be dropped")] Box<dyn Send>);
+
 /// The result of one run.
 #[derive(Debug)]
 pub struct Ran {
@@ -75,7 +80,7 @@ pub struct Ran {
 
 impl Guest {
     /// Runs one invocation in a fresh instance.
-    pub fn run(&self, engine: &Engine, run: &Run<'_>) -> Ran {
+    pub fn run(&self, engine: &Engine, run: &Run<'_>) -> (Ran, Option<Leftover>) {
         let stdout = MemoryOutputPipe::new(MAX_PAYLOAD_BYTES + 1);
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -96,15 +101,16 @@ impl Guest {
             if let Some(host) = host
                 && let Err(e) = builder.preopened_dir(host, guest, perms)
             {
-                return Ran {
+                let ran = Ran {
                     ending: Ending::HostFailed(format!("opening {guest}: {e:#}")),
                     stdout: Bytes::new(),
                     peak_bytes: 0,
                 };
+                return (ran, None);
             }
         }
         let limits = Limits::new(run.memory_bytes);
-        let (result, limits) = match self {
+        let (result, refused, peak_bytes, leftover) = match self {
             Guest::Module(pre) => {
                 let host = P1Host {
                     wasi: builder.build_p1(),
@@ -119,7 +125,12 @@ impl Guest {
                         .map_err(Failed::Guest),
                     Err(e) => Err(Failed::Instantiate(e)),
                 };
-                (result, store.into_data().limits)
+                let Limits {
+                    refused,
+                    peak_bytes,
+                    ..
+                } = store.data().limits;
+                (result, refused, peak_bytes, Leftover(Box::new(store)))
             }
             Guest::Component(pre) => {
                 let host = P2Host {
@@ -138,24 +149,30 @@ impl Guest {
                     },
                     Err(e) => Err(Failed::Instantiate(e)),
                 };
-                (result, store.into_data().limits)
+                let Limits {
+                    refused,
+                    peak_bytes,
+                    ..
+                } = store.data().limits;
+                (result, refused, peak_bytes, Leftover(Box::new(store)))
             }
         };
         let ending = match result {
             Ok(()) => Ending::Exited(0),
-            Err(Failed::Instantiate(e)) if limits.refused => {
+            Err(Failed::Instantiate(e)) if refused => {
                 // The module's initial memory is over the limit.
                 tracing::debug!(error = %e, "instantiation refused by the memory limit");
                 Ending::OutOfMemory
             }
             Err(Failed::Instantiate(e)) => Ending::HostFailed(format!("{e:#}")),
-            Err(Failed::Guest(e)) => classify(&e, run.killed.load(Ordering::Relaxed), &limits),
+            Err(Failed::Guest(e)) => classify(&e, run.killed.load(Ordering::Relaxed), refused),
         };
-        Ran {
+        let ran = Ran {
             ending,
             stdout: stdout.contents(),
-            peak_bytes: limits.peak_bytes,
-        }
+            peak_bytes,
+        };
+        (ran, Some(leftover))
     }
 }
 
@@ -187,14 +204,14 @@ fn arm<T: Send + 'static>(
 /// Classifies a guest's abnormal end: an exit code, the host's stop, a refused allocation, or
 /// a trap (whatever else the guest caused, such as a write past the output limit, counts as
 /// one too, with its message).
-fn classify(error: &wasmtime::Error, killed: bool, limits: &Limits) -> Ending {
+fn classify(error: &wasmtime::Error, killed: bool, refused: bool) -> Ending {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Ending::Exited(exit.0);
     }
     if killed {
         return Ending::Killed;
     }
-    if limits.refused {
+    if refused {
         return Ending::OutOfMemory;
     }
     // The trap, then where it happened (wasmtime attaches the wasm backtrace as context).
