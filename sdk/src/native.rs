@@ -1,0 +1,255 @@
+//! The native transport: a Runtime API client over one kept-alive HTTP/1.1 connection to
+//! `AWS_LAMBDA_RUNTIME_API`, the `next` → handler → `response`/`error` loop, and init errors
+//! for configuration the function cannot start without.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::context::Invocation;
+use crate::handler::Invoke;
+use crate::{Config, Context, Diagnostic};
+
+const API: &str = "/2018-06-01/runtime";
+
+/// The Runtime API could not be used; the runtime ends with this error (Lambda then restarts
+/// the environment).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `AWS_LAMBDA_RUNTIME_API` is not set: this is not running under Lambda or lamina.
+    #[error("AWS_LAMBDA_RUNTIME_API is not set: the runtime has no Runtime API to call")]
+    NoApi,
+    /// Connecting or talking to the API failed.
+    #[error("the Runtime API at {addr}: {source}")]
+    Transport {
+        /// The API's address.
+        addr: String,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The API answered a call with an unexpected status.
+    #[error("the Runtime API answered {method} {path} with {status}: {body}")]
+    Status {
+        /// The call's method.
+        method: Method,
+        /// The call's path.
+        path: String,
+        /// The status.
+        status: StatusCode,
+        /// The body, as text.
+        body: String,
+    },
+}
+
+/// A Runtime API client on one connection, reconnecting when the host closed it.
+#[derive(Debug)]
+pub struct Client {
+    addr: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    /// A client of the API at `addr` (`host:port`); connects on first use.
+    pub fn new(addr: impl Into<String>) -> Client {
+        Client {
+            addr: addr.into(),
+            sender: None,
+        }
+    }
+
+    /// A client of the API this process was started with.
+    pub fn from_env() -> Result<Client, ClientError> {
+        std::env::var("AWS_LAMBDA_RUNTIME_API")
+            .map(Client::new)
+            .map_err(|_| ClientError::NoApi)
+    }
+
+    fn transport(
+        &self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ClientError {
+        ClientError::Transport {
+            addr: self.addr.clone(),
+            source: source.into(),
+        }
+    }
+
+    async fn connection(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ClientError> {
+        if let Some(sender) = &mut self.sender
+            && sender.ready().await.is_ok()
+        {
+            // Reborrowed below: the borrow checker cannot see that this branch returns.
+            return Ok(self.sender.as_mut().unwrap_or_else(|| unreachable!()));
+        }
+        self.sender = None;
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| self.transport(e))?;
+        // Requests are small and answered at once: do not wait to coalesce them.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.transport(e))?;
+        tokio::spawn(connection);
+        Ok(self.sender.insert(sender))
+    }
+
+    /// One call; the answer's status, headers and body.
+    async fn call(
+        &mut self,
+        method: Method,
+        path: String,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&path)
+            .header(http::header::HOST, &self.addr);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| self.transport(e))?;
+        let sender = self.connection().await?;
+        let sent = sender.send_request(request).await;
+        let response = sent.map_err(|e| self.transport(e))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| self.transport(e))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    }
+
+    /// Posts and expects `202 Accepted`; anything else is reported.
+    async fn post(
+        &mut self,
+        path: String,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let (status, _, answer) = self.call(Method::POST, path.clone(), headers, body).await?;
+        if status == StatusCode::ACCEPTED {
+            return Ok(());
+        }
+        Err(ClientError::Status {
+            method: Method::POST,
+            path,
+            status,
+            body: String::from_utf8_lossy(&answer).into_owned(),
+        })
+    }
+
+    /// Waits for the next event: its headers and payload.
+    pub async fn next(&mut self) -> Result<(HeaderMap, Bytes), ClientError> {
+        let path = format!("{API}/invocation/next");
+        let (status, headers, body) = self
+            .call(Method::GET, path.clone(), &[], Vec::new())
+            .await?;
+        if status != StatusCode::OK {
+            return Err(ClientError::Status {
+                method: Method::GET,
+                path,
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok((headers, body))
+    }
+
+    /// Posts an invocation's response.
+    pub async fn response(&mut self, request_id: &str, body: Vec<u8>) -> Result<(), ClientError> {
+        let path = format!("{API}/invocation/{request_id}/response");
+        self.post(path, &[], body).await
+    }
+
+    /// Posts an invocation's error.
+    pub async fn error(&mut self, request_id: &str, error: &Diagnostic) -> Result<(), ClientError> {
+        let path = format!("{API}/invocation/{request_id}/error");
+        let headers = [(
+            "lambda-runtime-function-error-type",
+            error.error_type.as_str(),
+        )];
+        self.post(path, &headers, error.to_json()).await
+    }
+
+    /// Reports that the function cannot start.
+    pub async fn init_error(&mut self, error: &Diagnostic) -> Result<(), ClientError> {
+        let headers = [(
+            "lambda-runtime-function-error-type",
+            error.error_type.as_str(),
+        )];
+        self.post(format!("{API}/init/error"), &headers, error.to_json())
+            .await
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Serves events until the API fails.
+pub(crate) async fn serve(handler: &mut impl Invoke) -> Result<(), crate::Error> {
+    let mut client = Client::from_env()?;
+    serve_with(&mut client, handler, Config::from_env()).await
+}
+
+pub(crate) async fn serve_with(
+    client: &mut Client,
+    handler: &mut impl Invoke,
+    config: Result<Config, crate::context::ConfigError>,
+) -> Result<(), crate::Error> {
+    let config = match config {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            client
+                .init_error(&Diagnostic::new("Runtime.InvalidConfig", e.to_string()))
+                .await?;
+            return Err(e.into());
+        }
+    };
+    loop {
+        let (headers, payload) = client.next().await?;
+        let invocation = Invocation {
+            request_id: header(&headers, "lambda-runtime-aws-request-id"),
+            deadline_ms: header(&headers, "lambda-runtime-deadline-ms"),
+            function_arn: header(&headers, "lambda-runtime-invoked-function-arn"),
+            trace_id: header(&headers, "lambda-runtime-trace-id"),
+            client_context: header(&headers, "lambda-runtime-client-context"),
+            cognito_identity: header(&headers, "lambda-runtime-cognito-identity"),
+        };
+        let Some(request_id) = invocation.request_id.map(str::to_owned) else {
+            // Nothing to answer to: the host is not speaking the Runtime API.
+            return Err(
+                "the Runtime API sent an event without Lambda-Runtime-Aws-Request-Id".into(),
+            );
+        };
+        let outcome = match Context::new(&invocation, Arc::clone(&config)) {
+            Ok(context) => handler.invoke(&payload, context).await,
+            Err(e) => Err(Diagnostic::new("Runtime.InvalidInvocation", e.to_string())),
+        };
+        let posted = match outcome {
+            Ok(body) => client.response(&request_id, body).await,
+            Err(error) => client.error(&request_id, &error).await,
+        };
+        match posted {
+            Ok(()) => {}
+            // The host refused this answer (too large, or the invocation is over): it has
+            // ended the invocation itself; serve the next one.
+            Err(ClientError::Status { status, body, .. }) if status.is_client_error() => {
+                eprintln!("lamina-sdk: the answer to {request_id} was refused ({status}): {body}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
