@@ -15,4 +15,5 @@ mod invoke_errors;
 mod layers;
 mod runtime_api;
 mod sandbox_native;
+mod sdk_examples;
 mod wasm;

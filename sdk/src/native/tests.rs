@@ -23,11 +23,14 @@ struct Call {
     body: Bytes,
 }
 
+/// An event to hand out: its headers and payload.
+type Event = (Vec<(&'static str, String)>, Vec<u8>);
+
 #[derive(Default)]
 struct Api {
     /// Events still to hand out: their headers and payload. When none is left, `next`
     /// answers 500 and the runtime ends.
-    events: Mutex<VecDeque<(Vec<(&'static str, String)>, Vec<u8>)>>,
+    events: Mutex<VecDeque<Event>>,
     calls: Mutex<Vec<Call>>,
     connections: AtomicUsize,
     /// The status `/response` answers with.
@@ -107,7 +110,7 @@ fn config() -> Result<Config, crate::ConfigError> {
     })
 }
 
-fn event(id: &str, deadline_ms: u64, payload: Value) -> (Vec<(&'static str, String)>, Vec<u8>) {
+fn event(id: &str, deadline_ms: u64, payload: Value) -> Event {
     (
         vec![
             ("lambda-runtime-aws-request-id", id.to_owned()),
