@@ -104,6 +104,40 @@ pub fn build_wasm(manifest: &Path, target: &str, profile: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// Builds one of the workspace's examples (`examples/<package>`) in release into
+/// `target_dir()/examples` (the tests' own target directory is locked by the running `cargo
+/// test`); `target` None is the host. Returns the executable, or the module for a WASM target.
+pub fn build_example(package: &str, target: Option<&str>) -> PathBuf {
+    let dir = target_dir().join("examples");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--target-dir",
+        ])
+        .arg(&dir)
+        .arg("--manifest-path")
+        .arg(root);
+    if let Some(target) = target {
+        command.args(["--target", target]);
+    }
+    let status = command.status().expect("cargo runs");
+    assert!(status.success(), "building {package} for {target:?} failed");
+    match target {
+        Some(target) => dir
+            .join(target)
+            .join("release")
+            .join(format!("{package}.wasm")),
+        None => dir.join("release").join(package),
+    }
+}
+
 /// The tests' WASM guest (`tests/wasm-guest`) for `target`, built once per test binary.
 pub fn wasm_guest(target: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());

@@ -7,39 +7,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{lamina, repo_root, target_dir, test_cache};
-
-/// Builds an example into its own target directory (the tests' own is locked by the running
-/// `cargo test`); `target` None is the host.
-fn build(package: &str, target: Option<&str>) -> PathBuf {
-    let dir = target_dir().join("examples");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            package,
-            "--target-dir",
-        ])
-        .arg(&dir)
-        .arg("--manifest-path")
-        .arg(repo_root().join("Cargo.toml"));
-    if let Some(target) = target {
-        command.args(["--target", target]);
-    }
-    let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building {package} for {target:?} failed");
-    match target {
-        Some(target) => dir
-            .join(target)
-            .join("release")
-            .join(format!("{package}.wasm")),
-        None => dir.join("release").join(package),
-    }
-}
+use crate::shared::build_example as build;
+use crate::support::{lamina, test_cache};
 
 /// Both builds of an example, as functions: a directory with `bootstrap`, and a `.wasm`.
 struct Builds {
