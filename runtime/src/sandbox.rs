@@ -123,7 +123,16 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
     fn runtime_api(&self) -> ApiPlacement {
         ApiPlacement::HostLoopback
     }
+    /// The platform's own work before an environment starts (compiling a WASM module), done
+    /// before the init clock runs: like provisioning on Lambda, it is not the function's init
+    /// and must not eat its init timeout. Problems are left for `start` to report.
+    fn prepare<'a>(&'a self, _spec: &'a FunctionSpec) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
+
+/// A boxed future, for the trait's asynchronous steps.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Where Lambda looks for a custom runtime's `bootstrap`, as the function sees the paths.
 pub const BOOTSTRAP_PATHS: [&str; 2] = ["/var/task/bootstrap", "/opt/bootstrap"];

@@ -124,3 +124,45 @@ fn sqs_batch_reports_just_the_messages_that_are_not_json() {
     let (_, log) = invoke(&builds.wasm, &batch);
     assert!(log.contains("message m-2 failed"), "{log}");
 }
+
+/// Compiling a module is the platform's work, not the function's init: a module that takes
+/// longer to compile than the init timeout still starts (the `http-hello` module, ~5 MB,
+/// compiles for seconds; the init timeout here is one second, the cache empty).
+#[tokio::test(flavor = "multi_thread")]
+async fn compiling_a_module_does_not_count_against_the_init_timeout() {
+    use std::sync::Arc;
+
+    use lamina_runtime::invoke::{InvokeOutcome, InvokeRequest};
+    use lamina_runtime::sandbox::wasm::WasmSandbox;
+
+    let module = build("http-hello", Some("wasm32-wasip1"));
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = Arc::new(WasmSandbox::new(cache.path()).expect("the WASM backend runs here"));
+    let code = crate::support::function_with_module(&module);
+    let harness = crate::support::Harness::start_in(sandbox, code, |config| {
+        config.init_timeout_secs = Some(1);
+        config.cache_dir = Some(cache.path().to_owned());
+    });
+    let event = json!({"version": "2.0", "rawPath": "/hello/x", "pathParameters": {"name": "x"},
+                       "requestContext": {"http": {"method": "GET"}}});
+    let started = std::time::Instant::now();
+    let done = harness
+        .pool
+        .invoke(InvokeRequest {
+            payload: event.to_string().into(),
+            ..Default::default()
+        })
+        .await;
+    let took = started.elapsed();
+    let InvokeOutcome::Response(body) = &done.outcome else {
+        panic!("after {took:?}: {:?}", done.outcome);
+    };
+    let answer: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(answer["statusCode"], 200);
+    // The premise: the compile did take longer than the init timeout.
+    assert!(
+        took > std::time::Duration::from_secs(1),
+        "compiled in {took:?}: the test proves nothing"
+    );
+    harness.pool.shutdown().await;
+}

@@ -92,6 +92,7 @@ async fn run(
     first: Invocation,
     mut rx: mpsc::UnboundedReceiver<EnvMsg>,
 ) {
+    sandbox.prepare(&spec).await;
     let init_started = Instant::now();
     let env_hex = uuid::Uuid::new_v4().simple().to_string();
     let Running {

@@ -30,7 +30,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use wasmtime::Engine;
 use wasmtime_wasi::cli::OutputFile;
 
-use super::{ApiLink, ApiPlacement, Control, Sandbox, StartSpec, Started, Stop};
+use super::{ApiLink, ApiPlacement, BoxFuture, Control, Sandbox, StartSpec, Started, Stop};
+use crate::config::FunctionSpec;
 use crate::config::lambda_env::{self, Paths};
 use crate::error::{ExitStatus, Failure, MAX_PAYLOAD_BYTES};
 use crate::runtime_api::ApiCall;
@@ -114,6 +115,26 @@ impl Sandbox for WasmSandbox {
 
     fn runtime_api(&self) -> ApiPlacement {
         ApiPlacement::InProcess
+    }
+
+    /// Compiles (or loads from the cache) the bootstrap, so that the environment's init
+    /// timeout measures the module's own start-up, not Cranelift. A failure stays in the
+    /// bootstrap's code cell, where the driver reports it as an init error.
+    fn prepare<'a>(&'a self, spec: &'a FunctionSpec) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Ok((host_path, _)) = super::find_wasm_bootstrap(spec) else {
+                return;
+            };
+            let (cell, cache, engine) = (
+                self.code_cell(&host_path),
+                self.cache.clone(),
+                self.engine.clone(),
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                cell.get_or_init(|| cache.load(&engine, &host_path));
+            })
+            .await;
+        })
     }
 
     fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
