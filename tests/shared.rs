@@ -70,25 +70,47 @@ fn add_dir<W: Write + Seek>(zip: &mut zip::ZipWriter<W>, root: &Path, dir: &Path
     }
 }
 
-/// Builds a WASM guest crate from source with cargo (`target`: `wasm32-wasip1` or
-/// `wasm32-wasip2`, installed by rust-toolchain.toml) into `target_dir()/wasm-guest`; returns
-/// the module. `manifest` defaults to the tests' own guest, `tests/wasm-guest`.
-pub fn build_wasm(manifest: &Path, target: &str, profile: &str) -> PathBuf {
-    let target_dir = target_dir().join("wasm-guest");
+/// `cargo build --quiet` of `manifest` (a package in it when given) for `target` (None: the
+/// host) with `profile`, into `dir` under `target_dir()`: the tests' own target directory is
+/// locked by the running `cargo test`. Returns the profile's output directory.
+fn cargo_build(
+    manifest: &Path,
+    package: Option<&str>,
+    target: Option<&str>,
+    profile: &str,
+    dir: &str,
+) -> PathBuf {
+    let target_dir = target_dir().join(dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--profile", profile, "--target", target])
-        .arg("--manifest-path")
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args(["build", "--quiet", "--profile", profile, "--manifest-path"])
         .arg(manifest)
         .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .expect("cargo runs");
+        .arg(&target_dir);
+    if let Some(package) = package {
+        command.args(["-p", package]);
+    }
+    if let Some(target) = target {
+        command.args(["--target", target]);
+    }
+    let status = command.status().expect("cargo runs");
     assert!(
         status.success(),
-        "building {} for {target} failed",
+        "building {} ({package:?}) for {target:?} failed",
         manifest.display()
     );
+    let out = match target {
+        Some(target) => target_dir.join(target),
+        None => target_dir,
+    };
+    out.join(if profile == "dev" { "debug" } else { profile })
+}
+
+/// Builds a WASM guest crate from source with cargo (`target`: `wasm32-wasip1` or
+/// `wasm32-wasip2`, installed by rust-toolchain.toml) into `target_dir()/wasm-guest`; returns
+/// the module.
+pub fn build_wasm(manifest: &Path, target: &str, profile: &str) -> PathBuf {
     let name = std::fs::read_to_string(manifest)
         .expect("manifest")
         .lines()
@@ -97,44 +119,18 @@ pub fn build_wasm(manifest: &Path, target: &str, profile: &str) -> PathBuf {
                 .map(|n| n.trim_end_matches('"').to_owned())
         })
         .expect("a package name");
-    let dir = if profile == "dev" { "debug" } else { profile };
-    target_dir
-        .join(target)
-        .join(dir)
-        .join(format!("{name}.wasm"))
+    cargo_build(manifest, None, Some(target), profile, "wasm-guest").join(format!("{name}.wasm"))
 }
 
 /// Builds one of the workspace's examples (`examples/<package>`) in release into
-/// `target_dir()/examples` (the tests' own target directory is locked by the running `cargo
-/// test`); `target` None is the host. Returns the executable, or the module for a WASM target.
+/// `target_dir()/examples`; `target` None is the host. Returns the executable, or the module
+/// for a WASM target.
 pub fn build_example(package: &str, target: Option<&str>) -> PathBuf {
-    let dir = target_dir().join("examples");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut command = std::process::Command::new(cargo);
-    command
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            package,
-            "--target-dir",
-        ])
-        .arg(&dir)
-        .arg("--manifest-path")
-        .arg(root);
-    if let Some(target) = target {
-        command.args(["--target", target]);
-    }
-    let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building {package} for {target:?} failed");
+    let out = cargo_build(&root, Some(package), target, "release", "examples");
     match target {
-        Some(target) => dir
-            .join(target)
-            .join("release")
-            .join(format!("{package}.wasm")),
-        None => dir.join("release").join(package),
+        Some(_) => out.join(format!("{package}.wasm")),
+        None => out.join(package),
     }
 }
 
@@ -157,6 +153,16 @@ pub struct Discard;
 
 impl lamina_runtime::logs::LogSink for Discard {
     fn line(&self, _: &[u8]) {}
+}
+
+/// "p50 … p90 … p99 …" of sorted durations, as the benchmarks print them.
+pub fn summary(sorted: &[std::time::Duration]) -> String {
+    format!(
+        "p50 {:?}  p90 {:?}  p99 {:?}",
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.9),
+        percentile(sorted, 0.99)
+    )
 }
 
 /// The `p` quantile (0–1) of sorted durations.

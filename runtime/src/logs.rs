@@ -168,7 +168,22 @@ fn handle(msg: PumpMsg, sink: &dyn LogSink) {
 }
 
 /// Reads what the pipe holds now; false once it reports end of file or fails.
+///
+/// "Now" is the kernel's now: the reads go to the pipe itself, not through tokio's readiness
+/// cache, which may not yet have seen the event for bytes written a moment ago (a WASM guest
+/// writes its log and its thread hands over the answer within microseconds; `try_read` would
+/// then return `WouldBlock` without reading, and the `END` line would overtake the log).
+/// A last `try_read` afterwards clears tokio's readiness, so `readable()` does not spin.
 fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut LineBuffer, sink: &dyn LogSink) -> bool {
+    loop {
+        match nix::unistd::read(rx, buf) {
+            Ok(0) => return false,
+            Ok(n) => lines.push(&buf[..n], sink),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
     loop {
         match rx.try_read(buf) {
             Ok(0) => return false,

@@ -363,18 +363,35 @@ fn from_v2(event: ApiGatewayV2httpRequest) -> Result<Request, Diagnostic> {
     Ok(request)
 }
 
-/// Multi-value headers when there are any, else the single-value ones.
-fn pick_headers(multi: HeaderMap, single: HeaderMap) -> HeaderMap {
+/// Payload 1.0 and ALB events carry headers and query parameters twice, single- and
+/// multi-valued: the multi-value ones when there are any (they hold every value).
+fn multi_or_single<T: Carried>(multi: T, single: T) -> T {
     if multi.is_empty() { single } else { multi }
 }
 
+/// What an event carries in both forms.
+trait Carried {
+    fn is_empty(&self) -> bool;
+}
+
+impl Carried for HeaderMap {
+    fn is_empty(&self) -> bool {
+        HeaderMap::is_empty(self)
+    }
+}
+
+impl Carried for QueryMap {
+    fn is_empty(&self) -> bool {
+        QueryMap::is_empty(self)
+    }
+}
+
 fn from_v1(event: ApiGatewayProxyRequest) -> Result<Request, Diagnostic> {
-    let headers = pick_headers(event.multi_value_headers, event.headers);
-    let query = if event.multi_value_query_string_parameters.is_empty() {
-        event.query_string_parameters
-    } else {
-        event.multi_value_query_string_parameters
-    };
+    let headers = multi_or_single(event.multi_value_headers, event.headers);
+    let query = multi_or_single(
+        event.multi_value_query_string_parameters,
+        event.query_string_parameters,
+    );
     let context = event.request_context;
     let host = host_of(&headers, context.domain_name.as_deref()).map(str::to_owned);
     let mut request = build(
@@ -395,12 +412,11 @@ fn from_v1(event: ApiGatewayProxyRequest) -> Result<Request, Diagnostic> {
 
 fn from_alb(event: AlbTargetGroupRequest) -> Result<(Request, Origin), Diagnostic> {
     let multi = !event.multi_value_headers.is_empty();
-    let headers = pick_headers(event.multi_value_headers, event.headers);
-    let query = if event.multi_value_query_string_parameters.is_empty() {
-        event.query_string_parameters
-    } else {
-        event.multi_value_query_string_parameters
-    };
+    let headers = multi_or_single(event.multi_value_headers, event.headers);
+    let query = multi_or_single(
+        event.multi_value_query_string_parameters,
+        event.query_string_parameters,
+    );
     // An ALB passes the query string as the client sent it (still encoded).
     let raw_query = query
         .iter()

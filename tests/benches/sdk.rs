@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shared::percentile;
+use shared::summary;
 
 /// Spawn → the first request's line read.
 fn start_up(bootstrap: &Path, listener: &TcpListener) -> Duration {
@@ -67,10 +67,8 @@ fn main() {
         let mut times: Vec<_> = (0..n).map(|_| start_up(&bootstrap, &listener)).collect();
         times.sort();
         println!(
-            "{name}: spawn → first /next, {n} starts: p50 {:?}  p90 {:?}  p99 {:?}",
-            percentile(&times, 0.5),
-            percentile(&times, 0.9),
-            percentile(&times, 0.99)
+            "{name}: spawn → first /next, {n} starts: {}",
+            summary(&times)
         );
     }
 }

@@ -26,7 +26,7 @@ use lamina_runtime::invoke::{InvokeOutcome, InvokeRequest};
 use lamina_runtime::pool::FunctionPool;
 use lamina_runtime::sandbox::Sandbox;
 use lamina_runtime::sandbox::wasm::WasmSandbox;
-use shared::{Discard, percentile};
+use shared::{Discard, percentile, summary};
 
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -137,10 +137,8 @@ fn main() {
     let mut warm = warm;
     warm.sort();
     println!(
-        "wasm warm ({target}, fresh instance + fresh /tmp, {warm_n} sequential, 1 KB): p50 {:?}  p90 {:?}  p99 {:?}",
-        percentile(&warm, 0.5),
-        percentile(&warm, 0.9),
-        percentile(&warm, 0.99)
+        "wasm warm ({target}, fresh instance + fresh /tmp, {warm_n} sequential, 1 KB): {}",
+        summary(&warm)
     );
 
     // 2. First invocation after a restart, the compile cached on disk.

@@ -386,7 +386,7 @@ impl Env {
             if !self.tmp_ready().await {
                 return Some(End::Destroy);
             }
-            self.deliver(reply);
+            self.deliver(reply).await;
         }
         None
     }
@@ -518,15 +518,18 @@ impl Env {
             if !self.tmp_ready().await {
                 return Some(End::Destroy);
             }
-            self.deliver(reply);
+            self.deliver(reply).await;
         } else {
             self.parked = Some(reply);
         }
         None
     }
 
-    /// Hands the waiting invocation to the runtime's `/next`.
-    fn deliver(&mut self, reply: Reply<NextEvent>) {
+    /// Hands the waiting invocation to the runtime's `/next`, once its `START` line is in the
+    /// log: whatever the runtime writes after it has the event must come after `START`, and an
+    /// in-process runtime (WASM) writes within microseconds, before the log pump would
+    /// otherwise have got to the line.
+    async fn deliver(&mut self, reply: Reply<NextEvent>) {
         let Some(inflight) = &mut self.inflight else {
             return;
         };
@@ -550,6 +553,7 @@ impl Env {
         let start = logs::start_line(&invocation.request_id);
         inflight.delivered_at = Some(now);
         self.log(start);
+        self.pump.flush().await;
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));

@@ -133,19 +133,19 @@ impl CodeCache {
             Some((digest, component))
         });
         let mut bytes = None;
-        let was_remembered = remembered.is_some();
         let (digest, component) = match remembered {
             Some(known) => known,
             None => {
                 let read = bytes.insert(read(path)?);
                 let component =
                     is_component(read).ok_or("not a WebAssembly module or component")?;
-                (hex(&Sha256::digest(&read[..])), component)
+                let digest = hex(&Sha256::digest(&read[..]));
+                if let Some(identity) = &identity {
+                    self.remember(identity, &digest);
+                }
+                (digest, component)
             }
         };
-        if !was_remembered && let Some(identity) = &identity {
-            self.remember(identity, &digest);
-        }
         let file = self.dir.join(format!("{digest}-{}.cwasm", self.engine_key));
         let compiled = match self.deserialize(engine, &file, component) {
             Some(compiled) => compiled,

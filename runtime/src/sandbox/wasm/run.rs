@@ -116,21 +116,19 @@ impl Guest {
                     wasi: builder.build_p1(),
                     limits,
                 };
-                let mut store = Store::new(engine, host);
-                arm(&mut store, run.killed, |h| &mut h.limits);
-                let result = match pre.instantiate(&mut store) {
-                    Ok(instance) => instance
-                        .get_typed_func::<(), ()>(&mut store, "_start")
-                        .and_then(|start| start.call(&mut store, ()))
-                        .map_err(Failed::Guest),
-                    Err(e) => Err(Failed::Instantiate(e)),
-                };
-                let Limits {
-                    refused,
-                    peak_bytes,
-                    ..
-                } = store.data().limits;
-                (result, refused, peak_bytes, Leftover(Box::new(store)))
+                in_store(
+                    engine,
+                    host,
+                    run.killed,
+                    |h| &mut h.limits,
+                    |store| {
+                        let instance = pre.instantiate(&mut *store).map_err(Failed::Instantiate)?;
+                        instance
+                            .get_typed_func::<(), ()>(&mut *store, "_start")
+                            .and_then(|start| start.call(store, ()))
+                            .map_err(Failed::Guest)
+                    },
+                )
             }
             Guest::Component(pre) => {
                 let host = P2Host {
@@ -138,23 +136,21 @@ impl Guest {
                     table: ResourceTable::new(),
                     limits,
                 };
-                let mut store = Store::new(engine, host);
-                arm(&mut store, run.killed, |h| &mut h.limits);
-                let result = match pre.instantiate(&mut store) {
-                    Ok(command) => match command.wasi_cli_run().call_run(&mut store) {
-                        Ok(Ok(())) => Ok(()),
-                        // `run` returning an error is how a component exits non-zero.
-                        Ok(Err(())) => Err(Failed::Guest(I32Exit(1).into())),
-                        Err(e) => Err(Failed::Guest(e)),
+                in_store(
+                    engine,
+                    host,
+                    run.killed,
+                    |h| &mut h.limits,
+                    |store| {
+                        let command = pre.instantiate(&mut *store).map_err(Failed::Instantiate)?;
+                        match command.wasi_cli_run().call_run(store) {
+                            Ok(Ok(())) => Ok(()),
+                            // `run` returning an error is how a component exits non-zero.
+                            Ok(Err(())) => Err(Failed::Guest(I32Exit(1).into())),
+                            Err(e) => Err(Failed::Guest(e)),
+                        }
                     },
-                    Err(e) => Err(Failed::Instantiate(e)),
-                };
-                let Limits {
-                    refused,
-                    peak_bytes,
-                    ..
-                } = store.data().limits;
-                (result, refused, peak_bytes, Leftover(Box::new(store)))
+                )
             }
         };
         let ending = match result {
@@ -180,6 +176,26 @@ impl Guest {
 enum Failed {
     Instantiate(wasmtime::Error),
     Guest(wasmtime::Error),
+}
+
+/// Runs `body` in a new store of `host`, armed (see [`arm`]); how it ended, what the limiter
+/// saw (a refusal, the peak memory), and the store to tear down later.
+fn in_store<T: Send + 'static>(
+    engine: &Engine,
+    host: T,
+    killed: &Arc<AtomicBool>,
+    limits: fn(&mut T) -> &mut Limits,
+    body: impl FnOnce(&mut Store<T>) -> Result<(), Failed>,
+) -> (Result<(), Failed>, bool, usize, Leftover) {
+    let mut store = Store::new(engine, host);
+    arm(&mut store, killed, limits);
+    let result = body(&mut store);
+    let Limits {
+        refused,
+        peak_bytes,
+        ..
+    } = *limits(store.data_mut());
+    (result, refused, peak_bytes, Leftover(Box::new(store)))
 }
 
 /// Installs the limiter and the kill switch: the deadline is one epoch tick ahead, and at each
