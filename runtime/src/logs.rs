@@ -6,9 +6,11 @@
 //! environment queues platform lines to it ([`LogPump::platform`]) without waiting; before
 //! writing one, the pump drains whatever the pipe holds at that moment. A function writes its
 //! output before it posts its response, so that output is in the pipe before the `END` line is
-//! queued: no complete line of an invocation can land after its `END`. A final line without a
-//! newline waits for its newline (or end of file). Keeping this off the environment task keeps
-//! logging off the invocation's critical path.
+//! queued: no complete line of an invocation can land after its `END`. The other way round,
+//! the environment hands an event over only once its `START` has been written
+//! ([`LogPump::flush`]): an in-process runtime writes within microseconds of getting it. A final
+//! line without a newline waits for its newline (or end of file). Apart from that one wait,
+//! logging stays off the invocation's critical path.
 
 use std::fmt;
 use std::os::fd::OwnedFd;
