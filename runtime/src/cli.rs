@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod invoke;
 pub mod layers;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run one function locally: payload on stdout, Lambda's log lines on stderr.
     Invoke(Box<invoke::InvokeArgs>),
+    /// Serve functions over HTTP: the Lambda Invoke API and an API Gateway-style front.
+    Serve(Box<serve::ServeArgs>),
     /// Work with layers.
     #[command(subcommand)]
     Layers(layers::LayersCommand),
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Invoke(args) => invoke::run(*args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Layers(command) => layers::run(command),
             Command::Cache(command) => cache::run(command),
         }
@@ -81,5 +85,6 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -7,6 +7,7 @@
 //! Scope: a `FunctionSpec` lives as long as its function is loaded and is shared by `Arc`
 //! between the pool and every environment.
 
+pub mod file;
 pub mod lambda_env;
 
 use std::path::{Path, PathBuf};
@@ -18,10 +19,13 @@ use lamina_layers::{Cache, CacheError, Composed, Limits};
 pub const MEMORY_RANGE_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
 /// Lambda's timeout range, seconds.
 pub const TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u32> = 1..=900;
+/// The most environments one function may have; Lambda's default account limit.
+pub const MAX_CONCURRENCY: u32 = 1000;
 /// Lambda's cap on the function's own environment variables, in bytes of `KEY=VALUE` text.
 pub const MAX_ENVIRONMENT_BYTES: usize = 4 * 1024;
 
-/// A function as written by its user (command-line flags today; `lamina.toml` later).
+/// A function as written by its user: command-line flags, or a `[functions.NAME]` table of
+/// `lamina.toml` ([`file`]).
 #[derive(Debug, Clone, Default)]
 pub struct FunctionConfig {
     /// The function's name; derived from the code path when absent.
@@ -42,6 +46,8 @@ pub struct FunctionConfig {
     pub region: Option<String>,
     /// At most this many environments at once (default 1).
     pub concurrency: Option<u32>,
+    /// Seconds an environment may stay idle before it is shut down (default 300).
+    pub idle_timeout_secs: Option<u32>,
     /// Layers, directories or `.zip`s, in Lambda's order: later ones win.
     pub layers: Vec<PathBuf>,
     /// Where extracted archives are cached (default: the user's cache directory).
@@ -99,6 +105,8 @@ pub struct FunctionSpec {
     pub tmp_per_invocation: bool,
     /// How long a runtime gets between SIGTERM and SIGKILL at shutdown.
     pub shutdown_grace: Duration,
+    /// How long an environment may stay idle before it is shut down.
+    pub idle_timeout: Duration,
 }
 
 /// The account id lamina's ARNs carry; there is no account, and this is the one AWS's own
@@ -136,9 +144,26 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The numbers and names of a [`FunctionConfig`], checked, defaults filled in.
+struct Checked {
+    memory_mb: u32,
+    timeout: u32,
+    init_timeout: u32,
+    ephemeral_storage_mb: u32,
+    concurrency: u32,
+    idle_timeout: u32,
+    region: String,
+}
+
 impl FunctionConfig {
-    /// Resolves the configuration: checks every value and locates (or extracts) the code.
-    pub fn resolve(self) -> Result<FunctionSpec, ConfigError> {
+    /// Checks every value that needs no file system: ranges, names, the environment. A
+    /// configuration file calls it for each function up front; [`FunctionConfig::resolve`]
+    /// calls it first.
+    pub fn check_values(&self) -> Result<(), ConfigError> {
+        self.checked().map(drop)
+    }
+
+    fn checked(&self) -> Result<Checked, ConfigError> {
         let memory_mb = self.memory_mb.unwrap_or(128);
         if !MEMORY_RANGE_MB.contains(&memory_mb) {
             return Err(invalid(
@@ -168,11 +193,21 @@ impl FunctionConfig {
             ));
         }
         let concurrency = self.concurrency.unwrap_or(1);
-        if concurrency == 0 {
-            return Err(invalid("concurrency", "must be at least 1"));
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(invalid(
+                "concurrency",
+                format!("{concurrency} is outside 1–{MAX_CONCURRENCY}"),
+            ));
+        }
+        let idle_timeout = self.idle_timeout_secs.unwrap_or(300);
+        if idle_timeout == 0 {
+            return Err(invalid("idle_timeout", "must be at least 1 second"));
         }
         lambda_env::check_user_environment(&self.environment)?;
-        let region = self.region.unwrap_or_else(|| "us-east-1".to_owned());
+        let region = self
+            .region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".to_owned());
         if region.is_empty()
             || !region
                 .chars()
@@ -183,11 +218,9 @@ impl FunctionConfig {
                 format!("{region:?} is not a region name"),
             ));
         }
-        let name = match self.name {
-            Some(name) => name,
-            None => derive_name(&self.code),
-        };
-        check_name(&name)?;
+        if let Some(name) = &self.name {
+            check_name(name)?;
+        }
         let limits = Limits::default();
         if self.layers.len() > limits.max_layers {
             return Err(invalid(
@@ -199,6 +232,34 @@ impl FunctionConfig {
                 ),
             ));
         }
+        Ok(Checked {
+            memory_mb,
+            timeout,
+            init_timeout,
+            ephemeral_storage_mb,
+            concurrency,
+            idle_timeout,
+            region,
+        })
+    }
+
+    /// Resolves the configuration: checks every value and locates (or extracts) the code.
+    pub fn resolve(self) -> Result<FunctionSpec, ConfigError> {
+        let Checked {
+            memory_mb,
+            timeout,
+            init_timeout,
+            ephemeral_storage_mb,
+            concurrency,
+            idle_timeout,
+            region,
+        } = self.checked()?;
+        let name = match self.name {
+            Some(name) => name,
+            None => derive_name(&self.code),
+        };
+        check_name(&name)?;
+        let limits = Limits::default();
         // The cache is touched only when there is an archive or a layer: a plain directory
         // function runs even where the user's cache directory cannot be written.
         let needs_cache = is_zip(&self.code) || is_wasm(&self.code) || !self.layers.is_empty();
@@ -255,6 +316,7 @@ impl FunctionConfig {
             ephemeral_storage_mb,
             tmp_per_invocation: !self.tmp_per_environment,
             shutdown_grace: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(u64::from(idle_timeout)),
         })
     }
 }

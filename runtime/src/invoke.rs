@@ -9,6 +9,9 @@ use crate::error::Failure;
 /// One invocation as asked for by a caller, before it has a request id.
 #[derive(Debug, Clone, Default)]
 pub struct InvokeRequest {
+    /// The request id to run under; a new one is made when absent. Lambda keeps one id across
+    /// the retries of an asynchronous invocation.
+    pub request_id: Option<String>,
     /// The event payload, exactly as the function will read it from `/next`.
     pub payload: Bytes,
     /// The caller's client context (JSON), passed as `Lambda-Runtime-Client-Context`.
@@ -17,6 +20,9 @@ pub struct InvokeRequest {
     pub cognito_identity: Option<String>,
     /// An X-Ray trace header to continue; a new trace id is made when absent.
     pub trace_id: Option<String>,
+    /// Return the last 4 KB of the invocation's log with its outcome
+    /// (`X-Amz-Log-Type: Tail`).
+    pub log_tail: bool,
 }
 
 /// An error the function reported itself (through `/invocation/{id}/error` or
@@ -86,6 +92,13 @@ pub enum InvokeOutcome {
     Failure(Failure),
 }
 
+/// An invocation refused because the function is at its concurrency: every environment is
+/// busy and no other may start. Nothing ran; the caller may try again (Lambda's
+/// `TooManyRequestsException`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Rate Exceeded.")]
+pub struct Throttled;
+
 /// A finished invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
@@ -93,6 +106,8 @@ pub struct Completed {
     pub request_id: String,
     /// What happened.
     pub outcome: InvokeOutcome,
+    /// The end of the invocation's log, START to REPORT, when the request asked for it.
+    pub log_tail: Option<Bytes>,
 }
 
 impl Completed {

@@ -23,3 +23,5 @@ pub mod pool;
 pub mod runtime_api;
 /// Where a bootstrap runs: the seam between the pool and the operating system.
 pub mod sandbox;
+/// `lamina serve`: the Invoke API and the API Gateway-style HTTP front.
+pub mod serve;

@@ -44,7 +44,34 @@ impl LogSink for StderrSink {
     }
 }
 
-/// Keeps lines in memory; for tests and for log tails.
+/// Writes lines to the process's stderr with the function's name in front, for a server
+/// whose functions share one stderr (CloudWatch would keep one log group per function).
+#[derive(Debug)]
+pub struct NamedStderrSink {
+    prefix: Vec<u8>,
+}
+
+impl NamedStderrSink {
+    /// Lines of `function` are written as `[function] line`.
+    pub fn new(function: &str) -> Self {
+        NamedStderrSink {
+            prefix: format!("[{function}] ").into_bytes(),
+        }
+    }
+}
+
+impl LogSink for NamedStderrSink {
+    fn line(&self, line: &[u8]) {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = err
+            .write_all(&self.prefix)
+            .and_then(|()| err.write_all(line))
+            .and_then(|()| err.write_all(b"\n"));
+    }
+}
+
+/// Keeps lines in memory; for tests.
 #[derive(Debug, Default)]
 pub struct MemorySink {
     lines: Mutex<Vec<String>>,
@@ -81,13 +108,25 @@ pub(crate) struct LogPump {
 enum PumpMsg {
     Platform(PlatformLines),
     Flush(oneshot::Sender<()>),
+    /// From here on, lines are also kept for an invocation's log tail.
+    TailStart,
+    /// Stop keeping lines and hand over the last [`TAIL_BYTES`] of them.
+    TailEnd(TailFn),
 }
+
+/// Receives an invocation's log tail (`X-Amz-Log-Result`).
+pub(crate) type TailFn = Box<dyn FnOnce(bytes::Bytes) + Send>;
+
+/// How much of an invocation's log the Invoke API returns with `X-Amz-Log-Type: Tail`: 4 KB.
+pub const TAIL_BYTES: usize = 4 * 1024;
 
 impl fmt::Debug for PumpMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PumpMsg::Platform(_) => "Platform",
             PumpMsg::Flush(_) => "Flush",
+            PumpMsg::TailStart => "TailStart",
+            PumpMsg::TailEnd(_) => "TailEnd",
         })
     }
 }
@@ -109,6 +148,21 @@ impl LogPump {
         let _ = self.tx.send(PumpMsg::Platform(lines));
     }
 
+    /// Starts keeping lines for an invocation's log tail.
+    pub(crate) fn tail_start(&self) {
+        let _ = self.tx.send(PumpMsg::TailStart);
+    }
+
+    /// Hands the lines kept since [`LogPump::tail_start`] to `to`, once everything queued
+    /// before has been written; an empty tail if the pump is gone.
+    pub(crate) fn tail_end(&self, to: TailFn) {
+        if let Err(e) = self.tx.send(PumpMsg::TailEnd(to))
+            && let PumpMsg::TailEnd(to) = e.0
+        {
+            to(bytes::Bytes::new());
+        }
+    }
+
     /// Returns once everything queued and written to the pipe before this call has reached
     /// the sink.
     pub(crate) async fn flush(&self) {
@@ -124,6 +178,7 @@ async fn pump(
     mut msgs: mpsc::UnboundedReceiver<PumpMsg>,
     sink: std::sync::Arc<dyn LogSink>,
 ) {
+    let sink = &mut Tee { sink, tail: None };
     let mut lines = LineBuffer::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut open = true;
@@ -132,31 +187,31 @@ async fn pump(
             biased;
             msg = msgs.recv() => {
                 let Some(msg) = msg else {
-                    drain(&rx, &mut buf, &mut lines, &*sink);
+                    drain(&rx, &mut buf, &mut lines, sink);
                     break;
                 };
                 // A partial line stays buffered: a runtime may be between two writes of one
                 // line right now (formatting macros write in pieces), and a platform line must
                 // not cut it in two.
-                open = drain(&rx, &mut buf, &mut lines, &*sink);
-                handle(msg, &*sink);
+                open = drain(&rx, &mut buf, &mut lines, sink);
+                handle(msg, sink);
             }
             ready = rx.readable() => {
                 if ready.is_err() {
                     break;
                 }
-                open = drain(&rx, &mut buf, &mut lines, &*sink);
+                open = drain(&rx, &mut buf, &mut lines, sink);
             }
         }
     }
-    lines.finish(&*sink);
+    lines.finish(sink);
     // The pipe is closed: platform lines and flushes still come until the environment is gone.
     while let Some(msg) = msgs.recv().await {
-        handle(msg, &*sink);
+        handle(msg, sink);
     }
 }
 
-fn handle(msg: PumpMsg, sink: &dyn LogSink) {
+fn handle(msg: PumpMsg, sink: &mut Tee) {
     match msg {
         PumpMsg::Platform(make) => {
             for line in make() {
@@ -165,6 +220,35 @@ fn handle(msg: PumpMsg, sink: &dyn LogSink) {
         }
         PumpMsg::Flush(ack) => {
             let _ = ack.send(());
+        }
+        PumpMsg::TailStart => sink.tail = Some(Vec::new()),
+        PumpMsg::TailEnd(to) => {
+            let mut tail = sink.tail.take().unwrap_or_default();
+            // Lambda returns the last 4 KB; whole lines are not promised.
+            let cut = tail.len().saturating_sub(TAIL_BYTES);
+            tail.drain(..cut);
+            to(bytes::Bytes::from(tail));
+        }
+    }
+}
+
+/// The pump's output: the sink, and the tail of the invocation that asked for one.
+struct Tee {
+    sink: std::sync::Arc<dyn LogSink>,
+    tail: Option<Vec<u8>>,
+}
+
+impl Tee {
+    fn line(&mut self, line: &[u8]) {
+        self.sink.line(line);
+        if let Some(tail) = &mut self.tail {
+            tail.extend_from_slice(line);
+            tail.push(b'\n');
+            // Bounded however much the invocation logs: only the last TAIL_BYTES are kept.
+            if tail.len() > 4 * TAIL_BYTES {
+                let cut = tail.len() - TAIL_BYTES;
+                tail.drain(..cut);
+            }
         }
     }
 }
@@ -176,7 +260,7 @@ fn handle(msg: PumpMsg, sink: &dyn LogSink) {
 /// writes its log and its thread hands over the answer within microseconds; `try_read` would
 /// then return `WouldBlock` without reading, and the `END` line would overtake the log).
 /// A last `try_read` afterwards clears tokio's readiness, so `readable()` does not spin.
-fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut LineBuffer, sink: &dyn LogSink) -> bool {
+fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut LineBuffer, sink: &mut Tee) -> bool {
     loop {
         match nix::unistd::read(rx, buf) {
             Ok(0) => return false,
@@ -203,7 +287,7 @@ struct LineBuffer {
 }
 
 impl LineBuffer {
-    fn push(&mut self, mut data: &[u8], sink: &dyn LogSink) {
+    fn push(&mut self, mut data: &[u8], sink: &mut Tee) {
         while let Some(pos) = data.iter().position(|&b| b == b'\n') {
             if self.partial.is_empty() {
                 sink.line(&data[..pos]);
@@ -220,7 +304,7 @@ impl LineBuffer {
         }
     }
 
-    fn finish(&mut self, sink: &dyn LogSink) {
+    fn finish(&mut self, sink: &mut Tee) {
         if !self.partial.is_empty() {
             sink.line(&self.partial);
             self.partial.clear();
@@ -311,12 +395,17 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_partials_kept_until_finished() {
-        let sink = MemorySink::default();
+        let sink = std::sync::Arc::new(MemorySink::default());
+        let tee = &mut Tee {
+            sink: sink.clone(),
+            tail: Some(Vec::new()),
+        };
         let mut b = LineBuffer::default();
-        b.push(b"one\ntw", &sink);
-        b.push(b"o\nthree", &sink);
+        b.push(b"one\ntw", tee);
+        b.push(b"o\nthree", tee);
         assert_eq!(sink.lines(), ["one", "two"]);
-        b.finish(&sink);
+        b.finish(tee);
         assert_eq!(sink.lines(), ["one", "two", "three"]);
+        assert_eq!(tee.tail.as_deref(), Some(&b"one\ntwo\nthree\n"[..]));
     }
 }

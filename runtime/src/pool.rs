@@ -3,19 +3,26 @@
 //! [`PoolMsg`]; every invocation carries its own oneshot reply, so it resolves exactly once.
 //!
 //! Scope: one pool per loaded function; environments live inside it.
+//!
+//! Capacity: at most `concurrency` environments are alive and not yet retiring. An environment
+//! tells the pool it is idle (or retiring) *before* it hands its outcome to the caller, so a
+//! caller that invokes again as soon as it has its answer never finds the pool falsely full.
+//! Idle environments are reaped after the function's idle timeout, oldest first.
 
 pub mod environment;
 pub mod policy;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::FunctionSpec;
 use crate::error::Failure;
-use crate::invoke::{Completed, InvokeOutcome, InvokeRequest};
+use crate::invoke::{Completed, InvokeOutcome, InvokeRequest, Throttled};
 use crate::logs::LogSink;
 use crate::sandbox::Sandbox;
 use environment::EnvHandle;
@@ -27,16 +34,24 @@ pub(crate) struct Invocation {
     pub(crate) request_id: String,
     pub(crate) trace_id: String,
     pub(crate) request: InvokeRequest,
-    pub(crate) reply: oneshot::Sender<Completed>,
+    /// Refused when the function is at its concurrency, rather than queued.
+    pub(crate) throttle: bool,
+    pub(crate) reply: oneshot::Sender<Result<Completed, Throttled>>,
 }
 
 impl Invocation {
     /// Ends the invocation with `outcome`. Consumes it: there is no second time.
     pub(crate) fn finish(self, outcome: InvokeOutcome) {
-        let _ = self.reply.send(Completed {
+        self.finish_with_tail(outcome, None);
+    }
+
+    /// Ends the invocation with `outcome` and the end of its log.
+    pub(crate) fn finish_with_tail(self, outcome: InvokeOutcome, log_tail: Option<Bytes>) {
+        let _ = self.reply.send(Ok(Completed {
             request_id: self.request_id,
             outcome,
-        });
+            log_tail,
+        }));
     }
 }
 
@@ -46,7 +61,10 @@ pub(crate) enum PoolMsg {
     Invoke(Invocation),
     /// The environment finished an invocation and can take another.
     Idle(u64),
-    /// The environment is gone (its runtime exited, timed out or failed init).
+    /// The environment is ending (its runtime exited, timed out or failed init, or it was
+    /// reaped): it no longer counts against the function's concurrency.
+    Retiring(u64),
+    /// The environment is gone.
     Gone(u64),
     Shutdown(oneshot::Sender<()>),
 }
@@ -72,6 +90,7 @@ impl FunctionPool {
             logs,
             tx: tx.clone(),
             envs: HashMap::new(),
+            retiring: HashMap::new(),
             idle: Vec::new(),
             queue: VecDeque::new(),
             next_env: 0,
@@ -85,22 +104,43 @@ impl FunctionPool {
         &self.spec
     }
 
-    /// Runs one invocation to its end.
+    /// Runs one invocation to its end; when the function is at its concurrency, it waits
+    /// for an environment (as `lamina invoke` wants).
     pub async fn invoke(&self, request: InvokeRequest) -> Completed {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        match self.send(request, false).await {
+            Ok(done) => done,
+            Err(Throttled) => unreachable!("a queued invocation is never throttled"),
+        }
+    }
+
+    /// Runs one invocation to its end, or refuses it at once when every environment is busy
+    /// and the function is at its concurrency, as Lambda throttles.
+    pub async fn try_invoke(&self, request: InvokeRequest) -> Result<Completed, Throttled> {
+        self.send(request, true).await
+    }
+
+    async fn send(&self, request: InvokeRequest, throttle: bool) -> Result<Completed, Throttled> {
+        let request_id = request
+            .request_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let trace_id = request.trace_id.clone().unwrap_or_else(new_trace_id);
         let (reply, done) = oneshot::channel();
         let invocation = Invocation {
             request_id: request_id.clone(),
             trace_id,
             request,
+            throttle,
             reply,
         };
-        let lost = |request_id: String| Completed {
-            request_id,
-            outcome: InvokeOutcome::Failure(Failure::Sandbox(
-                "the function's pool has stopped".into(),
-            )),
+        let lost = |request_id: String| {
+            Ok(Completed {
+                request_id,
+                outcome: InvokeOutcome::Failure(Failure::Sandbox(
+                    "the function's pool has stopped".into(),
+                )),
+                log_tail: None,
+            })
         };
         if self.tx.send(PoolMsg::Invoke(invocation)).is_err() {
             return lost(request_id);
@@ -145,26 +185,59 @@ struct PoolTask {
     sandbox: Arc<dyn Sandbox>,
     logs: Arc<dyn LogSink>,
     tx: mpsc::UnboundedSender<PoolMsg>,
+    /// Environments that count against the concurrency.
     envs: HashMap<u64, Slot>,
-    idle: Vec<u64>,
+    /// Environments on their way out; awaited at shutdown.
+    retiring: HashMap<u64, JoinHandle<()>>,
+    /// Idle environments and since when, oldest first (the newest is reused first, so the
+    /// oldest are the ones the idle timeout reaps).
+    idle: Vec<(u64, Instant)>,
     queue: VecDeque<Invocation>,
     next_env: u64,
 }
 
 impl PoolTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PoolMsg>) {
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let reap_at = self
+                .idle
+                .first()
+                .map(|&(_, since)| since + self.spec.idle_timeout);
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                () = async {
+                    match reap_at {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.reap(Instant::now());
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             match msg {
                 PoolMsg::Invoke(invocation) => self.place(invocation),
                 PoolMsg::Idle(id) => match self.queue.pop_front() {
                     Some(next) => self.dispatch(id, next),
-                    None => self.idle.push(id),
+                    None => self.idle.push((id, Instant::now())),
                 },
-                PoolMsg::Gone(id) => {
-                    self.envs.remove(&id);
-                    self.idle.retain(|&i| i != id);
+                PoolMsg::Retiring(id) => {
+                    self.idle.retain(|&(i, _)| i != id);
+                    if let Some(slot) = self.envs.remove(&id) {
+                        self.retiring.insert(id, slot.task);
+                    }
                     // Capacity freed: a waiting invocation may start a new environment.
                     if let Some(next) = self.queue.pop_front() {
+                        self.place(next);
+                    }
+                }
+                PoolMsg::Gone(id) => {
+                    self.retiring.remove(&id);
+                    self.idle.retain(|&(i, _)| i != id);
+                    if self.envs.remove(&id).is_some()
+                        && let Some(next) = self.queue.pop_front()
+                    {
                         self.place(next);
                     }
                 }
@@ -180,11 +253,31 @@ impl PoolTask {
     fn place(&mut self, invocation: Invocation) {
         match policy::place(self.idle.len(), self.envs.len(), self.spec.concurrency) {
             Placement::Reuse => match self.idle.pop() {
-                Some(id) => self.dispatch(id, invocation),
+                Some((id, _)) => self.dispatch(id, invocation),
                 None => self.queue.push_back(invocation),
             },
             Placement::Spawn => self.spawn(invocation),
+            Placement::Queue if invocation.throttle => {
+                let _ = invocation.reply.send(Err(Throttled));
+            }
             Placement::Queue => self.queue.push_back(invocation),
+        }
+    }
+
+    /// Shuts down the environments idle since before `now - idle_timeout`.
+    fn reap(&mut self, now: Instant) {
+        let timeout = self.spec.idle_timeout;
+        let stale = self
+            .idle
+            .iter()
+            .take_while(|&&(_, since)| since + timeout <= now)
+            .count();
+        for (id, _) in self.idle.drain(..stale) {
+            if let Some(slot) = self.envs.remove(&id) {
+                tracing::debug!(function = %self.spec.name, env = id, "reaping an idle environment");
+                slot.handle.shutdown();
+                self.retiring.insert(id, slot.task);
+            }
         }
     }
 
@@ -225,6 +318,9 @@ impl PoolTask {
         }
         for (_, slot) in self.envs.drain() {
             let _ = slot.task.await;
+        }
+        for (_, task) in self.retiring.drain() {
+            let _ = task.await;
         }
     }
 }

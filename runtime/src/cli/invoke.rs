@@ -23,8 +23,13 @@ use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
     /// The function: a directory or .zip holding an executable `bootstrap` or a
-    /// `bootstrap.wasm` (or whose layers do), or a lone `.wasm` module.
+    /// `bootstrap.wasm` (or whose layers do), a lone `.wasm` module, or the name of a function
+    /// in lamina.toml (flags given here override its settings).
     pub function: PathBuf,
+    /// The configuration a function name is looked up in (default: ./lamina.toml, else the
+    /// bundled examples).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// A layer (directory or .zip); repeatable, at most 5, later ones win in /opt.
     #[arg(long = "layer", value_name = "LAYER")]
     pub layers: Vec<PathBuf>,
@@ -111,8 +116,11 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     // The native backend is checked (and a jail built) first, while the function's archives
     // are extracted; a lone `.wasm` needs none of it. Its failure is reported only once the
     // function turns out to be native.
-    let lone_module = args
-        .function
+    let configured = configured(&args)?;
+    let code = configured
+        .as_ref()
+        .map_or(args.function.clone(), |c| c.code.clone());
+    let lone_module = code
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
     let native = (!lone_module).then(|| native_sandbox(args.sandbox, args.network));
@@ -128,20 +136,22 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
             None => bail!("--env {pair:?}: expected KEY=VALUE"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let base = configured.unwrap_or_default();
     let config = FunctionConfig {
-        name: args.name,
-        code: args.function.clone(),
-        handler: args.handler,
-        memory_mb: args.memory,
-        timeout_secs: args.timeout,
-        init_timeout_secs: args.init_timeout,
-        environment,
-        region: args.region,
+        name: args.name.or(base.name),
+        code,
+        handler: args.handler.or(base.handler),
+        memory_mb: args.memory.or(base.memory_mb),
+        timeout_secs: args.timeout.or(base.timeout_secs),
+        init_timeout_secs: args.init_timeout.or(base.init_timeout_secs),
+        environment: base.environment.into_iter().chain(environment).collect(),
+        region: args.region.or(base.region),
         concurrency: Some(1),
-        layers: args.layers,
+        idle_timeout_secs: None,
+        layers: base.layers.into_iter().chain(args.layers).collect(),
         cache_dir: args.cache_dir,
         progress: std::io::stderr().is_terminal().then(terminal_progress),
-        ephemeral_storage_mb: args.ephemeral_storage,
+        ephemeral_storage_mb: args.ephemeral_storage.or(base.ephemeral_storage_mb),
         tmp_per_environment: args.tmp == TmpMode::PerEnvironment,
     };
     // Extracting a large archive the first time is long, blocking work.
@@ -197,6 +207,27 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The configured function `lamina invoke NAME` names, when NAME is not a path: looked up in
+/// `--config`, `./lamina.toml` or the bundled examples.
+fn configured(args: &InvokeArgs) -> anyhow::Result<Option<FunctionConfig>> {
+    let given = &args.function;
+    let is_name = given.components().count() == 1 && given.extension().is_none();
+    if given.exists() || !is_name {
+        return Ok(None);
+    }
+    let name = given.to_string_lossy();
+    let path = super::serve::find_config(args.config.as_deref())
+        .with_context(|| format!("{name}: no such file or directory"))?;
+    let mut manifest = crate::config::file::Manifest::load(&path)?;
+    match manifest.functions.remove(name.as_ref()) {
+        Some(entry) => Ok(Some(entry.config)),
+        None => bail!(
+            "{name}: no such file or directory, and {} has no [functions.{name}]",
+            path.display()
+        ),
+    }
 }
 
 /// The chosen native backend, after checking that this host supports it.

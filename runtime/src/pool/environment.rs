@@ -107,10 +107,7 @@ async fn run(
         Err(failure) => {
             // Every invocation gets its START, END and REPORT, also one whose environment
             // never came up.
-            sink.line(logs::start_line(&first.request_id).as_bytes());
             let request_id = first.request_id.clone();
-            first.finish(InvokeOutcome::Failure(failure.clone()));
-            sink.line(logs::end_line(&request_id).as_bytes());
             let report = Report {
                 request_id: &request_id,
                 duration: Duration::ZERO,
@@ -119,7 +116,20 @@ async fn run(
                 max_memory_mb: 0,
                 failure: Some((failure.report_status(), failure.error_type())),
             };
-            sink.line(report.line().as_bytes());
+            let lines = [
+                logs::start_line(&request_id),
+                logs::end_line(&request_id),
+                report.line(),
+            ];
+            for line in &lines {
+                sink.line(line.as_bytes());
+            }
+            let tail = first
+                .request
+                .log_tail
+                .then(|| bytes::Bytes::from(lines.join("\n") + "\n"));
+            let _ = pool.send(PoolMsg::Retiring(id));
+            first.finish_with_tail(InvokeOutcome::Failure(failure), tail);
             let _ = pool.send(PoolMsg::Gone(id));
             return;
         }
@@ -144,6 +154,7 @@ async fn run(
         exited: Some(exited),
         reset_tmp,
         pending_reset: None,
+        retiring: false,
     };
     // Set once shut down while the runtime, having answered, is still on its way back to
     // `/next`: until then, or this instant, the SIGTERM waits.
@@ -203,7 +214,16 @@ async fn run(
     };
     env.destroy(end).await;
     drop(server);
+    env.retire();
     let _ = env.pool.send(PoolMsg::Gone(env.id));
+    // An invocation the pool sent while this environment was ending never reached a runtime:
+    // it goes back to the pool, to run elsewhere exactly once.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let EnvMsg::Invoke(invocation) = msg {
+            let _ = env.pool.send(PoolMsg::Invoke(invocation));
+        }
+    }
 }
 
 /// An environment whose sandbox, Runtime API and log pump are up.
@@ -352,6 +372,8 @@ struct Env {
     reset_tmp: Option<crate::sandbox::ResetTmp>,
     /// The answer to the last reset request, awaited before the next event goes out.
     pending_reset: Option<oneshot::Receiver<std::io::Result<()>>>,
+    /// Whether the pool has been told this environment is ending.
+    retiring: bool,
 }
 
 const ANSWERED_KEPT: usize = 32;
@@ -478,6 +500,7 @@ impl Env {
                 let _ = reply.send(Ok(()));
                 self.init_duration = self.init_started.take().map(|s| s.elapsed());
                 let error = FunctionError::from_runtime(error_type.as_deref(), body);
+                self.retire();
                 self.finish(InvokeOutcome::FunctionError(error));
                 // Lambda discards an environment whose init failed; the next invocation starts
                 // a new one.
@@ -551,6 +574,9 @@ impl Env {
             payload: invocation.request.payload.clone(),
         };
         let start = logs::start_line(&invocation.request_id);
+        if invocation.request.log_tail {
+            self.pump.tail_start();
+        }
         inflight.delivered_at = Some(now);
         self.log(start);
         self.pump.flush().await;
@@ -589,18 +615,25 @@ impl Env {
             return None;
         }
         let _ = reply.send(api_answer);
-        self.finish(outcome);
         // A fresh /tmp is asked for now and awaited only before the next event is handed
         // over: the reset overlaps the runtime's own way back to /next.
-        if let Some(reset) = &self.reset_tmp {
-            let (ack, done) = oneshot::channel();
-            if reset.send(ack).is_err() {
-                return Some(End::Destroy);
+        let continuing = match &self.reset_tmp {
+            Some(reset) => {
+                let (ack, done) = oneshot::channel();
+                self.pending_reset = Some(done);
+                reset.send(ack).is_ok()
             }
-            self.pending_reset = Some(done);
+            None => true,
+        };
+        // The pool hears first, the caller second: a caller that invokes again on its answer
+        // must find this environment idle, not count it busy and be throttled.
+        if continuing {
+            let _ = self.pool.send(PoolMsg::Idle(self.id));
+        } else {
+            self.retire();
         }
-        let _ = self.pool.send(PoolMsg::Idle(self.id));
-        None
+        self.finish(outcome);
+        (!continuing).then_some(End::Destroy)
     }
 
     async fn on_timer(&mut self) -> Option<End> {
@@ -634,8 +667,18 @@ impl Env {
         Some(End::Destroy)
     }
 
+    /// Ends the invocation in flight, if any, with `failure`; the environment is ending.
     fn fail_inflight(&mut self, failure: Failure) {
+        self.retire();
         self.finish(InvokeOutcome::Failure(failure));
+    }
+
+    /// Tells the pool, once, that this environment no longer counts against the concurrency.
+    fn retire(&mut self) {
+        if !self.retiring {
+            self.retiring = true;
+            let _ = self.pool.send(PoolMsg::Retiring(self.id));
+        }
     }
 
     /// Queues one platform line behind whatever the runtime has written so far.
@@ -650,7 +693,11 @@ impl Env {
         };
         let now = Instant::now();
         let request_id = inflight.invocation.request_id.clone();
+        let tail = inflight.invocation.request.log_tail;
         if inflight.delivered_at.is_none() {
+            if tail {
+                self.pump.tail_start();
+            }
             self.log(logs::start_line(&request_id));
         }
         let duration = inflight.delivered_at.map_or(Duration::ZERO, |t| now - t);
@@ -658,7 +705,14 @@ impl Env {
             InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
             _ => None,
         };
-        inflight.invocation.finish(outcome);
+        // With a log tail, the outcome waits until REPORT is written (and so in the tail).
+        let pending = match tail {
+            true => Some((inflight.invocation, outcome)),
+            false => {
+                inflight.invocation.finish(outcome);
+                None
+            }
+        };
         // Peak memory is read on the pump's task when it writes REPORT, off this path.
         let control = Arc::clone(&self.control);
         let peak_mb = Arc::clone(&self.peak_mb);
@@ -679,6 +733,11 @@ impl Env {
             };
             vec![logs::end_line(&id), report.line()]
         }));
+        if let Some((invocation, outcome)) = pending {
+            self.pump.tail_end(Box::new(move |tail| {
+                invocation.finish_with_tail(outcome, Some(tail));
+            }));
+        }
         if self.answered.len() == ANSWERED_KEPT {
             self.answered.pop_front();
         }

@@ -1,0 +1,245 @@
+//! `lamina serve`: reads `lamina.toml` (or serves the bundled examples when there is none),
+//! resolves every function before anything starts, and serves the Invoke API and the HTTP
+//! front until Ctrl-C or SIGTERM.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::invoke::{NetworkKind, SandboxKind, native_sandbox};
+use crate::config::FunctionSpec;
+use crate::config::file::{FILE_NAME, Manifest};
+use crate::logs::NamedStderrSink;
+use crate::pool::FunctionPool;
+use crate::sandbox::wasm::WasmSandbox;
+use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
+use crate::serve::event_queue::EventQueue;
+use crate::serve::routes::RouteTable;
+use crate::serve::{App, Function};
+
+/// The listener's default address: loopback only, as the Invoke API checks no credentials.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+
+/// Arguments of `lamina serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration (default: ./lamina.toml; without one, the bundled examples).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where to listen (default 127.0.0.1:9000; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Where dead letters of asynchronous invocations are kept.
+    #[arg(long, value_name = "DIR", env = "LAMINA_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where extracted archives are cached.
+    #[arg(long, env = "LAMINA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Where native bootstraps run (see `lamina invoke --help`).
+    #[arg(long, value_enum, default_value_t = SandboxKind::Jail)]
+    pub sandbox: SandboxKind,
+    /// The jail's network.
+    #[arg(long, value_enum, default_value_t = NetworkKind::None)]
+    pub network: NetworkKind,
+}
+
+/// The bundled examples' configuration, used when there is no `lamina.toml`.
+fn bundled_examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lamina.toml")
+}
+
+/// The configuration `--config` names, else `./lamina.toml`, else the bundled examples.
+pub fn find_config(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let here = Path::new(FILE_NAME);
+    if here.is_file() {
+        return Ok(here.to_owned());
+    }
+    let examples = bundled_examples();
+    if examples.is_file() {
+        return Ok(examples);
+    }
+    bail!(
+        "no {FILE_NAME} in the current directory, and the bundled examples ({}) are not there; \
+         give one with --config",
+        examples.display()
+    )
+}
+
+/// Runs `lamina serve`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let path = find_config(args.config.as_deref())?;
+    let manifest = Manifest::load(&path)?;
+    if manifest.functions.is_empty() {
+        bail!("{}: no [functions] to serve", path.display());
+    }
+    let cache_root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(lamina_layers::Cache::default_root);
+    // Every function is resolved (archives extracted, layers composed) before anything
+    // starts; every problem is reported.
+    let file = path.display().to_string();
+    let entries: Vec<_> = manifest.functions.clone().into_iter().collect();
+    let cache_dir = args.cache_dir.clone();
+    let resolved = tokio::task::spawn_blocking(move || {
+        entries
+            .into_iter()
+            .map(|(name, mut entry)| {
+                entry.config.cache_dir = cache_dir.clone();
+                let spec = entry.config.clone().resolve();
+                (name, entry, spec)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    let mut problems = Vec::new();
+    let mut specs = Vec::new();
+    for (name, entry, spec) in resolved {
+        match spec {
+            Ok(spec) => specs.push((Arc::new(spec), entry.max_retry_attempts)),
+            Err(e) => problems.push(format!("{file}: functions.{name}: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    let sandboxes =
+        Sandboxes::for_functions(specs.iter().map(|(s, _)| s.as_ref()), &args, &cache_root)?;
+    let mut functions = HashMap::new();
+    for (spec, max_retry_attempts) in specs {
+        let sandbox = sandboxes.for_spec(&spec);
+        let name = spec.name.clone();
+        let pool = FunctionPool::start(spec, sandbox, Arc::new(NamedStderrSink::new(&name)));
+        functions.insert(
+            name,
+            Arc::new(Function {
+                pool,
+                max_retry_attempts,
+            }),
+        );
+    }
+    let state_dir = args
+        .state_dir
+        .or(manifest.serve.state_dir.clone())
+        .unwrap_or_else(default_state_dir);
+    let retry_delay = manifest
+        .serve
+        .retry_delay
+        .unwrap_or(Duration::from_secs(60));
+    let app = Arc::new(App {
+        functions,
+        routes: RouteTable::new(&manifest.routes),
+        events: EventQueue::start(state_dir.clone(), retry_delay),
+    });
+    let listen = args
+        .listen
+        .or(manifest.serve.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address"));
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            shut_down(&app).await;
+            bail!("cannot listen on {listen}: {e}");
+        }
+    };
+    let addr = listener.local_addr().context("the listener's address")?;
+    let mut names: Vec<_> = app.functions.keys().cloned().collect();
+    names.sort();
+    eprintln!(
+        "lamina: serving {} from {} on http://{addr} (Invoke API at /2015-03-31/functions/NAME/invocations; {} routes; state in {})",
+        names.join(", "),
+        path.display(),
+        manifest.routes.len(),
+        state_dir.display()
+    );
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "WARNING: listening on {addr}: lamina checks no credentials; anyone who can reach \
+             this address can invoke these functions."
+        );
+    }
+    crate::serve::serve(listener, Arc::clone(&app), stop_signal()).await;
+    eprintln!("lamina: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shut_down(app: &App) {
+    app.events.shutdown().await;
+    for function in app.functions.values() {
+        function.pool.shutdown().await;
+    }
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match &mut term {
+                Some(term) => { term.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+    eprintln!("lamina: stopping: finishing invocations in flight");
+}
+
+/// `$XDG_STATE_HOME/lamina`, else `~/.local/state/lamina`.
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("lamina");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/lamina"),
+        None => std::env::temp_dir().join("lamina-state"),
+    }
+}
+
+/// One backend of each kind the functions need, shared by all of them.
+struct Sandboxes {
+    native: Option<Arc<dyn Sandbox>>,
+    wasm: Option<Arc<dyn Sandbox>>,
+}
+
+impl Sandboxes {
+    fn for_functions<'a>(
+        specs: impl Iterator<Item = &'a FunctionSpec>,
+        args: &ServeArgs,
+        cache_root: &Path,
+    ) -> anyhow::Result<Self> {
+        let kinds: Vec<BootstrapKind> = specs.map(bootstrap_kind).collect();
+        let native = match kinds.contains(&BootstrapKind::Native) {
+            true => Some(native_sandbox(args.sandbox, args.network)?),
+            false => None,
+        };
+        let wasm = match kinds.contains(&BootstrapKind::Wasm) {
+            true => Some(Arc::new(
+                WasmSandbox::new(cache_root).context("the WASM backend cannot run on this host")?,
+            ) as Arc<dyn Sandbox>),
+            false => None,
+        };
+        Ok(Sandboxes { native, wasm })
+    }
+
+    fn for_spec(&self, spec: &FunctionSpec) -> Arc<dyn Sandbox> {
+        let chosen = match bootstrap_kind(spec) {
+            BootstrapKind::Native => &self.native,
+            BootstrapKind::Wasm => &self.wasm,
+        };
+        Arc::clone(
+            chosen
+                .as_ref()
+                .expect("made for every kind the functions need"),
+        )
+    }
+}

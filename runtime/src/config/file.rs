@@ -1,0 +1,652 @@
+//! `lamina.toml`: functions, routes and server settings as the user wrote them, checked key by
+//! key. Every problem in the file is reported, each with the file and the dotted key at fault
+//! (`lamina.toml: functions.hello.memory: expected an integer, found a string`), before
+//! anything starts. Paths in the file are relative to the file's own directory.
+//!
+//! The result is a [`Manifest`] of [`FunctionConfig`]s and [`RouteConfig`]s; resolving the
+//! functions (extracting archives, composing `/opt`) is [`FunctionConfig::resolve`]'s job, and
+//! matching routes is the HTTP front's.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::FunctionConfig;
+
+/// The file `lamina serve` and `lamina invoke NAME` look for in the current directory.
+pub const FILE_NAME: &str = "lamina.toml";
+
+/// A whole `lamina.toml`, checked.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The functions, by name.
+    pub functions: BTreeMap<String, FunctionEntry>,
+    /// The HTTP front's routes, in the order written.
+    pub routes: Vec<RouteConfig>,
+    /// `[serve]`.
+    pub serve: ServeSettings,
+}
+
+/// One `[functions.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct FunctionEntry {
+    /// What resolves into the function's spec.
+    pub config: FunctionConfig,
+    /// How often a failed asynchronous (`Event`) invocation is retried: 0–2, default 2.
+    pub max_retry_attempts: u32,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// An upper-case method, or `ANY`.
+    pub method: String,
+    /// `/literal/{param}/{proxy+}` or `$default`.
+    pub path: String,
+    /// The function it invokes.
+    pub function: String,
+    /// The event format.
+    pub payload: PayloadVersion,
+}
+
+/// API Gateway's payload format versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadVersion {
+    /// REST API (proxy integration).
+    V1,
+    /// HTTP API and function URLs; the default.
+    V2,
+}
+
+/// `[serve]`: settings of `lamina serve`; command-line flags override them.
+#[derive(Debug, Clone, Default)]
+pub struct ServeSettings {
+    /// Where the server listens.
+    pub listen: Option<SocketAddr>,
+    /// Where dead letters and other state are kept.
+    pub state_dir: Option<PathBuf>,
+    /// The wait before the first retry of a failed `Event` invocation; the second waits twice
+    /// as long. Lambda waits 1 and 2 minutes.
+    pub retry_delay: Option<Duration>,
+}
+
+/// Why a `lamina.toml` cannot be used: every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+pub struct ManifestError {
+    /// Each problem, `FILE: KEY: what is wrong`.
+    pub problems: Vec<String>,
+}
+
+const FUNCTION_KEYS: &[&str] = &[
+    "code",
+    "layers",
+    "handler",
+    "memory",
+    "timeout",
+    "init_timeout",
+    "ephemeral_storage",
+    "environment",
+    "concurrency",
+    "idle_timeout",
+    "region",
+    "max_retry_attempts",
+];
+const ROUTE_KEYS: &[&str] = &["method", "path", "function", "payload"];
+const SERVE_KEYS: &[&str] = &["listen", "state_dir", "retry_delay"];
+const METHODS: &[&str] = &[
+    "ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
+];
+
+impl Manifest {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            problems: vec![format!("{}: {e}", path.display())],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text`, the contents of the file at `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        let mut check = Checker {
+            file: path.display().to_string(),
+            base: path.parent().unwrap_or(Path::new(".")).to_owned(),
+            problems: Vec::new(),
+        };
+        let table: toml::Table = match text.parse() {
+            Ok(table) => table,
+            Err(e) => {
+                // toml's message carries the line and column and shows the line.
+                return Err(ManifestError {
+                    problems: vec![format!("{}: {}", check.file, e.to_string().trim_end())],
+                });
+            }
+        };
+        // Routes are checked against every declared function, also one with problems of its
+        // own (those are reported once, at the function).
+        let declared: Vec<String> = table
+            .get("functions")
+            .and_then(|f| f.as_table())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut functions = BTreeMap::new();
+        let mut routes = Vec::new();
+        let mut serve = ServeSettings::default();
+        for (key, value) in &table {
+            match key.as_str() {
+                "functions" => match value.as_table() {
+                    Some(t) => {
+                        for (name, f) in t {
+                            if let Some(entry) = check.function(name, f) {
+                                functions.insert(name.clone(), entry);
+                            }
+                        }
+                    }
+                    None => check.wrong("functions", "a table of functions", value),
+                },
+                "routes" => match value.as_array() {
+                    Some(list) => {
+                        for (i, r) in list.iter().enumerate() {
+                            if let Some(route) = check.route(i, r, &declared) {
+                                routes.push(route);
+                            }
+                        }
+                    }
+                    None => check.wrong("routes", "an array of tables ([[routes]])", value),
+                },
+                "serve" => serve = check.serve(value),
+                other => check.problem(
+                    other,
+                    "unknown key (expected functions, routes or serve)".into(),
+                ),
+            }
+        }
+        check.no_route_twice(&routes);
+        if !check.problems.is_empty() {
+            return Err(ManifestError {
+                problems: check.problems,
+            });
+        }
+        Ok(Manifest {
+            path: path.to_owned(),
+            functions,
+            routes,
+            serve,
+        })
+    }
+}
+
+struct Checker {
+    file: String,
+    base: PathBuf,
+    problems: Vec<String>,
+}
+
+fn kind(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, what: String) {
+        self.problems.push(format!("{}: {key}: {what}", self.file));
+    }
+
+    fn wrong(&mut self, key: &str, expected: &str, found: &toml::Value) {
+        self.problem(key, format!("expected {expected}, found {}", kind(found)));
+    }
+
+    fn unknown_keys(&mut self, at: &str, table: &toml::Table, known: &[&str]) {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                self.problem(
+                    &format!("{at}.{key}"),
+                    format!("unknown key (known: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn string(&mut self, at: &str, value: &toml::Value) -> Option<String> {
+        match value.as_str() {
+            Some(s) => Some(s.to_owned()),
+            None => {
+                self.wrong(at, "a string", value);
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, at: &str, value: &toml::Value) -> Option<u32> {
+        match value.as_integer() {
+            Some(n) => match u32::try_from(n) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.problem(at, format!("{n} is out of range"));
+                    None
+                }
+            },
+            None => {
+                self.wrong(at, "an integer", value);
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, at: &str, value: &toml::Value) -> Option<PathBuf> {
+        let written = self.string(at, value)?;
+        let path = self.base.join(written);
+        if !path.exists() {
+            self.problem(at, format!("{} does not exist", path.display()));
+            return None;
+        }
+        Some(path)
+    }
+
+    fn function(&mut self, name: &str, value: &toml::Value) -> Option<FunctionEntry> {
+        let at = format!("functions.{name}");
+        let Some(t) = value.as_table() else {
+            self.wrong(&at, "a table", value);
+            return None;
+        };
+        self.unknown_keys(&at, t, FUNCTION_KEYS);
+        let before = self.problems.len();
+        let key = |k: &str| format!("{at}.{k}");
+        let code = match t.get("code") {
+            Some(v) => self.path(&key("code"), v),
+            None => {
+                self.problem(
+                    &key("code"),
+                    "missing: a directory, .zip or .wasm holding the function".into(),
+                );
+                None
+            }
+        };
+        let mut layers = Vec::new();
+        if let Some(v) = t.get("layers") {
+            match v.as_array() {
+                Some(list) => {
+                    for (i, layer) in list.iter().enumerate() {
+                        if let Some(p) = self.path(&format!("{at}.layers[{i}]"), layer) {
+                            layers.push(p);
+                        }
+                    }
+                }
+                None => self.wrong(&key("layers"), "an array of paths", v),
+            }
+        }
+        let mut environment = Vec::new();
+        if let Some(v) = t.get("environment") {
+            match v.as_table() {
+                Some(vars) => {
+                    for (k, v) in vars {
+                        // Lambda's variables are strings; numbers and booleans are written as
+                        // their text, as SAM templates allow.
+                        let text = match v {
+                            toml::Value::String(s) => Some(s.clone()),
+                            toml::Value::Integer(n) => Some(n.to_string()),
+                            toml::Value::Float(f) => Some(f.to_string()),
+                            toml::Value::Boolean(b) => Some(b.to_string()),
+                            other => {
+                                self.wrong(&format!("{at}.environment.{k}"), "a string", other);
+                                None
+                            }
+                        };
+                        if let Some(text) = text {
+                            environment.push((k.clone(), text));
+                        }
+                    }
+                }
+                None => self.wrong(&key("environment"), "a table of strings", v),
+            }
+        }
+        let mut opt_string = |k: &str| t.get(k).and_then(|v| self.string(&key(k), v));
+        let handler = opt_string("handler");
+        let region = opt_string("region");
+        let mut opt_number = |k: &str| t.get(k).and_then(|v| self.number(&key(k), v));
+        let memory_mb = opt_number("memory");
+        let timeout_secs = opt_number("timeout");
+        let init_timeout_secs = opt_number("init_timeout");
+        let ephemeral_storage_mb = opt_number("ephemeral_storage");
+        let concurrency = opt_number("concurrency");
+        let idle_timeout_secs = opt_number("idle_timeout");
+        let max_retry_attempts = opt_number("max_retry_attempts").unwrap_or(2);
+        if max_retry_attempts > 2 {
+            self.problem(
+                &key("max_retry_attempts"),
+                format!("{max_retry_attempts} is outside Lambda's 0–2"),
+            );
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        let config = FunctionConfig {
+            name: Some(name.to_owned()),
+            code: code?,
+            handler,
+            memory_mb,
+            timeout_secs,
+            init_timeout_secs,
+            environment,
+            region,
+            concurrency,
+            idle_timeout_secs,
+            layers,
+            ephemeral_storage_mb,
+            ..Default::default()
+        };
+        // Ranges, names and the environment are checked where every function is checked; a
+        // problem there is reported now, with this file and key, not at the first invocation.
+        if let Err(e) = config.check_values() {
+            self.problem(&at, e.to_string());
+            return None;
+        }
+        Some(FunctionEntry {
+            config,
+            max_retry_attempts,
+        })
+    }
+
+    fn route(
+        &mut self,
+        index: usize,
+        value: &toml::Value,
+        declared: &[String],
+    ) -> Option<RouteConfig> {
+        let at = format!("routes[{index}]");
+        let Some(t) = value.as_table() else {
+            self.wrong(&at, "a table", value);
+            return None;
+        };
+        self.unknown_keys(&at, t, ROUTE_KEYS);
+        let before = self.problems.len();
+        let key = |k: &str| format!("{at}.{k}");
+        let mut required = |k: &str| match t.get(k) {
+            Some(v) => self.string(&key(k), v),
+            None => {
+                self.problem(&key(k), "missing".into());
+                None
+            }
+        };
+        let function = required("function");
+        let path = required("path");
+        if let Some(f) = &function
+            && !declared.contains(f)
+        {
+            self.problem(
+                &key("function"),
+                format!("no function {f:?} in [functions]"),
+            );
+        }
+        let method = match t.get("method") {
+            Some(v) => self
+                .string(&key("method"), v)
+                .map(|m| m.to_ascii_uppercase()),
+            None => Some("ANY".to_owned()),
+        };
+        if let Some(m) = &method
+            && !METHODS.contains(&m.as_str())
+        {
+            self.problem(
+                &key("method"),
+                format!("{m:?} is not one of {}", METHODS.join(", ")),
+            );
+        }
+        if let Some(p) = &path
+            && let Err(reason) = check_route_path(p)
+        {
+            self.problem(&key("path"), reason);
+        }
+        let payload = match t.get("payload").map(|v| (v.as_str(), v)) {
+            None | Some((Some("2.0"), _)) => PayloadVersion::V2,
+            Some((Some("1.0"), _)) => PayloadVersion::V1,
+            Some((Some(other), _)) => {
+                self.problem(
+                    &key("payload"),
+                    format!("{other:?} is not \"1.0\" or \"2.0\""),
+                );
+                PayloadVersion::V2
+            }
+            Some((None, v)) => {
+                self.wrong(&key("payload"), "\"1.0\" or \"2.0\"", v);
+                PayloadVersion::V2
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(RouteConfig {
+            method: method?,
+            path: path?,
+            function: function?,
+            payload,
+        })
+    }
+
+    fn serve(&mut self, value: &toml::Value) -> ServeSettings {
+        let mut settings = ServeSettings::default();
+        let Some(t) = value.as_table() else {
+            self.wrong("serve", "a table", value);
+            return settings;
+        };
+        self.unknown_keys("serve", t, SERVE_KEYS);
+        if let Some(v) = t.get("listen")
+            && let Some(s) = self.string("serve.listen", v)
+        {
+            match s.parse() {
+                Ok(addr) => settings.listen = Some(addr),
+                Err(_) => self.problem(
+                    "serve.listen",
+                    format!("{s:?} is not an address such as 127.0.0.1:9000"),
+                ),
+            }
+        }
+        if let Some(v) = t.get("state_dir") {
+            let dir = self.string("serve.state_dir", v);
+            settings.state_dir = dir.map(|s| self.base.join(s));
+        }
+        if let Some(v) = t.get("retry_delay") {
+            let seconds = match v {
+                toml::Value::Integer(n) => Some(*n as f64),
+                toml::Value::Float(f) => Some(*f),
+                other => {
+                    self.wrong("serve.retry_delay", "a number of seconds", other);
+                    None
+                }
+            };
+            match seconds.map(Duration::try_from_secs_f64) {
+                Some(Ok(d)) => settings.retry_delay = Some(d),
+                Some(Err(_)) => self.problem(
+                    "serve.retry_delay",
+                    "must be a non-negative number of seconds".into(),
+                ),
+                None => {}
+            }
+        }
+        settings
+    }
+
+    /// API Gateway refuses a second route with the same method and path.
+    fn no_route_twice(&mut self, routes: &[RouteConfig]) {
+        let mut seen = std::collections::HashSet::new();
+        for (i, route) in routes.iter().enumerate() {
+            let key = if route.path == "$default" {
+                "$default".to_owned()
+            } else {
+                format!("{} {}", route.method, route.path)
+            };
+            if !seen.insert(key.clone()) {
+                self.problem(
+                    &format!("routes[{i}]"),
+                    format!("the route {key:?} is defined twice"),
+                );
+            }
+        }
+    }
+}
+
+/// `$default`, or `/` followed by segments that are literals, `{name}` or (last) `{name+}`.
+pub fn check_route_path(path: &str) -> Result<(), String> {
+    if path == "$default" {
+        return Ok(());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("{path:?} must start with '/' (or be \"$default\")"));
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let mut names = std::collections::HashSet::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            return Err(format!("{path:?} has an empty segment"));
+        }
+        let Some(inner) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+            if segment.contains(['{', '}']) {
+                return Err(format!(
+                    "{path:?}: a parameter must be a whole segment, as {{name}}"
+                ));
+            }
+            continue;
+        };
+        let (name, greedy) = match inner.strip_suffix('+') {
+            Some(name) => (name, true),
+            None => (inner, false),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "{path:?}: {segment} is not a parameter name (letters, digits, '_')"
+            ));
+        }
+        if greedy && i + 1 != segments.len() {
+            return Err(format!(
+                "{path:?}: the greedy {segment} must be the last segment"
+            ));
+        }
+        if !names.insert(name) {
+            return Err(format!("{path:?}: the parameter {name} appears twice"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, dir: &Path) -> Result<Manifest, Vec<String>> {
+        Manifest::parse(&dir.join(FILE_NAME), text).map_err(|e| e.problems)
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("fn")).unwrap();
+        let m = parse(
+            r#"
+            [functions.hello]
+            code = "fn"
+            handler = "hello"
+            memory = 256
+            timeout = 5
+            ephemeral_storage = 1024
+            environment = { GREETING = "hi", N = 3 }
+            concurrency = 10
+
+            [[routes]]
+            method = "get"
+            path = "/hello/{name}"
+            function = "hello"
+            payload = "1.0"
+
+            [serve]
+            listen = "127.0.0.1:9999"
+            retry_delay = 0.5
+            "#,
+            dir.path(),
+        )
+        .unwrap();
+        let hello = &m.functions["hello"].config;
+        assert_eq!(hello.code, dir.path().join("fn"));
+        assert_eq!(hello.memory_mb, Some(256));
+        assert_eq!(
+            hello.environment,
+            [("GREETING".into(), "hi".into()), ("N".into(), "3".into())]
+        );
+        assert_eq!(m.functions["hello"].max_retry_attempts, 2);
+        assert_eq!(m.routes[0].method, "GET");
+        assert_eq!(m.routes[0].payload, PayloadVersion::V1);
+        assert_eq!(m.serve.retry_delay, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("fn")).unwrap();
+        let problems = parse(
+            r#"
+            colour = "blue"
+            [functions.a]
+            code = "missing-dir"
+            memory = "lots"
+            retries = 1
+            [functions.b]
+            code = "fn"
+            memory = 64
+            [[routes]]
+            path = "/x/{proxy+}/y"
+            function = "nope"
+            method = "FETCH"
+            "#,
+            dir.path(),
+        )
+        .unwrap_err();
+        let all = problems.join("\n");
+        for expected in [
+            "lamina.toml: colour: unknown key",
+            "functions.a.code: ",
+            "missing-dir does not exist",
+            "functions.a.memory: expected an integer, found a string",
+            "functions.a.retries: unknown key",
+            "functions.b: memory: 64 MB is outside",
+            "routes[0].method: \"FETCH\"",
+            "routes[0].path: ",
+            "routes[0].function: no function \"nope\"",
+        ] {
+            assert!(all.contains(expected), "{expected:?} not in:\n{all}");
+        }
+        assert!(problems.iter().all(|p| p.contains("lamina.toml: ")));
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let problems = parse("[functions.a]\ncode = \n", dir.path()).unwrap_err();
+        assert!(problems[0].contains("lamina.toml"), "{problems:?}");
+        assert!(problems[0].contains("line 2"), "{problems:?}");
+    }
+
+    #[test]
+    fn route_paths() {
+        assert!(check_route_path("$default").is_ok());
+        assert!(check_route_path("/").is_ok());
+        assert!(check_route_path("/a/{b}/{proxy+}").is_ok());
+        assert!(check_route_path("a").is_err());
+        assert!(check_route_path("/a//b").is_err());
+        assert!(check_route_path("/{proxy+}/b").is_err());
+        assert!(check_route_path("/x{y}").is_err());
+        assert!(check_route_path("/{a}/{a}").is_err());
+    }
+}

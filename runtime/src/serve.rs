@@ -1,0 +1,321 @@
+//! `lamina serve`: one HTTP listener for the Lambda Invoke API ([`invoke_api`]) and an API
+//! Gateway-style front ([`apigw`], [`routes`]), over the same per-function pools `lamina
+//! invoke` uses. Each request is parsed at the edge into an [`InvokeRequest`]; from there it
+//! is the spine: the function's pool, an environment, exactly one outcome. Asynchronous
+//! invocations go through the [`event_queue`].
+//!
+//! Shutdown ([`serve`]'s `shutdown` future): the listener closes, requests in flight finish
+//! (their invocations within their deadlines), the event queue drains, then every pool stops
+//! its environments (runtimes get SIGTERM).
+
+pub mod apigw;
+pub mod event_queue;
+pub mod invoke_api;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::config::file::PayloadVersion;
+use crate::error::Failure;
+use crate::invoke::{InvokeOutcome, InvokeRequest};
+use crate::pool::FunctionPool;
+use event_queue::EventQueue;
+use routes::RouteTable;
+
+/// API Gateway's limit on a request: 10 MB.
+pub const MAX_HTTP_REQUEST: usize = 10 * 1024 * 1024;
+
+/// A served function.
+#[derive(Debug)]
+pub struct Function {
+    /// Its pool of environments.
+    pub pool: FunctionPool,
+    /// Retries of a failed asynchronous invocation (0–2).
+    pub max_retry_attempts: u32,
+}
+
+impl Function {
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.pool.spec().name
+    }
+}
+
+/// Everything a request handler reads. Immutable once serving starts.
+#[derive(Debug)]
+pub struct App {
+    /// By name.
+    pub functions: HashMap<String, Arc<Function>>,
+    /// The HTTP front's routes.
+    pub routes: RouteTable,
+    /// Asynchronous invocations.
+    pub events: EventQueue,
+}
+
+impl App {
+    /// The region in the ARNs of service errors.
+    fn region(&self) -> &str {
+        self.functions
+            .values()
+            .next()
+            .map_or("us-east-1", |f| f.pool.spec().region.as_str())
+    }
+}
+
+/// What a handler answers.
+pub type Reply = http::Response<Full<Bytes>>;
+
+/// A response builder whose `body` cannot fail (a header that HTTP cannot carry makes it a
+/// 500, which only a bug here can cause).
+#[derive(Debug)]
+pub struct ReplyBuilder(http::response::Builder);
+
+/// Starts a response with `status`.
+pub fn reply(status: StatusCode) -> ReplyBuilder {
+    ReplyBuilder(http::Response::builder().status(status))
+}
+
+impl ReplyBuilder {
+    /// Adds a header.
+    pub fn header<K, V>(self, name: K, value: V) -> Self
+    where
+        http::HeaderName: TryFrom<K>,
+        <http::HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        http::HeaderValue: TryFrom<V>,
+        <http::HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        ReplyBuilder(self.0.header(name, value))
+    }
+
+    /// Finishes the response.
+    pub fn body(self, body: impl Into<Bytes>) -> Reply {
+        self.0.body(Full::new(body.into())).unwrap_or_else(|e| {
+            tracing::error!("building a response: {e}");
+            let mut r = http::Response::new(Full::default());
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Longer than allowed.
+    #[error("the request body is too large")]
+    TooLarge,
+    /// The connection failed while reading it.
+    #[error("{0}")]
+    Broken(String),
+}
+
+/// Reads a whole body of at most `limit` bytes.
+pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Broken(e.to_string())),
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then shuts down in order: no new
+/// connections, requests in flight finish, the event queue drains, environments stop.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors, for instance: wait rather than spin.
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = Arc::clone(&app);
+                let service = hyper::service::service_fn(move |request| {
+                    let app = Arc::clone(&app);
+                    async move { Ok::<_, Infallible>(handle(&app, request, peer).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    // Every invocation in flight ends by its deadline; this bound only keeps a client that
+    // never finishes sending its request from holding the shutdown.
+    let longest = app
+        .functions
+        .values()
+        .map(|f| f.pool.spec().timeout + f.pool.spec().init_timeout)
+        .max()
+        .unwrap_or_default();
+    if tokio::time::timeout(longest + Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at shutdown were closed");
+    }
+    app.events.shutdown().await;
+    for function in app.functions.values() {
+        function.pool.shutdown().await;
+    }
+}
+
+async fn handle(
+    app: &App,
+    request: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Reply {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or_default();
+    if path.starts_with(invoke_api::PREFIX) {
+        return invoke_api::handle(app, &parts.method, path, query, &parts.headers, body).await;
+    }
+    front(app, &parts, body, peer).await
+}
+
+/// The API Gateway-style front: route, build the event, invoke, map the answer.
+async fn front(
+    app: &App,
+    parts: &http::request::Parts,
+    body: hyper::body::Incoming,
+    peer: SocketAddr,
+) -> Reply {
+    let path = parts.uri.path();
+    let Some(matched) = app.routes.find(parts.method.as_str(), path) else {
+        return send(
+            apigw::gateway_error(StatusCode::NOT_FOUND, PayloadVersion::V2),
+            None,
+        );
+    };
+    let version = matched.route.payload;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let ids = Some((version, request_id.as_str()));
+    let too_large = || {
+        send(
+            apigw::gateway_error(StatusCode::PAYLOAD_TOO_LARGE, version),
+            ids,
+        )
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_HTTP_REQUEST) {
+        return too_large();
+    }
+    let body = match read_body(body, MAX_HTTP_REQUEST).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Broken(e)) => {
+            tracing::debug!(%request_id, "reading the request body: {e}");
+            return send(apigw::gateway_error(StatusCode::BAD_REQUEST, version), ids);
+        }
+    };
+    let http_request = apigw::HttpRequest {
+        method: parts.method.as_str(),
+        raw_path: path,
+        raw_query: parts.uri.query().unwrap_or_default(),
+        headers: &parts.headers,
+        body: &body,
+        source_ip: peer.ip().to_string(),
+        request_id: &request_id,
+        time: SystemTime::now(),
+    };
+    let event = apigw::event(&http_request, &matched);
+    // Lambda's own 6 MB limit applies to the event, base64 and all.
+    if event.len() > invoke_api::MAX_SYNC_PAYLOAD {
+        return too_large();
+    }
+    let Some(function) = app.functions.get(&matched.route.function) else {
+        // The configuration check makes every route's function exist.
+        return send(
+            apigw::gateway_error(StatusCode::INTERNAL_SERVER_ERROR, version),
+            ids,
+        );
+    };
+    let trace_id = parts
+        .headers
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let request = InvokeRequest {
+        payload: Bytes::from(event),
+        trace_id,
+        ..Default::default()
+    };
+    let done = match function.pool.try_invoke(request).await {
+        Ok(done) => done,
+        Err(_) => {
+            return send(
+                apigw::gateway_error(StatusCode::TOO_MANY_REQUESTS, version),
+                ids,
+            );
+        }
+    };
+    let status = match &done.outcome {
+        InvokeOutcome::Response(payload) => match apigw::response(version, payload) {
+            Ok(response) => return send(response, ids),
+            Err(reason) => {
+                tracing::warn!(
+                    route = %matched.route.key,
+                    function = function.name(),
+                    request_id = %done.request_id,
+                    "502: {reason}"
+                );
+                StatusCode::BAD_GATEWAY
+            }
+        },
+        InvokeOutcome::Failure(Failure::Timeout(_) | Failure::InitTimeout(_)) => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        InvokeOutcome::FunctionError(_) | InvokeOutcome::Failure(_) => StatusCode::BAD_GATEWAY,
+    };
+    send(apigw::gateway_error(status, version), ids)
+}
+
+/// Sends a front response, with API Gateway's request id header.
+fn send(response: apigw::HttpResponse, ids: Option<(PayloadVersion, &str)>) -> Reply {
+    let mut r = http::Response::new(Full::new(response.body));
+    *r.status_mut() = response.status;
+    let headers = r.headers_mut();
+    for (name, value) in response.headers {
+        headers.append(name, value);
+    }
+    if let Some((version, id)) = ids
+        && let Ok(v) = http::HeaderValue::from_str(id)
+    {
+        let name = match version {
+            PayloadVersion::V2 => "apigw-requestid",
+            PayloadVersion::V1 => "x-amzn-requestid",
+        };
+        headers.insert(name, v);
+    }
+    r
+}

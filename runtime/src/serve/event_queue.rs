@@ -1,0 +1,349 @@
+//! Asynchronous (`Event`) invocations: accepted at once, run when the function has room, retried
+//! on error as Lambda retries them, and written to a dead-letter file when they cannot succeed.
+//!
+//! One task owns the whole queue: the waiting events of every function, the retries due later,
+//! and the dead-letter files. Attempts run as tasks of their own and report back to it. An
+//! event waits its turn when its function is at its concurrency (a throttle is not a failed
+//! attempt, as on Lambda), and after a function error it is retried twice (the function's
+//! `max_retry_attempts`) after `retry_delay`, then twice that. An event that still fails, or
+//! that has not run when lamina stops, is appended to `<state dir>/dead-letters/<function>.jsonl`
+//! as a record in the shape of Lambda's on-failure destination, so nothing accepted is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Function;
+use crate::config::lambda_env::FUNCTION_VERSION;
+use crate::invoke::{Completed, InvokeRequest, Throttled};
+
+/// One accepted `Event` invocation.
+#[derive(Debug, Clone)]
+pub struct AsyncEvent {
+    /// The function.
+    pub function: Arc<Function>,
+    /// The request id returned with 202; every attempt runs under it, as on Lambda.
+    pub request_id: String,
+    /// The event and its context.
+    pub request: InvokeRequest,
+    /// Attempts made so far.
+    attempts: u32,
+}
+
+impl AsyncEvent {
+    /// A new event, not yet attempted.
+    pub fn new(function: Arc<Function>, request_id: String, request: InvokeRequest) -> Self {
+        AsyncEvent {
+            function,
+            request_id,
+            request,
+            attempts: 0,
+        }
+    }
+}
+
+enum Msg {
+    Enqueue(AsyncEvent),
+    Throttled(AsyncEvent),
+    Done(AsyncEvent, Completed),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The handle the Invoke API enqueues on. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventQueue {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Msg::Enqueue(_) => "Enqueue",
+            Msg::Throttled(_) => "Throttled",
+            Msg::Done(..) => "Done",
+            Msg::Shutdown(_) => "Shutdown",
+        })
+    }
+}
+
+/// The first wait after a throttle; it doubles up to [`THROTTLE_BACKOFF_MAX`].
+const THROTTLE_BACKOFF: Duration = Duration::from_millis(10);
+const THROTTLE_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl EventQueue {
+    /// Starts the queue's task. Dead letters go under `state_dir`.
+    pub fn start(state_dir: PathBuf, retry_delay: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let owner = Owner {
+            tx: tx.clone(),
+            dead_letters: state_dir.join("dead-letters"),
+            retry_delay,
+            waiting: HashMap::new(),
+            delayed: Vec::new(),
+            running: 0,
+        };
+        tokio::spawn(owner.run(rx));
+        EventQueue { tx }
+    }
+
+    /// Accepts an event. Returns it if the queue has stopped.
+    pub fn enqueue(&self, event: AsyncEvent) -> Result<(), AsyncEvent> {
+        self.tx.send(Msg::Enqueue(event)).map_err(|e| match e.0 {
+            Msg::Enqueue(event) => event,
+            _ => unreachable!("sent an event"),
+        })
+    }
+
+    /// Stops taking new attempts, waits for the running ones, and writes what is left to the
+    /// dead-letter files.
+    pub async fn shutdown(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// A function's waiting events, its attempts under way, and when it may be tried again after
+/// a throttle.
+#[derive(Default)]
+struct Waiting {
+    events: VecDeque<AsyncEvent>,
+    running: usize,
+    backoff: Option<(Instant, Duration)>,
+}
+
+struct Owner {
+    tx: mpsc::UnboundedSender<Msg>,
+    dead_letters: PathBuf,
+    retry_delay: Duration,
+    /// By function name.
+    waiting: HashMap<String, Waiting>,
+    /// Retries and when they are due.
+    delayed: Vec<(Instant, AsyncEvent)>,
+    running: usize,
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let stopped = loop {
+            self.start_what_can();
+            let wake = self.next_wake();
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                () = async {
+                    match wake {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => continue,
+            };
+            match msg {
+                Some(Msg::Enqueue(event)) => self.push_back(event),
+                Some(Msg::Throttled(event)) => {
+                    self.running -= 1;
+                    let w = self
+                        .waiting
+                        .entry(event.function.name().to_owned())
+                        .or_default();
+                    w.running -= 1;
+                    let next = w
+                        .backoff
+                        .map_or(THROTTLE_BACKOFF, |(_, d)| (d * 2).min(THROTTLE_BACKOFF_MAX));
+                    w.backoff = Some((Instant::now() + next, next));
+                    w.events.push_front(event);
+                }
+                Some(Msg::Done(event, completed)) => {
+                    self.running -= 1;
+                    // Room in the function again: its waiting events need not wait out a
+                    // throttle backoff.
+                    if let Some(w) = self.waiting.get_mut(event.function.name()) {
+                        w.running -= 1;
+                        w.backoff = None;
+                    }
+                    self.done(event, completed, false);
+                }
+                Some(Msg::Shutdown(ack)) => break Some(ack),
+                None => break None,
+            }
+        };
+        // Attempts under way finish (within their deadlines); their failures are not retried.
+        while self.running > 0 {
+            match rx.recv().await {
+                Some(Msg::Done(event, completed)) => {
+                    self.running -= 1;
+                    self.done(event, completed, true);
+                }
+                Some(Msg::Throttled(event)) => {
+                    self.running -= 1;
+                    self.dead_letter(&event, "Shutdown", None);
+                }
+                Some(Msg::Enqueue(event)) => self.dead_letter(&event, "Shutdown", None),
+                Some(Msg::Shutdown(ack)) => {
+                    let _ = ack.send(());
+                }
+                None => break,
+            }
+        }
+        let left: Vec<AsyncEvent> = self
+            .waiting
+            .drain()
+            .flat_map(|(_, w)| w.events)
+            .chain(self.delayed.drain(..).map(|(_, e)| e))
+            .collect();
+        for event in &left {
+            self.dead_letter(event, "Shutdown", None);
+        }
+        if let Some(ack) = stopped {
+            let _ = ack.send(());
+        }
+    }
+
+    fn push_back(&mut self, event: AsyncEvent) {
+        self.waiting
+            .entry(event.function.name().to_owned())
+            .or_default()
+            .events
+            .push_back(event);
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let backoffs = self
+            .waiting
+            .values()
+            .filter(|w| !w.events.is_empty())
+            .filter_map(|w| w.backoff.map(|(at, _)| at))
+            // A backoff that has passed wakes no one: the function is full, and its next
+            // finished attempt is what starts the next one.
+            .filter(|&at| at > Instant::now());
+        let retries = self.delayed.iter().map(|(at, _)| *at);
+        backoffs.chain(retries).min()
+    }
+
+    /// Moves due retries to their queues and starts attempts for the waiting events of every
+    /// function not in a throttle backoff, up to the function's concurrency (beyond it they
+    /// would only be throttled; synchronous callers may still take the room first).
+    fn start_what_can(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
+        self.delayed = later;
+        for (_, event) in due {
+            self.push_back(event);
+        }
+        for w in self.waiting.values_mut() {
+            if w.backoff.is_some_and(|(at, _)| at > now) {
+                continue;
+            }
+            while let Some(event) = w.events.front() {
+                if w.running >= event.function.pool.spec().concurrency as usize {
+                    break;
+                }
+                let Some(event) = w.events.pop_front() else {
+                    break;
+                };
+                w.running += 1;
+                self.running += 1;
+                tokio::spawn(attempt(event, self.tx.clone()));
+            }
+        }
+    }
+
+    fn done(&mut self, mut event: AsyncEvent, completed: Completed, stopping: bool) {
+        event.attempts += 1;
+        if completed.error_type().is_none() {
+            return;
+        }
+        let retries_left = event.function.max_retry_attempts + 1 > event.attempts;
+        if retries_left && !stopping {
+            // Lambda waits a minute, then two; `retry_delay`, then twice it.
+            let wait = self.retry_delay * event.attempts;
+            tracing::info!(request_id = %event.request_id, function = event.function.name(), attempt = event.attempts, "asynchronous invocation failed; retrying in {wait:?}");
+            self.delayed.push((Instant::now() + wait, event));
+            return;
+        }
+        let condition = if stopping && retries_left {
+            "Shutdown"
+        } else {
+            "RetriesExhausted"
+        };
+        self.dead_letter(&event, condition, Some(&completed));
+    }
+
+    /// Appends the event's record to its function's dead-letter file. If even that fails, the
+    /// record goes to lamina's log, whole.
+    fn dead_letter(&self, event: &AsyncEvent, condition: &str, completed: Option<&Completed>) {
+        let record = dead_letter_record(event, condition, completed);
+        let path = self
+            .dead_letters
+            .join(format!("{}.jsonl", event.function.name()));
+        let written = std::fs::create_dir_all(&self.dead_letters).and_then(|()| {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            // One write per record: appends of whole lines do not interleave.
+            file.write_all(format!("{record}\n").as_bytes())
+        });
+        match written {
+            Ok(()) => tracing::warn!(
+                request_id = %event.request_id,
+                function = event.function.name(),
+                condition,
+                "asynchronous invocation written to {}",
+                path.display()
+            ),
+            Err(e) => tracing::error!(
+                request_id = %event.request_id,
+                "cannot write the dead letter {}: {e}; the record: {record}",
+                path.display()
+            ),
+        }
+    }
+}
+
+async fn attempt(event: AsyncEvent, tx: mpsc::UnboundedSender<Msg>) {
+    let mut request = event.request.clone();
+    request.request_id = Some(event.request_id.clone());
+    let msg = match event.function.pool.try_invoke(request).await {
+        Ok(completed) => Msg::Done(event, completed),
+        Err(Throttled) => Msg::Throttled(event),
+    };
+    let _ = tx.send(msg);
+}
+
+/// A record in the shape of Lambda's on-failure destination records.
+fn dead_letter_record(
+    event: &AsyncEvent,
+    condition: &str,
+    completed: Option<&Completed>,
+) -> serde_json::Value {
+    let payload = |bytes: &Bytes| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into()))
+    };
+    let mut record = serde_json::json!({
+        "version": "1.0",
+        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "requestContext": {
+            "requestId": event.request_id,
+            "functionArn": format!("{}:{FUNCTION_VERSION}", event.function.pool.spec().arn),
+            "condition": condition,
+            "approximateInvokeCount": event.attempts,
+        },
+        "requestPayload": payload(&event.request.payload),
+    });
+    if let Some(completed) = completed {
+        record["responseContext"] = serde_json::json!({
+            "statusCode": 200,
+            "executedVersion": FUNCTION_VERSION,
+            "functionError": "Unhandled",
+        });
+        record["responsePayload"] = payload(&completed.body());
+    }
+    record
+}
