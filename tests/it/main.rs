@@ -16,4 +16,5 @@ mod layers;
 mod runtime_api;
 mod sandbox_native;
 mod sdk_examples;
+mod serve;
 mod wasm;

@@ -34,6 +34,7 @@ async fn probe_sees_lambdas_environment_and_next_headers() {
             trace_id: Some(
                 "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1".into(),
             ),
+            ..Default::default()
         })
         .await;
     let report: Value = serde_json::from_slice(&done.body()).unwrap();

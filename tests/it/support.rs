@@ -226,3 +226,18 @@ pub fn python_ric() -> (PathBuf, PathBuf) {
     }
     (python, site)
 }
+
+/// boto3, the AWS SDK for Python, installed once per target directory by pip (pinned).
+/// Returns (python interpreter, site directory).
+pub fn boto3() -> (PathBuf, PathBuf) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let (python, _) = python_ric();
+    let site = target_dir().join("test-deps").join("python-boto3-1.44.5");
+    if !site.join("boto3").exists() {
+        let staging = tempfile::tempdir_in(target_dir()).expect("staging dir");
+        crate::shared::pip_install(&python, staging.path(), &["boto3==1.44.5"]);
+        let _ = std::fs::rename(staging.keep(), &site);
+    }
+    (python, site)
+}

@@ -241,10 +241,11 @@ fn body(request: &HttpRequest<'_>) -> (Option<String>, bool) {
     }
     let content_type = header(request.headers, "content-type");
     let encoded = request.headers.contains_key(http::header::CONTENT_ENCODING);
-    if !encoded && (content_type.is_empty() || is_text(&content_type)) {
-        if let Ok(text) = std::str::from_utf8(request.body) {
-            return (Some(text.to_owned()), false);
-        }
+    if !encoded
+        && (content_type.is_empty() || is_text(&content_type))
+        && let Ok(text) = std::str::from_utf8(request.body)
+    {
+        return (Some(text.to_owned()), false);
     }
     let b64 = base64::engine::general_purpose::STANDARD.encode(request.body);
     (Some(b64), true)
@@ -311,6 +312,11 @@ fn response_v2(value: serde_json::Value, payload: &[u8]) -> Result<HttpResponse,
             )],
             body,
         });
+    }
+    let mut value = value;
+    if let Some(o) = value.as_object_mut() {
+        // The type requires the list; a function may well have no cookies to set.
+        o.entry("cookies").or_insert_with(|| serde_json::json!([]));
     }
     let r: ApiGatewayV2httpResponse =
         serde_json::from_value(value).map_err(|e| format!("malformed 2.0 response: {e}"))?;
@@ -518,6 +524,8 @@ mod tests {
             (r.status, &r.body[..]),
             (StatusCode::OK, &br#"{"hello":"world"}"#[..])
         );
+        let r = response(PayloadVersion::V2, br#"{"statusCode":204}"#).unwrap();
+        assert_eq!((r.status, r.body.len()), (StatusCode::NO_CONTENT, 0));
         let r = response(PayloadVersion::V2, br#""Hello""#).unwrap();
         assert_eq!(&r.body[..], b"Hello");
         let r = response(

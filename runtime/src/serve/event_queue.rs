@@ -91,12 +91,9 @@ impl EventQueue {
         EventQueue { tx }
     }
 
-    /// Accepts an event. Returns it if the queue has stopped.
-    pub fn enqueue(&self, event: AsyncEvent) -> Result<(), AsyncEvent> {
-        self.tx.send(Msg::Enqueue(event)).map_err(|e| match e.0 {
-            Msg::Enqueue(event) => event,
-            _ => unreachable!("sent an event"),
-        })
+    /// Accepts an event; false if the queue has stopped (lamina is shutting down).
+    pub fn enqueue(&self, event: AsyncEvent) -> bool {
+        self.tx.send(Msg::Enqueue(event)).is_ok()
     }
 
     /// Stops taking new attempts, waits for the running ones, and writes what is left to the

@@ -16,7 +16,6 @@ use super::event_queue::AsyncEvent;
 use super::{App, Reply, reply};
 use crate::config::ACCOUNT_ID;
 use crate::config::lambda_env::FUNCTION_VERSION;
-use crate::error::MAX_PAYLOAD_BYTES;
 use crate::invoke::{InvokeRequest, Throttled};
 
 /// The path prefix this API answers under.
@@ -211,7 +210,7 @@ async fn invoke(
         InvocationType::Event => {
             let request_id = uuid::Uuid::new_v4().to_string();
             let event = AsyncEvent::new(Arc::clone(function), request_id.clone(), request);
-            if app.events.enqueue(event).is_err() {
+            if !app.events.enqueue(event) {
                 return Err(ServiceError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceException",
@@ -297,26 +296,17 @@ async fn read_payload(
             ),
         )
     };
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(n) = declared.filter(|&n| n > limit) {
+    if let Some(n) = super::declared_far_too_large(headers, limit) {
         return Err(too_large(n));
     }
-    let bytes = super::read_body(body, limit.max(MAX_PAYLOAD_BYTES))
-        .await
-        .map_err(|e| match e {
-            super::BodyError::TooLarge => too_large(limit + 1),
-            super::BodyError::Broken(e) => ServiceError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestContentException",
-                format!("reading the request body: {e}"),
-            ),
-        })?;
-    if bytes.len() > limit {
-        return Err(too_large(bytes.len()));
-    }
+    let bytes = super::read_body(body, limit).await.map_err(|e| match e {
+        super::BodyError::TooLarge(n) => too_large(n),
+        super::BodyError::Broken(e) => ServiceError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            format!("reading the request body: {e}"),
+        ),
+    })?;
     Ok(bytes)
 }
 

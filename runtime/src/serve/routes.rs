@@ -128,9 +128,12 @@ fn parse(path: &str) -> Vec<Segment> {
         .collect()
 }
 
+/// Path parameters, name → value.
+type Params = Vec<(String, String)>;
+
 /// The rank (one number per route segment: 2 literal, 1 parameter, 0 greedy) and the
 /// parameters, when the route matches.
-fn match_segments(route: &[Segment], request: &[&str]) -> Option<(Vec<u8>, Vec<(String, String)>)> {
+fn match_segments(route: &[Segment], request: &[&str]) -> Option<(Vec<u8>, Params)> {
     let mut rank = Vec::with_capacity(route.len() + 1);
     let mut params = Vec::new();
     for (i, segment) in route.iter().enumerate() {

@@ -1,0 +1,810 @@
+//! `lamina serve` as users run it: the binary, a real `lamina.toml`, real clients over loopback
+//! HTTP: boto3 (the AWS SDK for Python) for the Invoke API, hyper for the HTTP front, the
+//! official Python runtime interface client and the probe as functions.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::{
+    boto3, function_from_files, function_with, lamina, process_alive, program, python_ric,
+    test_cache,
+};
+
+/// A running `lamina serve`, its stderr collected.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    dir: TempDir,
+}
+
+impl Server {
+    /// Writes `config` as `lamina.toml` in a fresh directory and serves it on a free port.
+    fn start(config: &str, args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lamina.toml"), config).unwrap();
+        Server::start_in(dir, args)
+    }
+
+    fn start_in(dir: TempDir, args: &[&str]) -> Server {
+        let mut child = Command::new(lamina())
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--cache-dir")
+            .arg(test_cache())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line
+                    .split("on http://")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lamina serve did not start:\n{}", stderr.lock().unwrap());
+            }
+        };
+        Server {
+            child,
+            addr,
+            stderr,
+            dir,
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `needle` `times` times.
+    fn wait_for_log(&self, needle: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = self.logs();
+            if logs.matches(needle).count() >= times {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not {times} times in:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited 0 and the whole log.
+    fn stop(mut self) -> (bool, String) {
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we wait for it.
+        let sent = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to lamina serve");
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        (status.success(), self.logs())
+    }
+
+    async fn request(&self, request: http::Request<Full<Bytes>>) -> http::Response<Bytes> {
+        send(self.addr, request).await
+    }
+
+    /// `POST` to the Invoke API.
+    async fn invoke(
+        &self,
+        function: &str,
+        headers: &[(&str, &str)],
+        payload: impl Into<Bytes>,
+    ) -> http::Response<Bytes> {
+        let mut request =
+            http::Request::post(format!("/2015-03-31/functions/{function}/invocations"))
+                .header("host", self.addr.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        self.request(request.body(Full::new(payload.into())).unwrap())
+            .await
+    }
+
+    async fn get(&self, path: &str) -> http::Response<Bytes> {
+        self.request(
+            http::Request::get(path)
+                .header("host", self.addr.to_string())
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a fresh connection.
+async fn send(addr: SocketAddr, request: http::Request<Full<Bytes>>) -> http::Response<Bytes> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    http::Response::from_parts(parts, body)
+}
+
+fn json_of(response: &http::Response<Bytes>) -> Value {
+    serde_json::from_slice(response.body()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {:?}",
+            String::from_utf8_lossy(response.body())
+        )
+    })
+}
+
+fn header<'a>(response: &'a http::Response<Bytes>, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A `[functions.NAME]` table for the probe in `dir`.
+fn probe_function(name: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        "[functions.{name}]\ncode = {:?}\n{extra}\n",
+        dir.display().to_string()
+    )
+}
+
+/// A Python function (the official runtime interface client) whose handler answers the HTTP
+/// front by path, and the Invoke API with what it got.
+fn python_function() -> TempDir {
+    const APP: &str = r#"
+import base64, json, time
+
+def handler(event, context):
+    if "requestContext" not in event:
+        if event.get("fail"):
+            raise ValueError("failed on purpose")
+        return {"event": event, "request_id": context.aws_request_id,
+                "client_context": getattr(context.client_context, "custom", None)}
+    path = event.get("rawPath") or event.get("path")
+    if path.endswith("/fail"):
+        raise ValueError("boom")
+    if path.endswith("/sleep"):
+        time.sleep(3)
+    if path.endswith("/binary"):
+        return {"statusCode": 200, "headers": {"content-type": "application/octet-stream"},
+                "body": base64.b64encode(bytes(range(256))).decode(), "isBase64Encoded": True}
+    if path.endswith("/cookies"):
+        return {"statusCode": 201, "cookies": ["a=1; Path=/", "b=2"], "body": "ok",
+                "headers": {"x-custom": "yes", "content-type": "text/plain"}}
+    if path.endswith("/multi"):
+        return {"statusCode": 200, "multiValueHeaders": {"x-m": ["1", "2"]}, "body": "m"}
+    if path.endswith("/malformed"):
+        return {"statusCode": "many", "body": 1}
+    if path.endswith("/shorthand"):
+        return {"hello": "world"}
+    return {"statusCode": 200, "headers": {"content-type": "application/json"},
+            "body": json.dumps(event)}
+"#;
+    function_from_files(&[
+        (
+            "bootstrap",
+            "#!/bin/sh\nexec \"$PROBE_PYTHON\" -m awslambdaric \"$_HANDLER\"\n",
+            true,
+        ),
+        ("app.py", APP, false),
+    ])
+}
+
+fn python_config(name: &str, dir: &Path, extra: &str) -> String {
+    let (python, site) = python_ric();
+    format!(
+        "[functions.{name}]\ncode = {:?}\nhandler = \"app.handler\"\ntimeout = 2\n{extra}\n\
+         environment = {{ PROBE_PYTHON = {:?}, PYTHONPATH = {:?} }}\n",
+        dir.display().to_string(),
+        python.display().to_string(),
+        site.display().to_string()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_invokes_all_three_ways_and_sees_function_errors() {
+    let code = python_function();
+    let config = python_config("py", code.path(), "concurrency = 2");
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let (python, site) = boto3();
+    let script = r#"
+import base64, json, os, sys, time
+import boto3, botocore
+from botocore.config import Config
+client = boto3.client("lambda", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                      aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
+                      config=Config(retries={"max_attempts": 1}))
+out = {}
+r = client.invoke(FunctionName="py", Payload=json.dumps({"hello": "boto3"}), LogType="Tail",
+                  ClientContext=base64.b64encode(json.dumps({"custom": {"k": "v"}}).encode()).decode())
+out["sync"] = {"status": r["StatusCode"], "version": r["ExecutedVersion"],
+               "payload": json.loads(r["Payload"].read()), "log": base64.b64decode(r["LogResult"]).decode(),
+               "error": r.get("FunctionError"), "request_id": r["ResponseMetadata"]["RequestId"]}
+r = client.invoke(FunctionName="py", Payload=json.dumps({"fail": True}))
+out["error"] = {"status": r["StatusCode"], "error": r.get("FunctionError"),
+                "payload": json.loads(r["Payload"].read())}
+r = client.invoke(FunctionName="py", InvocationType="Event", Payload=json.dumps({"async": 1}))
+out["event"] = {"status": r["StatusCode"], "request_id": r["ResponseMetadata"]["RequestId"]}
+r = client.invoke(FunctionName="py", InvocationType="DryRun", Payload=b"{}")
+out["dry"] = {"status": r["StatusCode"]}
+try:
+    client.invoke(FunctionName="nope", Payload=b"{}")
+    out["missing"] = "no error"
+except client.exceptions.ResourceNotFoundException as e:
+    out["missing"] = e.response["Error"]["Message"]
+try:
+    client.invoke(FunctionName="py", Payload=b"{not json")
+    out["bad_json"] = "no error"
+except client.exceptions.InvalidRequestContentException as e:
+    out["bad_json"] = e.response["ResponseMetadata"]["HTTPStatusCode"]
+print(json.dumps(out))
+"#;
+    let output = Command::new(&python)
+        .args(["-c", script])
+        .env("PYTHONPATH", &site)
+        .env("ENDPOINT", format!("http://{}", server.addr))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.logs()
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sync = &out["sync"];
+    assert_eq!(sync["status"], 200);
+    assert_eq!(sync["version"], "$LATEST");
+    assert_eq!(sync["error"], Value::Null);
+    assert_eq!(sync["payload"]["event"], json!({"hello": "boto3"}));
+    assert_eq!(sync["payload"]["client_context"], json!({"k": "v"}));
+    // The response's request id is the one the function saw.
+    assert_eq!(sync["payload"]["request_id"], sync["request_id"]);
+    let log = sync["log"].as_str().unwrap();
+    let id = sync["request_id"].as_str().unwrap();
+    assert!(log.starts_with(&format!("START RequestId: {id}")), "{log}");
+    assert!(log.contains(&format!("END RequestId: {id}")), "{log}");
+    assert!(log.contains(&format!("REPORT RequestId: {id}")), "{log}");
+    assert_eq!(out["error"]["status"], 200);
+    assert_eq!(out["error"]["error"], "Unhandled");
+    assert_eq!(out["error"]["payload"]["errorType"], "ValueError");
+    assert_eq!(out["error"]["payload"]["errorMessage"], "failed on purpose");
+    assert_eq!(out["event"]["status"], 202);
+    assert_eq!(out["dry"]["status"], 204);
+    assert_eq!(
+        out["missing"],
+        "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope"
+    );
+    assert_eq!(out["bad_json"], 400);
+    // The asynchronous invocation ran, under the request id returned with its 202.
+    let event_id = out["event"]["request_id"].as_str().unwrap();
+    server.wait_for_log(&format!("END RequestId: {event_id}"), 1);
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invoke_api_service_errors_have_lambdas_status_and_type() {
+    let probe = function_with(&program("probe"));
+    let config = probe_function("probe", probe.path(), "timeout = 1");
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let kind = |r: &http::Response<Bytes>| header(r, "x-amzn-ErrorType").map(str::to_owned);
+
+    let r = server.invoke("missing", &[], "{}").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(kind(&r).as_deref(), Some("ResourceNotFoundException"));
+    let r = server.invoke("probe:prod", &[], "{}").await;
+    assert_eq!(r.status(), 404, "only $LATEST exists");
+    let r = server
+        .invoke("probe:%24LATEST", &[], r#"{"action":"echo"}"#)
+        .await;
+    assert_eq!(r.status(), 200);
+    let arn = "arn:aws:lambda:us-east-1:000000000000:function:probe";
+    let r = server.invoke(arn, &[], r#"{"action":"echo"}"#).await;
+    assert_eq!(r.status(), 200, "a function named by its ARN");
+
+    let r = server.invoke("probe", &[], "{\"a\":").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(kind(&r).as_deref(), Some("InvalidRequestContentException"));
+
+    let big = format!("\"{}\"", "a".repeat(6 * 1024 * 1024));
+    let r = server.invoke("probe", &[], big).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(kind(&r).as_deref(), Some("RequestTooLargeException"));
+    let event = [("X-Amz-Invocation-Type", "Event")];
+    let over_async = format!("\"{}\"", "a".repeat(1024 * 1024));
+    let r = server.invoke("probe", &event, over_async).await;
+    assert_eq!(r.status(), 413, "1 MB is the limit for Event");
+    let r = server
+        .invoke("probe", &[("X-Amz-Invocation-Type", "Sometimes")], "{}")
+        .await;
+    assert_eq!(r.status(), 400);
+
+    // A timeout is a function error, as on Lambda: 200 and Unhandled.
+    let r = server
+        .invoke("probe", &[], r#"{"action":"sleep","ms":5000}"#)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "X-Amz-Function-Error"), Some("Unhandled"));
+    assert_eq!(json_of(&r)["errorType"], "Sandbox.Timedout");
+    // Signed requests are accepted as they are.
+    let r = server
+        .invoke(
+            "probe",
+            &[(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=00",
+            )],
+            r#"{"action":"echo"}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(&r), json!({"action":"echo"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_event_invocations_are_retried_twice_then_dead_lettered() {
+    let probe = function_with(&program("probe"));
+    let config = format!(
+        "{}\n[serve]\nretry_delay = 0.05\n",
+        probe_function("failing", probe.path(), "")
+    );
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let r = server
+        .invoke(
+            "failing",
+            &[("X-Amz-Invocation-Type", "Event")],
+            r#"{"action":"error"}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let id = header(&r, "x-amzn-RequestId").unwrap().to_owned();
+    // Three attempts, one request id.
+    server.wait_for_log(&format!("END RequestId: {id}"), 3);
+    let letters = server.dir.path().join("state/dead-letters/failing.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !letters.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&letters).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    let record = &records[0];
+    assert_eq!(record["requestContext"]["requestId"], id.as_str());
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(record["requestPayload"], json!({"action":"error"}));
+    assert_eq!(record["responsePayload"]["errorType"], "ProbeError");
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+    assert_eq!(logs.matches(&format!("START RequestId: {id}")).count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_front_routes_requests_and_builds_api_gateway_events() {
+    let code = python_function();
+    let config = format!(
+        "{}\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/items/{{id}}\"\nfunction = \"py\"\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/items/special\"\nfunction = \"py\"\n\
+         [[routes]]\nmethod = \"ANY\"\npath = \"/files/{{proxy+}}\"\nfunction = \"py\"\n\
+         [[routes]]\nmethod = \"ANY\"\npath = \"/v1/{{proxy+}}\"\nfunction = \"py\"\npayload = \"1.0\"\n",
+        python_config("py", code.path(), "concurrency = 2")
+    );
+    let server = Server::start(&config, &["--sandbox", "process"]);
+
+    // Path parameters, query strings with repeated keys, cookies; 2.0.
+    let r = server
+        .request(
+            http::Request::get("/items/42?tag=a&tag=b&q=hello%20world")
+                .header("host", "api.example.com")
+                .header("cookie", "session=abc; theme=dark")
+                .header("x-dup", "1")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    assert!(header(&r, "apigw-requestid").is_some());
+    let event = json_of(&r);
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["routeKey"], "GET /items/{id}");
+    assert_eq!(event["pathParameters"], json!({"id": "42"}));
+    assert_eq!(event["rawQueryString"], "tag=a&tag=b&q=hello%20world");
+    assert_eq!(event["queryStringParameters"]["tag"], "a,b");
+    assert_eq!(event["queryStringParameters"]["q"], "hello world");
+    assert_eq!(event["cookies"], json!(["session=abc", "theme=dark"]));
+    assert_eq!(event["requestContext"]["stage"], "$default");
+    assert_eq!(event["requestContext"]["http"]["sourceIp"], "127.0.0.1");
+    assert_eq!(event["requestContext"]["domainName"], "api.example.com");
+    assert_eq!(
+        event["requestContext"]["requestId"],
+        header(&r, "apigw-requestid").unwrap()
+    );
+    // The exact route beats the parameterised one.
+    let r = server.get("/items/special").await;
+    assert_eq!(json_of(&r)["routeKey"], "GET /items/special");
+
+    // {proxy+} takes the rest; a binary body arrives base64.
+    let r = server
+        .request(
+            http::Request::put("/files/a/b/c.bin")
+                .header("content-type", "application/octet-stream")
+                .body(Full::new(Bytes::from_static(&[0, 255, 1, 254])))
+                .unwrap(),
+        )
+        .await;
+    let event = json_of(&r);
+    assert_eq!(event["pathParameters"]["proxy"], "a/b/c.bin");
+    assert_eq!(event["isBase64Encoded"], true);
+    assert_eq!(event["body"], "AP8B/g==");
+    assert_eq!(event["requestContext"]["http"]["method"], "PUT");
+
+    // Payload 1.0: multi-value maps.
+    let r = server
+        .request(
+            http::Request::post("/v1/x?a=1&a=2")
+                .header("x-m", "1")
+                .header("x-m", "2")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{\"k\":1}")))
+                .unwrap(),
+        )
+        .await;
+    let event = json_of(&r);
+    assert!(header(&r, "x-amzn-requestid").is_some());
+    assert_eq!(event["httpMethod"], "POST");
+    assert_eq!(event["resource"], "/v1/{proxy+}");
+    assert_eq!(event["multiValueHeaders"]["x-m"], json!(["1", "2"]));
+    assert_eq!(
+        event["multiValueQueryStringParameters"]["a"],
+        json!(["1", "2"])
+    );
+    assert_eq!(event["queryStringParameters"]["a"], "2");
+    assert_eq!(event["body"], "{\"k\":1}");
+
+    // Responses: binary, cookies, multi-value headers, the 2.0 shorthand.
+    let r = server.get("/files/binary").await;
+    assert_eq!(
+        r.body().as_ref(),
+        (0..=255u8).collect::<Vec<_>>().as_slice()
+    );
+    let r = server.get("/files/cookies").await;
+    assert_eq!(r.status(), 201);
+    let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; Path=/", "b=2"]);
+    assert_eq!(header(&r, "x-custom"), Some("yes"));
+    assert_eq!(r.body().as_ref(), b"ok");
+    let r = server.get("/v1/multi").await;
+    let values: Vec<_> = r.headers().get_all("x-m").iter().collect();
+    assert_eq!(values, ["1", "2"]);
+    let r = server.get("/files/shorthand").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), Some("application/json"));
+    assert_eq!(json_of(&r), json!({"hello": "world"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_front_answers_errors_as_api_gateway_does() {
+    let code = python_function();
+    let config = format!(
+        "{}\n\
+         [[routes]]\npath = \"/{{proxy+}}\"\nfunction = \"py\"\n\
+         [[routes]]\npath = \"/rest/{{proxy+}}\"\nfunction = \"py\"\npayload = \"1.0\"\n",
+        python_config("py", code.path(), "concurrency = 1")
+    );
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let message = |r: &http::Response<Bytes>| json_of(r)["message"].clone();
+
+    let r = server.get("/nothing-here").await;
+    assert_eq!(r.status(), 200, "the greedy route catches it");
+    let r = server.get("/").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(message(&r), "Not Found");
+    let r = server.get("/fail").await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(message(&r), "Internal Server Error");
+    let r = server.get("/rest/fail").await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(message(&r), "Internal server error");
+    let r = server.get("/malformed").await;
+    assert_eq!(r.status(), 502);
+    // A 1.0 route needs a proxy response; the shorthand is 2.0's alone.
+    let r = server.get("/rest/shorthand").await;
+    assert_eq!(r.status(), 502);
+    let big = Bytes::from(vec![b'x'; 10 * 1024 * 1024 + 1]);
+    let r = server
+        .request(http::Request::post("/big").body(Full::new(big)).unwrap())
+        .await;
+    assert_eq!(r.status(), 413);
+
+    // With concurrency 1, a second request while the first sleeps is throttled; the first
+    // times out (2 s) and is a 504.
+    let slow = tokio::spawn({
+        let addr = server.addr;
+        async move {
+            send(
+                addr,
+                http::Request::get("/sleep").body(Full::default()).unwrap(),
+            )
+            .await
+        }
+    });
+    server.wait_for_log("START RequestId", 6);
+    let r = server.get("/other").await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(message(&r), "Too Many Requests");
+    let r = slow.await.unwrap();
+    assert_eq!(r.status(), 504);
+    // The timed-out environment was replaced; the function answers again.
+    let r = server.get("/after").await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_four_concurrent_invocations_use_at_most_four_environments_and_none_is_lost() {
+    let probe = function_with(&program("probe"));
+    let config = probe_function("probe", probe.path(), "concurrency = 4\ntimeout = 10");
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    // Every client retries a throttled invocation, as the AWS SDKs do, until it runs.
+    let mut clients = Vec::new();
+    for n in 0..64 {
+        let addr = server.addr;
+        clients.push(tokio::spawn(async move {
+            let payload = format!(r#"{{"action":"sleep","ms":50,"n":{n}}}"#);
+            let mut throttled = 0;
+            loop {
+                let r = send(
+                    addr,
+                    http::Request::post("/2015-03-31/functions/probe/invocations")
+                        .body(Full::new(Bytes::from(payload.clone())))
+                        .unwrap(),
+                )
+                .await;
+                match r.status().as_u16() {
+                    429 => {
+                        assert_eq!(
+                            header(&r, "x-amzn-ErrorType"),
+                            Some("TooManyRequestsException")
+                        );
+                        throttled += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    200 => {
+                        let id = header(&r, "x-amzn-RequestId").unwrap().to_owned();
+                        return (json_of(&r), id, throttled);
+                    }
+                    other => panic!("unexpected {other}: {:?}", r.body()),
+                }
+            }
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut throttles = 0;
+    for client in clients {
+        let (body, id, throttled) = client.await.unwrap();
+        assert_eq!(body, json!({"slept": 50}));
+        assert!(ids.insert(id));
+        throttles += throttled;
+    }
+    assert!(throttles > 0, "64 at once against 4 must throttle some");
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+    // Each invocation ran exactly once...
+    for id in &ids {
+        assert_eq!(logs.matches(&format!("START RequestId: {id}")).count(), 1);
+        assert_eq!(logs.matches(&format!("END RequestId: {id}")).count(), 1);
+    }
+    assert_eq!(logs.matches("START RequestId").count(), 64, "{logs}");
+    // ...in at most four environments (one cold start each).
+    let cold = logs.matches("Init Duration").count();
+    assert!((1..=4).contains(&cold), "{cold} environments:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_mid_invocation_still_ends_it_once() {
+    let probe = function_with(&program("probe"));
+    let config = probe_function("probe", probe.path(), "timeout = 10");
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let body = r#"{"action":"sleep","ms":700}"#;
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "POST /2015-03-31/functions/probe/invocations HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    server.wait_for_log("START RequestId", 1);
+    drop(stream);
+    // The invocation runs to its end, once, and the environment is free again.
+    server.wait_for_log("END RequestId", 1);
+    let r = server.invoke("probe", &[], r#"{"action":"echo"}"#).await;
+    assert_eq!(r.status(), 200);
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+    assert_eq!(logs.matches("START RequestId").count(), 2);
+    assert_eq!(logs.matches("END RequestId").count(), 2);
+    assert_eq!(
+        logs.matches("Init Duration").count(),
+        1,
+        "one warm environment: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_invocation_in_flight_finish_and_leaves_nothing_behind() {
+    let probe = function_with(&program("probe"));
+    let config = probe_function("probe", probe.path(), "timeout = 10");
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let r = server.invoke("probe", &[], "{}").await;
+    let pid = json_of(&r)["pid"].as_u64().unwrap();
+    let addr = server.addr;
+    let slow = tokio::spawn(async move {
+        send(
+            addr,
+            http::Request::post("/2015-03-31/functions/probe/invocations")
+                .body(Full::new(Bytes::from_static(
+                    br#"{"action":"sleep","ms":800}"#,
+                )))
+                .unwrap(),
+        )
+        .await
+    });
+    server.wait_for_log("START RequestId", 2);
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+    let r = slow.await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(&r), json!({"slept": 800}));
+    assert!(!process_alive(pid), "the runtime is gone");
+    assert!(logs.contains("lamina: stopped"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_environments_are_reaped_after_the_idle_timeout() {
+    let probe = function_with(&program("probe"));
+    let config = probe_function("probe", probe.path(), "idle_timeout = 1");
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let r = server.invoke("probe", &[], "{}").await;
+    let pid = json_of(&r)["pid"].as_u64().unwrap();
+    assert!(process_alive(pid));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!process_alive(pid), "the idle runtime was shut down");
+    // The next invocation starts a new environment.
+    let r = server.invoke("probe", &[], "{}").await;
+    assert_ne!(json_of(&r)["pid"].as_u64().unwrap(), pid);
+    let logs = server.logs();
+    assert_eq!(logs.matches("Init Duration").count(), 2, "{logs}");
+}
+
+#[test]
+fn a_bad_config_is_refused_with_every_problem_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        "[functions.a]\ncode = \"nowhere\"\nmemory = 1\ncolour = \"red\"\n\
+         [[routes]]\npath = \"/x\"\nfunction = \"b\"\n",
+    )
+    .unwrap();
+    let out = Command::new(lamina())
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "lamina.toml: functions.a.colour: unknown key",
+        "lamina.toml: functions.a.code: ",
+        "nowhere does not exist",
+        "lamina.toml: routes[0].function: no function \"b\"",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("serving"), "{stderr}");
+}
+
+#[test]
+fn lamina_invoke_runs_a_configured_function_by_name() {
+    let probe = function_with(&program("probe"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        probe_function(
+            "configured",
+            probe.path(),
+            "memory = 256\nenvironment = { GREETING = \"hi\" }",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(lamina())
+        .current_dir(dir.path())
+        .args([
+            "invoke",
+            "configured",
+            "--sandbox",
+            "process",
+            "--env",
+            "EXTRA=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["env"]["AWS_LAMBDA_FUNCTION_NAME"], "configured");
+    assert_eq!(v["env"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
+    assert_eq!(v["env"]["GREETING"], "hi");
+    assert_eq!(v["env"]["EXTRA"], "1");
+    let out = Command::new(lamina())
+        .current_dir(dir.path())
+        .args(["invoke", "unknown"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no [functions.unknown]"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_config_the_bundled_examples_are_served_in_the_jail() {
+    let server = Server::start_in(tempfile::tempdir().unwrap(), &[]);
+    let r = server.get("/shell/hello?x=1").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    let body = json_of(&r);
+    assert_eq!(body["message"], "hello from a shell runtime");
+    assert_eq!(body["event"]["rawPath"], "/shell/hello");
+    let r = server.invoke("shell", &[], r#"{"name":"world"}"#).await;
+    assert_eq!(json_of(&r)["event"], json!({"name": "world"}));
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+    assert!(logs.contains("examples/lamina.toml"), "{logs}");
+}
