@@ -1,0 +1,179 @@
+//! Load benchmark of `lamina serve`'s Invoke API. Run with
+//! `cargo bench -p lamina-tests --bench serve` (as root: the native functions run in the jail;
+//! wrk, the load generator, is installed with apt when missing). Figures go in
+//! SPECIFICATION.md.
+//!
+//! The server is lamina's own (`serve::serve`, the pools, the sandboxes) in this process, on a
+//! loopback port; the load comes from wrk, a separate process, over keep-alive connections,
+//! each POSTing a 1 KB JSON event to `/2015-03-31/functions/NAME/invocations`. The function is
+//! `examples/echo` (the SDK's echo), built natively (a Rust bootstrap in the native jail) and
+//! for wasm32-wasip1 (in wasmtime, a fresh instance per invocation), `concurrency = 8`.
+//! Each run is warmed up first so that every environment has started; wrk's requests per second
+//! and its p50/p99 latency are printed, and any non-200 answer fails the run.
+//!
+//! `BENCH_SECONDS` sets each run's length (default 10).
+
+#[path = "../shared.rs"]
+#[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
+mod shared;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use lamina_runtime::cli::invoke::{NetworkKind, SandboxKind, native_sandbox};
+use lamina_runtime::config::FunctionConfig;
+use lamina_runtime::pool::FunctionPool;
+use lamina_runtime::sandbox::Sandbox;
+use lamina_runtime::sandbox::wasm::WasmSandbox;
+use lamina_runtime::serve::event_queue::EventQueue;
+use lamina_runtime::serve::routes::RouteTable;
+use lamina_runtime::serve::{App, Function};
+use shared::Discard;
+
+fn ensure_wrk() {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return;
+    }
+    eprintln!("wrk is missing; installing it with apt-get");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "wrk"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "wrk is needed: apt-get install wrk");
+}
+
+fn function(name: &str, code: &Path, sandbox: Arc<dyn Sandbox>) -> (String, Arc<Function>) {
+    let spec = FunctionConfig {
+        name: Some(name.into()),
+        code: code.to_owned(),
+        concurrency: Some(8),
+        cache_dir: Some(shared::target_dir().join("bench-cache")),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("config");
+    let pool = FunctionPool::start(Arc::new(spec), sandbox, Arc::new(Discard));
+    (
+        name.to_owned(),
+        Arc::new(Function {
+            pool,
+            max_retry_attempts: 2,
+        }),
+    )
+}
+
+/// wrk's figures of one run.
+struct Run {
+    per_second: f64,
+    p50: String,
+    p99: String,
+}
+
+fn wrk(url: &str, connections: u32, seconds: u32, script: &Path) -> Run {
+    let threads = connections.min(2);
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "some invocations were not answered 200:\n{text}"
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk's output:\n{text}"))
+    };
+    Run {
+        per_second: field("Requests/sec:").parse().expect("a number"),
+        p50: field("50%"),
+        p99: field("99%"),
+    }
+}
+
+fn main() {
+    ensure_wrk();
+    let seconds: u32 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let native = shared::build_example("echo", None);
+    let module = shared::build_example("echo", Some("wasm32-wasip1"));
+    let native_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&native, native_dir.path().join("bootstrap")).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let payload = serde_json::json!({ "data": "x".repeat(1010) }).to_string();
+    assert_eq!(payload.len(), 1021, "a 1 KB event");
+    let script_dir = tempfile::tempdir().unwrap();
+    let script = script_dir.path().join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = {payload:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        ),
+    )
+    .unwrap();
+    runtime.block_on(async {
+        let jail = native_sandbox(SandboxKind::Jail, NetworkKind::None).expect("the native jail");
+        let wasm: Arc<dyn Sandbox> =
+            Arc::new(WasmSandbox::new(&shared::target_dir().join("bench-cache")).expect("wasm"));
+        let functions: HashMap<_, _> = [
+            function("native", native_dir.path(), jail),
+            function("wasm", &module, wasm),
+        ]
+        .into_iter()
+        .collect();
+        let state = tempfile::tempdir().unwrap();
+        let app = Arc::new(App {
+            functions,
+            routes: RouteTable::default(),
+            events: EventQueue::start(state.path().to_owned(), std::time::Duration::from_secs(60)),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(lamina_runtime::serve::serve(
+            listener,
+            Arc::clone(&app),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        println!("lamina serve, Invoke API, 1 KB echo, keep-alive, wrk, {seconds} s per run:");
+        for (name, connections) in [("native", 1), ("native", 8), ("wasm", 1), ("wasm", 8)] {
+            let url = format!("http://{addr}/2015-03-31/functions/{name}/invocations");
+            let script = script.clone();
+            let run = tokio::task::spawn_blocking(move || {
+                // Warm-up: every environment the run will use has started.
+                wrk(&url, 8, 2, &script);
+                wrk(&url, connections, seconds, &script)
+            })
+            .await
+            .unwrap();
+            println!(
+                "  {name:<6} {connections} connection(s): {:>8.0} invocations/s  p50 {}  p99 {}",
+                run.per_second, run.p50, run.p99
+            );
+        }
+        let _ = stop.send(());
+        server.await.unwrap();
+    });
+}
