@@ -245,15 +245,7 @@ impl FunctionConfig {
 
     /// Resolves the configuration: checks every value and locates (or extracts) the code.
     pub fn resolve(self) -> Result<FunctionSpec, ConfigError> {
-        let Checked {
-            memory_mb,
-            timeout,
-            init_timeout,
-            ephemeral_storage_mb,
-            concurrency,
-            idle_timeout,
-            region,
-        } = self.checked()?;
+        let checked = self.checked()?;
         let name = match self.name {
             Some(name) => name,
             None => derive_name(&self.code),
@@ -302,21 +294,24 @@ impl FunctionConfig {
             _ => None,
         };
         Ok(FunctionSpec {
-            arn: format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),
+            arn: format!(
+                "arn:aws:lambda:{}:{ACCOUNT_ID}:function:{name}",
+                checked.region
+            ),
             name,
             code_dir,
             opt,
             handler: self.handler.unwrap_or_else(|| "bootstrap".to_owned()),
-            memory_mb,
-            timeout: Duration::from_secs(u64::from(timeout)),
-            init_timeout: Duration::from_secs(u64::from(init_timeout)),
+            memory_mb: checked.memory_mb,
+            timeout: Duration::from_secs(u64::from(checked.timeout)),
+            init_timeout: Duration::from_secs(u64::from(checked.init_timeout)),
             environment: self.environment,
-            region,
-            concurrency,
-            ephemeral_storage_mb,
+            region: checked.region,
+            concurrency: checked.concurrency,
+            ephemeral_storage_mb: checked.ephemeral_storage_mb,
             tmp_per_invocation: !self.tmp_per_environment,
             shutdown_grace: Duration::from_millis(500),
-            idle_timeout: Duration::from_secs(u64::from(idle_timeout)),
+            idle_timeout: Duration::from_secs(u64::from(checked.idle_timeout)),
         })
     }
 }

@@ -216,10 +216,8 @@ async fn handle(
     peer: SocketAddr,
 ) -> Reply {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path();
-    let query = parts.uri.query().unwrap_or_default();
-    if path.starts_with(invoke_api::PREFIX) {
-        return invoke_api::handle(app, &parts.method, path, query, &parts.headers, body).await;
+    if parts.uri.path().starts_with(invoke_api::PREFIX) {
+        return invoke_api::handle(app, &parts, body).await;
     }
     front(app, &parts, body, peer).await
 }

@@ -94,16 +94,9 @@ enum InvocationType {
     DryRun,
 }
 
-/// Handles one Invoke API request; `path` starts with [`PREFIX`].
-pub async fn handle(
-    app: &App,
-    method: &http::Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: hyper::body::Incoming,
-) -> Reply {
-    match invoke(app, method, path, query, headers, body).await {
+/// Handles one Invoke API request; its path starts with [`PREFIX`].
+pub async fn handle(app: &App, parts: &http::request::Parts, body: hyper::body::Incoming) -> Reply {
+    match invoke(app, parts, body).await {
         Ok(reply) => reply,
         Err(e) => e.into_reply(),
     }
@@ -111,12 +104,12 @@ pub async fn handle(
 
 async fn invoke(
     app: &App,
-    method: &http::Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
+    parts: &http::request::Parts,
     body: hyper::body::Incoming,
 ) -> Result<Reply, ServiceError> {
+    let (method, headers) = (&parts.method, &parts.headers);
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or_default();
     let Some(name_part) = path
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.strip_suffix("/invocations"))
