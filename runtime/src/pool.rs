@@ -158,6 +158,15 @@ impl FunctionPool {
     }
 }
 
+/// Sleeps until `at`, or forever when there is nothing to wake for: the timer arm of the
+/// owner tasks' `select!` loops.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `Root=1-<epoch hex>-<96 random bits>;Parent=<64 random bits>;Sampled=0`, an X-Ray trace
 /// header as Lambda makes one for an untraced caller.
 fn new_trace_id() -> String {
@@ -205,12 +214,7 @@ impl PoolTask {
                 .map(|&(_, since)| since + self.spec.idle_timeout);
             let msg = tokio::select! {
                 msg = rx.recv() => msg,
-                () = async {
-                    match reap_at {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                () = sleep_until(reap_at) => {
                     self.reap(Instant::now());
                     continue;
                 }

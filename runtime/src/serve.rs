@@ -64,6 +64,14 @@ pub struct App {
 }
 
 impl App {
+    /// Drains the event queue, then stops every function's environments.
+    pub async fn shutdown(&self) {
+        self.events.shutdown().await;
+        for function in self.functions.values() {
+            function.pool.shutdown().await;
+        }
+    }
+
     /// The region in the ARNs of service errors.
     fn region(&self) -> &str {
         self.functions
@@ -204,10 +212,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     {
         tracing::warn!("connections still open at shutdown were closed");
     }
-    app.events.shutdown().await;
-    for function in app.functions.values() {
-        function.pool.shutdown().await;
-    }
+    app.shutdown().await;
 }
 
 async fn handle(

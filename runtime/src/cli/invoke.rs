@@ -157,16 +157,10 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
     let sandbox: Arc<dyn Sandbox> = match bootstrap_kind(&spec) {
-        BootstrapKind::Wasm => Arc::new(
-            WasmSandbox::new(&cache_root).context("the WASM backend cannot run on this host")?,
-        ),
+        BootstrapKind::Wasm => wasm_sandbox(&cache_root)?,
         BootstrapKind::Native => {
             if args.sandbox == SandboxKind::Process {
-                eprintln!(
-                    "WARNING: --sandbox process: the function runs as a plain child process with \
-                     your user's rights and no isolation. Use it for development only, with code \
-                     you trust."
-                );
+                warn_unisolated();
             }
             native.unwrap_or_else(|| native_sandbox(args.sandbox, args.network))?
         }
@@ -228,6 +222,21 @@ fn configured(args: &InvokeArgs) -> anyhow::Result<Option<FunctionConfig>> {
             path.display()
         ),
     }
+}
+
+/// Said wherever native functions are about to run under `--sandbox process`.
+pub fn warn_unisolated() {
+    eprintln!(
+        "WARNING: --sandbox process: functions run as plain child processes with your user's \
+         rights and no isolation. Use it for development only, with code you trust."
+    );
+}
+
+/// The WASM backend, its compiled code cached under `cache_root`.
+pub fn wasm_sandbox(cache_root: &Path) -> anyhow::Result<Arc<dyn Sandbox>> {
+    Ok(Arc::new(
+        WasmSandbox::new(cache_root).context("the WASM backend cannot run on this host")?,
+    ))
 }
 
 /// The chosen native backend, after checking that this host supports it.

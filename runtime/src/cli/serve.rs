@@ -12,12 +12,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::invoke::{NetworkKind, SandboxKind, native_sandbox};
+use super::invoke::{NetworkKind, SandboxKind, native_sandbox, warn_unisolated, wasm_sandbox};
 use crate::config::FunctionSpec;
 use crate::config::file::{FILE_NAME, Manifest};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
-use crate::sandbox::wasm::WasmSandbox;
 use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
 use crate::serve::event_queue::EventQueue;
 use crate::serve::routes::RouteTable;
@@ -147,7 +146,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            shut_down(&app).await;
+            app.shutdown().await;
             bail!("cannot listen on {listen}: {e}");
         }
     };
@@ -170,13 +169,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::serve::serve(listener, Arc::clone(&app), stop_signal()).await;
     eprintln!("lamina: stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shut_down(app: &App) {
-    app.events.shutdown().await;
-    for function in app.functions.values() {
-        function.pool.shutdown().await;
-    }
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM.
@@ -219,13 +211,16 @@ impl Sandboxes {
     ) -> anyhow::Result<Self> {
         let kinds: Vec<BootstrapKind> = specs.map(bootstrap_kind).collect();
         let native = match kinds.contains(&BootstrapKind::Native) {
-            true => Some(native_sandbox(args.sandbox, args.network)?),
+            true => {
+                if args.sandbox == SandboxKind::Process {
+                    warn_unisolated();
+                }
+                Some(native_sandbox(args.sandbox, args.network)?)
+            }
             false => None,
         };
         let wasm = match kinds.contains(&BootstrapKind::Wasm) {
-            true => Some(Arc::new(
-                WasmSandbox::new(cache_root).context("the WASM backend cannot run on this host")?,
-            ) as Arc<dyn Sandbox>),
+            true => Some(wasm_sandbox(cache_root)?),
             false => None,
         };
         Ok(Sandboxes { native, wasm })

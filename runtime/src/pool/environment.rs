@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Invocation, PoolMsg};
+use super::{Invocation, PoolMsg, sleep_until};
 use crate::config::FunctionSpec;
 use crate::config::lambda_env;
 use crate::error::{ExitStatus, Failure};
@@ -321,13 +321,6 @@ async fn start(
             let _ = tokio::time::timeout(REAP_LIMIT, &mut exited).await;
             Err(host_failure("starting the environment", e))
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

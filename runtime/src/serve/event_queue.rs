@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Function;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::invoke::{Completed, InvokeRequest, Throttled};
+use crate::pool::sleep_until;
 
 /// One accepted `Event` invocation.
 #[derive(Debug, Clone)]
@@ -85,7 +86,6 @@ impl EventQueue {
             retry_delay,
             waiting: HashMap::new(),
             delayed: Vec::new(),
-            running: 0,
         };
         tokio::spawn(owner.run(rx));
         EventQueue { tx }
@@ -123,7 +123,6 @@ struct Owner {
     waiting: HashMap<String, Waiting>,
     /// Retries and when they are due.
     delayed: Vec<(Instant, AsyncEvent)>,
-    running: usize,
 }
 
 impl Owner {
@@ -133,22 +132,12 @@ impl Owner {
             let wake = self.next_wake();
             let msg = tokio::select! {
                 msg = rx.recv() => msg,
-                () = async {
-                    match wake {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                } => continue,
+                () = sleep_until(wake) => continue,
             };
             match msg {
                 Some(Msg::Enqueue(event)) => self.push_back(event),
                 Some(Msg::Throttled(event)) => {
-                    self.running -= 1;
-                    let w = self
-                        .waiting
-                        .entry(event.function.name().to_owned())
-                        .or_default();
-                    w.running -= 1;
+                    let w = self.attempt_ended(&event);
                     let next = w
                         .backoff
                         .map_or(THROTTLE_BACKOFF, |(_, d)| (d * 2).min(THROTTLE_BACKOFF_MAX));
@@ -156,13 +145,9 @@ impl Owner {
                     w.events.push_front(event);
                 }
                 Some(Msg::Done(event, completed)) => {
-                    self.running -= 1;
                     // Room in the function again: its waiting events need not wait out a
                     // throttle backoff.
-                    if let Some(w) = self.waiting.get_mut(event.function.name()) {
-                        w.running -= 1;
-                        w.backoff = None;
-                    }
+                    self.attempt_ended(&event).backoff = None;
                     self.done(event, completed, false);
                 }
                 Some(Msg::Shutdown(ack)) => break Some(ack),
@@ -170,14 +155,14 @@ impl Owner {
             }
         };
         // Attempts under way finish (within their deadlines); their failures are not retried.
-        while self.running > 0 {
+        while self.waiting.values().any(|w| w.running > 0) {
             match rx.recv().await {
                 Some(Msg::Done(event, completed)) => {
-                    self.running -= 1;
+                    self.attempt_ended(&event);
                     self.done(event, completed, true);
                 }
                 Some(Msg::Throttled(event)) => {
-                    self.running -= 1;
+                    self.attempt_ended(&event);
                     self.dead_letter(&event, "Shutdown", None);
                 }
                 Some(Msg::Enqueue(event)) => self.dead_letter(&event, "Shutdown", None),
@@ -199,6 +184,16 @@ impl Owner {
         if let Some(ack) = stopped {
             let _ = ack.send(());
         }
+    }
+
+    /// Counts off a finished attempt of `event`'s function; its queue, for what comes next.
+    fn attempt_ended(&mut self, event: &AsyncEvent) -> &mut Waiting {
+        let w = self
+            .waiting
+            .entry(event.function.name().to_owned())
+            .or_default();
+        w.running = w.running.saturating_sub(1);
+        w
     }
 
     fn push_back(&mut self, event: AsyncEvent) {
@@ -244,7 +239,6 @@ impl Owner {
                     break;
                 };
                 w.running += 1;
-                self.running += 1;
                 tokio::spawn(attempt(event, self.tx.clone()));
             }
         }
