@@ -7,14 +7,20 @@
 //! writing one, the pump drains whatever the pipe holds at that moment. A function writes its
 //! output before it posts its response, so that output is in the pipe before the `END` line is
 //! queued: no complete line of an invocation can land after its `END`. The other way round,
-//! the environment hands an event over only once its `START` has been written
-//! ([`LogPump::flush`]): an in-process runtime writes within microseconds of getting it. A final
-//! line without a newline waits for its newline (or end of file). Apart from that one wait,
-//! logging stays off the invocation's critical path.
+//! the environment hands an event over only once its `START` is ordered before whatever the
+//! runtime writes next ([`LogPump::settle`]): for a pipe, once it has been written.
+//!
+//! A runtime in the host process (WASM) has no pipe: its output is queued to the pump by a
+//! [`LogWriter`] on the same channel as the platform lines, so the queue's order is the log's
+//! order and nothing needs waiting for. Its writer is held back (the guest waits) while more
+//! than [`WRITER_BUDGET`] bytes are queued, so a guest that logs faster than the sink takes
+//! lines cannot grow the queue without bound. A final line without a newline waits for its
+//! newline (or end of file). Logging stays off the invocation's critical path.
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::unix::pipe;
@@ -98,15 +104,115 @@ impl LogSink for MemorySink {
 /// to know (peak memory, for REPORT) is read on the pump's task, not the environment's.
 pub(crate) type PlatformLines = Box<dyn FnOnce() -> Vec<String> + Send>;
 
-/// Reads an environment's output pipe and forwards it line by line, with platform lines in
-/// their places.
+/// Reads an environment's output (its pipe, or what its [`LogWriter`] queues) and forwards it
+/// line by line, with platform lines in their places.
 #[derive(Debug)]
 pub(crate) struct LogPump {
     tx: mpsc::UnboundedSender<PumpMsg>,
+    /// Whether output arrives through a pipe (and so can overtake queued lines).
+    piped: bool,
+}
+
+/// The environment's log before its pump runs: the sandbox takes a [`LogWriter`] from it when
+/// its runtime lives in the host process, then the pump starts on the same queue.
+#[derive(Debug)]
+pub(crate) struct LogQueue {
+    tx: mpsc::UnboundedSender<PumpMsg>,
+    msgs: mpsc::UnboundedReceiver<PumpMsg>,
+    budget: Arc<Budget>,
+}
+
+/// How many bytes of a [`LogWriter`]'s output may wait in the pump's queue before the writer
+/// waits.
+pub const WRITER_BUDGET: usize = 1024 * 1024;
+
+/// The bytes a [`LogWriter`] has queued and the pump not yet taken.
+#[derive(Debug, Default)]
+struct Budget {
+    queued: AtomicUsize,
+    taken: tokio::sync::Notify,
+}
+
+/// Queues an in-process runtime's output (stdout and stderr alike) to its environment's log,
+/// behind the platform lines queued before it.
+#[derive(Debug, Clone)]
+pub struct LogWriter {
+    tx: mpsc::UnboundedSender<PumpMsg>,
+    budget: Arc<Budget>,
+}
+
+impl LogWriter {
+    /// How many bytes may be written now without exceeding the budget (0: wait for
+    /// [`LogWriter::ready`]).
+    pub fn capacity(&self) -> usize {
+        WRITER_BUDGET.saturating_sub(self.budget.queued.load(Ordering::Acquire))
+    }
+
+    /// Queues `bytes`. Always accepted (a caller told it had room may have been overtaken by
+    /// another writer): the budget is a bound on waiting, not a hard cap.
+    pub fn write(&self, bytes: bytes::Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.budget.queued.fetch_add(bytes.len(), Ordering::AcqRel);
+        if let Err(e) = self.tx.send(PumpMsg::Output(bytes))
+            && let PumpMsg::Output(bytes) = e.0
+        {
+            // The pump is gone (the environment is ending): the output goes nowhere.
+            self.budget.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+        }
+    }
+
+    /// Returns once there is room in the budget, or the pump is gone.
+    pub async fn ready(&self) {
+        loop {
+            let taken = self.budget.taken.notified();
+            let mut taken = std::pin::pin!(taken);
+            taken.as_mut().enable();
+            if self.capacity() > 0 || self.tx.is_closed() {
+                return;
+            }
+            taken.await;
+        }
+    }
+}
+
+impl LogQueue {
+    pub(crate) fn new() -> LogQueue {
+        let (tx, msgs) = mpsc::unbounded_channel();
+        LogQueue {
+            tx,
+            msgs,
+            budget: Arc::default(),
+        }
+    }
+
+    /// A writer for a runtime in the host process.
+    pub(crate) fn writer(&self) -> LogWriter {
+        LogWriter {
+            tx: self.tx.clone(),
+            budget: Arc::clone(&self.budget),
+        }
+    }
+
+    /// Starts pumping into `sink`: the queue, and the read end of a pipe when the runtime has
+    /// one.
+    pub(crate) fn start(
+        self,
+        read_end: Option<OwnedFd>,
+        sink: Arc<dyn LogSink>,
+    ) -> std::io::Result<LogPump> {
+        let rx = read_end.map(pipe::Receiver::from_owned_fd).transpose()?;
+        let piped = rx.is_some();
+        tokio::spawn(pump(rx, self.msgs, self.budget, sink));
+        Ok(LogPump { tx: self.tx, piped })
+    }
 }
 
 enum PumpMsg {
     Platform(PlatformLines),
+    /// Output of an in-process runtime.
+    Output(bytes::Bytes),
     Flush(oneshot::Sender<()>),
     /// From here on, lines are also kept for an invocation's log tail.
     TailStart,
@@ -124,6 +230,7 @@ impl fmt::Debug for PumpMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PumpMsg::Platform(_) => "Platform",
+            PumpMsg::Output(_) => "Output",
             PumpMsg::Flush(_) => "Flush",
             PumpMsg::TailStart => "TailStart",
             PumpMsg::TailEnd(_) => "TailEnd",
@@ -132,15 +239,13 @@ impl fmt::Debug for PumpMsg {
 }
 
 impl LogPump {
-    /// Starts pumping the read end of a pipe into `sink`.
-    pub(crate) fn start(
-        read_end: OwnedFd,
-        sink: std::sync::Arc<dyn LogSink>,
-    ) -> std::io::Result<Self> {
-        let rx = pipe::Receiver::from_owned_fd(read_end)?;
-        let (tx, msgs) = mpsc::unbounded_channel();
-        tokio::spawn(pump(rx, msgs, sink));
-        Ok(Self { tx })
+    /// Returns once the lines queued so far are ordered before anything the runtime writes
+    /// from now on: at once for an in-process runtime (its output joins the same queue); for
+    /// a pipe, once they have been written ([`LogPump::flush`]).
+    pub(crate) async fn settle(&self) {
+        if self.piped {
+            self.flush().await;
+        }
     }
 
     /// Queues platform lines: they are written after everything the pipe holds now.
@@ -174,45 +279,65 @@ impl LogPump {
 }
 
 async fn pump(
-    rx: pipe::Receiver,
+    mut rx: Option<pipe::Receiver>,
     mut msgs: mpsc::UnboundedReceiver<PumpMsg>,
-    sink: std::sync::Arc<dyn LogSink>,
+    budget: Arc<Budget>,
+    sink: Arc<dyn LogSink>,
 ) {
     let sink = &mut Tee { sink, tail: None };
     let mut lines = LineBuffer::default();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut open = true;
-    while open {
+    loop {
         tokio::select! {
             biased;
             msg = msgs.recv() => {
-                let Some(msg) = msg else {
-                    drain(&rx, &mut buf, &mut lines, sink);
-                    break;
-                };
+                let Some(msg) = msg else { break };
                 // A partial line stays buffered: a runtime may be between two writes of one
                 // line right now (formatting macros write in pieces), and a platform line must
                 // not cut it in two.
-                open = drain(&rx, &mut buf, &mut lines, sink);
-                handle(msg, sink);
-            }
-            ready = rx.readable() => {
-                if ready.is_err() {
-                    break;
+                if let Some(pipe) = &rx
+                    && !drain(pipe, &mut buf, &mut lines, sink)
+                {
+                    rx = None;
+                    lines.finish(sink);
                 }
-                open = drain(&rx, &mut buf, &mut lines, sink);
+                handle(msg, &mut lines, &budget, sink);
+            }
+            ready = readable(rx.as_ref()) => {
+                let open = ready.is_ok()
+                    && rx.as_ref().is_some_and(|pipe| drain(pipe, &mut buf, &mut lines, sink));
+                if !open {
+                    // Closed: the last line is complete, and platform lines and flushes
+                    // still come until the environment is gone.
+                    rx = None;
+                    lines.finish(sink);
+                }
             }
         }
     }
+    if let Some(pipe) = &rx {
+        drain(pipe, &mut buf, &mut lines, sink);
+    }
     lines.finish(sink);
-    // The pipe is closed: platform lines and flushes still come until the environment is gone.
-    while let Some(msg) = msgs.recv().await {
-        handle(msg, sink);
+    // Wakes a writer still waiting: it sees the queue closed.
+    budget.taken.notify_waiters();
+}
+
+/// Resolves when the pipe has something to read; never without one.
+async fn readable(rx: Option<&pipe::Receiver>) -> std::io::Result<()> {
+    match rx {
+        Some(rx) => rx.readable().await,
+        None => std::future::pending().await,
     }
 }
 
-fn handle(msg: PumpMsg, sink: &mut Tee) {
+fn handle(msg: PumpMsg, lines: &mut LineBuffer, budget: &Budget, sink: &mut Tee) {
     match msg {
+        PumpMsg::Output(bytes) => {
+            lines.push(&bytes, sink);
+            budget.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+            budget.taken.notify_waiters();
+        }
         PumpMsg::Platform(make) => {
             for line in make() {
                 sink.line(line.as_bytes());
@@ -234,7 +359,7 @@ fn handle(msg: PumpMsg, sink: &mut Tee) {
 
 /// The pump's output: the sink, and the tail of the invocation that asked for one.
 struct Tee {
-    sink: std::sync::Arc<dyn LogSink>,
+    sink: Arc<dyn LogSink>,
     tail: Option<Vec<u8>>,
 }
 

@@ -33,6 +33,9 @@ pub struct StartSpec<'a> {
     pub runtime_api: ApiLink,
     /// The log stream name (`AWS_LAMBDA_LOG_STREAM_NAME`).
     pub log_stream: &'a str,
+    /// Where a runtime in the host process writes its output; a runtime in a process of its
+    /// own writes to a pipe instead ([`Started::logs`]).
+    pub log: crate::logs::LogWriter,
 }
 
 /// How a runtime reaches its environment's Runtime API.
@@ -97,8 +100,9 @@ pub struct Started {
     pub control: Box<dyn Control>,
     /// Resolves once the runtime process has exited.
     pub exited: oneshot::Receiver<ExitStatus>,
-    /// The read end of the pipe carrying the environment's stdout and stderr.
-    pub logs: OwnedFd,
+    /// The read end of the pipe carrying the environment's stdout and stderr; `None` for a
+    /// runtime that writes to [`StartSpec::log`].
+    pub logs: Option<OwnedFd>,
     /// The Runtime API listener, when the sandbox creates it (inside its own network
     /// namespace, see [`ApiPlacement::Inside`]); resolves once the sandbox hands it over.
     pub listener: Option<oneshot::Receiver<std::io::Result<std::net::TcpListener>>>,

@@ -226,6 +226,34 @@ async fn an_infinite_loop_times_out_and_the_next_invocation_works() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_guest_waiting_in_a_host_call_is_stopped_at_its_timeout() {
+    for target in TARGETS {
+        let h = harness(target, |c| c.timeout_secs = Some(1));
+        // The environment is up (the module compiled) before the clock starts.
+        let (done, body) = h.invoke_json(r#"{"action":"sleep","ms":10}"#).await;
+        assert_eq!(done.error_type(), None, "{target}: {body}");
+        let started = std::time::Instant::now();
+        let (done, body) = h.invoke_json(r#"{"action":"sleep","ms":60000}"#).await;
+        assert_eq!(
+            done.error_type(),
+            Some("Sandbox.Timedout"),
+            "{target}: {body}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{target}: stopped at the deadline, not when the sleep ends"
+        );
+        let (done, body) = h.invoke_json(r#"{"action":"sleep","ms":10}"#).await;
+        assert_eq!(
+            done.error_type(),
+            None,
+            "{target}: the next one runs: {body}"
+        );
+        h.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn allocating_past_the_memory_limit_is_out_of_memory() {
     for target in TARGETS {
         let h = harness(target, |c| c.memory_mb = Some(128));
@@ -317,6 +345,44 @@ async fn stderr_lines_are_in_the_log_between_start_and_end() {
         start < one && one < two && two < end && end < report,
         "{logs:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_logs_more_than_the_host_buffers_loses_no_line() {
+    // About 2 MB of log in several small writes a line, more than may wait for the log sink:
+    // the guest is held back, not its lines dropped or reordered.
+    const LINES: usize = 40_000;
+    for target in TARGETS {
+        let h = harness(target, |c| c.timeout_secs = Some(60));
+        let done = h
+            .invoke(&format!(r#"{{"action":"log","lines":{LINES}}}"#))
+            .await;
+        assert_eq!(&done.body()[..], b"\"logged\"", "{target}");
+        let logs = h.finish().await;
+        let start = logs
+            .iter()
+            .position(|l| l.starts_with(&format!("START RequestId: {}", done.request_id)))
+            .expect("START");
+        let end = logs
+            .iter()
+            .position(|l| l.starts_with(&format!("END RequestId: {}", done.request_id)))
+            .expect("END");
+        let numbered: Vec<&String> = logs[start..end]
+            .iter()
+            .filter(|l| l.starts_with("guest line "))
+            .collect();
+        assert_eq!(
+            numbered.len(),
+            LINES,
+            "{target}: every line, between START and END"
+        );
+        for (i, line) in numbered.iter().enumerate() {
+            assert!(
+                line.starts_with(&format!("guest line {i:07} ")),
+                "{target}: line {i} is {line:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

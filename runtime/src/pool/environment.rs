@@ -22,7 +22,7 @@ use crate::config::FunctionSpec;
 use crate::config::lambda_env;
 use crate::error::{ExitStatus, Failure};
 use crate::invoke::{FunctionError, InvokeOutcome};
-use crate::logs::{self, LogPump, LogSink, Report};
+use crate::logs::{self, LogPump, LogQueue, LogSink, Report};
 use crate::runtime_api::wire::{ApiError, NextEvent};
 use crate::runtime_api::{self, ApiCall, Reply};
 use crate::sandbox::{ApiLink, ApiPlacement, Control, Sandbox, StartSpec, Started, Stop};
@@ -260,6 +260,7 @@ async fn start(
         ApiPlacement::InProcess => (None, ApiLink::InProcess(api_tx.clone())),
     };
     let log_stream = lambda_env::log_stream_name(SystemTime::now(), env_hex);
+    let log = LogQueue::new();
     let Started {
         control,
         mut exited,
@@ -272,6 +273,7 @@ async fn start(
         env_id: env_hex,
         runtime_api,
         log_stream: &log_stream,
+        log: log.writer(),
     })?;
     let listener = match (host_listener, handed_over) {
         _ if placement == ApiPlacement::InProcess => Ok(None),
@@ -295,8 +297,7 @@ async fn start(
             "the sandbox made no runtime api listener",
         )),
     };
-    let pump =
-        listener.and_then(|listener| Ok((listener, LogPump::start(logs, Arc::clone(sink))?)));
+    let pump = listener.and_then(|listener| Ok((listener, log.start(logs, Arc::clone(sink))?)));
     match pump {
         Ok((listener, pump)) => {
             // In process, the runtime holds the only sender: the mailbox closes when it ends.
@@ -541,10 +542,8 @@ impl Env {
         None
     }
 
-    /// Hands the waiting invocation to the runtime's `/next`, once its `START` line is in the
-    /// log: whatever the runtime writes after it has the event must come after `START`, and an
-    /// in-process runtime (WASM) writes within microseconds, before the log pump would
-    /// otherwise have got to the line.
+    /// Hands the waiting invocation to the runtime's `/next`, once its `START` line is ordered
+    /// before whatever the runtime writes after it has the event (see [`LogPump::settle`]).
     async fn deliver(&mut self, reply: Reply<NextEvent>) {
         let Some(inflight) = &mut self.inflight else {
             return;
@@ -572,7 +571,7 @@ impl Env {
         }
         inflight.delivered_at = Some(now);
         self.log(start);
-        self.pump.flush().await;
+        self.pump.settle().await;
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));

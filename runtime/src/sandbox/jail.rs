@@ -564,7 +564,7 @@ impl Sandbox for JailSandbox {
         Ok(Started {
             control: Box::new(jail_control),
             exited,
-            logs: logs.into(),
+            logs: Some(logs.into()),
             listener: expects_listener.then_some(listener_rx),
             reset_tmp,
             runtime_api_peer_uid,

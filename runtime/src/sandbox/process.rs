@@ -66,7 +66,7 @@ impl Sandbox for ProcessSandbox {
         Ok(Started {
             control: Box::new(ProcessControl { pid, reaped }),
             exited,
-            logs: reader.into(),
+            logs: Some(reader.into()),
             listener: None,
             // Without a jail /tmp is the host's: nothing to reset.
             reset_tmp: None,

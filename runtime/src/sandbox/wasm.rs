@@ -4,31 +4,30 @@
 //! Lambda's variables plus the invocation's in the environment, the exit status as the
 //! outcome.
 //!
-//! An environment here is a thread, not a process: it takes events from the environment's
-//! mailbox directly ([`ApiLink::InProcess`]), the same calls a native runtime makes over HTTP,
-//! so the pool, deadlines, logs and error mapping are the same for both backends. The thread
-//! runs each invocation itself (WASI's synchronous host calls block, and a hand-off to another
-//! thread per invocation would cost more than the instance does); a timeout sets the run's
-//! kill switch, which the epoch ticker turns into a trap within one tick.
+//! An environment here is a task on the host's runtime, not a process: it takes events from
+//! the environment's mailbox directly ([`ApiLink::InProcess`]), the same calls a native runtime
+//! makes over HTTP, so the pool, deadlines, logs and error mapping are the same for both
+//! backends. The task runs each invocation itself, asynchronously (see `run`): a hand-off to a
+//! thread per invocation would cost more than the instance does. The guest yields at every
+//! epoch tick; a timeout drops the run there, or wherever it waits in a host call.
 //!
 //! Scope: one `WasmSandbox` (one engine, one compiled-code cache) per lamina process; each
-//! environment owns a tmpfs and a driver thread.
+//! environment owns a tmpfs and a driver task.
 
 mod code;
 mod limits;
+mod output;
 mod run;
 pub mod tmp;
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use wasmtime::Engine;
-use wasmtime_wasi::cli::OutputFile;
 
 use super::{ApiLink, ApiPlacement, BoxFuture, Control, Sandbox, StartSpec, Started, Stop};
 use crate::config::FunctionSpec;
@@ -38,11 +37,13 @@ use crate::runtime_api::ApiCall;
 use crate::runtime_api::wire::NextEvent;
 pub use code::EngineError;
 use code::{CodeCache, Guest};
-use run::{Ending, Leftover, Ran, Run};
+use output::GuestLog;
+use run::{Ending, Ran, Run};
 use tmp::EnvTmp;
 
-/// How often the epoch advances: the longest a killed guest runs on.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How often the epoch advances: the longest a guest runs before it yields its thread (and so
+/// the longest a timed-out guest runs on).
+const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Why the WASM backend cannot run on this host.
 #[derive(Debug, thiserror::Error)]
@@ -152,14 +153,12 @@ impl Sandbox for WasmSandbox {
         let mut env = lambda_env::environment(spec, "", start.log_stream, &paths);
         // A WASM runtime is handed its events; it has no Runtime API to call.
         env.retain(|(k, _)| k != "AWS_LAMBDA_RUNTIME_API");
-        let tmp = EnvTmp::mount(&self.tmp_state, spec.ephemeral_storage_mb)
-            .map_err(|e| Failure::Sandbox(format!("mounting the environment's /tmp: {e}")))?;
-        let (reader, writer, writer2) = super::log_pipe()?;
-        drop(writer2);
-        let shared = Arc::new(Shared::default());
-        let (exit_tx, exited) = oneshot::channel();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Failure::Sandbox(format!("starting a WASM environment: {e}")))?;
+        let tmp = EnvTmp::mount(&self.tmp_state, spec.ephemeral_storage_mb)
+            .map_err(|e| Failure::Sandbox(format!("mounting the environment's /tmp: {e}")))?;
+        let shared = Arc::new(Shared::default());
+        let (exit_tx, exited) = oneshot::channel();
         let driver = Driver {
             engine: self.engine.clone(),
             cache: self.cache.clone(),
@@ -167,29 +166,24 @@ impl Sandbox for WasmSandbox {
             host_path,
             program: guest_path,
             env,
-            stderr: OutputFile::new(std::fs::File::from(OwnedFd::from(writer))),
+            stderr: GuestLog(start.log),
             code_dir: spec.code_dir.clone(),
             opt_dir: spec.opt.as_ref().map(|o| o.merged.clone()),
-            tmp,
+            tmp: Arc::new(tmp),
             tmp_per_invocation: spec.tmp_per_invocation,
             memory_bytes: usize::try_from(u64::from(spec.memory_mb) * 1024 * 1024)
                 .unwrap_or(usize::MAX),
             shared: Arc::clone(&shared),
             calls,
         };
-        std::thread::Builder::new()
-            .name("lamina-wasm-env".into())
-            .spawn(move || {
-                // WASI's host calls and the wait for events use the host's runtime.
-                let _runtime = runtime.enter();
-                let status = driver.drive(&runtime);
-                let _ = exit_tx.send(status);
-            })
-            .map_err(|e| Failure::Sandbox(format!("starting a WASM environment thread: {e}")))?;
+        runtime.spawn(async move {
+            let status = driver.drive().await;
+            let _ = exit_tx.send(status);
+        });
         Ok(Started {
             control: Box::new(WasmControl { shared }),
             exited,
-            logs: reader.into(),
+            logs: None,
             listener: None,
             // The driver makes /tmp fresh itself, after each response.
             reset_tmp: None,
@@ -201,8 +195,8 @@ impl Sandbox for WasmSandbox {
 /// What an environment's driver and its control share.
 #[derive(Debug, Default)]
 struct Shared {
-    /// Stops the run in progress at the next epoch tick.
-    killed: Arc<AtomicBool>,
+    /// Stops the run in progress, at the guest's next yield.
+    kill: Notify,
     /// Wakes a driver waiting for its next event, to end.
     stop: Notify,
     /// The largest linear memory of any run, bytes.
@@ -217,7 +211,7 @@ struct WasmControl {
 impl Control for WasmControl {
     fn stop(&self, how: Stop) {
         if how == Stop::Kill {
-            self.shared.killed.store(true, Ordering::Relaxed);
+            self.shared.kill.notify_one();
         }
         // Between runs there is nothing to wind down: either way the driver ends.
         self.shared.stop.notify_one();
@@ -228,8 +222,7 @@ impl Control for WasmControl {
     }
 }
 
-/// One environment's loop, on its own thread: load the bootstrap (init), then for each event
-/// a fresh run.
+/// One environment's loop, a task: load the bootstrap (init), then for each event a fresh run.
 struct Driver {
     engine: Engine,
     cache: CodeCache,
@@ -237,10 +230,10 @@ struct Driver {
     host_path: PathBuf,
     program: &'static str,
     env: Vec<(String, String)>,
-    stderr: OutputFile,
+    stderr: GuestLog,
     code_dir: PathBuf,
     opt_dir: Option<PathBuf>,
-    tmp: EnvTmp,
+    tmp: Arc<EnvTmp>,
     tmp_per_invocation: bool,
     memory_bytes: usize,
     shared: Arc<Shared>,
@@ -248,16 +241,13 @@ struct Driver {
 }
 
 impl Driver {
-    fn drive(self, runtime: &tokio::runtime::Handle) -> ExitStatus {
-        let loaded = self
-            .code
-            .get_or_init(|| self.cache.load(&self.engine, &self.host_path));
-        let guest = match loaded {
-            Ok(guest) => guest.clone(),
+    async fn drive(self) -> ExitStatus {
+        let guest = match self.load().await {
+            Ok(guest) => guest,
             Err(reason) => {
                 let failure = Failure::BootstrapNotExecutable {
                     path: self.program.to_owned(),
-                    reason: reason.clone(),
+                    reason,
                 };
                 let (reply, _) = oneshot::channel();
                 let _ = self.calls.send(ApiCall::Failed {
@@ -273,48 +263,17 @@ impl Driver {
             if self.calls.send(ApiCall::Next(next)).is_err() {
                 return ExitStatus::Code(0);
             }
-            let event = runtime.block_on(async {
-                tokio::select! {
-                    event = event => event.ok().and_then(Result::ok),
-                    () = self.shared.stop.notified() => None,
-                }
-            });
+            let event = tokio::select! {
+                event = event => event.ok().and_then(Result::ok),
+                () = self.shared.stop.notified() => None,
+            };
             // The environment is gone, refused, or told this one to end.
             let Some(event) = event else {
                 return ExitStatus::Code(0);
             };
             let request_id = event.request_id.clone();
-            let (ran, leftover) = self.run_once(&guest, event);
-            self.shared
-                .peak_bytes
-                .fetch_max(ran.peak_bytes as u64, Ordering::Relaxed);
-            if ran.ending == Ending::Killed {
-                // The environment stopped it (a timeout) and has already ended the invocation.
-                return ExitStatus::Signal(9);
-            }
-            // The environment's acknowledgement is not awaited: the mailbox keeps this call
-            // ahead of the next `Next`, and nothing in the reply changes what happens here.
-            let (reply, _) = oneshot::channel();
-            if self.calls.send(answer(request_id, ran, reply)).is_err() {
-                return ExitStatus::Code(0);
-            }
-            drop(leftover);
-            if self.tmp_per_invocation
-                && let Err(e) = self.tmp.reset()
-            {
-                // A used /tmp is never handed on: this environment ends here.
-                tracing::warn!(error = %e, "emptying a WASM /tmp failed; the environment ends");
-                return ExitStatus::Code(1);
-            }
-        }
-    }
-
-    /// One run, on the environment's thread.
-    fn run_once(&self, guest: &Guest, event: NextEvent) -> (Ran, Option<Leftover>) {
-        let invocation_env = invocation_env(&event);
-        guest.run(
-            &self.engine,
-            &Run {
+            let invocation_env = invocation_env(&event);
+            let run = Run {
                 program: self.program,
                 env: &self.env,
                 invocation_env: &invocation_env,
@@ -324,9 +283,60 @@ impl Driver {
                 opt_dir: self.opt_dir.as_deref(),
                 tmp_dir: self.tmp.dir(),
                 memory_bytes: self.memory_bytes,
-                killed: &self.shared.killed,
-            },
-        )
+            };
+            let (ran, leftover) = tokio::select! {
+                biased;
+                // The environment stopped it (a timeout) and has already ended the invocation.
+                () = self.shared.kill.notified() => return ExitStatus::Signal(9),
+                ran = guest.run(&self.engine, &run) => ran,
+            };
+            self.shared
+                .peak_bytes
+                .fetch_max(ran.peak_bytes as u64, Ordering::Relaxed);
+            // The environment's acknowledgement is not awaited: the mailbox keeps this call
+            // ahead of the next `Next`, and nothing in the reply changes what happens here.
+            let (reply, _) = oneshot::channel();
+            if self.calls.send(answer(request_id, ran, reply)).is_err() {
+                return ExitStatus::Code(0);
+            }
+            drop(leftover);
+            if self.tmp_per_invocation
+                && let Err(e) = self.fresh_tmp().await
+            {
+                // A used /tmp is never handed on: this environment ends here.
+                tracing::warn!(error = %e, "emptying a WASM /tmp failed; the environment ends");
+                return ExitStatus::Code(1);
+            }
+        }
+    }
+
+    /// The bootstrap, compiled or loaded (normally already, by [`Sandbox::prepare`]; otherwise
+    /// on a blocking thread).
+    async fn load(&self) -> Result<Guest, String> {
+        if let Some(loaded) = self.code.get() {
+            return loaded.clone();
+        }
+        let (cell, cache, engine, path) = (
+            Arc::clone(&self.code),
+            self.cache.clone(),
+            self.engine.clone(),
+            self.host_path.clone(),
+        );
+        tokio::task::spawn_blocking(move || cell.get_or_init(|| cache.load(&engine, &path)).clone())
+            .await
+            .unwrap_or_else(|e| Err(format!("loading the module: {e}")))
+    }
+
+    /// Makes `/tmp` empty again if the last run used it; the emptying (as long as the guest
+    /// filled it) on a blocking thread.
+    async fn fresh_tmp(&self) -> std::io::Result<()> {
+        if !self.tmp.used()? {
+            return Ok(());
+        }
+        let tmp = Arc::clone(&self.tmp);
+        tokio::task::spawn_blocking(move || tmp.empty())
+            .await
+            .map_err(std::io::Error::other)?
     }
 }
 
@@ -382,7 +392,6 @@ fn answer(
         },
         Ending::Trapped(trap) => Failure::Trapped(trap),
         Ending::OutOfMemory => Failure::OutOfMemory,
-        Ending::Killed => Failure::Exited(ExitStatus::Signal(9)),
         Ending::HostFailed(reason) => Failure::Sandbox(reason),
     };
     ApiCall::Failed {

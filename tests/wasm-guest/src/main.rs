@@ -120,7 +120,18 @@ fn main() {
         "log" => {
             eprintln!("guest stderr line one");
             eprintln!("guest stderr line two");
+            // Numbered lines, as many as asked for: a guest that logs more than the host
+            // buffers.
+            let mut err = std::io::stderr().lock();
+            for i in 0..number("lines") {
+                writeln!(err, "guest line {i:07} {}", "x".repeat(40)).expect("stderr");
+            }
             respond("\"logged\"");
+        }
+        "sleep" => {
+            // Waits in a host call (poll_oneoff), not in wasm code.
+            std::thread::sleep(std::time::Duration::from_millis(number("ms")));
+            respond("\"slept\"");
         }
         "big" => {
             let bytes = number("bytes") as usize;

@@ -1,24 +1,28 @@
 //! One invocation of a WASM bootstrap: a fresh store and instance, the event on stdin, the
-//! response from stdout, stderr into the environment's log pipe, `/var/task` and `/opt`
-//! read-only and a fresh `/tmp` read-write as the only files, no sockets. Runs on a blocking
-//! thread (WASI's synchronous host calls block).
+//! response from stdout, stderr into the environment's log, `/var/task` and `/opt`
+//! read-only and a fresh `/tmp` read-write as the only files, no sockets.
+//!
+//! The guest runs asynchronously on the host's runtime (on a fiber of wasmtime's): at every
+//! epoch tick it yields, so a busy guest shares its thread with the host's other tasks, and
+//! dropping the run stops it wherever it is, in wasm or in a host call. File operations are
+//! handed to tokio's blocking threads (a thread hop each), so that no guest blocks a thread
+//! the host's other tasks run on.
 //!
 //! How the run ended is classified here, as data ([`Ran`]); what that means for the
 //! invocation (a response, a function error, a failure) is decided by the caller.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use super::BoxFuture;
 use super::code::{Guest, P1Host, P2Host};
 use super::limits::Limits;
+use super::output::GuestLog;
 use crate::error::MAX_PAYLOAD_BYTES;
 
 /// What one run needs.
@@ -31,8 +35,8 @@ pub struct Run<'a> {
     pub invocation_env: &'a [(String, String)],
     /// The event.
     pub stdin: Bytes,
-    /// The environment's log pipe.
-    pub stderr: &'a OutputFile,
+    /// The environment's log.
+    pub stderr: &'a GuestLog,
     /// `/var/task`.
     pub code_dir: &'a Path,
     /// `/opt`, when the function has layers.
@@ -41,8 +45,6 @@ pub struct Run<'a> {
     pub tmp_dir: &'a Path,
     /// The linear memory limit.
     pub memory_bytes: usize,
-    /// Set by the host to stop the run (a timeout): the guest traps at the next epoch tick.
-    pub killed: &'a Arc<AtomicBool>,
 }
 
 /// How a run ended.
@@ -54,8 +56,6 @@ pub enum Ending {
     Trapped(String),
     /// A memory growth was refused and the guest then failed.
     OutOfMemory,
-    /// Stopped by the host.
-    Killed,
     /// The host could not run it at all (instantiation failed: for example every pool slot
     /// is in use).
     HostFailed(String),
@@ -79,8 +79,8 @@ pub struct Ran {
 }
 
 impl Guest {
-    /// Runs one invocation in a fresh instance.
-    pub fn run(&self, engine: &Engine, run: &Run<'_>) -> (Ran, Option<Leftover>) {
+    /// Runs one invocation in a fresh instance. Dropping the future stops the guest.
+    pub async fn run(&self, engine: &Engine, run: &Run<'_>) -> (Ran, Option<Leftover>) {
         let stdout = MemoryOutputPipe::new(MAX_PAYLOAD_BYTES + 1);
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -90,8 +90,9 @@ impl Guest {
             .stdin(MemoryInputPipe::new(run.stdin.clone()))
             .stdout(stdout.clone())
             .stderr(run.stderr.clone())
-            // Sync host calls on this (blocking) thread, not another one.
-            .allow_blocking_current_thread(true);
+            // Not on the host's runtime threads: with this, WASI p1 makes a guest's sleep a
+            // `thread::sleep` of the host thread. File operations go to blocking threads.
+            .allow_blocking_current_thread(false);
         let preopens = [
             (Some(run.code_dir), "/var/task", FsPerms::ReadOnly),
             (run.opt_dir, "/opt", FsPerms::ReadOnly),
@@ -119,16 +120,23 @@ impl Guest {
                 in_store(
                     engine,
                     host,
-                    run.killed,
                     |h| &mut h.limits,
-                    |store| {
-                        let instance = pre.instantiate(&mut *store).map_err(Failed::Instantiate)?;
-                        instance
-                            .get_typed_func::<(), ()>(&mut *store, "_start")
-                            .and_then(|start| start.call(store, ()))
-                            .map_err(Failed::Guest)
+                    // The future holds its own reference (an `Arc`'s count) to the template.
+                    move |store| {
+                        let pre = pre.clone();
+                        Box::pin(async move {
+                            let instance = pre
+                                .instantiate_async(&mut *store)
+                                .await
+                                .map_err(Failed::Instantiate)?;
+                            let start = instance
+                                .get_typed_func::<(), ()>(&mut *store, "_start")
+                                .map_err(Failed::Guest)?;
+                            start.call_async(store, ()).await.map_err(Failed::Guest)
+                        })
                     },
                 )
+                .await
             }
             Guest::Component(pre) => {
                 let host = P2Host {
@@ -139,18 +147,24 @@ impl Guest {
                 in_store(
                     engine,
                     host,
-                    run.killed,
                     |h| &mut h.limits,
-                    |store| {
-                        let command = pre.instantiate(&mut *store).map_err(Failed::Instantiate)?;
-                        match command.wasi_cli_run().call_run(store) {
-                            Ok(Ok(())) => Ok(()),
-                            // `run` returning an error is how a component exits non-zero.
-                            Ok(Err(())) => Err(Failed::Guest(I32Exit(1).into())),
-                            Err(e) => Err(Failed::Guest(e)),
-                        }
+                    move |store| {
+                        let pre = pre.clone();
+                        Box::pin(async move {
+                            let command = pre
+                                .instantiate_async(&mut *store)
+                                .await
+                                .map_err(Failed::Instantiate)?;
+                            match command.wasi_cli_run().call_run(store).await {
+                                Ok(Ok(())) => Ok(()),
+                                // `run` returning an error is how a component exits non-zero.
+                                Ok(Err(())) => Err(Failed::Guest(I32Exit(1).into())),
+                                Err(e) => Err(Failed::Guest(e)),
+                            }
+                        })
                     },
                 )
+                .await
             }
         };
         let ending = match result {
@@ -161,7 +175,7 @@ impl Guest {
                 Ending::OutOfMemory
             }
             Err(Failed::Instantiate(e)) => Ending::HostFailed(format!("{e:#}")),
-            Err(Failed::Guest(e)) => classify(&e, run.killed.load(Ordering::Relaxed), refused),
+            Err(Failed::Guest(e)) => classify(&e, refused),
         };
         let ran = Ran {
             ending,
@@ -180,16 +194,15 @@ enum Failed {
 
 /// Runs `body` in a new store of `host`, armed (see [`arm`]); how it ended, what the limiter
 /// saw (a refusal, the peak memory), and the store to tear down later.
-fn in_store<T: Send + 'static>(
+async fn in_store<T: Send + 'static>(
     engine: &Engine,
     host: T,
-    killed: &Arc<AtomicBool>,
     limits: fn(&mut T) -> &mut Limits,
-    body: impl FnOnce(&mut Store<T>) -> Result<(), Failed>,
+    body: impl for<'s> FnOnce(&'s mut Store<T>) -> BoxFuture<'s, Result<(), Failed>>,
 ) -> (Result<(), Failed>, bool, usize, Leftover) {
     let mut store = Store::new(engine, host);
-    arm(&mut store, killed, limits);
-    let result = body(&mut store);
+    arm(&mut store, limits);
+    let result = body(&mut store).await;
     let Limits {
         refused,
         peak_bytes,
@@ -198,34 +211,23 @@ fn in_store<T: Send + 'static>(
     (result, refused, peak_bytes, Leftover(Box::new(store)))
 }
 
-/// Installs the limiter and the kill switch: the deadline is one epoch tick ahead, and at each
-/// tick the run goes on unless the host has set `killed`.
+/// Installs the limiter and the yield: the deadline is one epoch tick ahead, and at each tick
+/// the guest yields to the host's runtime, which may then drop the run (a timeout).
 fn arm<T: Send + 'static>(
     store: &mut Store<T>,
-    killed: &Arc<AtomicBool>,
     mut limits: impl FnMut(&mut T) -> &mut Limits + Send + Sync + 'static,
 ) {
     store.limiter(move |h| limits(h) as &mut dyn wasmtime::ResourceLimiter);
     store.set_epoch_deadline(1);
-    let killed = Arc::clone(killed);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if killed.load(Ordering::Relaxed) {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Continue(1)
-        })
-    });
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 }
 
-/// Classifies a guest's abnormal end: an exit code, the host's stop, a refused allocation, or
-/// a trap (whatever else the guest caused, such as a write past the output limit, counts as
-/// one too, with its message).
-fn classify(error: &wasmtime::Error, killed: bool, refused: bool) -> Ending {
+/// Classifies a guest's abnormal end: an exit code, a refused allocation, or a trap (whatever
+/// else the guest caused, such as a write past the output limit, counts as one too, with its
+/// message).
+fn classify(error: &wasmtime::Error, refused: bool) -> Ending {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Ending::Exited(exit.0);
-    }
-    if killed {
-        return Ending::Killed;
     }
     if refused {
         return Ending::OutOfMemory;

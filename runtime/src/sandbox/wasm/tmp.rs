@@ -1,13 +1,15 @@
 //! `/tmp` for WASM environments. Each environment gets a tmpfs of its own, sized by
 //! `--ephemeral-storage` (so a guest cannot fill the host's disk), mounted under lamina's state
 //! directory. Within it, each invocation gets an empty directory: an untouched one is reused as
-//! it is (one `getdents`), a used one is emptied after the response has gone out, off the
-//! invocation's path.
+//! it is, a used one is emptied after the response has gone out, off the invocation's path.
+//! "Untouched" is one `fstatfs`: the filesystem holds only the directory, so any file, link or
+//! directory made in it (and still there) shows as an inode in use.
 //!
 //! Mounts are named `<host pid>-<n>`: at start-up, those of lamina processes that are gone
 //! (killed before they could unmount) are removed.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,7 +26,15 @@ pub struct EnvTmp {
     mount: PathBuf,
     /// The directory the guest sees as `/tmp`.
     dir: PathBuf,
+    /// The mount's root, open: its filesystem's inode count, without a path walk.
+    root: OwnedFd,
+    /// Free inodes when the directory is empty.
+    free_inodes: u64,
 }
+
+/// Inodes per MB of `/tmp`, as an ext4 of Lambda's kind has about (one per 4 KB); the bound
+/// also keeps a guest from making kernel objects without limit in empty files.
+const INODES_PER_MB: u64 = 256;
 
 fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
@@ -40,7 +50,8 @@ impl EnvTmp {
         );
         let mount_point = state.join(name);
         std::fs::create_dir_all(&mount_point).map_err(with_path(&mount_point))?;
-        let options = format!("size={size_mb}m,mode=0700");
+        let inodes = u64::from(size_mb.max(1)) * INODES_PER_MB;
+        let options = format!("size={size_mb}m,nr_inodes={inodes},mode=0700");
         if let Err(e) = mount(
             Some("lamina-wasm-tmp"),
             &mount_point,
@@ -51,12 +62,30 @@ impl EnvTmp {
             let _ = std::fs::remove_dir(&mount_point);
             return Err(with_path(&mount_point)(io::Error::from(e)));
         }
-        let tmp = EnvTmp {
+        // Unmounted again if anything below fails.
+        let root = match std::fs::File::open(&mount_point) {
+            Ok(root) => OwnedFd::from(root),
+            Err(e) => {
+                let _ = umount2(&mount_point, MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_dir(&mount_point);
+                return Err(with_path(&mount_point)(e));
+            }
+        };
+        let mut tmp = EnvTmp {
             dir: mount_point.join("tmp"),
             mount: mount_point,
+            root,
+            free_inodes: 0,
         };
         std::fs::create_dir(&tmp.dir).map_err(with_path(&tmp.dir))?;
+        tmp.free_inodes = tmp.free_inodes()?;
         Ok(tmp)
+    }
+
+    fn free_inodes(&self) -> io::Result<u64> {
+        nix::sys::statfs::fstatfs(&self.root)
+            .map(|s| s.files_free())
+            .map_err(|e| with_path(&self.mount)(io::Error::from(e)))
     }
 
     /// The directory the guest sees as `/tmp`.
@@ -64,15 +93,22 @@ impl EnvTmp {
         &self.dir
     }
 
+    /// Whether anything is in the directory (once the run that used it has closed its files).
+    pub fn used(&self) -> io::Result<bool> {
+        Ok(self.free_inodes()? != self.free_inodes)
+    }
+
+    /// Makes the directory empty again.
+    pub fn empty(&self) -> io::Result<()> {
+        std::fs::remove_dir_all(&self.dir).map_err(with_path(&self.dir))?;
+        std::fs::create_dir(&self.dir).map_err(with_path(&self.dir))
+    }
+
     /// Makes the directory empty again, if the last invocation used it.
-    pub fn reset(&self) -> io::Result<()> {
-        let used = std::fs::read_dir(&self.dir)
-            .map_err(with_path(&self.dir))?
-            .next()
-            .is_some();
-        if used {
-            std::fs::remove_dir_all(&self.dir).map_err(with_path(&self.dir))?;
-            std::fs::create_dir(&self.dir).map_err(with_path(&self.dir))?;
+    #[cfg(test)]
+    fn reset(&self) -> io::Result<()> {
+        if self.used()? {
+            self.empty()?;
         }
         Ok(())
     }
@@ -125,8 +161,14 @@ mod tests {
         assert_eq!(inode(tmp.dir()), before, "an untouched /tmp is reused");
         std::fs::create_dir_all(tmp.dir().join("a/b")).unwrap();
         std::fs::write(tmp.dir().join("a/b/c"), b"x").unwrap();
+        assert!(tmp.used().unwrap());
         tmp.reset().unwrap();
         assert_eq!(std::fs::read_dir(tmp.dir()).unwrap().count(), 0);
+        assert!(!tmp.used().unwrap(), "emptied is unused again");
+        // A file made and removed again leaves it empty.
+        std::fs::write(tmp.dir().join("gone"), b"x").unwrap();
+        std::fs::remove_file(tmp.dir().join("gone")).unwrap();
+        assert!(!tmp.used().unwrap());
         // The size limit is the tmpfs's.
         let big = vec![0u8; 2 * 1024 * 1024];
         let err = std::fs::write(tmp.dir().join("big"), &big).unwrap_err();
