@@ -108,6 +108,9 @@ pub struct Completed {
     pub outcome: InvokeOutcome,
     /// The end of the invocation's log, START to REPORT, when the request asked for it.
     pub log_tail: Option<Bytes>,
+    /// From the event's hand-over to the runtime until its outcome, as REPORT's `Duration`
+    /// says; zero when it never reached a runtime.
+    pub duration: std::time::Duration,
 }
 
 impl Completed {

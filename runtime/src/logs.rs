@@ -2,24 +2,21 @@
 //! goes into one pipe, whose lines reach a [`LogSink`] in order, interleaved with Lambda's
 //! platform lines (`START`, `END`, `REPORT`) in the places CloudWatch shows them.
 //!
-//! One [`LogPump`] task per environment is the only writer of that environment's lines. The
-//! environment queues platform lines to it ([`LogPump::platform`]) without waiting; before
-//! writing one, the pump drains whatever the pipe holds at that moment. A function writes its
-//! output before it posts its response, so that output is in the pipe before the `END` line is
-//! queued: no complete line of an invocation can land after its `END`. The other way round,
-//! the environment hands an event over only once its `START` is ordered before whatever the
-//! runtime writes next ([`LogPump::settle`]): for a pipe, once it has been written.
+//! A runtime in a process of its own writes to a pipe. One pump task per such environment is
+//! the only writer of its lines; the environment queues platform lines to it
+//! ([`LogPump::platform`]) without waiting, and before writing one the pump drains whatever
+//! the pipe holds at that moment. A function writes its output before it posts its response,
+//! so that output is in the pipe before the `END` line is queued: no complete line of an
+//! invocation can land after its `END`. The other way round, the environment hands an event
+//! over only once its `START` has been written ([`LogPump::flush`]).
 //!
-//! A runtime in the host process (WASM) has no pipe: its output is queued to the pump by a
-//! [`LogWriter`] on the same channel as the platform lines, so the queue's order is the log's
-//! order and nothing needs waiting for. Its writer is held back (the guest waits) while more
-//! than [`WRITER_BUDGET`] bytes are queued, so a guest that logs faster than the sink takes
-//! lines cannot grow the queue without bound. A final line without a newline waits for its
-//! newline (or end of file). Logging stays off the invocation's critical path.
+//! A runtime in the host process (WASM) has no pipe: its output goes through a [`LogWriter`]
+//! straight to the sink, and so do the environment's platform lines, each when it happens, so
+//! the log is in order with no task, queue or wait. A final line without a newline waits for
+//! its newline (or the environment's end).
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -43,10 +40,12 @@ pub struct StderrSink;
 
 impl LogSink for StderrSink {
     fn line(&self, line: &[u8]) {
-        use std::io::Write;
-        let mut err = std::io::stderr().lock();
-        // A closed stderr must not take the host down: the log line is simply lost.
-        let _ = err.write_all(line).and_then(|()| err.write_all(b"\n"));
+        // One write (stderr is unbuffered). A closed stderr must not take the host down: the
+        // log line is simply lost.
+        let mut out = Vec::with_capacity(line.len() + 1);
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
     }
 }
 
@@ -68,12 +67,11 @@ impl NamedStderrSink {
 
 impl LogSink for NamedStderrSink {
     fn line(&self, line: &[u8]) {
-        use std::io::Write;
-        let mut err = std::io::stderr().lock();
-        let _ = err
-            .write_all(&self.prefix)
-            .and_then(|()| err.write_all(line))
-            .and_then(|()| err.write_all(b"\n"));
+        let mut out = Vec::with_capacity(self.prefix.len() + line.len() + 1);
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
     }
 }
 
@@ -104,115 +102,108 @@ impl LogSink for MemorySink {
 /// to know (peak memory, for REPORT) is read on the pump's task, not the environment's.
 pub(crate) type PlatformLines = Box<dyn FnOnce() -> Vec<String> + Send>;
 
-/// Reads an environment's output (its pipe, or what its [`LogWriter`] queues) and forwards it
-/// line by line, with platform lines in their places.
+/// An environment's log: platform lines in their places among the runtime's output.
+///
+/// A runtime in a process of its own writes to a pipe, read by a pump task that is the only
+/// writer of the environment's lines; platform lines are queued to it. A runtime in the host
+/// process writes through a [`LogWriter`] straight into the sink, as the environment does its
+/// platform lines: both happen in the order the events happen, so no task and no queue is
+/// needed.
 #[derive(Debug)]
 pub(crate) struct LogPump {
-    tx: mpsc::UnboundedSender<PumpMsg>,
-    /// Whether output arrives through a pipe (and so can overtake queued lines).
-    piped: bool,
+    to: To,
 }
 
-/// The environment's log before its pump runs: the sandbox takes a [`LogWriter`] from it when
-/// its runtime lives in the host process, then the pump starts on the same queue.
+#[derive(Debug)]
+enum To {
+    /// The pump task reading the pipe.
+    Pump(mpsc::UnboundedSender<PumpMsg>),
+    /// The sink itself.
+    Direct(Arc<Mutex<Lines>>),
+}
+
+/// Lines on their way to the sink: the partial line, the log tail being kept.
+#[derive(Debug)]
+struct Lines {
+    tee: Tee,
+    partial: LineBuffer,
+}
+
+impl Lines {
+    fn new(sink: Arc<dyn LogSink>) -> Lines {
+        Lines {
+            tee: Tee { sink, tail: None },
+            partial: LineBuffer::default(),
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        // The environment and its runtime are gone: a last line without a newline is whole.
+        self.partial.finish(&mut self.tee);
+    }
+}
+
+/// The environment's log before it is started: the sandbox takes a [`LogWriter`] from it when
+/// its runtime lives in the host process.
 #[derive(Debug)]
 pub(crate) struct LogQueue {
-    tx: mpsc::UnboundedSender<PumpMsg>,
-    msgs: mpsc::UnboundedReceiver<PumpMsg>,
-    budget: Arc<Budget>,
+    lines: Arc<Mutex<Lines>>,
 }
 
-/// How many bytes of a [`LogWriter`]'s output may wait in the pump's queue before the writer
-/// waits.
-pub const WRITER_BUDGET: usize = 1024 * 1024;
-
-/// The bytes a [`LogWriter`] has queued and the pump not yet taken.
-#[derive(Debug, Default)]
-struct Budget {
-    queued: AtomicUsize,
-    taken: tokio::sync::Notify,
-}
-
-/// Queues an in-process runtime's output (stdout and stderr alike) to its environment's log,
-/// behind the platform lines queued before it.
+/// Writes an in-process runtime's output (stdout and stderr alike) to its environment's log,
+/// after the platform lines written before it.
 #[derive(Debug, Clone)]
 pub struct LogWriter {
-    tx: mpsc::UnboundedSender<PumpMsg>,
-    budget: Arc<Budget>,
+    lines: Arc<Mutex<Lines>>,
 }
 
 impl LogWriter {
-    /// How many bytes may be written now without exceeding the budget (0: wait for
-    /// [`LogWriter::ready`]).
-    pub fn capacity(&self) -> usize {
-        WRITER_BUDGET.saturating_sub(self.budget.queued.load(Ordering::Acquire))
-    }
-
-    /// Queues `bytes`. Always accepted (a caller told it had room may have been overtaken by
-    /// another writer): the budget is a bound on waiting, not a hard cap.
-    pub fn write(&self, bytes: bytes::Bytes) {
-        if bytes.is_empty() {
-            return;
-        }
-        self.budget.queued.fetch_add(bytes.len(), Ordering::AcqRel);
-        if let Err(e) = self.tx.send(PumpMsg::Output(bytes))
-            && let PumpMsg::Output(bytes) = e.0
-        {
-            // The pump is gone (the environment is ending): the output goes nowhere.
-            self.budget.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
-        }
-    }
-
-    /// Returns once there is room in the budget, or the pump is gone.
-    pub async fn ready(&self) {
-        loop {
-            let taken = self.budget.taken.notified();
-            let mut taken = std::pin::pin!(taken);
-            taken.as_mut().enable();
-            if self.capacity() > 0 || self.tx.is_closed() {
-                return;
-            }
-            taken.await;
-        }
+    /// Writes `bytes`; complete lines reach the sink now, a partial one waits for its newline.
+    pub fn write(&self, bytes: &[u8]) {
+        let mut lines = lock(&self.lines);
+        let Lines { tee, partial } = &mut *lines;
+        partial.push(bytes, tee);
     }
 }
 
+fn lock(lines: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
+    // A panic while writing a line leaves nothing half-done that matters more than the log.
+    lines.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl LogQueue {
-    pub(crate) fn new() -> LogQueue {
-        let (tx, msgs) = mpsc::unbounded_channel();
+    pub(crate) fn new(sink: Arc<dyn LogSink>) -> LogQueue {
         LogQueue {
-            tx,
-            msgs,
-            budget: Arc::default(),
+            lines: Arc::new(Mutex::new(Lines::new(sink))),
         }
     }
 
     /// A writer for a runtime in the host process.
     pub(crate) fn writer(&self) -> LogWriter {
         LogWriter {
-            tx: self.tx.clone(),
-            budget: Arc::clone(&self.budget),
+            lines: Arc::clone(&self.lines),
         }
     }
 
-    /// Starts pumping into `sink`: the queue, and the read end of a pipe when the runtime has
-    /// one.
-    pub(crate) fn start(
-        self,
-        read_end: Option<OwnedFd>,
-        sink: Arc<dyn LogSink>,
-    ) -> std::io::Result<LogPump> {
-        let rx = read_end.map(pipe::Receiver::from_owned_fd).transpose()?;
-        let piped = rx.is_some();
-        tokio::spawn(pump(rx, self.msgs, self.budget, sink));
-        Ok(LogPump { tx: self.tx, piped })
+    /// Starts the log: with a pump reading `read_end` when the runtime writes to a pipe,
+    /// otherwise straight to the sink.
+    pub(crate) fn start(self, read_end: Option<OwnedFd>) -> std::io::Result<LogPump> {
+        let Some(read_end) = read_end else {
+            return Ok(LogPump {
+                to: To::Direct(self.lines),
+            });
+        };
+        let rx = pipe::Receiver::from_owned_fd(read_end)?;
+        let (tx, msgs) = mpsc::unbounded_channel();
+        tokio::spawn(pump(rx, msgs, self.lines));
+        Ok(LogPump { to: To::Pump(tx) })
     }
 }
 
 enum PumpMsg {
     Platform(PlatformLines),
-    /// Output of an in-process runtime.
-    Output(bytes::Bytes),
     Flush(oneshot::Sender<()>),
     /// From here on, lines are also kept for an invocation's log tail.
     TailStart,
@@ -230,7 +221,6 @@ impl fmt::Debug for PumpMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PumpMsg::Platform(_) => "Platform",
-            PumpMsg::Output(_) => "Output",
             PumpMsg::Flush(_) => "Flush",
             PumpMsg::TailStart => "TailStart",
             PumpMsg::TailEnd(_) => "TailEnd",
@@ -239,105 +229,93 @@ impl fmt::Debug for PumpMsg {
 }
 
 impl LogPump {
-    /// Returns once the lines queued so far are ordered before anything the runtime writes
-    /// from now on: at once for an in-process runtime (its output joins the same queue); for
-    /// a pipe, once they have been written ([`LogPump::flush`]).
-    pub(crate) async fn settle(&self) {
-        if self.piped {
-            self.flush().await;
-        }
-    }
-
-    /// Queues platform lines: they are written after everything the pipe holds now.
+    /// Writes (or, with a pipe, queues) platform lines: after everything the runtime has
+    /// written so far.
     pub(crate) fn platform(&self, lines: PlatformLines) {
-        let _ = self.tx.send(PumpMsg::Platform(lines));
+        self.send(PumpMsg::Platform(lines));
     }
 
     /// Starts keeping lines for an invocation's log tail.
     pub(crate) fn tail_start(&self) {
-        let _ = self.tx.send(PumpMsg::TailStart);
+        self.send(PumpMsg::TailStart);
     }
 
     /// Hands the lines kept since [`LogPump::tail_start`] to `to`, once everything queued
     /// before has been written; an empty tail if the pump is gone.
     pub(crate) fn tail_end(&self, to: TailFn) {
-        if let Err(e) = self.tx.send(PumpMsg::TailEnd(to))
-            && let PumpMsg::TailEnd(to) = e.0
-        {
-            to(bytes::Bytes::new());
+        self.send(PumpMsg::TailEnd(to));
+    }
+
+    fn send(&self, msg: PumpMsg) {
+        match &self.to {
+            To::Pump(tx) => {
+                if let Err(e) = tx.send(msg)
+                    && let PumpMsg::TailEnd(to) = e.0
+                {
+                    to(bytes::Bytes::new());
+                }
+            }
+            To::Direct(lines) => handle(msg, &mut lock(lines).tee),
         }
     }
 
     /// Returns once everything queued and written to the pipe before this call has reached
-    /// the sink.
+    /// the sink (at once when there is no pipe: it has).
     pub(crate) async fn flush(&self) {
+        let To::Pump(tx) = &self.to else { return };
         let (ack, done) = oneshot::channel();
-        if self.tx.send(PumpMsg::Flush(ack)).is_ok() {
+        if tx.send(PumpMsg::Flush(ack)).is_ok() {
             let _ = done.await;
         }
     }
 }
 
 async fn pump(
-    mut rx: Option<pipe::Receiver>,
+    rx: pipe::Receiver,
     mut msgs: mpsc::UnboundedReceiver<PumpMsg>,
-    budget: Arc<Budget>,
-    sink: Arc<dyn LogSink>,
+    lines: Arc<Mutex<Lines>>,
 ) {
-    let sink = &mut Tee { sink, tail: None };
-    let mut lines = LineBuffer::default();
     let mut buf = vec![0u8; 16 * 1024];
-    loop {
+    let mut open = true;
+    while open {
         tokio::select! {
             biased;
             msg = msgs.recv() => {
-                let Some(msg) = msg else { break };
+                let mut lines = lock(&lines);
+                let Lines { tee, partial } = &mut *lines;
+                let Some(msg) = msg else {
+                    drain(&rx, &mut buf, partial, tee);
+                    break;
+                };
                 // A partial line stays buffered: a runtime may be between two writes of one
                 // line right now (formatting macros write in pieces), and a platform line must
                 // not cut it in two.
-                if let Some(pipe) = &rx
-                    && !drain(pipe, &mut buf, &mut lines, sink)
-                {
-                    rx = None;
-                    lines.finish(sink);
-                }
-                handle(msg, &mut lines, &budget, sink);
+                open = drain(&rx, &mut buf, partial, tee);
+                handle(msg, tee);
             }
-            ready = readable(rx.as_ref()) => {
-                let open = ready.is_ok()
-                    && rx.as_ref().is_some_and(|pipe| drain(pipe, &mut buf, &mut lines, sink));
-                if !open {
-                    // Closed: the last line is complete, and platform lines and flushes
-                    // still come until the environment is gone.
-                    rx = None;
-                    lines.finish(sink);
+            ready = rx.readable() => {
+                if ready.is_err() {
+                    break;
                 }
+                let mut lines = lock(&lines);
+                let Lines { tee, partial } = &mut *lines;
+                open = drain(&rx, &mut buf, partial, tee);
             }
         }
     }
-    if let Some(pipe) = &rx {
-        drain(pipe, &mut buf, &mut lines, sink);
+    {
+        let mut lines = lock(&lines);
+        let Lines { tee, partial } = &mut *lines;
+        partial.finish(tee);
     }
-    lines.finish(sink);
-    // Wakes a writer still waiting: it sees the queue closed.
-    budget.taken.notify_waiters();
-}
-
-/// Resolves when the pipe has something to read; never without one.
-async fn readable(rx: Option<&pipe::Receiver>) -> std::io::Result<()> {
-    match rx {
-        Some(rx) => rx.readable().await,
-        None => std::future::pending().await,
+    // The pipe is closed: platform lines and flushes still come until the environment is gone.
+    while let Some(msg) = msgs.recv().await {
+        handle(msg, &mut lock(&lines).tee);
     }
 }
 
-fn handle(msg: PumpMsg, lines: &mut LineBuffer, budget: &Budget, sink: &mut Tee) {
+fn handle(msg: PumpMsg, sink: &mut Tee) {
     match msg {
-        PumpMsg::Output(bytes) => {
-            lines.push(&bytes, sink);
-            budget.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
-            budget.taken.notify_waiters();
-        }
         PumpMsg::Platform(make) => {
             for line in make() {
                 sink.line(line.as_bytes());
@@ -358,6 +336,7 @@ fn handle(msg: PumpMsg, lines: &mut LineBuffer, budget: &Budget, sink: &mut Tee)
 }
 
 /// The pump's output: the sink, and the tail of the invocation that asked for one.
+#[derive(Debug)]
 struct Tee {
     sink: Arc<dyn LogSink>,
     tail: Option<Vec<u8>>,
@@ -406,7 +385,7 @@ fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut LineBuffer, sink: &mut
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct LineBuffer {
     partial: Vec<u8>,
 }

@@ -14,7 +14,7 @@ pub mod policy;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -42,15 +42,21 @@ pub(crate) struct Invocation {
 impl Invocation {
     /// Ends the invocation with `outcome`. Consumes it: there is no second time.
     pub(crate) fn finish(self, outcome: InvokeOutcome) {
-        self.finish_with_tail(outcome, None);
+        self.finish_with_tail(outcome, Duration::ZERO, None);
     }
 
-    /// Ends the invocation with `outcome` and the end of its log.
-    pub(crate) fn finish_with_tail(self, outcome: InvokeOutcome, log_tail: Option<Bytes>) {
+    /// Ends the invocation with `outcome`, how long its runtime had it, and the end of its log.
+    pub(crate) fn finish_with_tail(
+        self,
+        outcome: InvokeOutcome,
+        duration: Duration,
+        log_tail: Option<Bytes>,
+    ) {
         let _ = self.reply.send(Ok(Completed {
             request_id: self.request_id,
             outcome,
             log_tail,
+            duration,
         }));
     }
 }
@@ -140,6 +146,7 @@ impl FunctionPool {
                     "the function's pool has stopped".into(),
                 )),
                 log_tail: None,
+                duration: Duration::ZERO,
             })
         };
         if self.tx.send(PoolMsg::Invoke(invocation)).is_err() {

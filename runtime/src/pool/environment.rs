@@ -129,7 +129,7 @@ async fn run(
                 .log_tail
                 .then(|| bytes::Bytes::from(lines.join("\n") + "\n"));
             let _ = pool.send(PoolMsg::Retiring(id));
-            first.finish_with_tail(InvokeOutcome::Failure(failure), tail);
+            first.finish_with_tail(InvokeOutcome::Failure(failure), Duration::ZERO, tail);
             let _ = pool.send(PoolMsg::Gone(id));
             return;
         }
@@ -260,7 +260,7 @@ async fn start(
         ApiPlacement::InProcess => (None, ApiLink::InProcess(api_tx.clone())),
     };
     let log_stream = lambda_env::log_stream_name(SystemTime::now(), env_hex);
-    let log = LogQueue::new();
+    let log = LogQueue::new(Arc::clone(sink));
     let Started {
         control,
         mut exited,
@@ -297,7 +297,7 @@ async fn start(
             "the sandbox made no runtime api listener",
         )),
     };
-    let pump = listener.and_then(|listener| Ok((listener, log.start(logs, Arc::clone(sink))?)));
+    let pump = listener.and_then(|listener| Ok((listener, log.start(logs)?)));
     match pump {
         Ok((listener, pump)) => {
             // In process, the runtime holds the only sender: the mailbox closes when it ends.
@@ -542,8 +542,8 @@ impl Env {
         None
     }
 
-    /// Hands the waiting invocation to the runtime's `/next`, once its `START` line is ordered
-    /// before whatever the runtime writes after it has the event (see [`LogPump::settle`]).
+    /// Hands the waiting invocation to the runtime's `/next`, once its `START` line is in the
+    /// log: whatever the runtime writes after it has the event must come after `START`.
     async fn deliver(&mut self, reply: Reply<NextEvent>) {
         let Some(inflight) = &mut self.inflight else {
             return;
@@ -571,7 +571,7 @@ impl Env {
         }
         inflight.delivered_at = Some(now);
         self.log(start);
-        self.pump.settle().await;
+        self.pump.flush().await;
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));
@@ -701,7 +701,9 @@ impl Env {
         let pending = match tail {
             true => Some((inflight.invocation, outcome)),
             false => {
-                inflight.invocation.finish(outcome);
+                inflight
+                    .invocation
+                    .finish_with_tail(outcome, duration, None);
                 None
             }
         };
@@ -727,7 +729,7 @@ impl Env {
         }));
         if let Some((invocation, outcome)) = pending {
             self.pump.tail_end(Box::new(move |tail| {
-                invocation.finish_with_tail(outcome, Some(tail));
+                invocation.finish_with_tail(outcome, duration, Some(tail));
             }));
         }
         if self.answered.len() == ANSWERED_KEPT {

@@ -299,6 +299,10 @@ impl Driver {
             if self.calls.send(answer(request_id, ran, reply)).is_err() {
                 return ExitStatus::Code(0);
             }
+            // The environment (woken by that call) ends the invocation before this task
+            // spends its time taking the instance down: on the same thread, it would
+            // otherwise wait behind it.
+            tokio::task::yield_now().await;
             drop(leftover);
             if self.tmp_per_invocation
                 && let Err(e) = self.fresh_tmp().await

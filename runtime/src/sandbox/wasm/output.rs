@@ -1,7 +1,5 @@
-//! A guest's stderr: each write goes to the environment's log queue ([`LogWriter`]), behind
-//! the `START` line of the invocation, so no pipe and no wait is needed to keep the log in
-//! order. A guest that writes faster than the log is taken waits (asynchronously: its fiber
-//! is suspended, the host thread goes on) until the queue has room.
+//! A guest's stderr: each write goes straight to the environment's log ([`LogWriter`]), after
+//! the invocation's `START` line and before its `END`, with no pipe in between.
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -9,6 +7,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use crate::logs::LogWriter;
+
+/// How much one write may take (WASI asks before each write); writes never wait.
+const WRITE_BUDGET: usize = 1024 * 1024;
 
 /// The stderr of every run in one environment.
 #[derive(Debug, Clone)]
@@ -25,7 +26,6 @@ impl StdoutStream for GuestLog {
         Box::new(self.clone())
     }
 
-    /// Only WASI 0.3 asks for this (not enabled): it queues without waiting for room.
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
@@ -33,24 +33,22 @@ impl StdoutStream for GuestLog {
 
 #[async_trait::async_trait]
 impl Pollable for GuestLog {
-    async fn ready(&mut self) {
-        self.0.ready().await;
-    }
+    async fn ready(&mut self) {}
 }
 
 impl OutputStream for GuestLog {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.0.write(bytes);
+        self.0.write(&bytes);
         Ok(())
     }
 
     fn flush(&mut self) -> StreamResult<()> {
-        // Queued is as far as a write goes; the queue's order is the log's order.
+        // Written is as far as a write goes.
         Ok(())
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(self.0.capacity())
+        Ok(WRITE_BUDGET)
     }
 }
 
@@ -60,7 +58,7 @@ impl AsyncWrite for GuestLog {
         _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0.write(Bytes::copy_from_slice(buf));
+        self.0.write(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
