@@ -134,6 +134,17 @@ pub fn build_example(package: &str, target: Option<&str>) -> PathBuf {
     }
 }
 
+/// Builds `lamina-bootstrap` (release) and puts it where the jail looks for it beside a
+/// benchmark's executable, so that a benchmark of the jail needs no other build first.
+pub fn place_bootstrap() {
+    let built = build_example("lamina-bootstrap", None);
+    let beside = target_dir().join("release").join("lamina-bootstrap");
+    // Copied to a temporary name and renamed: a running jail may be executing the old one.
+    let staged = beside.with_extension("new");
+    std::fs::copy(&built, &staged).expect("copy lamina-bootstrap");
+    std::fs::rename(&staged, &beside).expect("place lamina-bootstrap");
+}
+
 /// The tests' WASM guest (`tests/wasm-guest`) for `target`, built once per test binary.
 pub fn wasm_guest(target: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());

@@ -35,6 +35,7 @@ use shared::{Discard, percentile};
 fn sandbox() -> Arc<dyn Sandbox> {
     match std::env::var("BENCH_SANDBOX").as_deref() {
         Ok("jail") => {
+            shared::place_bootstrap();
             let ready = std::env::var("BENCH_READY")
                 .ok()
                 .and_then(|v| v.parse().ok())

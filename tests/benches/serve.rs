@@ -112,6 +112,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    shared::place_bootstrap();
     let native = shared::build_example("echo", None);
     let module = shared::build_example("echo", Some("wasm32-wasip1"));
     let native_dir = tempfile::tempdir().unwrap();
