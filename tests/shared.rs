@@ -137,7 +137,9 @@ pub fn build_example(package: &str, target: Option<&str>) -> PathBuf {
 /// Builds `lamina-bootstrap` (release) and puts it where the jail looks for it beside a
 /// benchmark's executable, so that a benchmark of the jail needs no other build first.
 pub fn place_bootstrap() {
-    let built = build_example("lamina-bootstrap", None);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let built = cargo_build(&root, Some("lamina-bootstrap"), None, "release", "examples")
+        .join("lamina-bootstrap");
     let beside = target_dir().join("release").join("lamina-bootstrap");
     // Copied to a temporary name and renamed: a running jail may be executing the old one.
     let staged = beside.with_extension("new");

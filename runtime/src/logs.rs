@@ -1,6 +1,6 @@
-//! The function's log stream. Everything an environment's processes write to stdout or stderr
-//! goes into one pipe, whose lines reach a [`LogSink`] in order, interleaved with Lambda's
-//! platform lines (`START`, `END`, `REPORT`) in the places CloudWatch shows them.
+//! The function's log stream. Everything an environment's runtime writes to stdout or stderr
+//! reaches a [`LogSink`] line by line, in order, interleaved with Lambda's platform lines
+//! (`START`, `END`, `REPORT`) in the places CloudWatch shows them.
 //!
 //! A runtime in a process of its own writes to a pipe. One pump task per such environment is
 //! the only writer of its lines; the environment queues platform lines to it
@@ -40,13 +40,19 @@ pub struct StderrSink;
 
 impl LogSink for StderrSink {
     fn line(&self, line: &[u8]) {
-        // One write (stderr is unbuffered). A closed stderr must not take the host down: the
-        // log line is simply lost.
-        let mut out = Vec::with_capacity(line.len() + 1);
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
+        stderr_line(b"", line);
     }
+}
+
+/// Writes `prefix`, `line` and a newline to stderr in one write (stderr is unbuffered, and
+/// other threads write there too). A closed stderr must not take the host down: the log line
+/// is simply lost.
+fn stderr_line(prefix: &[u8], line: &[u8]) {
+    let mut out = Vec::with_capacity(prefix.len() + line.len() + 1);
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
 }
 
 /// Writes lines to the process's stderr with the function's name in front, for a server
@@ -67,11 +73,7 @@ impl NamedStderrSink {
 
 impl LogSink for NamedStderrSink {
     fn line(&self, line: &[u8]) {
-        let mut out = Vec::with_capacity(self.prefix.len() + line.len() + 1);
-        out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
+        stderr_line(&self.prefix, line);
     }
 }
 
@@ -99,7 +101,8 @@ impl LogSink for MemorySink {
 }
 
 /// Platform lines to write once the pipe has been drained. A closure, so that what is costly
-/// to know (peak memory, for REPORT) is read on the pump's task, not the environment's.
+/// to know (peak memory, for REPORT) is read where the lines are written: for a pipe, on the
+/// pump's task, not the environment's.
 pub(crate) type PlatformLines = Box<dyn FnOnce() -> Vec<String> + Send>;
 
 /// An environment's log: platform lines in their places among the runtime's output.
@@ -136,19 +139,29 @@ impl Lines {
             partial: LineBuffer::default(),
         }
     }
+
+    /// The runtime's output: complete lines go out now, a partial one waits for its newline.
+    fn push(&mut self, data: &[u8]) {
+        self.partial.push(data, &mut self.tee);
+    }
+
+    /// The output has ended: a last line without a newline is whole.
+    fn finish(&mut self) {
+        self.partial.finish(&mut self.tee);
+    }
 }
 
 impl Drop for Lines {
     fn drop(&mut self) {
-        // The environment and its runtime are gone: a last line without a newline is whole.
-        self.partial.finish(&mut self.tee);
+        // The environment and its runtime are gone.
+        self.finish();
     }
 }
 
 /// The environment's log before it is started: the sandbox takes a [`LogWriter`] from it when
 /// its runtime lives in the host process.
 #[derive(Debug)]
-pub(crate) struct LogQueue {
+pub(crate) struct LogSetup {
     lines: Arc<Mutex<Lines>>,
 }
 
@@ -162,9 +175,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Writes `bytes`; complete lines reach the sink now, a partial one waits for its newline.
     pub fn write(&self, bytes: &[u8]) {
-        let mut lines = lock(&self.lines);
-        let Lines { tee, partial } = &mut *lines;
-        partial.push(bytes, tee);
+        lock(&self.lines).push(bytes);
     }
 }
 
@@ -173,9 +184,9 @@ fn lock(lines: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
     lines.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl LogQueue {
-    pub(crate) fn new(sink: Arc<dyn LogSink>) -> LogQueue {
-        LogQueue {
+impl LogSetup {
+    pub(crate) fn new(sink: Arc<dyn LogSink>) -> LogSetup {
+        LogSetup {
             lines: Arc::new(Mutex::new(Lines::new(sink))),
         }
     }
@@ -282,32 +293,25 @@ async fn pump(
             biased;
             msg = msgs.recv() => {
                 let mut lines = lock(&lines);
-                let Lines { tee, partial } = &mut *lines;
                 let Some(msg) = msg else {
-                    drain(&rx, &mut buf, partial, tee);
+                    drain(&rx, &mut buf, &mut lines);
                     break;
                 };
                 // A partial line stays buffered: a runtime may be between two writes of one
                 // line right now (formatting macros write in pieces), and a platform line must
                 // not cut it in two.
-                open = drain(&rx, &mut buf, partial, tee);
-                handle(msg, tee);
+                open = drain(&rx, &mut buf, &mut lines);
+                handle(msg, &mut lines.tee);
             }
             ready = rx.readable() => {
                 if ready.is_err() {
                     break;
                 }
-                let mut lines = lock(&lines);
-                let Lines { tee, partial } = &mut *lines;
-                open = drain(&rx, &mut buf, partial, tee);
+                open = drain(&rx, &mut buf, &mut lock(&lines));
             }
         }
     }
-    {
-        let mut lines = lock(&lines);
-        let Lines { tee, partial } = &mut *lines;
-        partial.finish(tee);
-    }
+    lock(&lines).finish();
     // The pipe is closed: platform lines and flushes still come until the environment is gone.
     while let Some(msg) = msgs.recv().await {
         handle(msg, &mut lock(&lines).tee);
@@ -335,7 +339,7 @@ fn handle(msg: PumpMsg, sink: &mut Tee) {
     }
 }
 
-/// The pump's output: the sink, and the tail of the invocation that asked for one.
+/// The log's output: the sink, and the tail of the invocation that asked for one.
 #[derive(Debug)]
 struct Tee {
     sink: Arc<dyn LogSink>,
@@ -364,11 +368,11 @@ impl Tee {
 /// writes its log and its thread hands over the answer within microseconds; `try_read` would
 /// then return `WouldBlock` without reading, and the `END` line would overtake the log).
 /// A last `try_read` afterwards clears tokio's readiness, so `readable()` does not spin.
-fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut LineBuffer, sink: &mut Tee) -> bool {
+fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut Lines) -> bool {
     loop {
         match nix::unistd::read(rx, buf) {
             Ok(0) => return false,
-            Ok(n) => lines.push(&buf[..n], sink),
+            Ok(n) => lines.push(&buf[..n]),
             Err(nix::errno::Errno::EAGAIN) => break,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return false,
@@ -377,7 +381,7 @@ fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut LineBuffer, sink: &mut
     loop {
         match rx.try_read(buf) {
             Ok(0) => return false,
-            Ok(n) => lines.push(&buf[..n], sink),
+            Ok(n) => lines.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,

@@ -719,7 +719,8 @@ async fn idle_environments_are_reaped_after_the_idle_timeout() {
     // The next invocation starts a new environment.
     let r = server.invoke("probe", &[], "{}").await;
     assert_ne!(json_of(&r)["pid"].as_u64().unwrap(), pid);
-    let logs = server.logs();
+    // REPORT is written by the log pump after the answer has gone out: wait for it.
+    let logs = server.wait_for_log("Init Duration", 2);
     assert_eq!(logs.matches("Init Duration").count(), 2, "{logs}");
 }
 

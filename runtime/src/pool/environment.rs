@@ -22,7 +22,7 @@ use crate::config::FunctionSpec;
 use crate::config::lambda_env;
 use crate::error::{ExitStatus, Failure};
 use crate::invoke::{FunctionError, InvokeOutcome};
-use crate::logs::{self, LogPump, LogQueue, LogSink, Report};
+use crate::logs::{self, LogPump, LogSetup, LogSink, Report};
 use crate::runtime_api::wire::{ApiError, NextEvent};
 use crate::runtime_api::{self, ApiCall, Reply};
 use crate::sandbox::{ApiLink, ApiPlacement, Control, Sandbox, StartSpec, Started, Stop};
@@ -260,7 +260,7 @@ async fn start(
         ApiPlacement::InProcess => (None, ApiLink::InProcess(api_tx.clone())),
     };
     let log_stream = lambda_env::log_stream_name(SystemTime::now(), env_hex);
-    let log = LogQueue::new(Arc::clone(sink));
+    let log = LogSetup::new(Arc::clone(sink));
     let Started {
         control,
         mut exited,
@@ -707,7 +707,8 @@ impl Env {
                 None
             }
         };
-        // Peak memory is read on the pump's task when it writes REPORT, off this path.
+        // Peak memory is read when REPORT is written (for a pipe, on the pump's task, off this
+        // path).
         let control = Arc::clone(&self.control);
         let peak_mb = Arc::clone(&self.peak_mb);
         let init = self.init_duration.take();

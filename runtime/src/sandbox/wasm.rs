@@ -126,15 +126,8 @@ impl Sandbox for WasmSandbox {
             let Ok((host_path, _)) = super::find_wasm_bootstrap(spec) else {
                 return;
             };
-            let (cell, cache, engine) = (
-                self.code_cell(&host_path),
-                self.cache.clone(),
-                self.engine.clone(),
-            );
-            let _ = tokio::task::spawn_blocking(move || {
-                cell.get_or_init(|| cache.load(&engine, &host_path));
-            })
-            .await;
+            let cell = self.code_cell(&host_path);
+            let _ = load(cell, self.cache.clone(), self.engine.clone(), host_path).await;
         })
     }
 
@@ -314,21 +307,14 @@ impl Driver {
         }
     }
 
-    /// The bootstrap, compiled or loaded (normally already, by [`Sandbox::prepare`]; otherwise
-    /// on a blocking thread).
+    /// The bootstrap, compiled or loaded (normally already, by [`Sandbox::prepare`]).
     async fn load(&self) -> Result<Guest, String> {
-        if let Some(loaded) = self.code.get() {
-            return loaded.clone();
-        }
-        let (cell, cache, engine, path) = (
+        let (cell, cache, engine) = (
             Arc::clone(&self.code),
             self.cache.clone(),
             self.engine.clone(),
-            self.host_path.clone(),
         );
-        tokio::task::spawn_blocking(move || cell.get_or_init(|| cache.load(&engine, &path)).clone())
-            .await
-            .unwrap_or_else(|e| Err(format!("loading the module: {e}")))
+        load(cell, cache, engine, self.host_path.clone()).await
     }
 
     /// Makes `/tmp` empty again if the last run used it; the emptying (as long as the guest
@@ -342,6 +328,22 @@ impl Driver {
             .await
             .map_err(std::io::Error::other)?
     }
+}
+
+/// The bootstrap in `cell`, compiled or loaded into it on a blocking thread unless it is
+/// there already; environments starting at once wait for the one load.
+async fn load(
+    cell: CodeCell,
+    cache: CodeCache,
+    engine: Engine,
+    path: PathBuf,
+) -> Result<Guest, String> {
+    if let Some(loaded) = cell.get() {
+        return loaded.clone();
+    }
+    tokio::task::spawn_blocking(move || cell.get_or_init(|| cache.load(&engine, &path)).clone())
+        .await
+        .unwrap_or_else(|e| Err(format!("loading the module: {e}")))
 }
 
 /// The invocation's own variables: the Runtime API's header names, upper-cased with `_`.

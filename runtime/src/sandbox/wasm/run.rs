@@ -19,7 +19,6 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use super::BoxFuture;
 use super::code::{Guest, P1Host, P2Host};
 use super::limits::Limits;
 use super::output::GuestLog;
@@ -111,32 +110,15 @@ impl Guest {
             }
         }
         let limits = Limits::new(run.memory_bytes);
-        let (result, refused, peak_bytes, leftover) = match self {
+        let (result, (refused, peak_bytes, leftover)) = match self {
             Guest::Module(pre) => {
                 let host = P1Host {
                     wasi: builder.build_p1(),
                     limits,
                 };
-                in_store(
-                    engine,
-                    host,
-                    |h| &mut h.limits,
-                    // The future holds its own reference (an `Arc`'s count) to the template.
-                    move |store| {
-                        let pre = pre.clone();
-                        Box::pin(async move {
-                            let instance = pre
-                                .instantiate_async(&mut *store)
-                                .await
-                                .map_err(Failed::Instantiate)?;
-                            let start = instance
-                                .get_typed_func::<(), ()>(&mut *store, "_start")
-                                .map_err(Failed::Guest)?;
-                            start.call_async(store, ()).await.map_err(Failed::Guest)
-                        })
-                    },
-                )
-                .await
+                let mut store = armed(engine, host, |h| &mut h.limits);
+                let result = run_module(pre, &mut store).await;
+                (result, finished(store, |h| &mut h.limits))
             }
             Guest::Component(pre) => {
                 let host = P2Host {
@@ -144,27 +126,9 @@ impl Guest {
                     table: ResourceTable::new(),
                     limits,
                 };
-                in_store(
-                    engine,
-                    host,
-                    |h| &mut h.limits,
-                    move |store| {
-                        let pre = pre.clone();
-                        Box::pin(async move {
-                            let command = pre
-                                .instantiate_async(&mut *store)
-                                .await
-                                .map_err(Failed::Instantiate)?;
-                            match command.wasi_cli_run().call_run(store).await {
-                                Ok(Ok(())) => Ok(()),
-                                // `run` returning an error is how a component exits non-zero.
-                                Ok(Err(())) => Err(Failed::Guest(I32Exit(1).into())),
-                                Err(e) => Err(Failed::Guest(e)),
-                            }
-                        })
-                    },
-                )
-                .await
+                let mut store = armed(engine, host, |h| &mut h.limits);
+                let result = run_component(pre, &mut store).await;
+                (result, finished(store, |h| &mut h.limits))
             }
         };
         let ending = match result {
@@ -192,34 +156,64 @@ enum Failed {
     Guest(wasmtime::Error),
 }
 
-/// Runs `body` in a new store of `host`, armed (see [`arm`]); how it ended, what the limiter
-/// saw (a refusal, the peak memory), and the store to tear down later.
-async fn in_store<T: Send + 'static>(
+/// Instantiates a command module and runs its `_start`.
+async fn run_module(
+    pre: &wasmtime::InstancePre<P1Host>,
+    store: &mut Store<P1Host>,
+) -> Result<(), Failed> {
+    let instance = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(Failed::Instantiate)?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut *store, "_start")
+        .map_err(Failed::Guest)?;
+    start.call_async(store, ()).await.map_err(Failed::Guest)
+}
+
+/// Instantiates a command component and runs its `wasi:cli/run`.
+async fn run_component(
+    pre: &wasmtime_wasi::p2::bindings::CommandPre<P2Host>,
+    store: &mut Store<P2Host>,
+) -> Result<(), Failed> {
+    let command = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(Failed::Instantiate)?;
+    match command.wasi_cli_run().call_run(store).await {
+        Ok(Ok(())) => Ok(()),
+        // `run` returning an error is how a component exits non-zero.
+        Ok(Err(())) => Err(Failed::Guest(I32Exit(1).into())),
+        Err(e) => Err(Failed::Guest(e)),
+    }
+}
+
+/// A new store of `host` with the limiter and the yield: the deadline is one epoch tick ahead,
+/// and at each tick the guest yields to the host's runtime, which may then drop the run (a
+/// timeout).
+fn armed<T: Send + 'static>(
     engine: &Engine,
     host: T,
     limits: fn(&mut T) -> &mut Limits,
-    body: impl for<'s> FnOnce(&'s mut Store<T>) -> BoxFuture<'s, Result<(), Failed>>,
-) -> (Result<(), Failed>, bool, usize, Leftover) {
+) -> Store<T> {
     let mut store = Store::new(engine, host);
-    arm(&mut store, limits);
-    let result = body(&mut store).await;
+    store.limiter(move |h| limits(h) as &mut dyn wasmtime::ResourceLimiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    store
+}
+
+/// What the limiter saw (a refusal, the peak memory), and the store to tear down later.
+fn finished<T: Send + 'static>(
+    mut store: Store<T>,
+    limits: fn(&mut T) -> &mut Limits,
+) -> (bool, usize, Leftover) {
     let Limits {
         refused,
         peak_bytes,
         ..
     } = *limits(store.data_mut());
-    (result, refused, peak_bytes, Leftover(Box::new(store)))
-}
-
-/// Installs the limiter and the yield: the deadline is one epoch tick ahead, and at each tick
-/// the guest yields to the host's runtime, which may then drop the run (a timeout).
-fn arm<T: Send + 'static>(
-    store: &mut Store<T>,
-    mut limits: impl FnMut(&mut T) -> &mut Limits + Send + Sync + 'static,
-) {
-    store.limiter(move |h| limits(h) as &mut dyn wasmtime::ResourceLimiter);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    (refused, peak_bytes, Leftover(Box::new(store)))
 }
 
 /// Classifies a guest's abnormal end: an exit code, a refused allocation, or a trap (whatever
