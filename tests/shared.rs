@@ -183,3 +183,29 @@ pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
 }
+
+/// A bare hyper HTTP/1.1 server on a loopback port, spawned on `runtime`, that answers every
+/// request at once with 1 KB: the floor the benchmarks measure lamina against.
+pub fn bare_hyper_server(runtime: &tokio::runtime::Runtime) -> std::net::SocketAddr {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 1024])),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}

@@ -11,7 +11,8 @@
 //!
 //! `BENCH_SANDBOX=jail` runs the same in the native jail (per-invocation `/tmp` included).
 //! `BENCH_BOOTSTRAP=probe` runs the std-only probe instead of `lambda_runtime`, which takes the
-//! runtime client's own cost out of the figure. `BENCH_WARM` and `BENCH_COLD` set the counts.
+//! runtime client's own cost out of the figure; `BENCH_BOOTSTRAP=sdk` runs `examples/echo` on
+//! lamina's own SDK. `BENCH_WARM` and `BENCH_COLD` set the counts.
 
 #[path = "../shared.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
@@ -67,26 +68,7 @@ fn pool_for(dir: &std::path::Path, sandbox: &Arc<dyn Sandbox>) -> FunctionPool {
 /// answers at once and a blocking keep-alive client in its own thread.
 fn baseline_round_trip(runtime: &tokio::runtime::Runtime, n: usize) -> (Duration, Duration) {
     use std::io::{BufRead, BufReader, Read, Write};
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    runtime.spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(Bytes::from(vec![b'x'; 1024])),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let addr = shared::bare_hyper_server(runtime);
     let client = std::thread::spawn(move || {
         let stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -135,11 +117,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    let probe = std::env::var("BENCH_BOOTSTRAP").is_ok_and(|b| b == "probe");
-    let bootstrap = if probe {
-        env!("CARGO_BIN_EXE_probe")
-    } else {
-        env!("CARGO_BIN_EXE_echo-rs")
+    let choice = std::env::var("BENCH_BOOTSTRAP").unwrap_or_default();
+    let probe = choice == "probe";
+    let bootstrap = match choice.as_str() {
+        "probe" => env!("CARGO_BIN_EXE_probe").into(),
+        "sdk" => shared::build_example("echo", None),
+        _ => std::path::PathBuf::from(env!("CARGO_BIN_EXE_echo-rs")),
     };
     std::fs::copy(bootstrap, dir.path().join("bootstrap")).unwrap();
     let payload = if probe {

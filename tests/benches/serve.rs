@@ -9,9 +9,13 @@
 //! `examples/echo` (the SDK's echo), built natively (a Rust bootstrap in the native jail) and
 //! for wasm32-wasip1 (in wasmtime, a fresh instance per invocation), `concurrency = 8`.
 //! Each run is warmed up first so that every environment has started; wrk's requests per second
-//! and its p50/p99 latency are printed, and any non-200 answer fails the run.
+//! and its p50/p99 latency are printed, and any non-200 answer fails the run. First, for scale,
+//! the same load against a bare hyper server in this process that answers 1 KB at once: the
+//! floor of one HTTP round trip on this machine (an invocation of a native function makes two,
+//! client → lamina and the bootstrap's `/next` … `/response`).
 //!
-//! `BENCH_SECONDS` sets each run's length (default 10).
+//! `BENCH_SECONDS` sets each run's length (default 10); `BENCH_CASES=wasm:8,native:1` makes
+//! only the runs named (function:connections); `BENCH_BARE=0` skips the bare hyper runs.
 
 #[path = "../shared.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
@@ -106,6 +110,26 @@ fn wrk(url: &str, connections: u32, seconds: u32, script: &Path) -> Run {
     }
 }
 
+/// The runs to make: `BENCH_CASES` (e.g. `wasm:8,native:1`, to profile one), or all four.
+fn cases() -> Vec<(String, u32)> {
+    let Ok(list) = std::env::var("BENCH_CASES") else {
+        return [("native", 1), ("native", 8), ("wasm", 1), ("wasm", 8)]
+            .map(|(name, n)| (name.to_owned(), n))
+            .to_vec();
+    };
+    list.split(',')
+        .map(|case| {
+            let (name, n) = case
+                .split_once(':')
+                .expect("BENCH_CASES: name:connections,…");
+            (
+                name.to_owned(),
+                n.parse().expect("BENCH_CASES: a number of connections"),
+            )
+        })
+        .collect()
+}
+
 fn main() {
     ensure_wrk();
     let seconds: u32 = std::env::var("BENCH_SECONDS")
@@ -132,6 +156,21 @@ fn main() {
         ),
     )
     .unwrap();
+    println!("lamina serve, Invoke API, 1 KB echo, keep-alive, wrk, {seconds} s per run:");
+    // The floor on this machine: one round trip per request to a server that does nothing.
+    let bare = shared::bare_hyper_server(&runtime);
+    let bare_runs = if std::env::var("BENCH_BARE").is_ok_and(|v| v == "0") {
+        &[][..]
+    } else {
+        &[1, 8][..]
+    };
+    for &connections in bare_runs {
+        let run = wrk(&format!("http://{bare}/"), connections, seconds, &script);
+        println!(
+            "  bare hyper {connections} connection(s): {:>8.0} requests/s  p50 {}  p99 {}",
+            run.per_second, run.p50, run.p99
+        );
+    }
     runtime.block_on(async {
         let jail = native_sandbox(SandboxKind::Jail, NetworkKind::None).expect("the native jail");
         let wasm: Arc<dyn Sandbox> =
@@ -158,8 +197,7 @@ fn main() {
                 let _ = stopped.await;
             },
         ));
-        println!("lamina serve, Invoke API, 1 KB echo, keep-alive, wrk, {seconds} s per run:");
-        for (name, connections) in [("native", 1), ("native", 8), ("wasm", 1), ("wasm", 8)] {
+        for (name, connections) in cases() {
             let url = format!("http://{addr}/2015-03-31/functions/{name}/invocations");
             let script = script.clone();
             let run = tokio::task::spawn_blocking(move || {

@@ -15,7 +15,7 @@
 //!    mounting /tmp, instantiating, running.
 //!
 //! `BENCH_WARM` and `BENCH_COLD` set the counts; `BENCH_TARGET=wasm32-wasip2` runs the warm
-//! part with the component build.
+//! part with the component build; `BENCH_GUEST=sdk` runs it with the SDK's echo example.
 
 #[path = "../shared.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
@@ -114,7 +114,14 @@ fn main() {
         .build()
         .unwrap();
     let target = std::env::var("BENCH_TARGET").unwrap_or_else(|_| "wasm32-wasip1".into());
-    let echo = shared::wasm_guest(&target);
+    // The tests' std-only echo, or with `BENCH_GUEST=sdk` the SDK's (`examples/echo`: serde,
+    // a tokio current-thread runtime, the handler service), as `lamina serve`'s bench runs it.
+    let sdk = std::env::var("BENCH_GUEST").is_ok_and(|g| g == "sdk");
+    let echo = if sdk {
+        shared::build_example("echo", Some(&target))
+    } else {
+        shared::wasm_guest(&target)
+    };
     let cache = shared::target_dir().join("bench-cache");
     let payload = Bytes::from(format!(
         r#"{{"action":"echo","pad":"{}"}}"#,
@@ -147,7 +154,8 @@ fn main() {
     warm.sort();
     inside.sort();
     println!(
-        "wasm warm ({target}, fresh instance + fresh /tmp, {warm_n} sequential, 1 KB): invocation (hand-over to outcome) {}",
+        "wasm warm ({target}{}, fresh instance + fresh /tmp, {warm_n} sequential, 1 KB): invocation (hand-over to outcome) {}",
+        if sdk { ", SDK echo" } else { "" },
         summary(&inside)
     );
     println!(

@@ -38,7 +38,7 @@ use crate::runtime_api::wire::NextEvent;
 pub use code::EngineError;
 use code::{CodeCache, Guest};
 use output::GuestLog;
-use run::{Ending, Ran, Run};
+use run::{Ending, Event, Prepared, Ran, Setup};
 use tmp::EnvTmp;
 
 /// How often the epoch advances: the longest a guest runs before it yields its thread (and so
@@ -251,7 +251,17 @@ impl Driver {
                 return ExitStatus::Code(1);
             }
         };
+        let setup = Setup {
+            program: self.program,
+            env: &self.env,
+            stderr: &self.stderr,
+            code_dir: &self.code_dir,
+            opt_dir: self.opt_dir.as_deref(),
+            tmp_dir: self.tmp.dir(),
+        };
         loop {
+            // Made before asking for the event, so that its cost is not the invocation's.
+            let prepared = Prepared::new(&setup);
             let (next, event) = oneshot::channel();
             if self.calls.send(ApiCall::Next(next)).is_err() {
                 return ExitStatus::Code(0);
@@ -266,22 +276,16 @@ impl Driver {
             };
             let request_id = event.request_id.clone();
             let invocation_env = invocation_env(&event);
-            let run = Run {
-                program: self.program,
-                env: &self.env,
-                invocation_env: &invocation_env,
+            let event = Event {
+                env: &invocation_env,
                 stdin: event.payload,
-                stderr: &self.stderr,
-                code_dir: &self.code_dir,
-                opt_dir: self.opt_dir.as_deref(),
-                tmp_dir: self.tmp.dir(),
                 memory_bytes: self.memory_bytes,
             };
             let (ran, leftover) = tokio::select! {
                 biased;
                 // The environment stopped it (a timeout) and has already ended the invocation.
                 () = self.shared.kill.notified() => return ExitStatus::Signal(9),
-                ran = guest.run(&self.engine, &run) => ran,
+                ran = guest.run(&self.engine, prepared, event) => ran,
             };
             self.shared
                 .peak_bytes

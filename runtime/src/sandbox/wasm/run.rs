@@ -24,16 +24,12 @@ use super::limits::Limits;
 use super::output::GuestLog;
 use crate::error::MAX_PAYLOAD_BYTES;
 
-/// What one run needs.
-pub struct Run<'a> {
+/// What every run of an environment has in common.
+pub struct Setup<'a> {
     /// argv\[0\]: the bootstrap as the function sees it.
     pub program: &'a str,
     /// The environment's variables.
     pub env: &'a [(String, String)],
-    /// The invocation's own variables, added after them.
-    pub invocation_env: &'a [(String, String)],
-    /// The event.
-    pub stdin: Bytes,
     /// The environment's log.
     pub stderr: &'a GuestLog,
     /// `/var/task`.
@@ -42,8 +38,54 @@ pub struct Run<'a> {
     pub opt_dir: Option<&'a Path>,
     /// `/tmp`, fresh.
     pub tmp_dir: &'a Path,
+}
+
+/// What one invocation adds to its prepared run.
+pub struct Event<'a> {
+    /// The invocation's own variables, after the environment's.
+    pub env: &'a [(String, String)],
+    /// The event, on stdin.
+    pub stdin: Bytes,
     /// The linear memory limit.
     pub memory_bytes: usize,
+}
+
+/// A run's WASI context, made while the environment waits for its event: opening the
+/// preopened directories and copying the environment's variables are most of a context's
+/// cost, and none of it depends on the event. Made after `/tmp` is fresh, used once.
+pub struct Prepared {
+    builder: WasiCtxBuilder,
+    stdout: MemoryOutputPipe,
+}
+
+impl Prepared {
+    /// A context with everything but the event; an error names the directory that could not
+    /// be opened.
+    pub fn new(setup: &Setup<'_>) -> Result<Prepared, String> {
+        let stdout = MemoryOutputPipe::new(MAX_PAYLOAD_BYTES + 1);
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .arg(setup.program)
+            .envs(setup.env)
+            .stdout(stdout.clone())
+            .stderr(setup.stderr.clone())
+            // Not on the host's runtime threads: with this, WASI p1 makes a guest's sleep a
+            // `thread::sleep` of the host thread. File operations go to blocking threads.
+            .allow_blocking_current_thread(false);
+        let preopens = [
+            (Some(setup.code_dir), "/var/task", FsPerms::ReadOnly),
+            (setup.opt_dir, "/opt", FsPerms::ReadOnly),
+            (Some(setup.tmp_dir), "/tmp", FsPerms::ReadWrite),
+        ];
+        for (host, guest, perms) in preopens {
+            if let Some(host) = host {
+                builder
+                    .preopened_dir(host, guest, perms)
+                    .map_err(|e| format!("opening {guest}: {e:#}"))?;
+            }
+        }
+        Ok(Prepared { builder, stdout })
+    }
 }
 
 /// How a run ended.
@@ -78,38 +120,32 @@ pub struct Ran {
 }
 
 impl Guest {
-    /// Runs one invocation in a fresh instance. Dropping the future stops the guest.
-    pub async fn run(&self, engine: &Engine, run: &Run<'_>) -> (Ran, Option<Leftover>) {
-        let stdout = MemoryOutputPipe::new(MAX_PAYLOAD_BYTES + 1);
-        let mut builder = WasiCtxBuilder::new();
-        builder
-            .arg(run.program)
-            .envs(run.env)
-            .envs(run.invocation_env)
-            .stdin(MemoryInputPipe::new(run.stdin.clone()))
-            .stdout(stdout.clone())
-            .stderr(run.stderr.clone())
-            // Not on the host's runtime threads: with this, WASI p1 makes a guest's sleep a
-            // `thread::sleep` of the host thread. File operations go to blocking threads.
-            .allow_blocking_current_thread(false);
-        let preopens = [
-            (Some(run.code_dir), "/var/task", FsPerms::ReadOnly),
-            (run.opt_dir, "/opt", FsPerms::ReadOnly),
-            (Some(run.tmp_dir), "/tmp", FsPerms::ReadWrite),
-        ];
-        for (host, guest, perms) in preopens {
-            if let Some(host) = host
-                && let Err(e) = builder.preopened_dir(host, guest, perms)
-            {
+    /// Runs one invocation in a fresh instance, with the context `prepared` for it (or the
+    /// reason none could be made). Dropping the future stops the guest.
+    pub async fn run(
+        &self,
+        engine: &Engine,
+        prepared: Result<Prepared, String>,
+        event: Event<'_>,
+    ) -> (Ran, Option<Leftover>) {
+        let Prepared {
+            mut builder,
+            stdout,
+        } = match prepared {
+            Ok(prepared) => prepared,
+            Err(reason) => {
                 let ran = Ran {
-                    ending: Ending::HostFailed(format!("opening {guest}: {e:#}")),
+                    ending: Ending::HostFailed(reason),
                     stdout: Bytes::new(),
                     peak_bytes: 0,
                 };
                 return (ran, None);
             }
-        }
-        let limits = Limits::new(run.memory_bytes);
+        };
+        builder
+            .envs(event.env)
+            .stdin(MemoryInputPipe::new(event.stdin));
+        let limits = Limits::new(event.memory_bytes);
         let (result, (refused, peak_bytes, leftover)) = match self {
             Guest::Module(pre) => {
                 let host = P1Host {
