@@ -209,3 +209,7 @@ pub fn bare_hyper_server(runtime: &tokio::runtime::Runtime) -> std::net::SocketA
     });
     addr
 }
+
+/// The lamina binary's allocator, so that what runs lamina in process measures what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -99,6 +99,33 @@ async fn jailed_runtime_sees_lambdas_paths_and_exits_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn each_report_has_the_environments_peak_memory_so_far() {
+    let _serial = JAIL.lock().await;
+    let jailed = Harness::jailed_cold(function_with(&program("probe")), |c| {
+        c.memory_mb = Some(256)
+    });
+    // One warm environment: the peak is read again after each invocation, not once.
+    for mb in [8, 96, 8] {
+        let (_, ok) = jailed
+            .invoke_json(&format!(r#"{{"action":"alloc","mb":{mb}}}"#))
+            .await;
+        assert_eq!(ok["allocated_mb"], mb);
+    }
+    let logs = jailed.finish().await;
+    let used: Vec<u64> = logs
+        .iter()
+        .filter(|l| l.starts_with("REPORT"))
+        .map(|l| crate::support::max_memory_used_mb(l))
+        .collect();
+    assert_eq!(used.len(), 3, "{logs:#?}");
+    assert!(used[0] < 64, "before the 96 MB allocation: {used:?}");
+    assert!(
+        used[1] >= 96 && used[2] == used[1],
+        "the peak after it, and kept: {used:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn allocating_past_the_memory_limit_is_out_of_memory() {
     let _serial = JAIL.lock().await;
     let jailed = Harness::jailed_cold(function_with(&program("probe")), |c| {
