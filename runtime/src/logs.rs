@@ -2,13 +2,14 @@
 //! reaches a [`LogSink`] line by line, in order, interleaved with Lambda's platform lines
 //! (`START`, `END`, `REPORT`) in the places CloudWatch shows them.
 //!
-//! A runtime in a process of its own writes to a pipe. One pump task per such environment is
-//! the only writer of its lines; the environment queues platform lines to it
-//! ([`LogPump::platform`]) without waiting, and before writing one the pump drains whatever
-//! the pipe holds at that moment. A function writes its output before it posts its response,
-//! so that output is in the pipe before the `END` line is queued: no complete line of an
-//! invocation can land after its `END`. The other way round, the environment hands an event
-//! over only once its `START` has been written ([`LogPump::flush`]).
+//! A runtime in a process of its own writes to a pipe. Whoever writes to the environment's
+//! lines drains the pipe first, under the lines' lock: a pump task when the pipe has data, the
+//! environment before each platform line ([`LogPump::platform`]), so a platform line comes
+//! after everything the runtime wrote before it. A function writes its output before it posts
+//! its response, so that output is in the pipe before the `END` line is written: no complete
+//! line of an invocation can land after its `END`. The other way round, the environment hands
+//! an event over after writing its `START`, so nothing the runtime writes about it comes
+//! before. No platform line waits for another task.
 //!
 //! A runtime in the host process (WASM) has no pipe: its output goes through a [`LogWriter`]
 //! straight to the sink, and so do the environment's platform lines, each when it happens, so
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::config::lambda_env::FUNCTION_VERSION;
 
@@ -100,29 +101,23 @@ impl LogSink for MemorySink {
     }
 }
 
-/// Platform lines to write once the pipe has been drained. A closure, so that what is costly
-/// to know (peak memory, for REPORT) is read where the lines are written: for a pipe, on the
-/// pump's task, not the environment's.
+/// Platform lines to write once the pipe has been drained. A closure, so that what is read
+/// for them (peak memory, for REPORT) is read when they are written.
 pub(crate) type PlatformLines = Box<dyn FnOnce() -> Vec<String> + Send>;
 
 /// An environment's log: platform lines in their places among the runtime's output.
 ///
-/// A runtime in a process of its own writes to a pipe, read by a pump task that is the only
-/// writer of the environment's lines; platform lines are queued to it. A runtime in the host
-/// process writes through a [`LogWriter`] straight into the sink, as the environment does its
-/// platform lines: both happen in the order the events happen, so no task and no queue is
-/// needed.
+/// A runtime in a process of its own writes to a pipe, drained by a pump task when it has
+/// data and by the environment before each platform line. A runtime in the host process
+/// writes through a [`LogWriter`] straight into the lines, as the environment does its
+/// platform lines: both happen in the order the events happen.
 #[derive(Debug)]
 pub(crate) struct LogPump {
-    to: To,
-}
-
-#[derive(Debug)]
-enum To {
-    /// The pump task reading the pipe.
-    Pump(mpsc::UnboundedSender<PumpMsg>),
-    /// The sink itself.
-    Direct(Arc<Mutex<Lines>>),
+    lines: Arc<Mutex<Lines>>,
+    /// The runtime's pipe, when it has one.
+    pipe: Option<Arc<pipe::Receiver>>,
+    /// Dropped with the pump: the pump task then drains the pipe a last time and ends.
+    _closed: Option<oneshot::Sender<()>>,
 }
 
 /// Lines on their way to the sink: the partial line, the log tail being kept.
@@ -203,19 +198,25 @@ impl LogSetup {
     pub(crate) fn start(self, read_end: Option<OwnedFd>) -> std::io::Result<LogPump> {
         let Some(read_end) = read_end else {
             return Ok(LogPump {
-                to: To::Direct(self.lines),
+                lines: self.lines,
+                pipe: None,
+                _closed: None,
             });
         };
-        let rx = pipe::Receiver::from_owned_fd(read_end)?;
-        let (tx, msgs) = mpsc::unbounded_channel();
-        tokio::spawn(pump(rx, msgs, self.lines));
-        Ok(LogPump { to: To::Pump(tx) })
+        let rx = Arc::new(pipe::Receiver::from_owned_fd(read_end)?);
+        let (closed, on_close) = oneshot::channel();
+        tokio::spawn(pump(Arc::clone(&rx), on_close, Arc::clone(&self.lines)));
+        Ok(LogPump {
+            lines: self.lines,
+            pipe: Some(rx),
+            _closed: Some(closed),
+        })
     }
 }
 
+/// What the environment writes into its log.
 enum PumpMsg {
     Platform(PlatformLines),
-    Flush(oneshot::Sender<()>),
     /// From here on, lines are also kept for an invocation's log tail.
     TailStart,
     /// Stop keeping lines and hand over the last [`TAIL_BYTES`] of them.
@@ -232,7 +233,6 @@ impl fmt::Debug for PumpMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PumpMsg::Platform(_) => "Platform",
-            PumpMsg::Flush(_) => "Flush",
             PumpMsg::TailStart => "TailStart",
             PumpMsg::TailEnd(_) => "TailEnd",
         })
@@ -240,8 +240,7 @@ impl fmt::Debug for PumpMsg {
 }
 
 impl LogPump {
-    /// Writes (or, with a pipe, queues) platform lines: after everything the runtime has
-    /// written so far.
+    /// Writes platform lines: after everything the runtime has written so far.
     pub(crate) fn platform(&self, lines: PlatformLines) {
         self.send(PumpMsg::Platform(lines));
     }
@@ -251,71 +250,60 @@ impl LogPump {
         self.send(PumpMsg::TailStart);
     }
 
-    /// Hands the lines kept since [`LogPump::tail_start`] to `to`, once everything queued
-    /// before has been written; an empty tail if the pump is gone.
+    /// Hands the lines kept since [`LogPump::tail_start`] to `to`, after everything the
+    /// runtime has written so far.
     pub(crate) fn tail_end(&self, to: TailFn) {
         self.send(PumpMsg::TailEnd(to));
     }
 
     fn send(&self, msg: PumpMsg) {
-        match &self.to {
-            To::Pump(tx) => {
-                if let Err(e) = tx.send(msg)
-                    && let PumpMsg::TailEnd(to) = e.0
-                {
-                    to(bytes::Bytes::new());
-                }
-            }
-            To::Direct(lines) => handle(msg, &mut lock(lines).tee),
-        }
+        let mut lines = self.drained();
+        handle(msg, &mut lines.tee);
     }
 
-    /// Returns once everything queued and written to the pipe before this call has reached
-    /// the sink (at once when there is no pipe: it has).
-    pub(crate) async fn flush(&self) {
-        let To::Pump(tx) = &self.to else { return };
-        let (ack, done) = oneshot::channel();
-        if tx.send(PumpMsg::Flush(ack)).is_ok() {
-            let _ = done.await;
+    /// The lines, locked, with what the pipe holds now in them. A partial line stays
+    /// buffered: a runtime may be between two writes of one line right now (formatting macros
+    /// write in pieces), and a platform line must not cut it in two. Once the pipe is at its
+    /// end (the runtime and everything it started are gone), a last partial line is whole.
+    fn drained(&self) -> std::sync::MutexGuard<'_, Lines> {
+        let mut lines = lock(&self.lines);
+        if let Some(rx) = &self.pipe {
+            let mut buf = [0u8; 4096];
+            if !drain(rx, &mut buf, &mut lines) {
+                lines.finish();
+            }
         }
+        lines
+    }
+
+    /// Brings everything the runtime has written so far into the sink.
+    pub(crate) fn flush(&self) {
+        drop(self.drained());
     }
 }
 
+/// Drains the pipe whenever it has data, so that output between invocations reaches the sink
+/// as it is written; ends when the pipe does or the environment's log is dropped.
 async fn pump(
-    rx: pipe::Receiver,
-    mut msgs: mpsc::UnboundedReceiver<PumpMsg>,
+    rx: Arc<pipe::Receiver>,
+    mut closed: oneshot::Receiver<()>,
     lines: Arc<Mutex<Lines>>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
-    let mut open = true;
-    while open {
+    loop {
         tokio::select! {
-            biased;
-            msg = msgs.recv() => {
-                let mut lines = lock(&lines);
-                let Some(msg) = msg else {
-                    drain(&rx, &mut buf, &mut lines);
-                    break;
-                };
-                // A partial line stays buffered: a runtime may be between two writes of one
-                // line right now (formatting macros write in pieces), and a platform line must
-                // not cut it in two.
-                open = drain(&rx, &mut buf, &mut lines);
-                handle(msg, &mut lines.tee);
+            _ = &mut closed => {
+                drain(&rx, &mut buf, &mut lock(&lines));
+                break;
             }
             ready = rx.readable() => {
-                if ready.is_err() {
+                if ready.is_err() || !drain(&rx, &mut buf, &mut lock(&lines)) {
                     break;
                 }
-                open = drain(&rx, &mut buf, &mut lock(&lines));
             }
         }
     }
     lock(&lines).finish();
-    // The pipe is closed: platform lines and flushes still come until the environment is gone.
-    while let Some(msg) = msgs.recv().await {
-        handle(msg, &mut lock(&lines).tee);
-    }
 }
 
 fn handle(msg: PumpMsg, sink: &mut Tee) {
@@ -324,9 +312,6 @@ fn handle(msg: PumpMsg, sink: &mut Tee) {
             for line in make() {
                 sink.line(line.as_bytes());
             }
-        }
-        PumpMsg::Flush(ack) => {
-            let _ = ack.send(());
         }
         PumpMsg::TailStart => sink.tail = Some(Vec::new()),
         PumpMsg::TailEnd(to) => {

@@ -571,7 +571,6 @@ impl Env {
         }
         inflight.delivered_at = Some(now);
         self.log(start);
-        self.pump.flush().await;
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));
@@ -751,8 +750,6 @@ impl Env {
 
     /// Stops every process of the environment and waits for the runtime to be reaped.
     async fn destroy(&mut self, end: End) {
-        // Queued REPORT lines read the runtime's peak memory: let them run while it lives.
-        self.pump.flush().await;
         if end != End::Destroy
             && let Some(exited) = &mut self.exited
         {
@@ -769,7 +766,7 @@ impl Env {
         // Also reaches what the runtime left behind in its group after it exited.
         self.kill_and_reap().await;
         // Whoever waits for this environment to end (a shutdown, the CLI) gets its last lines.
-        self.pump.flush().await;
+        self.pump.flush();
     }
 }
 
