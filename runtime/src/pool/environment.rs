@@ -672,12 +672,12 @@ impl Env {
         }
     }
 
-    /// Queues one platform line behind whatever the runtime has written so far.
+    /// Writes one platform line after whatever the runtime has written so far.
     fn log(&self, line: String) {
         self.pump.platform(Box::new(move || vec![line]));
     }
 
-    /// Ends the invocation in flight with `outcome`, then queues its END and REPORT lines.
+    /// Ends the invocation in flight with `outcome`, then writes its END and REPORT lines.
     fn finish(&mut self, outcome: InvokeOutcome) {
         let Some(inflight) = self.inflight.take() else {
             return;
@@ -706,8 +706,7 @@ impl Env {
                 None
             }
         };
-        // Peak memory is read when REPORT is written (for a pipe, on the pump's task, off this
-        // path).
+        // Peak memory is read when REPORT is written: after the caller has its outcome.
         let control = Arc::clone(&self.control);
         let peak_mb = Arc::clone(&self.peak_mb);
         let init = self.init_duration.take();
