@@ -29,7 +29,8 @@ use crate::config::lambda_env::FUNCTION_VERSION;
 /// CloudWatch's largest log event; a longer line without a newline is cut here.
 const MAX_LINE_BYTES: usize = 256 * 1024;
 
-/// Where log lines go. Implementations must be cheap: they are called on the pump's task.
+/// Where log lines go. Implementations must be cheap: they are called on the pump's and the
+/// environment's tasks, with the environment's lines locked.
 pub trait LogSink: Send + Sync + fmt::Debug {
     /// One line, without its newline.
     fn line(&self, line: &[u8]);
