@@ -804,7 +804,13 @@ async fn with_no_config_the_bundled_examples_are_served_in_the_jail() {
     assert_eq!(body["message"], "hello from a shell runtime");
     assert_eq!(body["event"]["rawPath"], "/shell/hello");
     let r = server.invoke("shell", &[], r#"{"name":"world"}"#).await;
-    assert_eq!(json_of(&r)["event"], json!({"name": "world"}));
+    assert_eq!(
+        json_of(&r)["event"],
+        json!({"name": "world"}),
+        "{:?}\n{}",
+        r.body(),
+        server.logs()
+    );
     let (clean, logs) = server.stop();
     assert!(clean, "{logs}");
     assert!(logs.contains("examples/lamina.toml"), "{logs}");
