@@ -102,10 +102,6 @@ impl LogSink for MemorySink {
     }
 }
 
-/// Platform lines to write once the pipe has been drained. A closure, so that what is read
-/// for them (peak memory, for REPORT) is read when they are written.
-pub(crate) type PlatformLines = Box<dyn FnOnce() -> Vec<String> + Send>;
-
 /// An environment's log: platform lines in their places among the runtime's output.
 ///
 /// A runtime in a process of its own writes to a pipe, drained by a pump task when it has
@@ -215,51 +211,32 @@ impl LogSetup {
     }
 }
 
-/// What the environment writes into its log.
-enum PumpMsg {
-    Platform(PlatformLines),
-    /// From here on, lines are also kept for an invocation's log tail.
-    TailStart,
-    /// Stop keeping lines and hand over the last [`TAIL_BYTES`] of them.
-    TailEnd(TailFn),
-}
-
-/// Receives an invocation's log tail (`X-Amz-Log-Result`).
-pub(crate) type TailFn = Box<dyn FnOnce(bytes::Bytes) + Send>;
-
 /// How much of an invocation's log the Invoke API returns with `X-Amz-Log-Type: Tail`: 4 KB.
 pub const TAIL_BYTES: usize = 4 * 1024;
 
-impl fmt::Debug for PumpMsg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PumpMsg::Platform(_) => "Platform",
-            PumpMsg::TailStart => "TailStart",
-            PumpMsg::TailEnd(_) => "TailEnd",
-        })
-    }
-}
-
 impl LogPump {
     /// Writes platform lines: after everything the runtime has written so far.
-    pub(crate) fn platform(&self, lines: PlatformLines) {
-        self.send(PumpMsg::Platform(lines));
+    pub(crate) fn platform(&self, lines: &[&str]) {
+        let mut drained = self.drained();
+        for line in lines {
+            drained.tee.line(line.as_bytes());
+        }
     }
 
-    /// Starts keeping lines for an invocation's log tail.
+    /// From here on, lines are also kept for an invocation's log tail (what the runtime
+    /// wrote before is not).
     pub(crate) fn tail_start(&self) {
-        self.send(PumpMsg::TailStart);
+        self.drained().tee.tail = Some(Vec::new());
     }
 
-    /// Hands the lines kept since [`LogPump::tail_start`] to `to`, after everything the
-    /// runtime has written so far.
-    pub(crate) fn tail_end(&self, to: TailFn) {
-        self.send(PumpMsg::TailEnd(to));
-    }
-
-    fn send(&self, msg: PumpMsg) {
-        let mut lines = self.drained();
-        handle(msg, &mut lines.tee);
+    /// Stops keeping lines and returns the last [`TAIL_BYTES`] of those kept since
+    /// [`LogPump::tail_start`], up to everything the runtime has written so far.
+    pub(crate) fn tail_end(&self) -> bytes::Bytes {
+        let mut tail = self.drained().tee.tail.take().unwrap_or_default();
+        // Lambda returns the last 4 KB; whole lines are not promised.
+        let cut = tail.len().saturating_sub(TAIL_BYTES);
+        tail.drain(..cut);
+        bytes::Bytes::from(tail)
     }
 
     /// The lines, locked, with what the pipe holds now in them. A partial line stays
@@ -305,24 +282,6 @@ async fn pump(
         }
     }
     lock(&lines).finish();
-}
-
-fn handle(msg: PumpMsg, sink: &mut Tee) {
-    match msg {
-        PumpMsg::Platform(make) => {
-            for line in make() {
-                sink.line(line.as_bytes());
-            }
-        }
-        PumpMsg::TailStart => sink.tail = Some(Vec::new()),
-        PumpMsg::TailEnd(to) => {
-            let mut tail = sink.tail.take().unwrap_or_default();
-            // Lambda returns the last 4 KB; whole lines are not promised.
-            let cut = tail.len().saturating_sub(TAIL_BYTES);
-            tail.drain(..cut);
-            to(bytes::Bytes::from(tail));
-        }
-    }
 }
 
 /// The log's output: the sink, and the tail of the invocation that asked for one.

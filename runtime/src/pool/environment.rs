@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -150,7 +149,7 @@ async fn run(
             delivered_at: None,
         }),
         answered: VecDeque::new(),
-        peak_mb: Arc::new(AtomicU64::new(0)),
+        peak_mb: 0,
         exited: Some(exited),
         reset_tmp,
         pending_reset: None,
@@ -358,8 +357,8 @@ struct Env {
     /// Recently answered request ids: a second answer to one of them is a 403, an unknown
     /// id a 400, as on Lambda.
     answered: VecDeque<String>,
-    /// Peak memory seen so far, MB; updated where REPORT lines are written.
-    peak_mb: Arc<AtomicU64>,
+    /// Peak memory seen so far, MB; read for each REPORT.
+    peak_mb: u64,
     /// Resolves when the runtime process has been reaped; `None` once it has.
     exited: Option<oneshot::Receiver<ExitStatus>>,
     /// Asks the sandbox for a fresh `/tmp`, when the function has one per invocation.
@@ -570,7 +569,7 @@ impl Env {
             self.pump.tail_start();
         }
         inflight.delivered_at = Some(now);
-        self.log(start);
+        self.pump.platform(&[&start]);
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));
@@ -638,7 +637,8 @@ impl Env {
                 .as_ref()
                 .map(|i| i.invocation.request_id.clone());
             if let Some(request_id) = request_id {
-                self.log(logs::timeout_line(&request_id, self.spec.init_timeout));
+                self.pump
+                    .platform(&[&logs::timeout_line(&request_id, self.spec.init_timeout)]);
             }
             self.kill_and_reap().await;
             self.init_duration = Some(now - started);
@@ -653,7 +653,8 @@ impl Env {
         // Stop the runtime before anything else: when the caller hears of the timeout, the
         // function is no longer running.
         self.kill_and_reap().await;
-        self.log(logs::timeout_line(&request_id, self.spec.timeout));
+        self.pump
+            .platform(&[&logs::timeout_line(&request_id, self.spec.timeout)]);
         self.fail_inflight(Failure::Timeout(self.spec.timeout));
         Some(End::Destroy)
     }
@@ -672,11 +673,6 @@ impl Env {
         }
     }
 
-    /// Writes one platform line after whatever the runtime has written so far.
-    fn log(&self, line: String) {
-        self.pump.platform(Box::new(move || vec![line]));
-    }
-
     /// Ends the invocation in flight with `outcome`, then writes its END and REPORT lines.
     fn finish(&mut self, outcome: InvokeOutcome) {
         let Some(inflight) = self.inflight.take() else {
@@ -689,47 +685,38 @@ impl Env {
             if tail {
                 self.pump.tail_start();
             }
-            self.log(logs::start_line(&request_id));
+            self.pump.platform(&[&logs::start_line(&request_id)]);
         }
         let duration = inflight.delivered_at.map_or(Duration::ZERO, |t| now - t);
         let failure = match &outcome {
             InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
             _ => None,
         };
-        // With a log tail, the outcome waits until REPORT is written (and so in the tail).
-        let pending = match tail {
-            true => Some((inflight.invocation, outcome)),
-            false => {
-                inflight
-                    .invocation
-                    .finish_with_tail(outcome, duration, None);
-                None
-            }
+        // Without a log tail the caller has its outcome before END and REPORT are written
+        // (and the peak memory read for REPORT); with one, after, so they are in the tail.
+        let pending = if tail {
+            Some((inflight.invocation, outcome))
+        } else {
+            inflight
+                .invocation
+                .finish_with_tail(outcome, duration, None);
+            None
         };
-        // Peak memory is read when REPORT is written: after the caller has its outcome.
-        let control = Arc::clone(&self.control);
-        let peak_mb = Arc::clone(&self.peak_mb);
-        let init = self.init_duration.take();
-        let memory_mb = self.spec.memory_mb;
-        let id = request_id.clone();
-        self.pump.platform(Box::new(move || {
-            if let Some(bytes) = control.max_memory_bytes() {
-                peak_mb.fetch_max(bytes.div_ceil(1024 * 1024), Ordering::Relaxed);
-            }
-            let report = Report {
-                request_id: &id,
-                duration,
-                init,
-                memory_mb,
-                max_memory_mb: peak_mb.load(Ordering::Relaxed),
-                failure,
-            };
-            vec![logs::end_line(&id), report.line()]
-        }));
+        if let Some(bytes) = self.control.max_memory_bytes() {
+            self.peak_mb = self.peak_mb.max(bytes.div_ceil(1024 * 1024));
+        }
+        let report = Report {
+            request_id: &request_id,
+            duration,
+            init: self.init_duration.take(),
+            memory_mb: self.spec.memory_mb,
+            max_memory_mb: self.peak_mb,
+            failure,
+        };
+        self.pump
+            .platform(&[&logs::end_line(&request_id), &report.line()]);
         if let Some((invocation, outcome)) = pending {
-            self.pump.tail_end(Box::new(move |tail| {
-                invocation.finish_with_tail(outcome, duration, Some(tail));
-            }));
+            invocation.finish_with_tail(outcome, duration, Some(self.pump.tail_end()));
         }
         if self.answered.len() == ANSWERED_KEPT {
             self.answered.pop_front();

@@ -351,7 +351,7 @@ async fn load(
 }
 
 /// The invocation's own variables: the Runtime API's header names, upper-cased with `_`.
-fn invocation_env(event: &NextEvent) -> Vec<(String, String)> {
+fn invocation_env(event: &NextEvent) -> Vec<(&'static str, String)> {
     let mut vars = vec![
         ("LAMBDA_RUNTIME_AWS_REQUEST_ID", event.request_id.clone()),
         ("LAMBDA_RUNTIME_DEADLINE_MS", event.deadline_ms.to_string()),
@@ -368,7 +368,7 @@ fn invocation_env(event: &NextEvent) -> Vec<(String, String)> {
     if let Some(identity) = &event.cognito_identity {
         vars.push(("LAMBDA_RUNTIME_COGNITO_IDENTITY", identity.clone()));
     }
-    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    vars
 }
 
 /// What a run means for its invocation, as the call a native runtime would have made (or,

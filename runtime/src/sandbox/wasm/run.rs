@@ -43,7 +43,7 @@ pub struct Setup<'a> {
 /// What one invocation adds to its prepared run.
 pub struct Event<'a> {
     /// The invocation's own variables, after the environment's.
-    pub env: &'a [(String, String)],
+    pub env: &'a [(&'static str, String)],
     /// The event, on stdin.
     pub stdin: Bytes,
     /// The linear memory limit.
