@@ -8,6 +8,7 @@
 //! Modules are declared in reading order. ARCHITECTURE.md at the repository root is the map.
 
 /// The command line.
+mod body;
 pub mod cli;
 /// Functions as written by users, and their resolved immutable [`config::FunctionSpec`].
 pub mod config;

@@ -223,14 +223,18 @@ impl LogPump {
         }
     }
 
-    /// From here on, lines are also kept for an invocation's log tail (what the runtime
-    /// wrote before is not).
-    pub(crate) fn tail_start(&self) {
-        self.drained().tee.tail = Some(Vec::new());
+    /// Writes an invocation's `START` line; with `keep_tail`, from it on lines are also kept
+    /// for its log tail (what the runtime wrote before is not).
+    pub(crate) fn start(&self, line: &str, keep_tail: bool) {
+        let mut drained = self.drained();
+        if keep_tail {
+            drained.tee.tail = Some(Vec::new());
+        }
+        drained.tee.line(line.as_bytes());
     }
 
     /// Stops keeping lines and returns the last [`TAIL_BYTES`] of those kept since
-    /// [`LogPump::tail_start`], up to everything the runtime has written so far.
+    /// [`LogPump::start`], up to everything the runtime has written so far.
     pub(crate) fn tail_end(&self) -> bytes::Bytes {
         let mut tail = self.drained().tee.tail.take().unwrap_or_default();
         // Lambda returns the last 4 KB; whole lines are not promised.

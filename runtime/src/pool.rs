@@ -243,14 +243,9 @@ impl PoolTask {
                         self.place(next);
                     }
                 }
+                // An environment always says `Retiring` first (which freed its capacity).
                 PoolMsg::Gone(id) => {
                     self.retiring.remove(&id);
-                    self.idle.retain(|&(i, _)| i != id);
-                    if self.envs.remove(&id).is_some()
-                        && let Some(next) = self.queue.pop_front()
-                    {
-                        self.place(next);
-                    }
                 }
                 PoolMsg::Shutdown(done) => {
                     self.shutdown().await;

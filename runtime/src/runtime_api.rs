@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::body::{self, BodyError};
 use crate::error::MAX_PAYLOAD_BYTES;
 use wire::{ApiError, Body, NextEvent};
 
@@ -198,14 +198,14 @@ async fn handle(
                 })
                 .await
             }
-            Err(BodyError::TooLarge) => {
+            Err(BodyError::TooLarge(_)) => {
                 call(&calls, |reply| ApiCall::ResponseTooLarge {
                     request_id,
                     reply,
                 })
                 .await
             }
-            Err(BodyError::Truncated) => Err(ApiError::truncated()),
+            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
         }
         .map(|()| wire::accepted()),
         Route::Error(request_id) => match read_body(req).await {
@@ -218,8 +218,8 @@ async fn handle(
                 })
                 .await
             }
-            Err(BodyError::TooLarge) => Err(ApiError::too_large()),
-            Err(BodyError::Truncated) => Err(ApiError::truncated()),
+            Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
+            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
         }
         .map(|()| wire::accepted()),
         Route::InitError => match read_body(req).await {
@@ -231,8 +231,8 @@ async fn handle(
                 })
                 .await
             }
-            Err(BodyError::TooLarge) => Err(ApiError::too_large()),
-            Err(BodyError::Truncated) => Err(ApiError::truncated()),
+            Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
+            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
         }
         .map(|()| wire::accepted()),
     };
@@ -250,37 +250,13 @@ async fn call<T>(
     answer.await.map_err(|_| gone())?
 }
 
-enum BodyError {
-    TooLarge,
-    Truncated,
-}
-
 /// Past the payload limit a body is still read (and dropped) up to this much, so that the
 /// runtime, which writes its whole body before reading the answer, sees the 413 on a connection
 /// that stays open. Beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, BodyError> {
-    let mut body = req.into_body();
-    let mut kept = bytes::BytesMut::new();
-    let mut seen: usize = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyError::Truncated)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen = seen.saturating_add(data.len());
-        if seen <= MAX_PAYLOAD_BYTES {
-            kept.extend_from_slice(&data);
-        } else if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
-    if seen > MAX_PAYLOAD_BYTES {
-        Err(BodyError::TooLarge)
-    } else {
-        Ok(kept.freeze())
-    }
+    body::read_body(req.into_body(), MAX_PAYLOAD_BYTES, DRAIN_LIMIT).await
 }
 
 #[cfg(test)]

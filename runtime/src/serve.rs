@@ -22,10 +22,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::body::{self, BodyError};
 use crate::config::file::PayloadVersion;
 use crate::error::Failure;
 use crate::invoke::{InvokeOutcome, InvokeRequest};
@@ -117,51 +118,6 @@ impl ReplyBuilder {
     }
 }
 
-/// Why a request body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// Longer than allowed: this many bytes (or at least this many).
-    #[error("the request body is too large")]
-    TooLarge(usize),
-    /// The connection failed while reading it.
-    #[error("{0}")]
-    Broken(String),
-}
-
-/// Reads a whole body of at most `limit` bytes. A longer one is read on (and dropped) up to
-/// twice the limit, so that the client, still sending, gets its 413 rather than a reset
-/// connection; a body longer still is cut off there.
-pub async fn read_body(mut body: hyper::body::Incoming, limit: usize) -> Result<Bytes, BodyError> {
-    let mut kept = bytes::BytesMut::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Broken(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total += data.len();
-        if total <= limit {
-            kept.extend_from_slice(&data);
-        } else if total > limit.saturating_mul(2) {
-            return Err(BodyError::TooLarge(total));
-        }
-    }
-    if total > limit {
-        return Err(BodyError::TooLarge(total));
-    }
-    Ok(kept.freeze())
-}
-
-/// Whether `Content-Length` says the body is over `limit`, by so much that it will not be read
-/// at all (see [`read_body`]).
-pub(crate) fn declared_far_too_large(headers: &http::HeaderMap, limit: usize) -> Option<usize> {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > limit.saturating_mul(2))
-}
-
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down in order: no new
 /// connections, requests in flight finish, the event queue drains, environments stop.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
@@ -250,10 +206,12 @@ async fn front(
             ids,
         )
     };
-    if declared_far_too_large(&parts.headers, MAX_HTTP_REQUEST).is_some() {
+    // A body over the limit is read on to twice the limit, so the client gets its 413.
+    let drain_limit = MAX_HTTP_REQUEST * 2;
+    if body::declared_over(&parts.headers, drain_limit).is_some() {
         return too_large();
     }
-    let body = match read_body(body, MAX_HTTP_REQUEST).await {
+    let body = match body::read_body(body, MAX_HTTP_REQUEST, drain_limit).await {
         Ok(body) => body,
         Err(BodyError::TooLarge(_)) => return too_large(),
         Err(BodyError::Broken(e)) => {

@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::invoke::{NetworkKind, SandboxKind, native_sandbox, warn_unisolated, wasm_sandbox};
-use crate::config::FunctionSpec;
 use crate::config::file::{FILE_NAME, Manifest};
+use crate::config::{FunctionConfig, FunctionSpec};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
@@ -76,7 +76,7 @@ pub fn find_config(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// Runs `lamina serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let path = find_config(args.config.as_deref())?;
-    let manifest = Manifest::load(&path)?;
+    let mut manifest = Manifest::load(&path)?;
     if manifest.functions.is_empty() {
         bail!("{}: no [functions] to serve", path.display());
     }
@@ -87,24 +87,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Every function is resolved (archives extracted, layers composed) before anything
     // starts; every problem is reported.
     let file = path.display().to_string();
-    let entries: Vec<_> = manifest.functions.clone().into_iter().collect();
+    let entries = std::mem::take(&mut manifest.functions);
     let cache_dir = args.cache_dir.clone();
     let resolved = tokio::task::spawn_blocking(move || {
         entries
             .into_iter()
-            .map(|(name, mut entry)| {
-                entry.config.cache_dir = cache_dir.clone();
-                let spec = entry.config.clone().resolve();
-                (name, entry, spec)
+            .map(|(name, entry)| {
+                let config = FunctionConfig {
+                    cache_dir: cache_dir.clone(),
+                    ..entry.config
+                };
+                (name, entry.max_retry_attempts, config.resolve())
             })
             .collect::<Vec<_>>()
     })
     .await?;
     let mut problems = Vec::new();
     let mut specs = Vec::new();
-    for (name, entry, spec) in resolved {
+    for (name, max_retry_attempts, spec) in resolved {
         match spec {
-            Ok(spec) => specs.push((Arc::new(spec), entry.max_retry_attempts)),
+            Ok(spec) => specs.push((Arc::new(spec), max_retry_attempts)),
             Err(e) => problems.push(format!("{file}: functions.{name}: {e}")),
         }
     }

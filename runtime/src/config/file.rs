@@ -52,6 +52,17 @@ pub struct RouteConfig {
     pub payload: PayloadVersion,
 }
 
+impl RouteConfig {
+    /// API Gateway's route key: `$default`, or `METHOD /path`.
+    pub fn key(&self) -> String {
+        if self.path == "$default" {
+            "$default".to_owned()
+        } else {
+            format!("{} {}", self.method, self.path)
+        }
+    }
+}
+
 /// API Gateway's payload format versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadVersion {
@@ -481,11 +492,7 @@ impl Checker {
     fn no_route_twice(&mut self, routes: &[RouteConfig]) {
         let mut seen = std::collections::HashSet::new();
         for (i, route) in routes.iter().enumerate() {
-            let key = if route.path == "$default" {
-                "$default".to_owned()
-            } else {
-                format!("{} {}", route.method, route.path)
-            };
+            let key = route.key();
             if !seen.insert(key.clone()) {
                 self.problem(
                     &format!("routes[{i}]"),

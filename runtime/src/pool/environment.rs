@@ -564,12 +564,11 @@ impl Env {
             cognito_identity: invocation.request.cognito_identity.clone(),
             payload: invocation.request.payload.clone(),
         };
-        let start = logs::start_line(&invocation.request_id);
-        if invocation.request.log_tail {
-            self.pump.tail_start();
-        }
         inflight.delivered_at = Some(now);
-        self.pump.platform(&[&start]);
+        self.pump.start(
+            &logs::start_line(&invocation.request_id),
+            invocation.request.log_tail,
+        );
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));
@@ -682,10 +681,7 @@ impl Env {
         let request_id = inflight.invocation.request_id.clone();
         let tail = inflight.invocation.request.log_tail;
         if inflight.delivered_at.is_none() {
-            if tail {
-                self.pump.tail_start();
-            }
-            self.pump.platform(&[&logs::start_line(&request_id)]);
+            self.pump.start(&logs::start_line(&request_id), tail);
         }
         let duration = inflight.delivered_at.map_or(Duration::ZERO, |t| now - t);
         let failure = match &outcome {

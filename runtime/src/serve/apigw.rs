@@ -48,8 +48,15 @@ pub struct HttpRequest<'a> {
 
 /// The event for `request` on the matched route, as JSON.
 pub fn event(request: &HttpRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
+    // The body (up to 10 MB, base64 or text) is moved into the JSON, not copied by to_value.
+    let body;
     let value = match matched.route.payload {
-        PayloadVersion::V2 => serde_json::to_value(event_v2(request, matched)).map(|mut v| {
+        PayloadVersion::V2 => {
+            let mut event = event_v2(request, matched);
+            body = event.body.take();
+            serde_json::to_value(event)
+        }
+        .map(|mut v| {
             // The type also serves custom authorizer payloads; API Gateway's 2.0 events have
             // none of these fields, and omit empty maps.
             if let Some(o) = v.as_object_mut() {
@@ -73,7 +80,12 @@ pub fn event(request: &HttpRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
             }
             v
         }),
-        PayloadVersion::V1 => serde_json::to_value(event_v1(request, matched)).map(|mut v| {
+        PayloadVersion::V1 => {
+            let mut event = event_v1(request, matched);
+            body = event.body.take();
+            serde_json::to_value(event)
+        }
+        .map(|mut v| {
             // REST APIs send null, not an empty map, for what the request does not have.
             if let Some(o) = v.as_object_mut() {
                 for (_, m) in o.iter_mut() {
@@ -87,6 +99,12 @@ pub fn event(request: &HttpRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
     };
     // The types hold only strings, maps and numbers made from valid UTF-8 above.
     value
+        .map(|mut v| {
+            if let (Some(body), Some(o)) = (body, v.as_object_mut()) {
+                o.insert("body".to_owned(), serde_json::Value::String(body));
+            }
+            v
+        })
         .and_then(|v| serde_json::to_vec(&v))
         .unwrap_or_else(|_| b"{}".to_vec())
 }

@@ -188,20 +188,25 @@ impl Owner {
 
     /// Counts off a finished attempt of `event`'s function; its queue, for what comes next.
     fn attempt_ended(&mut self, event: &AsyncEvent) -> &mut Waiting {
-        let w = self
-            .waiting
-            .entry(event.function.name().to_owned())
-            .or_default();
+        let w = self.waiting_for(event.function.name());
         w.running = w.running.saturating_sub(1);
         w
     }
 
     fn push_back(&mut self, event: AsyncEvent) {
-        self.waiting
-            .entry(event.function.name().to_owned())
-            .or_default()
+        self.waiting_for(event.function.name())
             .events
             .push_back(event);
+    }
+
+    /// The function's queue; its name is copied only the first time.
+    fn waiting_for(&mut self, function: &str) -> &mut Waiting {
+        if !self.waiting.contains_key(function) {
+            self.waiting.insert(function.to_owned(), Waiting::default());
+        }
+        self.waiting
+            .get_mut(function)
+            .unwrap_or_else(|| unreachable!())
     }
 
     fn next_wake(&self) -> Option<Instant> {

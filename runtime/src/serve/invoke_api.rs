@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::event_queue::AsyncEvent;
 use super::{App, Reply, reply};
+use crate::body::{self, BodyError};
 use crate::config::ACCOUNT_ID;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::invoke::{InvokeRequest, Throttled};
@@ -289,17 +290,21 @@ async fn read_payload(
             ),
         )
     };
-    if let Some(n) = super::declared_far_too_large(headers, limit) {
+    // A body over the limit is read on to twice the limit, so the client gets its 413.
+    let drain_limit = limit.saturating_mul(2);
+    if let Some(n) = body::declared_over(headers, drain_limit) {
         return Err(too_large(n));
     }
-    let bytes = super::read_body(body, limit).await.map_err(|e| match e {
-        super::BodyError::TooLarge(n) => too_large(n),
-        super::BodyError::Broken(e) => ServiceError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContentException",
-            format!("reading the request body: {e}"),
-        ),
-    })?;
+    let bytes = body::read_body(body, limit, drain_limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(n) => too_large(n),
+            BodyError::Broken(e) => ServiceError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContentException",
+                format!("reading the request body: {e}"),
+            ),
+        })?;
     Ok(bytes)
 }
 

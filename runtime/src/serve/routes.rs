@@ -52,11 +52,7 @@ impl RouteTable {
             .map(|r| {
                 let default = r.path == "$default";
                 Route {
-                    key: if default {
-                        "$default".to_owned()
-                    } else {
-                        format!("{} {}", r.method, r.path)
-                    },
+                    key: r.key(),
                     path: r.path.clone(),
                     method: (r.method != "ANY").then(|| r.method.clone()),
                     segments: (!default).then(|| parse(&r.path)),
@@ -75,7 +71,8 @@ impl RouteTable {
 
     /// The most specific route for `method` and `path` (the raw path, before decoding).
     pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
-        let request: Vec<&str> = split(path);
+        // Decoded once, not per route: `/` is never part of an escape, so segments stay apart.
+        let request: Vec<String> = split(path).into_iter().map(decode).collect();
         let mut best: Option<(Vec<u8>, Matched<'_>)> = None;
         for route in &self.routes {
             if route.method.as_deref().is_some_and(|m| m != method) {
@@ -133,20 +130,20 @@ type Params = Vec<(String, String)>;
 
 /// The rank (one number per route segment: 2 literal, 1 parameter, 0 greedy) and the
 /// parameters, when the route matches.
-fn match_segments(route: &[Segment], request: &[&str]) -> Option<(Vec<u8>, Params)> {
+fn match_segments(route: &[Segment], request: &[String]) -> Option<(Vec<u8>, Params)> {
     let mut rank = Vec::with_capacity(route.len() + 1);
     let mut params = Vec::new();
     for (i, segment) in route.iter().enumerate() {
         match segment {
             Segment::Literal(lit) => {
-                if request.get(i).is_none_or(|s| decode(s) != *lit) {
+                if request.get(i).is_none_or(|s| s != lit) {
                     return None;
                 }
                 rank.push(2);
             }
             Segment::Param(name) => {
                 let value = request.get(i).filter(|s| !s.is_empty())?;
-                params.push((name.clone(), decode(value)));
+                params.push((name.clone(), value.clone()));
                 rank.push(1);
             }
             Segment::Greedy(name) => {
@@ -154,7 +151,7 @@ fn match_segments(route: &[Segment], request: &[&str]) -> Option<(Vec<u8>, Param
                 if request.len() <= i {
                     return None;
                 }
-                params.push((name.clone(), decode(&request[i..].join("/"))));
+                params.push((name.clone(), request[i..].join("/")));
                 rank.push(0);
                 return Some((rank, params));
             }
