@@ -28,9 +28,8 @@ use crate::pool::sleep_until;
 pub struct AsyncEvent {
     /// The function.
     pub function: Arc<Function>,
-    /// The request id returned with 202; every attempt runs under it, as on Lambda.
-    pub request_id: String,
-    /// The event and its context.
+    /// The event and its context, with the request id returned with 202: every attempt runs
+    /// under it, as on Lambda.
     pub request: InvokeRequest,
     /// Attempts made so far.
     attempts: u32,
@@ -38,13 +37,18 @@ pub struct AsyncEvent {
 
 impl AsyncEvent {
     /// A new event, not yet attempted.
-    pub fn new(function: Arc<Function>, request_id: String, request: InvokeRequest) -> Self {
+    pub fn new(function: Arc<Function>, request_id: String, mut request: InvokeRequest) -> Self {
+        request.request_id = Some(request_id);
         AsyncEvent {
             function,
-            request_id,
             request,
             attempts: 0,
         }
+    }
+
+    /// The request id returned with 202.
+    pub fn request_id(&self) -> &str {
+        self.request.request_id.as_deref().unwrap_or_default()
     }
 }
 
@@ -258,7 +262,7 @@ impl Owner {
         if retries_left && !stopping {
             // Lambda waits a minute, then two; `retry_delay`, then twice it.
             let wait = self.retry_delay * event.attempts;
-            tracing::info!(request_id = %event.request_id, function = event.function.name(), attempt = event.attempts, "asynchronous invocation failed; retrying in {wait:?}");
+            tracing::info!(request_id = %event.request_id(), function = event.function.name(), attempt = event.attempts, "asynchronous invocation failed; retrying in {wait:?}");
             self.delayed.push((Instant::now() + wait, event));
             return;
         }
@@ -287,14 +291,14 @@ impl Owner {
         });
         match written {
             Ok(()) => tracing::warn!(
-                request_id = %event.request_id,
+                request_id = %event.request_id(),
                 function = event.function.name(),
                 condition,
                 "asynchronous invocation written to {}",
                 path.display()
             ),
             Err(e) => tracing::error!(
-                request_id = %event.request_id,
+                request_id = %event.request_id(),
                 "cannot write the dead letter {}: {e}; the record: {record}",
                 path.display()
             ),
@@ -303,9 +307,7 @@ impl Owner {
 }
 
 async fn attempt(event: AsyncEvent, tx: mpsc::UnboundedSender<Msg>) {
-    let mut request = event.request.clone();
-    request.request_id = Some(event.request_id.clone());
-    let msg = match event.function.pool.try_invoke(request).await {
+    let msg = match event.function.pool.try_invoke(event.request.clone()).await {
         Ok(completed) => Msg::Done(event, completed),
         Err(Throttled) => Msg::Throttled(event),
     };
@@ -326,7 +328,7 @@ fn dead_letter_record(
         "version": "1.0",
         "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         "requestContext": {
-            "requestId": event.request_id,
+            "requestId": event.request_id(),
             "functionArn": format!("{}:{FUNCTION_VERSION}", event.function.pool.spec().arn),
             "condition": condition,
             "approximateInvokeCount": event.attempts,
