@@ -113,6 +113,18 @@ pub struct FunctionSpec {
 /// local tools use.
 pub const ACCOUNT_ID: &str = "000000000000";
 
+/// The region of a function that names none.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// A function's ARN, `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`: the one
+/// place lamina spells one.
+pub fn function_arn(region: &str, name: &str, qualifier: Option<&str>) -> String {
+    match qualifier {
+        Some(q) => format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}:{q}"),
+        None => format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),
+    }
+}
+
 /// A function configuration that cannot be used. Each names the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -207,7 +219,7 @@ impl FunctionConfig {
         let region = self
             .region
             .clone()
-            .unwrap_or_else(|| "us-east-1".to_owned());
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned());
         if region.is_empty()
             || !region
                 .chars()
@@ -294,10 +306,7 @@ impl FunctionConfig {
             _ => None,
         };
         Ok(FunctionSpec {
-            arn: format!(
-                "arn:aws:lambda:{}:{ACCOUNT_ID}:function:{name}",
-                checked.region
-            ),
+            arn: function_arn(&checked.region, &name, None),
             name,
             code_dir,
             opt,

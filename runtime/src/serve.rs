@@ -73,12 +73,19 @@ impl App {
         }
     }
 
-    /// The region in the ARNs of service errors.
+    /// The region in the ARN of a function that does not exist: the one every function
+    /// names, or lamina's default when they differ (or there are none).
     fn region(&self) -> &str {
-        self.functions
+        let mut regions = self
+            .functions
             .values()
-            .next()
-            .map_or("us-east-1", |f| f.pool.spec().region.as_str())
+            .map(|f| f.pool.spec().region.as_str());
+        let first = regions.next().unwrap_or(crate::config::DEFAULT_REGION);
+        if regions.all(|r| r == first) {
+            first
+        } else {
+            crate::config::DEFAULT_REGION
+        }
     }
 }
 

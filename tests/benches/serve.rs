@@ -8,6 +8,8 @@
 //! each POSTing a 1 KB JSON event to `/2015-03-31/functions/NAME/invocations`. The function is
 //! `examples/echo` (the SDK's echo), built natively (a Rust bootstrap in the native jail) and
 //! for wasm32-wasip1 (in wasmtime, a fresh instance per invocation), `concurrency = 8`.
+//! For the host's own cost, `wasm-std` is the tests' std-only echo (no SDK, no serde, no tokio
+//! in the guest), run only when named in `BENCH_CASES`.
 //! Each run is warmed up first so that every environment has started; wrk's requests per second
 //! and its p50/p99 latency are printed, and any non-200 answer fails the run. First, for scale,
 //! the same load against a bare hyper server in this process that answers 1 KB at once: the
@@ -15,7 +17,8 @@
 //! client → lamina and the bootstrap's `/next` … `/response`).
 //!
 //! `BENCH_SECONDS` sets each run's length (default 10); `BENCH_CASES=wasm:8,native:1` makes
-//! only the runs named (function:connections); `BENCH_BARE=0` skips the bare hyper runs.
+//! only the runs named (function:connections); `BENCH_BARE=0` skips the bare hyper runs;
+//! `BENCH_WASM_MODULE=path.wasm` runs that module as `wasm` (to compare two builds of a guest).
 
 #[path = "../shared.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
@@ -138,7 +141,12 @@ fn main() {
         .unwrap_or(10);
     shared::place_bootstrap();
     let native = shared::build_example("echo", None);
-    let module = shared::build_example("echo", Some("wasm32-wasip1"));
+    let module = std::env::var_os("BENCH_WASM_MODULE").map_or_else(
+        || shared::build_example("echo", Some("wasm32-wasip1")),
+        std::path::PathBuf::from,
+    );
+    // The tests' std-only echo (no SDK): what the host costs with the least guest.
+    let std_module = shared::wasm_guest("wasm32-wasip1");
     let native_dir = tempfile::tempdir().unwrap();
     std::fs::copy(&native, native_dir.path().join("bootstrap")).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -177,7 +185,8 @@ fn main() {
             Arc::new(WasmSandbox::new(&shared::target_dir().join("bench-cache")).expect("wasm"));
         let functions: HashMap<_, _> = [
             function("native", native_dir.path(), jail),
-            function("wasm", &module, wasm),
+            function("wasm", &module, Arc::clone(&wasm)),
+            function("wasm-std", &std_module, wasm),
         ]
         .into_iter()
         .collect();

@@ -326,15 +326,21 @@ print(json.dumps(out))
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_api_service_errors_have_lambdas_status_and_type() {
     let probe = function_with(&program("probe"));
-    let config = probe_function("probe", probe.path(), "timeout = 1");
+    let config = probe_function("probe", probe.path(), "timeout = 1\nregion = \"eu-west-1\"");
     let server = Server::start(&config, &["--sandbox", "process"]);
     let kind = |r: &http::Response<Bytes>| header(r, "x-amzn-ErrorType").map(str::to_owned);
+    let text = |r: &http::Response<Bytes>| String::from_utf8_lossy(r.body()).into_owned();
 
     let r = server.invoke("missing", &[], "{}").await;
     assert_eq!(r.status(), 404);
     assert_eq!(kind(&r).as_deref(), Some("ResourceNotFoundException"));
+    // The region every configured function is in.
+    let missing = "arn:aws:lambda:eu-west-1:000000000000:function:missing";
+    assert!(text(&r).contains(missing), "{}", text(&r));
     let r = server.invoke("probe:prod", &[], "{}").await;
     assert_eq!(r.status(), 404, "only $LATEST exists");
+    let prod = "arn:aws:lambda:eu-west-1:000000000000:function:probe:prod";
+    assert!(text(&r).contains(prod), "{}", text(&r));
     let r = server
         .invoke("probe:%24LATEST", &[], r#"{"action":"echo"}"#)
         .await;

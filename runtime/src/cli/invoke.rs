@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
-use crate::config::{FunctionConfig, Progress};
+use crate::config::{FunctionConfig, FunctionSpec, Progress};
 use crate::error::MAX_PAYLOAD_BYTES;
 use crate::invoke::InvokeRequest;
 use crate::logs::StderrSink;
@@ -113,17 +113,10 @@ pub enum SandboxKind {
 /// Runs `lamina invoke`.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let payload = read_payload(&args)?;
-    // The native backend is checked (and a jail built) first, while the function's archives
-    // are extracted; a lone `.wasm` needs none of it. Its failure is reported only once the
-    // function turns out to be native.
     let configured = configured(&args)?;
     let code = configured
         .as_ref()
         .map_or(args.function.clone(), |c| c.code.clone());
-    let lone_module = code
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
-    let native = (!lone_module).then(|| native_sandbox(args.sandbox, args.network));
     let cache_root = args
         .cache_dir
         .clone()
@@ -156,15 +149,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     };
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
-    let sandbox: Arc<dyn Sandbox> = match bootstrap_kind(&spec) {
-        BootstrapKind::Wasm => wasm_sandbox(&cache_root)?,
-        BootstrapKind::Native => {
-            if args.sandbox == SandboxKind::Process {
-                warn_unisolated();
-            }
-            native.unwrap_or_else(|| native_sandbox(args.sandbox, args.network))?
-        }
-    };
+    let sandbox =
+        Sandboxes::for_functions([spec.as_ref()], args.sandbox, args.network, &cache_root)?
+            .for_spec(&spec);
     let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));
     let invocations = async {
         let mut failed = false;
@@ -224,8 +211,55 @@ fn configured(args: &InvokeArgs) -> anyhow::Result<Option<FunctionConfig>> {
     }
 }
 
+/// One backend of each kind some functions need (the native one of the kind chosen), shared
+/// by all of them: `lamina invoke` and `lamina serve` choose alike.
+pub(crate) struct Sandboxes {
+    native: Option<Arc<dyn Sandbox>>,
+    wasm: Option<Arc<dyn Sandbox>>,
+}
+
+impl Sandboxes {
+    /// Checks that this host can run each kind of bootstrap among `specs`, and sets that
+    /// kind's backend up; a kind no function needs is neither checked nor set up.
+    pub(crate) fn for_functions<'a>(
+        specs: impl IntoIterator<Item = &'a FunctionSpec>,
+        native: SandboxKind,
+        network: NetworkKind,
+        cache_root: &Path,
+    ) -> anyhow::Result<Self> {
+        let kinds: Vec<BootstrapKind> = specs.into_iter().map(bootstrap_kind).collect();
+        let native = match kinds.contains(&BootstrapKind::Native) {
+            true => {
+                if native == SandboxKind::Process {
+                    warn_unisolated();
+                }
+                Some(native_sandbox(native, network)?)
+            }
+            false => None,
+        };
+        let wasm = match kinds.contains(&BootstrapKind::Wasm) {
+            true => Some(wasm_sandbox(cache_root)?),
+            false => None,
+        };
+        Ok(Sandboxes { native, wasm })
+    }
+
+    /// The backend for `spec`, one of those [`Sandboxes::for_functions`] was given.
+    pub(crate) fn for_spec(&self, spec: &FunctionSpec) -> Arc<dyn Sandbox> {
+        let chosen = match bootstrap_kind(spec) {
+            BootstrapKind::Native => &self.native,
+            BootstrapKind::Wasm => &self.wasm,
+        };
+        Arc::clone(
+            chosen
+                .as_ref()
+                .expect("made for every kind the functions need"),
+        )
+    }
+}
+
 /// Said wherever native functions are about to run under `--sandbox process`.
-pub fn warn_unisolated() {
+fn warn_unisolated() {
     eprintln!(
         "WARNING: --sandbox process: functions run as plain child processes with your user's \
          rights and no isolation. Use it for development only, with code you trust."
@@ -233,7 +267,7 @@ pub fn warn_unisolated() {
 }
 
 /// The WASM backend, its compiled code cached under `cache_root`.
-pub fn wasm_sandbox(cache_root: &Path) -> anyhow::Result<Arc<dyn Sandbox>> {
+fn wasm_sandbox(cache_root: &Path) -> anyhow::Result<Arc<dyn Sandbox>> {
     Ok(Arc::new(
         WasmSandbox::new(cache_root).context("the WASM backend cannot run on this host")?,
     ))

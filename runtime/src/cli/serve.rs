@@ -12,12 +12,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::invoke::{NetworkKind, SandboxKind, native_sandbox, warn_unisolated, wasm_sandbox};
+use super::invoke::{NetworkKind, SandboxKind, Sandboxes};
+use crate::config::FunctionConfig;
 use crate::config::file::{FILE_NAME, Manifest};
-use crate::config::{FunctionConfig, FunctionSpec};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
-use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
 use crate::serve::event_queue::EventQueue;
 use crate::serve::routes::RouteTable;
 use crate::serve::{App, Function};
@@ -113,8 +112,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
-    let sandboxes =
-        Sandboxes::for_functions(specs.iter().map(|(s, _)| s.as_ref()), &args, &cache_root)?;
+    let sandboxes = Sandboxes::for_functions(
+        specs.iter().map(|(s, _)| s.as_ref()),
+        args.sandbox,
+        args.network,
+        &cache_root,
+    )?;
     let mut functions = HashMap::new();
     for (spec, max_retry_attempts) in specs {
         let sandbox = sandboxes.for_spec(&spec);
@@ -196,47 +199,5 @@ fn default_state_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".local/state/lamina"),
         None => std::env::temp_dir().join("lamina-state"),
-    }
-}
-
-/// One backend of each kind the functions need, shared by all of them.
-struct Sandboxes {
-    native: Option<Arc<dyn Sandbox>>,
-    wasm: Option<Arc<dyn Sandbox>>,
-}
-
-impl Sandboxes {
-    fn for_functions<'a>(
-        specs: impl Iterator<Item = &'a FunctionSpec>,
-        args: &ServeArgs,
-        cache_root: &Path,
-    ) -> anyhow::Result<Self> {
-        let kinds: Vec<BootstrapKind> = specs.map(bootstrap_kind).collect();
-        let native = match kinds.contains(&BootstrapKind::Native) {
-            true => {
-                if args.sandbox == SandboxKind::Process {
-                    warn_unisolated();
-                }
-                Some(native_sandbox(args.sandbox, args.network)?)
-            }
-            false => None,
-        };
-        let wasm = match kinds.contains(&BootstrapKind::Wasm) {
-            true => Some(wasm_sandbox(cache_root)?),
-            false => None,
-        };
-        Ok(Sandboxes { native, wasm })
-    }
-
-    fn for_spec(&self, spec: &FunctionSpec) -> Arc<dyn Sandbox> {
-        let chosen = match bootstrap_kind(spec) {
-            BootstrapKind::Native => &self.native,
-            BootstrapKind::Wasm => &self.wasm,
-        };
-        Arc::clone(
-            chosen
-                .as_ref()
-                .expect("made for every kind the functions need"),
-        )
     }
 }

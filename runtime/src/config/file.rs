@@ -218,7 +218,18 @@ impl Checker {
         self.problem(key, format!("expected {expected}, found {}", kind(found)));
     }
 
-    fn unknown_keys(&mut self, at: &str, table: &toml::Table, known: &[&str]) {
+    /// `value` as a table whose keys are among `known`: one problem for a value that is not a
+    /// table (then None), one per unknown key (the table is still checked).
+    fn table<'v>(
+        &mut self,
+        at: &str,
+        value: &'v toml::Value,
+        known: &[&str],
+    ) -> Option<&'v toml::Table> {
+        let Some(table) = value.as_table() else {
+            self.wrong(at, "a table", value);
+            return None;
+        };
         for key in table.keys() {
             if !known.contains(&key.as_str()) {
                 self.problem(
@@ -227,6 +238,7 @@ impl Checker {
                 );
             }
         }
+        Some(table)
     }
 
     fn string(&mut self, at: &str, value: &toml::Value) -> Option<String> {
@@ -267,11 +279,7 @@ impl Checker {
 
     fn function(&mut self, name: &str, value: &toml::Value) -> Option<FunctionEntry> {
         let at = format!("functions.{name}");
-        let Some(t) = value.as_table() else {
-            self.wrong(&at, "a table", value);
-            return None;
-        };
-        self.unknown_keys(&at, t, FUNCTION_KEYS);
+        let t = self.table(&at, value, FUNCTION_KEYS)?;
         let before = self.problems.len();
         let key = |k: &str| format!("{at}.{k}");
         let code = match t.get("code") {
@@ -376,11 +384,7 @@ impl Checker {
         declared: &[String],
     ) -> Option<RouteConfig> {
         let at = format!("routes[{index}]");
-        let Some(t) = value.as_table() else {
-            self.wrong(&at, "a table", value);
-            return None;
-        };
-        self.unknown_keys(&at, t, ROUTE_KEYS);
+        let t = self.table(&at, value, ROUTE_KEYS)?;
         let before = self.problems.len();
         let key = |k: &str| format!("{at}.{k}");
         let mut required = |k: &str| match t.get(k) {
@@ -447,11 +451,9 @@ impl Checker {
 
     fn serve(&mut self, value: &toml::Value) -> ServeSettings {
         let mut settings = ServeSettings::default();
-        let Some(t) = value.as_table() else {
-            self.wrong("serve", "a table", value);
+        let Some(t) = self.table("serve", value, SERVE_KEYS) else {
             return settings;
         };
-        self.unknown_keys("serve", t, SERVE_KEYS);
         if let Some(v) = t.get("listen")
             && let Some(s) = self.string("serve.listen", v)
         {

@@ -15,7 +15,7 @@ use http::{HeaderMap, StatusCode};
 use super::event_queue::AsyncEvent;
 use super::{App, Reply, reply};
 use crate::body::{self, BodyError};
-use crate::config::ACCOUNT_ID;
+use crate::config::function_arn;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::invoke::{InvokeRequest, Throttled};
 
@@ -135,19 +135,14 @@ async fn invoke(
             qualifier = Some(super::routes::decode(q));
         }
     }
-    let arn = |q: Option<&str>| {
-        let region = app.region();
-        match q {
-            Some(q) => format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}:{q}"),
-            None => format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),
-        }
-    };
     let Some(function) = app.functions.get(&name) else {
-        return Err(ServiceError::not_found(&arn(qualifier.as_deref())));
+        let arn = function_arn(app.region(), &name, qualifier.as_deref());
+        return Err(ServiceError::not_found(&arn));
     };
     // lamina has no published versions or aliases: only $LATEST exists.
     if let Some(q) = qualifier.as_deref().filter(|q| *q != FUNCTION_VERSION) {
-        return Err(ServiceError::not_found(&arn(Some(q))));
+        let arn = function_arn(&function.pool.spec().region, &name, Some(q));
+        return Err(ServiceError::not_found(&arn));
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let kind = match header("x-amz-invocation-type") {
