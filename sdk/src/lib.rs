@@ -39,6 +39,10 @@
 //!
 //! Build it as `cargo build --release` (name the executable `bootstrap` in the function's
 //! package) or `cargo build --release --target wasm32-wasip1` (the `.wasm` is the function).
+//! For WASM, link with more initial memory than Rust declares
+//! (`-C link-arg=--initial-memory=4194304` in the project's `.cargo/config.toml`): every
+//! invocation is a fresh instance, and one that must grow its memory pays for it each time
+//! (docs/wasm-guest-abi.md, "Performance").
 //!
 //! # What each build does
 //!
