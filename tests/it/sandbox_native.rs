@@ -307,6 +307,14 @@ async fn tmp_is_fresh_for_every_invocation_unless_asked_to_persist() {
         second["tmp_before"], "",
         "the previous invocation's file is gone: {second}"
     );
+    // The reset happens between the answer and its acknowledgement: what the runtime writes
+    // after its answer was accepted is its own, not swept away while it waits for the next
+    // event (it was, racily, when the reset overlapped the runtime's return to /next).
+    for _ in 0..3 {
+        jailed.invoke_json(r#"{"action":"tmp-after-answer"}"#).await;
+        let (_, next) = jailed.invoke_json(r#"{"action":"jail"}"#).await;
+        assert_eq!(next["tmp_before"], "after-answer", "{next}");
+    }
     jailed.finish().await;
     let persistent = Harness::jailed(function_with(&program("probe")), |c| {
         c.tmp_per_environment = true

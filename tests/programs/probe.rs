@@ -264,6 +264,13 @@ fn main() {
             "jail" => {
                 respond(&mut api, jail_report().as_bytes());
             }
+            "tmp-after-answer" => {
+                // A file in /tmp while answering, and another as soon as the answer is
+                // accepted, as a shell runtime's `curl -D /tmp/…` for the next event does.
+                let _ = std::fs::write("/tmp/during", b"x");
+                respond(&mut api, b"{}");
+                let _ = std::fs::write("/tmp/after-answer", b"x");
+            }
             "replay" => {
                 let again = api.call(
                     "POST",

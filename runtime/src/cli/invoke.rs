@@ -117,6 +117,13 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let code = configured
         .as_ref()
         .map_or(args.function.clone(), |c| c.code.clone());
+    // The native backend is made (and its first jail started) before the function's archives
+    // are extracted, so that the two overlap; a lone `.wasm` needs none of it. Its failure is
+    // reported only if the function turns out to be native.
+    let lone_module = code
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
+    let native_ahead = (!lone_module).then(|| native_sandbox(args.sandbox, args.network));
     let cache_root = args
         .cache_dir
         .clone()
@@ -149,9 +156,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     };
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
-    let sandbox =
-        Sandboxes::for_functions([spec.as_ref()], args.sandbox, args.network, &cache_root)?
-            .for_spec(&spec);
+    let native = || native_ahead.unwrap_or_else(|| native_sandbox(args.sandbox, args.network));
+    let sandbox = Sandboxes::for_functions([spec.as_ref()], args.sandbox, native, &cache_root)?
+        .for_spec(&spec);
     let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));
     let invocations = async {
         let mut failed = false;
@@ -220,11 +227,12 @@ pub(crate) struct Sandboxes {
 
 impl Sandboxes {
     /// Checks that this host can run each kind of bootstrap among `specs`, and sets that
-    /// kind's backend up; a kind no function needs is neither checked nor set up.
+    /// kind's backend up (the native one of kind `native`, from `make_native`: normally
+    /// [`native_sandbox`]); a kind no function needs is neither checked nor set up.
     pub(crate) fn for_functions<'a>(
         specs: impl IntoIterator<Item = &'a FunctionSpec>,
         native: SandboxKind,
-        network: NetworkKind,
+        make_native: impl FnOnce() -> anyhow::Result<Arc<dyn Sandbox>>,
         cache_root: &Path,
     ) -> anyhow::Result<Self> {
         let kinds: Vec<BootstrapKind> = specs.into_iter().map(bootstrap_kind).collect();
@@ -233,7 +241,7 @@ impl Sandboxes {
                 if native == SandboxKind::Process {
                     warn_unisolated();
                 }
-                Some(native_sandbox(native, network)?)
+                Some(make_native()?)
             }
             false => None,
         };

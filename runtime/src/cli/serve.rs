@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::invoke::{NetworkKind, SandboxKind, Sandboxes};
+use super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
 use crate::config::FunctionConfig;
 use crate::config::file::{FILE_NAME, Manifest};
 use crate::logs::NamedStderrSink;
@@ -115,7 +115,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let sandboxes = Sandboxes::for_functions(
         specs.iter().map(|(s, _)| s.as_ref()),
         args.sandbox,
-        args.network,
+        || native_sandbox(args.sandbox, args.network),
         &cache_root,
     )?;
     let mut functions = HashMap::new();

@@ -152,7 +152,6 @@ async fn run(
         peak_mb: 0,
         exited: Some(exited),
         reset_tmp,
-        pending_reset: None,
         retiring: false,
     };
     // Set once shut down while the runtime, having answered, is still on its way back to
@@ -363,8 +362,6 @@ struct Env {
     exited: Option<oneshot::Receiver<ExitStatus>>,
     /// Asks the sandbox for a fresh `/tmp`, when the function has one per invocation.
     reset_tmp: Option<crate::sandbox::ResetTmp>,
-    /// The answer to the last reset request, awaited before the next event goes out.
-    pending_reset: Option<oneshot::Receiver<std::io::Result<()>>>,
     /// Whether the pool has been told this environment is ending.
     retiring: bool,
 }
@@ -398,33 +395,9 @@ impl Env {
             delivered_at: None,
         });
         if let Some(reply) = self.parked.take() {
-            if !self.tmp_ready().await {
-                return Some(End::Destroy);
-            }
             self.deliver(reply).await;
         }
         None
-    }
-
-    /// Waits for the fresh `/tmp` requested after the previous invocation (it was made while
-    /// the runtime came back for its next event). If it could not be made, the invocation in
-    /// flight fails and the environment must end: a used `/tmp` is never handed on.
-    async fn tmp_ready(&mut self) -> bool {
-        let Some(pending) = self.pending_reset.take() else {
-            return true;
-        };
-        if matches!(
-            tokio::time::timeout(RESET_LIMIT, pending).await,
-            Ok(Ok(Ok(())))
-        ) {
-            return true;
-        }
-        tracing::warn!(
-            env = self.id,
-            "resetting /tmp failed; the environment is discarded"
-        );
-        self.fail_inflight(Failure::Sandbox("could not make a fresh /tmp".into()));
-        false
     }
 
     /// Handles one Runtime API call. Returns how the environment ends, if it does.
@@ -531,9 +504,6 @@ impl Env {
             }
         }
         if self.inflight.is_some() {
-            if !self.tmp_ready().await {
-                return Some(End::Destroy);
-            }
             self.deliver(reply).await;
         } else {
             self.parked = Some(reply);
@@ -576,8 +546,8 @@ impl Env {
 
     /// Checks that `request_id` is the invocation in flight, then ends it with `outcome` and
     /// answers the runtime with `api_answer`; otherwise answers with the error and changes
-    /// nothing. A fresh `/tmp` is requested for the next invocation (when the function has one
-    /// per invocation); see [`Env::tmp_ready`].
+    /// nothing. When the function has a `/tmp` per invocation, it is made fresh in between:
+    /// after the caller has the outcome, before the runtime has its acknowledgement.
     async fn answer(
         &mut self,
         request_id: &str,
@@ -603,26 +573,39 @@ impl Env {
             let _ = reply.send(Err(error));
             return None;
         }
-        let _ = reply.send(api_answer);
-        // A fresh /tmp is asked for now and awaited only before the next event is handed
-        // over: the reset overlaps the runtime's own way back to /next.
-        let continuing = match &self.reset_tmp {
-            Some(reset) => {
-                let (ack, done) = oneshot::channel();
-                self.pending_reset = Some(done);
-                reset.send(ack).is_ok()
-            }
-            None => true,
-        };
+        // A fresh /tmp is asked for now, before anything else is sent.
+        let reset = self.reset_tmp.as_ref().map(|reset| {
+            let (ack, done) = oneshot::channel();
+            reset.send(ack).map(|()| done)
+        });
         // The pool hears first, the caller second: a caller that invokes again on its answer
         // must find this environment idle, not count it busy and be throttled.
-        if continuing {
-            let _ = self.pool.send(PoolMsg::Idle(self.id));
-        } else {
-            self.retire();
-        }
+        let _ = self.pool.send(PoolMsg::Idle(self.id));
         self.finish(outcome);
-        (!continuing).then_some(End::Destroy)
+        // The runtime hears that its answer was accepted only once /tmp is fresh: all it wrote
+        // there before answering is gone, and nothing it writes afterwards is swept away under
+        // it (the AWS tutorial's shell runtime keeps `curl -D` files in /tmp while it waits
+        // for the next event).
+        let fresh = match reset {
+            None => true,
+            Some(Ok(done)) => matches!(
+                tokio::time::timeout(RESET_LIMIT, done).await,
+                Ok(Ok(Ok(())))
+            ),
+            Some(Err(_)) => false,
+        };
+        if !fresh {
+            // A used /tmp is never handed on: the environment ends (an invocation the pool
+            // sent it meanwhile goes back to the pool).
+            tracing::warn!(
+                env = self.id,
+                "resetting /tmp failed; the environment is discarded"
+            );
+            self.retire();
+            return Some(End::Destroy);
+        }
+        let _ = reply.send(api_answer);
+        None
     }
 
     async fn on_timer(&mut self) -> Option<End> {
