@@ -313,10 +313,11 @@ impl Tee {
 /// Reads what the pipe holds now; false once it reports end of file or fails.
 ///
 /// "Now" is the kernel's now: the reads go to the pipe itself, not through tokio's readiness
-/// cache, which may not yet have seen the event for bytes written a moment ago (a WASM guest
-/// writes its log and its thread hands over the answer within microseconds; `try_read` would
-/// then return `WouldBlock` without reading, and the `END` line would overtake the log).
-/// A last `try_read` afterwards clears tokio's readiness, so `readable()` does not spin.
+/// cache, which may not yet have seen the event for bytes written a moment ago (a runtime
+/// writes its log and posts its answer within microseconds; `try_read` would then return
+/// `WouldBlock` without reading, and the `END` line would overtake the log). A last
+/// `try_read` afterwards clears tokio's readiness, so `readable()` does not spin; it makes no
+/// syscall when tokio has not seen the pipe readable.
 fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut Lines) -> bool {
     loop {
         match nix::unistd::read(rx, buf) {

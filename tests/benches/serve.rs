@@ -145,8 +145,13 @@ fn main() {
         || shared::build_example("echo", Some("wasm32-wasip1")),
         std::path::PathBuf::from,
     );
-    // The tests' std-only echo (no SDK): what the host costs with the least guest.
-    let std_module = shared::wasm_guest("wasm32-wasip1");
+    let cases = cases();
+    // The tests' std-only echo (no SDK): what the host costs with the least guest. Built only
+    // when a run asks for it.
+    let std_module = cases
+        .iter()
+        .any(|(name, _)| name == "wasm-std")
+        .then(|| shared::wasm_guest("wasm32-wasip1"));
     let native_dir = tempfile::tempdir().unwrap();
     std::fs::copy(&native, native_dir.path().join("bootstrap")).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -183,13 +188,16 @@ fn main() {
         let jail = native_sandbox(SandboxKind::Jail, NetworkKind::None).expect("the native jail");
         let wasm: Arc<dyn Sandbox> =
             Arc::new(WasmSandbox::new(&shared::target_dir().join("bench-cache")).expect("wasm"));
-        let functions: HashMap<_, _> = [
+        let mut functions: HashMap<_, _> = [
             function("native", native_dir.path(), jail),
             function("wasm", &module, Arc::clone(&wasm)),
-            function("wasm-std", &std_module, wasm),
         ]
         .into_iter()
         .collect();
+        if let Some(std_module) = &std_module {
+            let (name, f) = function("wasm-std", std_module, wasm);
+            functions.insert(name, f);
+        }
         let state = tempfile::tempdir().unwrap();
         let app = Arc::new(App {
             functions,
@@ -206,7 +214,7 @@ fn main() {
                 let _ = stopped.await;
             },
         ));
-        for (name, connections) in cases() {
+        for (name, connections) in cases {
             let url = format!("http://{addr}/2015-03-31/functions/{name}/invocations");
             let script = script.clone();
             let run = tokio::task::spawn_blocking(move || {
