@@ -38,7 +38,7 @@ use crate::runtime_api::wire::NextEvent;
 pub use code::EngineError;
 use code::{CodeCache, Guest};
 use output::GuestLog;
-use run::{Ending, Event, Prepared, Ran, Setup};
+use run::{Ending, Event, Preopens, Prepared, Ran, Setup};
 use tmp::EnvTmp;
 
 /// How often the epoch advances: the longest a guest runs before it yields its thread (and so
@@ -255,13 +255,14 @@ impl Driver {
             program: self.program,
             env: &self.env,
             stderr: &self.stderr,
-            code_dir: &self.code_dir,
-            opt_dir: self.opt_dir.as_deref(),
-            tmp_dir: self.tmp.dir(),
         };
+        let mut preopens = Err(String::new());
         loop {
+            if preopens.is_err() {
+                preopens = self.open_preopens();
+            }
             // Made before asking for the event, so that its cost is not the invocation's.
-            let prepared = Prepared::new(&setup);
+            let prepared = Prepared::new(&setup, &preopens);
             let (next, event) = oneshot::channel();
             if self.calls.send(ApiCall::Next(next)).is_err() {
                 return ExitStatus::Code(0);
@@ -301,14 +302,23 @@ impl Driver {
             // otherwise wait behind it.
             tokio::task::yield_now().await;
             drop(leftover);
-            if self.tmp_per_invocation
-                && let Err(e) = self.fresh_tmp().await
-            {
-                // A used /tmp is never handed on: this environment ends here.
-                tracing::warn!(error = %e, "emptying a WASM /tmp failed; the environment ends");
-                return ExitStatus::Code(1);
+            if self.tmp_per_invocation {
+                match self.fresh_tmp().await {
+                    Ok(false) => {}
+                    // The directory was made anew: the open one is gone.
+                    Ok(true) => preopens = self.open_preopens(),
+                    Err(e) => {
+                        // A used /tmp is never handed on: this environment ends here.
+                        tracing::warn!(error = %e, "emptying a WASM /tmp failed; the environment ends");
+                        return ExitStatus::Code(1);
+                    }
+                }
             }
         }
+    }
+
+    fn open_preopens(&self) -> Result<Preopens, String> {
+        Preopens::open(&self.code_dir, self.opt_dir.as_deref(), self.tmp.dir())
     }
 
     /// The bootstrap, compiled or loaded (normally already, by [`Sandbox::prepare`]).
@@ -321,16 +331,17 @@ impl Driver {
         load(cell, cache, engine, self.host_path.clone()).await
     }
 
-    /// Makes `/tmp` empty again if the last run used it; the emptying (as long as the guest
-    /// filled it) on a blocking thread.
-    async fn fresh_tmp(&self) -> std::io::Result<()> {
+    /// Makes `/tmp` empty again if the last run used it (true: a new directory); the
+    /// emptying (as long as the guest filled it) on a blocking thread.
+    async fn fresh_tmp(&self) -> std::io::Result<bool> {
         if !self.tmp.used()? {
-            return Ok(());
+            return Ok(false);
         }
         let tmp = Arc::clone(&self.tmp);
         tokio::task::spawn_blocking(move || tmp.empty())
             .await
-            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)??;
+        Ok(true)
     }
 }
 
