@@ -9,6 +9,9 @@ use crate::context::Invocation;
 use crate::handler::Invoke;
 use crate::{Config, Context, Diagnostic};
 
+/// Bytes reserved for the event before stdin is read: most events fit, in one read.
+const STDIN_CAPACITY: usize = 64 * 1024;
+
 /// Runs the one event this instance was started for. Returns only on success; an error is
 /// written to stdout and the process exits with status 1, as the ABI asks.
 pub(crate) async fn serve(handler: &mut impl Invoke) -> Result<(), crate::Error> {
@@ -41,7 +44,9 @@ async fn once(handler: &mut impl Invoke) -> Result<Vec<u8>, Diagnostic> {
     };
     let config = Config::from_lookup(&var)
         .map_err(|e| Diagnostic::new("Runtime.InvalidConfig", e.to_string()))?;
-    let mut payload = Vec::new();
+    // Room for a typical event up front: each read of stdin is a host call, and a buffer grown
+    // from empty takes about one per doubling (seven for 1 KB).
+    let mut payload = Vec::with_capacity(STDIN_CAPACITY);
     std::io::stdin()
         .read_to_end(&mut payload)
         .map_err(|e| Diagnostic::new("Runtime.InvalidInvocation", format!("reading stdin: {e}")))?;

@@ -26,7 +26,8 @@ fn respond(body: &str) {
 }
 
 fn main() {
-    let mut event = String::new();
+    // Room up front, so that the event is one read (a host call) rather than one per doubling.
+    let mut event = String::with_capacity(64 * 1024);
     std::io::stdin().read_to_string(&mut event).expect("stdin");
     let action = field(&event, "action").unwrap_or("echo").to_owned();
     let number = |key: &str| field(&event, key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
