@@ -26,7 +26,7 @@
 pub(crate) mod mounts;
 pub mod network;
 
-pub use mounts::tmp_untouched;
+pub use mounts::{tmp_untouched, tmp_untouched_fd};
 mod privileges;
 
 use std::ffi::CString;

@@ -218,11 +218,20 @@ pub(crate) fn mount_tmp(tmp: &Path, bytes: u64) -> Result<(), BootstrapError> {
 
 /// Whether `/tmp` is exactly as a fresh tmpfs is: no block in use and no inode but its root.
 /// That also rules out files unlinked but still held open, which keep their blocks. (The
-/// directory itself is root's, mode 1777: the function cannot have changed it.) The host
-/// asks the same through `/proc/<pid 1>/root/tmp`.
+/// directory itself is root's, mode 1777: the function cannot have changed it.)
 pub fn tmp_untouched(tmp: &Path) -> bool {
-    nix::sys::statvfs::statvfs(tmp)
-        .is_ok_and(|s| s.blocks() == s.blocks_free() && s.files() - s.files_free() <= 1)
+    nix::sys::statvfs::statvfs(tmp).is_ok_and(|s| fresh(&s))
+}
+
+/// [`tmp_untouched`] of the filesystem `tmp` is open on: how the host asks, holding the
+/// sandbox's `/tmp` open (a path walk through `/proc/<pid 1>/root` per invocation cost more
+/// than the check).
+pub fn tmp_untouched_fd(tmp: impl std::os::fd::AsFd) -> bool {
+    nix::sys::statvfs::fstatvfs(tmp).is_ok_and(|s| fresh(&s))
+}
+
+fn fresh(s: &nix::sys::statvfs::Statvfs) -> bool {
+    s.blocks() == s.blocks_free() && s.files() - s.files_free() <= 1
 }
 
 /// Replaces `/tmp` (inside the jail) with a fresh, empty tmpfs. The old one is detached: files a

@@ -527,23 +527,28 @@ impl Sandbox for JailSandbox {
                 let _ = listener_tx.send(written.and(listener));
             }
             // Serve /tmp resets until the sandbox ends.
-            // The sandbox's /tmp as the host reaches it: through PID 1's root (the helper's
-            // only child). An untouched /tmp needs no reset, and checking that here saves a
-            // round trip to PID 1 on every invocation.
-            // (Found at the first reset: by then the function has run, so PID 1 exists.)
-            let mut tmp_seen_from_host: Option<PathBuf> = None;
+            // The sandbox's /tmp as the host reaches it (through PID 1's root: the helper's
+            // only child), held open. An untouched /tmp needs no reset, and checking that here
+            // saves a round trip to PID 1 on every invocation. Opened at the first reset (by
+            // then the function has run, so PID 1 exists) and after each reset (a new tmpfs).
+            let mut tmp_seen_from_host: Option<std::os::fd::OwnedFd> = None;
             let waited = loop {
                 tokio::select! {
                     request = resets.recv() => match request {
                         Some(ack) => {
                             if tmp_seen_from_host.is_none() {
-                                tmp_seen_from_host = pid1_of(pid)
-                                    .map(|p| PathBuf::from(format!("/proc/{p}/root/tmp")));
+                                tmp_seen_from_host = pid1_of(pid).and_then(|p| open_path(&format!("/proc/{p}/root/tmp")));
                             }
                             let fresh = tmp_seen_from_host
-                                .as_deref()
-                                .is_some_and(lamina_bootstrap::jail::tmp_untouched);
-                            let reset = if fresh { Ok(()) } else { reset_tmp_over(&mut control).await };
+                                .as_ref()
+                                .is_some_and(lamina_bootstrap::jail::tmp_untouched_fd);
+                            let reset = if fresh {
+                                Ok(())
+                            } else {
+                                // The one held is the tmpfs being replaced.
+                                tmp_seen_from_host = None;
+                                reset_tmp_over(&mut control).await
+                            };
                             let _ = ack.send(reset);
                         }
                         None => break child.wait().await,
@@ -594,6 +599,13 @@ fn pid1_of(helper: i32) -> Option<u32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// `path` opened only as a place (`O_PATH`): enough to ask about its filesystem.
+fn open_path(path: &str) -> Option<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).ok()
 }
 
 /// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
