@@ -79,6 +79,41 @@ async fn the_jail_confines_the_function() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn code_the_sandbox_user_may_not_read_is_an_invalid_entrypoint_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = JAIL.lock().await;
+    let code = function_with(&program("probe"));
+    let bootstrap = code.path().join("bootstrap");
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    mode(code.path(), 0o700);
+    let dir = code.path().display().to_string();
+    let jailed = Harness::jailed(code, |_| {});
+    let done = jailed.invoke("{}").await;
+    assert_eq!(done.error_type(), Some("Runtime.InvalidEntrypoint"));
+    let message = String::from_utf8_lossy(&done.body()).into_owned();
+    assert!(
+        message.contains(&format!(
+            "fork/exec /var/task/bootstrap: permission denied: {dir} is mode 0700"
+        )),
+        "{message}"
+    );
+    // A bootstrap only its owner may run.
+    mode(std::path::Path::new(&dir), 0o755);
+    mode(&bootstrap, 0o700);
+    let done = jailed.invoke("{}").await;
+    assert_eq!(done.error_type(), Some("Runtime.InvalidEntrypoint"));
+    let message = String::from_utf8_lossy(&done.body()).into_owned();
+    assert!(message.contains("bootstrap is mode 0700"), "{message}");
+    // Readable again: it runs.
+    mode(&bootstrap, 0o755);
+    let done = jailed.invoke("{}").await;
+    assert!(done.error_type().is_none(), "{:?}", done.body());
+    jailed.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn jailed_runtime_sees_lambdas_paths_and_exits_cleanly() {
     let _serial = JAIL.lock().await;
     let jailed = Harness::jailed(function_with(&program("probe")), |_| {});

@@ -449,6 +449,7 @@ impl Sandbox for JailSandbox {
         } else {
             "/opt/bootstrap"
         };
+        sandbox_user_may_run(&spec.code_dir, &host_bootstrap, bootstrap)?;
         let paths = Paths {
             task_root: "/var/task".into(),
             runtime_dir: "/var/runtime".into(),
@@ -599,6 +600,36 @@ fn pid1_of(helper: i32) -> Option<u32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Whether the sandbox's user (unprivileged, neither owner nor group of the host's files) may
+/// enter the code directory and run the bootstrap. Checked on the host, so that the error names
+/// the host path and its mode: inside the jail it would be a bare "Permission denied" from
+/// PID 1's `chdir` and an exit status. (A zip's tree is extracted readable; a directory is
+/// mounted as it is.)
+fn sandbox_user_may_run(
+    code_dir: &Path,
+    host_bootstrap: &Path,
+    bootstrap: &str,
+) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).map_or(0o777, |m| m.permissions().mode() & 0o7777);
+    let denied = |what: &Path, mode: u32, needs: &str| Failure::BootstrapNotExecutable {
+        path: bootstrap.to_owned(),
+        reason: format!(
+            "permission denied: {} is mode {mode:04o}, and the jail runs the function as an unprivileged user, which needs {needs} (for example chmod 755)",
+            what.display()
+        ),
+    };
+    let dir = mode(code_dir);
+    if dir & 0o005 != 0o005 {
+        return Err(denied(code_dir, dir, "others' read and search permission"));
+    }
+    let file = mode(host_bootstrap);
+    if file & 0o001 == 0 {
+        return Err(denied(host_bootstrap, file, "others' execute permission"));
+    }
+    Ok(())
 }
 
 /// `path` opened only as a place (`O_PATH`): enough to ask about its filesystem.
