@@ -462,31 +462,21 @@ mod tests {
             "REPORT RequestId: id\tDuration: 2.34 ms\tBilled Duration: 123 ms\tMemory Size: 128 MB\tMax Memory Used: 35 MB\tInit Duration: 120.12 ms"
         );
         // Rounded to the hundredth; billed rounds up, and is never 0.
-        let r = Report {
-            duration: Duration::from_nanos(1_004_999),
-            init: None,
-            ..r
-        };
-        assert!(
-            r.line()
-                .contains("\tDuration: 1.00 ms\tBilled Duration: 2 ms\t")
-        );
-        let r = Report {
-            duration: Duration::from_nanos(9_995_000),
-            ..r
-        };
-        assert!(
-            r.line()
-                .contains("\tDuration: 10.00 ms\tBilled Duration: 10 ms\t")
-        );
-        let r = Report {
-            duration: Duration::from_nanos(1),
-            ..r
-        };
-        assert!(
-            r.line()
-                .contains("\tDuration: 0.00 ms\tBilled Duration: 1 ms\t")
-        );
+        for (nanos, shown) in [
+            (1_004_999, "1.00 ms\tBilled Duration: 2 ms"),
+            (9_995_000, "10.00 ms\tBilled Duration: 10 ms"),
+            (1, "0.00 ms\tBilled Duration: 1 ms"),
+        ] {
+            let r = Report {
+                duration: Duration::from_nanos(nanos),
+                init: None,
+                ..r
+            };
+            assert!(
+                r.line().contains(&format!("\tDuration: {shown}\t")),
+                "{nanos}"
+            );
+        }
     }
 
     #[test]
