@@ -45,12 +45,21 @@ pub(crate) async fn read_body(
     Ok(kept.freeze())
 }
 
-/// What `Content-Length` declares when it is over `drain_limit`: a body [`read_body`] would
-/// not read, refused before reading any of it.
-pub(crate) fn declared_over(headers: &http::HeaderMap, drain_limit: usize) -> Option<usize> {
-    headers
+/// A caller's body of at most `limit` bytes (the Invoke API's and the HTTP front's): one that
+/// `Content-Length` declares over twice the limit is refused before any of it is read; a
+/// longer one is read on to twice the limit, so that a client still sending gets its 413.
+pub(crate) async fn read_request_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let drain_limit = limit.saturating_mul(2);
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > drain_limit)
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|&n| n > drain_limit) {
+        return Err(BodyError::TooLarge(n));
+    }
+    read_body(body, limit, drain_limit).await
 }

@@ -213,12 +213,7 @@ async fn front(
             ids,
         )
     };
-    // A body over the limit is read on to twice the limit, so the client gets its 413.
-    let drain_limit = MAX_HTTP_REQUEST * 2;
-    if body::declared_over(&parts.headers, drain_limit).is_some() {
-        return too_large();
-    }
-    let body = match body::read_body(body, MAX_HTTP_REQUEST, drain_limit).await {
+    let body = match body::read_request_body(&parts.headers, body, MAX_HTTP_REQUEST).await {
         Ok(body) => body,
         Err(BodyError::TooLarge(_)) => return too_large(),
         Err(BodyError::Broken(e)) => {

@@ -256,11 +256,8 @@ impl Driver {
             env: &self.env,
             stderr: &self.stderr,
         };
-        let mut preopens = Err(String::new());
+        let mut preopens = self.open_preopens();
         loop {
-            if preopens.is_err() {
-                preopens = self.open_preopens();
-            }
             // Made before asking for the event, so that its cost is not the invocation's.
             let prepared = Prepared::new(&setup, &preopens);
             let (next, event) = oneshot::channel();
@@ -302,17 +299,18 @@ impl Driver {
             // otherwise wait behind it.
             tokio::task::yield_now().await;
             drop(leftover);
-            if self.tmp_per_invocation {
-                match self.fresh_tmp().await {
-                    Ok(false) => {}
-                    // The directory was made anew: the open one is gone.
-                    Ok(true) => preopens = self.open_preopens(),
-                    Err(e) => {
-                        // A used /tmp is never handed on: this environment ends here.
-                        tracing::warn!(error = %e, "emptying a WASM /tmp failed; the environment ends");
-                        return ExitStatus::Code(1);
-                    }
+            let renewed = match self.fresh_tmp().await {
+                Ok(renewed) => renewed,
+                Err(e) => {
+                    // A used /tmp is never handed on: this environment ends here.
+                    tracing::warn!(error = %e, "emptying a WASM /tmp failed; the environment ends");
+                    return ExitStatus::Code(1);
                 }
+            };
+            // A directory made anew is not the one open; one that failed to open is tried
+            // again.
+            if renewed || preopens.is_err() {
+                preopens = self.open_preopens();
             }
         }
     }
@@ -331,10 +329,11 @@ impl Driver {
         load(cell, cache, engine, self.host_path.clone()).await
     }
 
-    /// Makes `/tmp` empty again if the last run used it (true: a new directory); the
-    /// emptying (as long as the guest filled it) on a blocking thread.
+    /// Makes `/tmp` empty again if the last run used it and the function has one per
+    /// invocation (true: a new directory); the emptying (as long as the guest filled it) on a
+    /// blocking thread.
     async fn fresh_tmp(&self) -> std::io::Result<bool> {
-        if !self.tmp.used()? {
+        if !self.tmp_per_invocation || !self.tmp.used()? {
             return Ok(false);
         }
         let tmp = Arc::clone(&self.tmp);

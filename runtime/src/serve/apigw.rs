@@ -48,18 +48,13 @@ pub struct HttpRequest<'a> {
 
 /// The event for `request` on the matched route, as JSON.
 pub fn event(request: &HttpRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
-    // The body (up to 10 MB, base64 or text) is moved into the JSON, not copied by to_value.
-    let body;
     let value = match matched.route.payload {
-        PayloadVersion::V2 => {
-            let mut event = event_v2(request, matched);
-            body = event.body.take();
-            serde_json::to_value(event)
-        }
-        .map(|mut v| {
-            // The type also serves custom authorizer payloads; API Gateway's 2.0 events have
-            // none of these fields, and omit empty maps.
-            if let Some(o) = v.as_object_mut() {
+        PayloadVersion::V2 => object(
+            event_v2(request, matched),
+            |e| e.body.take(),
+            |o| {
+                // The type also serves custom authorizer payloads; API Gateway's 2.0 events have
+                // none of these fields, and omit empty maps.
                 for key in [
                     "type",
                     "methodArn",
@@ -77,36 +72,43 @@ pub fn event(request: &HttpRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
                         o.remove(key);
                     }
                 }
-            }
-            v
-        }),
-        PayloadVersion::V1 => {
-            let mut event = event_v1(request, matched);
-            body = event.body.take();
-            serde_json::to_value(event)
-        }
-        .map(|mut v| {
-            // REST APIs send null, not an empty map, for what the request does not have.
-            if let Some(o) = v.as_object_mut() {
+            },
+        ),
+        PayloadVersion::V1 => object(
+            event_v1(request, matched),
+            |e| e.body.take(),
+            |o| {
+                // REST APIs send null, not an empty map, for what the request does not have.
                 for (_, m) in o.iter_mut() {
                     if m.as_object().is_some_and(|m| m.is_empty()) {
                         *m = serde_json::Value::Null;
                     }
                 }
-            }
-            v
-        }),
+            },
+        ),
     };
     // The types hold only strings, maps and numbers made from valid UTF-8 above.
     value
-        .map(|mut v| {
-            if let (Some(body), Some(o)) = (body, v.as_object_mut()) {
-                o.insert("body".to_owned(), serde_json::Value::String(body));
-            }
-            v
-        })
         .and_then(|v| serde_json::to_vec(&v))
         .unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// `event` as a JSON object, with `fix` applied. The body (up to 10 MB, base64 or text) is
+/// taken out first and moved into the object after, not copied by `to_value`.
+fn object<E: serde::Serialize>(
+    mut event: E,
+    take_body: fn(&mut E) -> Option<String>,
+    fix: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> serde_json::Result<serde_json::Value> {
+    let body = take_body(&mut event);
+    let mut value = serde_json::to_value(event)?;
+    if let Some(o) = value.as_object_mut() {
+        fix(o);
+        if let Some(body) = body {
+            o.insert("body".to_owned(), serde_json::Value::String(body));
+        }
+    }
+    Ok(value)
 }
 
 fn event_v2(request: &HttpRequest<'_>, matched: &Matched<'_>) -> ApiGatewayV2httpRequest {

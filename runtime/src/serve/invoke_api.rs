@@ -285,12 +285,7 @@ async fn read_payload(
             ),
         )
     };
-    // A body over the limit is read on to twice the limit, so the client gets its 413.
-    let drain_limit = limit.saturating_mul(2);
-    if let Some(n) = body::declared_over(headers, drain_limit) {
-        return Err(too_large(n));
-    }
-    let bytes = body::read_body(body, limit, drain_limit)
+    let bytes = body::read_request_body(headers, body, limit)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(n) => too_large(n),
