@@ -7,8 +7,9 @@
 //!
 //! Modules are declared in reading order. ARCHITECTURE.md at the repository root is the map.
 
-/// The command line.
+/// Request bodies read with a size limit, for the Runtime API and `lamina serve`.
 mod body;
+/// The command line.
 pub mod cli;
 /// Functions as written by users, and their resolved immutable [`config::FunctionSpec`].
 pub mod config;
