@@ -1,18 +1,20 @@
 //! The native transport: a Runtime API client over one kept-alive HTTP/1.1 connection to
-//! `AWS_LAMBDA_RUNTIME_API`, the `next` → handler → `response`/`error` loop, and init errors
-//! for configuration the function cannot start without.
+//! `AWS_LAMBDA_RUNTIME_API` (blocking I/O, `connection.rs`), the `next` → handler →
+//! `response`/`error` loop, and init errors for configuration the function cannot start
+//! without.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, Method, StatusCode};
 
 use crate::context::Invocation;
 use crate::handler::Invoke;
 use crate::{Config, Context, Diagnostic};
+
+mod connection;
+
+use connection::{CallError, Connection};
 
 const API: &str = "/2018-06-01/runtime";
 
@@ -45,11 +47,19 @@ pub enum ClientError {
     },
 }
 
-/// A Runtime API client on one connection, reconnecting when the host closed it.
+/// A Runtime API client on one kept-alive connection, reconnecting when the host closed it.
+///
+/// Its calls block the thread they are made on until the API answers; they are `async` so that
+/// they fit the loop around the handler, which is. Lambda freezes the whole environment
+/// between events, so nothing of the function's is meant to run while the runtime waits for
+/// `/next`; tasks on a multi-threaded runtime's workers go on running anyway. Blocking makes a
+/// call one write and, usually, one read: half the system calls of a client on tokio's
+/// reactor, and no task hand-offs (the runtime's own cost was a third of the CPU of a loaded
+/// lamina host; SPECIFICATION.md).
 #[derive(Debug)]
 pub struct Client {
     addr: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    connection: Option<Connection>,
 }
 
 impl Client {
@@ -57,7 +67,7 @@ impl Client {
     pub fn new(addr: impl Into<String>) -> Client {
         Client {
             addr: addr.into(),
-            sender: None,
+            connection: None,
         }
     }
 
@@ -78,26 +88,6 @@ impl Client {
         }
     }
 
-    async fn connection(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ClientError> {
-        if let Some(sender) = &mut self.sender
-            && sender.ready().await.is_ok()
-        {
-            // Reborrowed below: the borrow checker cannot see that this branch returns.
-            return Ok(self.sender.as_mut().unwrap_or_else(|| unreachable!()));
-        }
-        self.sender = None;
-        let stream = tokio::net::TcpStream::connect(&self.addr)
-            .await
-            .map_err(|e| self.transport(e))?;
-        // Requests are small and answered at once: do not wait to coalesce them.
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.transport(e))?;
-        tokio::spawn(connection);
-        Ok(self.sender.insert(sender))
-    }
-
     /// One call; the answer's status, headers and body.
     async fn call(
         &mut self,
@@ -106,26 +96,43 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(&path)
-            .header(http::header::HOST, &self.addr);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.addr);
+        if method != Method::GET {
+            head.push_str(&format!("content-length: {}\r\n", body.len()));
         }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| self.transport(e))?;
-        let sender = self.connection().await?;
-        let sent = sender.send_request(request).await;
-        let response = sent.map_err(|e| self.transport(e))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| self.transport(e))?
-            .to_bytes();
-        Ok((parts.status, parts.headers, body))
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        loop {
+            let connection = match &mut self.connection {
+                Some(connection) => connection,
+                None => {
+                    let opened = Connection::open(&self.addr).map_err(|e| self.transport(e))?;
+                    self.connection.insert(opened)
+                }
+            };
+            let reused = connection.used;
+            match connection.call(head.as_bytes(), &body, method == Method::HEAD) {
+                Ok((answer, keep_alive)) => {
+                    if !keep_alive {
+                        self.connection = None;
+                    }
+                    return Ok((answer.status, answer.headers, answer.body));
+                }
+                // The host closed the kept-alive connection while it was idle: it never saw
+                // this call, which goes again on a new connection.
+                Err(CallError::Unanswered(_)) if reused => self.connection = None,
+                Err(CallError::Unanswered(e)) => {
+                    self.connection = None;
+                    return Err(self.transport(e));
+                }
+                Err(CallError::Failed(e)) => {
+                    self.connection = None;
+                    return Err(self.transport(e));
+                }
+            }
+        }
     }
 
     /// Posts and expects `202 Accepted`; anything else is reported.

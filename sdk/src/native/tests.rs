@@ -1,13 +1,15 @@
-//! The client against a real HTTP server on loopback playing the Runtime API: what it asks
-//! for, what it posts, on one kept-alive connection.
+//! The client against a real HTTP server (hyper) on loopback playing the Runtime API: what it
+//! asks for, what it posts, on one kept-alive connection. The client blocks the thread it runs
+//! on, so the server runs on the multi-threaded runtime's workers.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use super::*;
@@ -153,7 +155,7 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_gets_one_answer_on_one_connection() {
     let api = Arc::new(Api::default());
     let future = now_ms() + 60_000;
@@ -229,7 +231,7 @@ async fn each_event_gets_one_answer_on_one_connection() {
     assert_eq!(api.connections.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_of_the_wrong_shape_is_an_unmarshal_error() {
     let api = Arc::new(Api::default());
     api.events.lock().unwrap().push_back(event(
@@ -250,7 +252,7 @@ async fn an_event_of_the_wrong_shape_is_an_unmarshal_error() {
     assert_eq!(error.error_type.as_deref(), Some("Runtime.UnmarshalError"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_configuration_is_an_init_error_not_a_panic() {
     let api = Arc::new(Api::default());
     let mut client = start(Arc::clone(&api)).await;
@@ -279,7 +281,7 @@ async fn missing_configuration_is_an_init_error_not_a_panic() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_answer_does_not_stop_the_runtime() {
     let api = Arc::new(Api::default());
     *api.response_status.lock().unwrap() = Some(StatusCode::PAYLOAD_TOO_LARGE);
@@ -301,7 +303,7 @@ async fn a_refused_answer_does_not_stop_the_runtime() {
     assert_eq!(posts, 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_api_address_run_says_so() {
     // This test process has no AWS_LAMBDA_RUNTIME_API.
     assert!(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none());
