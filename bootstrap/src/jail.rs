@@ -112,6 +112,7 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
     if spec.network == Network::None {
         // The network namespace applies to this process at once: loopback, then the listener.
         network::loopback_up()?;
+        network::plain_congestion_control();
         network::hand_over_listener(0)?;
     }
     // Prepared before forking: PID 1 reports the function's status through this pipe.

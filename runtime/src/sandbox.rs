@@ -107,14 +107,23 @@ pub struct Started {
     /// namespace, see [`ApiPlacement::Inside`]); resolves once the sandbox hands it over.
     pub listener: Option<oneshot::Receiver<std::io::Result<std::net::TcpListener>>>,
     /// Makes `/tmp` fresh between invocations, when the backend does that.
-    pub reset_tmp: Option<ResetTmp>,
+    pub reset_tmp: Option<Box<dyn ResetTmp>>,
     /// The uid the sandbox runs as when its Runtime API listens where others could reach it
     /// (the host's loopback from a jail in network mode `host`): only its sockets are served.
     pub runtime_api_peer_uid: Option<u32>,
 }
 
-/// A request for a fresh `/tmp`; the reply says whether it was made.
-pub type ResetTmp = tokio::sync::mpsc::UnboundedSender<oneshot::Sender<std::io::Result<()>>>;
+/// An environment's `/tmp`, made fresh between invocations by a backend that does so. The
+/// environment's task owns it and asks after every invocation.
+pub trait ResetTmp: Send + fmt::Debug {
+    /// Whether `/tmp` is still as it was made, so that no reset is needed. Called on the
+    /// environment's task after every invocation, so it must be cheap (the jail's is one
+    /// `fstatvfs`): most functions never write to `/tmp`, and a hop to another task for each
+    /// invocation cost more than the check.
+    fn untouched(&mut self) -> bool;
+    /// Asks for a fresh `/tmp`; the answer says once it is made, or why it could not be.
+    fn reset(&mut self) -> oneshot::Receiver<std::io::Result<()>>;
+}
 
 /// A way of running execution environments.
 pub trait Sandbox: Send + Sync + fmt::Debug {

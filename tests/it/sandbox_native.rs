@@ -261,6 +261,9 @@ async fn network_none_reaches_nothing_outside_the_sandbox() {
         inside["env"]["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001",
         "its own API, inside its namespace"
     );
+    // Loopback only: plain Reno, whatever the host's default (BBR on our machines).
+    let (_, jail) = jailed.invoke_json(r#"{"action":"jail"}"#).await;
+    assert_eq!(jail["congestion_control"], "reno", "{jail}");
     for addr in [server_addr.to_string(), other_api.clone()] {
         let (_, r) = jailed
             .invoke_json(&format!(r#"{{"action":"connect","addr":"{addr}"}}"#))

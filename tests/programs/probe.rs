@@ -347,6 +347,12 @@ fn jail_report() -> String {
     let fields = [
         ("uid", uid),
         (
+            "congestion_control",
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|e| e.kind().to_string()),
+        ),
+        (
             "read_shadow",
             attempt(std::fs::read("/etc/shadow").map(drop)),
         ),

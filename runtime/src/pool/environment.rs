@@ -232,7 +232,7 @@ struct Running {
     pump: LogPump,
     control: Box<dyn Control>,
     exited: oneshot::Receiver<ExitStatus>,
-    reset_tmp: Option<crate::sandbox::ResetTmp>,
+    reset_tmp: Option<Box<dyn crate::sandbox::ResetTmp>>,
 }
 
 /// Brings an environment up: its Runtime API listener (the host's loopback, unless the sandbox
@@ -361,7 +361,7 @@ struct Env {
     /// Resolves when the runtime process has been reaped; `None` once it has.
     exited: Option<oneshot::Receiver<ExitStatus>>,
     /// Asks the sandbox for a fresh `/tmp`, when the function has one per invocation.
-    reset_tmp: Option<crate::sandbox::ResetTmp>,
+    reset_tmp: Option<Box<dyn crate::sandbox::ResetTmp>>,
     /// Whether the pool has been told this environment is ending.
     retiring: bool,
 }
@@ -573,11 +573,12 @@ impl Env {
             let _ = reply.send(Err(error));
             return None;
         }
-        // A fresh /tmp is asked for now, before anything else is sent.
-        let reset = self.reset_tmp.as_ref().map(|reset| {
-            let (ack, done) = oneshot::channel();
-            reset.send(ack).map(|()| done)
-        });
+        // A fresh /tmp is asked for now, before anything else is sent (and only when this
+        // invocation wrote to it).
+        let reset = self
+            .reset_tmp
+            .as_mut()
+            .and_then(|tmp| (!tmp.untouched()).then(|| tmp.reset()));
         // The pool hears first, the caller second: a caller that invokes again on its answer
         // must find this environment idle, not count it busy and be throttled.
         let _ = self.pool.send(PoolMsg::Idle(self.id));
@@ -588,11 +589,10 @@ impl Env {
         // for the next event).
         let fresh = match reset {
             None => true,
-            Some(Ok(done)) => matches!(
+            Some(done) => matches!(
                 tokio::time::timeout(RESET_LIMIT, done).await,
                 Ok(Ok(Ok(())))
             ),
-            Some(Err(_)) => false,
         };
         if !fresh {
             // A used /tmp is never handed on: the environment ends (an invocation the pool

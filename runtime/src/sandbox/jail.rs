@@ -512,7 +512,13 @@ impl Sandbox for JailSandbox {
         let (exit_tx, exited) = oneshot::channel();
         let (reset_tx, mut resets) =
             tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();
-        let reset_tmp = spec.tmp_per_invocation.then_some(reset_tx);
+        let reset_tmp = spec.tmp_per_invocation.then(|| {
+            Box::new(JailTmp {
+                helper: pid,
+                seen_from_host: None,
+                resets: reset_tx,
+            }) as Box<dyn super::ResetTmp>
+        });
         tokio::spawn(async move {
             // The listener was sent while the shell was built; the function's half of the spec
             // follows on the socket, which then stays open as the control channel.
@@ -527,30 +533,13 @@ impl Sandbox for JailSandbox {
             if let Some(listener) = listener {
                 let _ = listener_tx.send(written.and(listener));
             }
-            // Serve /tmp resets until the sandbox ends.
-            // The sandbox's /tmp as the host reaches it (through PID 1's root: the helper's
-            // only child), held open. An untouched /tmp needs no reset, and checking that here
-            // saves a round trip to PID 1 on every invocation. Opened at the first reset (by
-            // then the function has run, so PID 1 exists) and after each reset (a new tmpfs).
-            let mut tmp_seen_from_host: Option<std::os::fd::OwnedFd> = None;
+            // Serve /tmp resets (asked for only when the function wrote there: `JailTmp`)
+            // until the sandbox ends.
             let waited = loop {
                 tokio::select! {
                     request = resets.recv() => match request {
                         Some(ack) => {
-                            if tmp_seen_from_host.is_none() {
-                                tmp_seen_from_host = pid1_of(pid).and_then(|p| open_path(&format!("/proc/{p}/root/tmp")));
-                            }
-                            let fresh = tmp_seen_from_host
-                                .as_ref()
-                                .is_some_and(lamina_bootstrap::jail::tmp_untouched_fd);
-                            let reset = if fresh {
-                                Ok(())
-                            } else {
-                                // The one held is the tmpfs being replaced.
-                                tmp_seen_from_host = None;
-                                reset_tmp_over(&mut control).await
-                            };
-                            let _ = ack.send(reset);
+                            let _ = ack.send(reset_tmp_over(&mut control).await);
                         }
                         None => break child.wait().await,
                     },
@@ -637,6 +626,45 @@ fn open_path(path: &str) -> Option<std::os::fd::OwnedFd> {
     use nix::fcntl::OFlag;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).ok()
+}
+
+/// A jailed environment's `/tmp`: checked from the host, reset by PID 1 over the control
+/// socket (by the task that owns it).
+#[derive(Debug)]
+struct JailTmp {
+    /// The sandbox's helper process; PID 1 is its only child.
+    helper: i32,
+    /// The sandbox's `/tmp` as the host reaches it (through PID 1's root), held open: asking
+    /// it is one `fstatvfs`, not a path walk through `/proc`. Opened at the first check (by
+    /// then the function has run, so PID 1 exists) and after each reset (a new tmpfs).
+    seen_from_host: Option<std::os::fd::OwnedFd>,
+    resets: tokio::sync::mpsc::UnboundedSender<oneshot::Sender<std::io::Result<()>>>,
+}
+
+impl super::ResetTmp for JailTmp {
+    fn untouched(&mut self) -> bool {
+        if self.seen_from_host.is_none() {
+            self.seen_from_host =
+                pid1_of(self.helper).and_then(|p| open_path(&format!("/proc/{p}/root/tmp")));
+        }
+        let untouched = self
+            .seen_from_host
+            .as_ref()
+            .is_some_and(lamina_bootstrap::jail::tmp_untouched_fd);
+        if !untouched {
+            // The one held is the tmpfs about to be replaced.
+            self.seen_from_host = None;
+        }
+        untouched
+    }
+
+    fn reset(&mut self) -> oneshot::Receiver<std::io::Result<()>> {
+        let (ack, done) = oneshot::channel();
+        // When the sandbox has ended, the request and its `ack` are dropped: `done` then
+        // reports that no fresh /tmp was made.
+        let _ = self.resets.send(ack);
+        done
+    }
 }
 
 /// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
