@@ -60,6 +60,8 @@ pub enum ClientError {
 pub struct Client {
     addr: String,
     connection: Option<Connection>,
+    /// The request head being sent, kept to be written into again.
+    head: Vec<u8>,
 }
 
 impl Client {
@@ -68,6 +70,7 @@ impl Client {
         Client {
             addr: addr.into(),
             connection: None,
+            head: Vec::with_capacity(256),
         }
     }
 
@@ -92,18 +95,25 @@ impl Client {
     async fn call(
         &mut self,
         method: Method,
-        path: String,
+        path: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.addr);
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        self.head.clear();
+        let _ = write!(
+            self.head,
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\n",
+            self.addr
+        );
         if method != Method::GET {
-            head.push_str(&format!("content-length: {}\r\n", body.len()));
+            let _ = write!(self.head, "content-length: {}\r\n", body.len());
         }
         for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            let _ = write!(self.head, "{name}: {value}\r\n");
         }
-        head.push_str("\r\n");
+        self.head.extend_from_slice(b"\r\n");
         loop {
             let connection = match &mut self.connection {
                 Some(connection) => connection,
@@ -113,7 +123,7 @@ impl Client {
                 }
             };
             let reused = connection.used;
-            match connection.call(head.as_bytes(), &body, method == Method::HEAD) {
+            match connection.call(&self.head, &body, method == Method::HEAD) {
                 Ok((answer, keep_alive)) => {
                     if !keep_alive {
                         self.connection = None;
@@ -142,7 +152,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), ClientError> {
-        let (status, _, answer) = self.call(Method::POST, path.clone(), headers, body).await?;
+        let (status, _, answer) = self.call(Method::POST, &path, headers, body).await?;
         if status == StatusCode::ACCEPTED {
             return Ok(());
         }
@@ -156,14 +166,12 @@ impl Client {
 
     /// Waits for the next event: its headers and payload.
     pub async fn next(&mut self) -> Result<(HeaderMap, Bytes), ClientError> {
-        let path = format!("{API}/invocation/next");
-        let (status, headers, body) = self
-            .call(Method::GET, path.clone(), &[], Vec::new())
-            .await?;
+        const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+        let (status, headers, body) = self.call(Method::GET, NEXT, &[], Vec::new()).await?;
         if status != StatusCode::OK {
             return Err(ClientError::Status {
                 method: Method::GET,
-                path,
+                path: NEXT.to_owned(),
                 status,
                 body: String::from_utf8_lossy(&body).into_owned(),
             });

@@ -74,6 +74,9 @@ async fn the_jail_confines_the_function() {
     assert_eq!(inside["mount"], "permission denied");
     assert_eq!(outside["unshare"], "ok");
     assert_eq!(inside["hostname"], "lamina");
+    // Batch scheduling (3, SCHED_BATCH): a woken function does not preempt the host.
+    assert_eq!(inside["sched_policy"], "3", "{inside}");
+    assert_eq!(outside["sched_policy"], "0", "{outside}");
     jailed.finish().await;
     unjailed.finish().await;
 }

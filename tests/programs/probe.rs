@@ -346,6 +346,17 @@ fn jail_report() -> String {
         .unwrap_or_default();
     let fields = [
         ("uid", uid),
+        // The scheduling policy, field 41 of /proc/self/stat (the 39th after the name).
+        (
+            "sched_policy",
+            std::fs::read_to_string("/proc/self/stat")
+                .ok()
+                .and_then(|s| {
+                    let (_, after_name) = s.rsplit_once(')')?;
+                    Some(after_name.split_whitespace().nth(38)?.to_owned())
+                })
+                .unwrap_or_default(),
+        ),
         (
             "congestion_control",
             std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")

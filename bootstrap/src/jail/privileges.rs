@@ -1,7 +1,7 @@
-//! Step 5: the function's process gives up everything before it runs user code: the
-//! unprivileged user (so no capabilities), rlimits, `no_new_privs`, and a seccomp filter that
-//! refuses what a sandboxed function never needs (mounts, namespaces, tracing, kernel modules,
-//! kexec, BPF, keyrings, …).
+//! Step 5: the function's process gives up everything before it runs user code: batch
+//! scheduling, the unprivileged user (so no capabilities), rlimits, `no_new_privs`, and a
+//! seccomp filter that refuses what a sandboxed function never needs (mounts, namespaces,
+//! tracing, kernel modules, kexec, BPF, keyrings, …).
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -143,6 +143,27 @@ pub(crate) fn join_function_cgroups(cgroups: Vec<std::fs::File>) -> Result<(), B
     Ok(())
 }
 
+/// Runs the function (and, by inheritance, all it starts) under `SCHED_BATCH`: when it wakes,
+/// because its event or its answer's acknowledgement arrived, it does not preempt the thread
+/// that woke it, which is the host serving every environment's Runtime API and every caller. It
+/// runs as soon as a CPU is free, or at the next tick. With a CPU to spare nothing changes;
+/// when every CPU is busy, the host finishes what it is doing before the switch instead of
+/// being switched out mid-request and back. Measured (the serve benchmark, 2 cores,
+/// saturated): +9% invocations/s, p50 −12%, p99 1–4 ms → 3.4–6 ms (a woken function may wait
+/// for the tick); at 1 connection +5% and a lower p99. The host's threads still preempt the
+/// function as before. The function may switch itself back to `SCHED_OTHER` (both are
+/// unprivileged policies).
+fn batch_scheduling() -> Result<(), BootstrapError> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the sched_param we own, for this process.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        return Err(super::io_step_err("sched_setscheduler", "SCHED_BATCH")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Drops privileges and execs the function's bootstrap. Returns only on failure.
 pub(crate) fn drop_and_exec(spec: &ShellSpec, exec: &Exec) -> BootstrapError {
     match try_drop_and_exec(spec, exec) {
@@ -158,6 +179,7 @@ fn try_drop_and_exec(spec: &ShellSpec, exec: &Exec) -> Result<Never, BootstrapEr
     let null = std::fs::File::open("/dev/null").map_err(super::io_step_err("open", "/dev/null"))?;
     nix::unistd::dup2_stdin(&null).map_err(step_err("dup2", "stdin"))?;
 
+    batch_scheduling()?;
     setgroups(&[]).map_err(step_err("setgroups", "[]"))?;
     setgid(Gid::from_raw(spec.gid)).map_err(step_err("setgid", spec.gid))?;
     // Leaving uid 0 clears every capability (no SECBIT_KEEP_CAPS).

@@ -103,7 +103,7 @@ async fn answers_in_pieces_chunked_or_until_the_end_are_read_whole() {
         step(&[b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc"], false),
     ]);
     let (status, headers, body) = client
-        .call(Method::GET, "/one".into(), &[], Vec::new())
+        .call(Method::GET, "/one", &[], Vec::new())
         .await
         .unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -121,12 +121,12 @@ async fn answers_in_pieces_chunked_or_until_the_end_are_read_whole() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(&body[..], b"{}");
     let (_, _, body) = client
-        .call(Method::GET, "/three".into(), &[], Vec::new())
+        .call(Method::GET, "/three", &[], Vec::new())
         .await
         .unwrap();
     assert_eq!(&body[..], b"all of this");
     let (_, _, body) = client
-        .call(Method::GET, "/four".into(), &[], Vec::new())
+        .call(Method::GET, "/four", &[], Vec::new())
         .await
         .unwrap();
     assert_eq!(&body[..], b"abc");
@@ -154,7 +154,7 @@ async fn a_connection_the_server_closed_while_idle_is_replaced_and_the_call_made
     ]);
     for expected in [b"1", b"2"] {
         let (_, _, body) = client
-            .call(Method::GET, "/next".into(), &[], Vec::new())
+            .call(Method::GET, "/next", &[], Vec::new())
             .await
             .unwrap();
         assert_eq!(&body[..], expected);
@@ -184,7 +184,7 @@ async fn an_answer_cut_short_or_not_http_is_an_error_naming_what_failed() {
     for (answer, expected) in cases {
         let (mut client, _) = server(vec![step(&[answer], true)]);
         let err = client
-            .call(Method::GET, "/next".into(), &[], Vec::new())
+            .call(Method::GET, "/next", &[], Vec::new())
             .await
             .unwrap_err();
         assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
@@ -193,7 +193,7 @@ async fn an_answer_cut_short_or_not_http_is_an_error_naming_what_failed() {
     // A server that hangs up on a new connection before answering is not asked again.
     let (mut client, seen) = server(vec![step(&[], true)]);
     let err = client
-        .call(Method::GET, "/next".into(), &[], Vec::new())
+        .call(Method::GET, "/next", &[], Vec::new())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("closed before an answer"), "{err}");
