@@ -110,12 +110,7 @@ async fn answers_in_pieces_chunked_or_until_the_end_are_read_whole() {
     assert_eq!(headers["lambda-runtime-aws-request-id"], "a");
     assert_eq!(&body[..], b"hello, world");
     let (status, _, body) = client
-        .call(
-            Method::POST,
-            "/two".into(),
-            &[("x-a", "b")],
-            b"{\"k\":1}".to_vec(),
-        )
+        .call(Method::POST, "/two", &[("x-a", "b")], b"{\"k\":1}".to_vec())
         .await
         .unwrap();
     assert_eq!(status, StatusCode::ACCEPTED);
