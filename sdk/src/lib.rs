@@ -47,9 +47,13 @@
 //! # What each build does
 //!
 //! - **Native:** reads `AWS_LAMBDA_RUNTIME_API` and loops on `GET /runtime/invocation/next`,
-//!   posting each answer to `/response` or `/error`, over one kept-alive connection. Missing
-//!   or malformed configuration (`AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`)
-//!   is posted to `/init/error` as `Runtime.InvalidConfig` and [`run`] returns the error.
+//!   posting each answer to `/response` or `/error`, over one kept-alive connection. The
+//!   client blocks its thread while it waits for the next event, as Lambda freezes the
+//!   environment between events: tasks spawned on a `current_thread` runtime make progress
+//!   while a handler runs, not between events (on a multi-threaded runtime, its workers go
+//!   on). Missing or malformed configuration (`AWS_LAMBDA_FUNCTION_NAME`,
+//!   `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) is posted to `/init/error` as `Runtime.InvalidConfig`
+//!   and [`run`] returns the error.
 //! - **WASM** (docs/wasm-guest-abi.md in the lamina repository): one event per instance. The
 //!   payload is stdin; the invocation's metadata is in `LAMBDA_RUNTIME_AWS_REQUEST_ID`,
 //!   `LAMBDA_RUNTIME_DEADLINE_MS`, `LAMBDA_RUNTIME_INVOKED_FUNCTION_ARN`,
