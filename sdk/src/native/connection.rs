@@ -13,6 +13,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 /// The most an answer's head may take. The API's headers are a few hundred bytes; the largest,
 /// a client context, is at most 3.5 KB on Lambda.
 const MAX_HEAD: usize = 64 * 1024;
+/// The largest answer body the client takes: Lambda's events are at most 6 MB (its
+/// asynchronous ones 1 MB); well above that, a length is a broken server, not an event, and
+/// is refused before any memory is set aside for it.
+const MAX_BODY: usize = 64 * 1024 * 1024;
 /// The most header lines an answer may have (Lambda sends about ten).
 const MAX_HEADERS: usize = 64;
 /// The read buffer's first size: an event of up to ~15 KB arrives with its head in one read.
@@ -45,6 +49,12 @@ impl From<io::Error> for CallError {
 
 fn malformed(what: impl Into<String>) -> CallError {
     CallError::Failed(what.into().into())
+}
+
+fn too_big(length: impl std::fmt::Display) -> CallError {
+    malformed(format!(
+        "the answer's body of {length} bytes is over the client's limit of {MAX_BODY}"
+    ))
 }
 
 /// How an answer's body ends.
@@ -227,6 +237,9 @@ impl Connection {
 
     /// The next `n` bytes of the connection.
     fn take(&mut self, n: usize) -> Result<Bytes, CallError> {
+        if n > MAX_BODY {
+            return Err(too_big(n));
+        }
         let buffered = self.end - self.start;
         if buffered >= n {
             let body = Bytes::copy_from_slice(&self.buf[self.start..self.start + n]);
@@ -257,7 +270,12 @@ impl Connection {
                         self.start += len;
                         break size;
                     }
-                    Ok(httparse::Status::Partial) => self.fill_more("chunk size")?,
+                    Ok(httparse::Status::Partial) if self.end - self.start < MAX_HEAD => {
+                        self.fill_more("chunk size")?;
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        return Err(malformed("a chunk size line of the answer is too long"));
+                    }
                     Err(_) => return Err(malformed("the answer's chunk size is invalid")),
                 }
             };
@@ -266,7 +284,9 @@ impl Connection {
                 return Ok(Bytes::from(body));
             }
             let size = usize::try_from(size)
-                .map_err(|_| malformed(format!("the answer's chunk of {size} bytes is too big")))?;
+                .ok()
+                .filter(|size| body.len().saturating_add(*size) <= MAX_BODY)
+                .ok_or_else(|| too_big(format!("at least {size}")))?;
             body.extend_from_slice(&self.take(size)?);
             if !self.line()?.is_empty() {
                 return Err(malformed("the answer's chunk is longer than its size"));
@@ -294,7 +314,11 @@ impl Connection {
     fn until_closed(&mut self) -> Result<Bytes, CallError> {
         let mut body = self.buf[self.start..self.end].to_vec();
         (self.start, self.end) = (0, 0);
-        self.stream.read_to_end(&mut body)?;
+        let room = (MAX_BODY + 1).saturating_sub(body.len()) as u64;
+        (&mut self.stream).take(room).read_to_end(&mut body)?;
+        if body.len() > MAX_BODY {
+            return Err(too_big(body.len()));
+        }
         Ok(Bytes::from(body))
     }
 }

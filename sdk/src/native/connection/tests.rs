@@ -194,3 +194,20 @@ async fn an_answer_cut_short_or_not_http_is_an_error_naming_what_failed() {
     assert!(err.to_string().contains("closed before an answer"), "{err}");
     assert_eq!(seen.lock().unwrap().requests.len(), 1);
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_before_memory_is_set_aside_for_it() {
+    let cases: [&'static [u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffff\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 67108865\r\n\r\n",
+    ];
+    for answer in cases {
+        let (mut client, _) = server(vec![step(&[answer], true)]);
+        let err = client
+            .call(Method::GET, "/next", &[], Vec::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("over the client's limit"), "{err}");
+    }
+}
