@@ -134,17 +134,11 @@ pub fn build_example(package: &str, target: Option<&str>) -> PathBuf {
     }
 }
 
-/// Builds `lamina-bootstrap` (release) and puts it where the jail looks for it beside a
-/// benchmark's executable, so that a benchmark of the jail needs no other build first.
-pub fn place_bootstrap() {
+/// Builds the `lamina` binary (release), which is also the jail's sandbox helper, for a
+/// benchmark that runs the host in process: its own executable is not lamina.
+pub fn lamina_binary() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let built = cargo_build(&root, Some("lamina-bootstrap"), None, "release", "examples")
-        .join("lamina-bootstrap");
-    let beside = target_dir().join("release").join("lamina-bootstrap");
-    // Copied to a temporary name and renamed: a running jail may be executing the old one.
-    let staged = beside.with_extension("new");
-    std::fs::copy(&built, &staged).expect("copy lamina-bootstrap");
-    std::fs::rename(&staged, &beside).expect("place lamina-bootstrap");
+    cargo_build(&root, Some("lamina-runtime"), None, "release", "examples").join("lamina")
 }
 
 /// The tests' WASM guest (`tests/wasm-guest`) for `target`, built once per test binary.

@@ -1,4 +1,4 @@
-//! `lamina-bootstrap --check`: what this host lets the jail do, tried for real rather than
+//! `lamina __sandbox --check`: what this host lets the jail do, tried for real rather than
 //! guessed from version numbers. Each check runs in a forked child (so that nothing it
 //! changes, such as namespaces or a seccomp filter, sticks) and reports the first step that
 //! failed. The host runs this once at startup and refuses `--sandbox jail` with the list.

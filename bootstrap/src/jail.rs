@@ -133,7 +133,7 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
             let code = match pid1(spec, status_w) {
                 Ok(never) => match never {},
                 Err(e) => {
-                    eprintln!("lamina-bootstrap: {e}");
+                    eprintln!("lamina sandbox helper: {e}");
                     125
                 }
             };
@@ -215,7 +215,7 @@ fn pid1(spec: &ShellSpec, status_w: OwnedFd) -> Result<Never, BootstrapError> {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
-            eprintln!("lamina-bootstrap: {e}");
+            eprintln!("lamina sandbox helper: {e}");
             std::process::exit(127);
         }
     };
@@ -292,7 +292,7 @@ fn control_loop(tmp_bytes: u64) {
             b'T' => match mounts::reset_tmp(tmp_bytes) {
                 Ok(()) => b"K",
                 Err(e) => {
-                    eprintln!("lamina-bootstrap: {e}");
+                    eprintln!("lamina sandbox helper: {e}");
                     b"E"
                 }
             },

@@ -70,7 +70,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// `$XDG_CACHE_HOME/lamina`, else `$HOME/.cache/lamina`, else `/var/tmp/lamina-cache`.
+    /// `$XDG_CACHE_HOME/lamina`, else `$HOME/.cache/lamina`, else (no home) `/var/cache/lamina`
+    /// for root and `/var/tmp/lamina-cache-<uid>` for others. The host checks whichever it uses
+    /// before trusting it: another user must not be able to write code into it.
     pub fn default_root() -> PathBuf {
         if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(xdg).join("lamina");
@@ -78,7 +80,12 @@ impl Cache {
         if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(home).join(".cache").join("lamina");
         }
-        PathBuf::from("/var/tmp/lamina-cache")
+        // `/proc/self` belongs to the process's effective user.
+        match fs::metadata("/proc/self").map(|m| m.uid()) {
+            Ok(0) => PathBuf::from("/var/cache/lamina"),
+            Ok(uid) => PathBuf::from(format!("/var/tmp/lamina-cache-{uid}")),
+            Err(_) => PathBuf::from("/var/cache/lamina"),
+        }
     }
 
     /// Opens (creating) the cache at `root`.

@@ -268,9 +268,13 @@ impl FunctionConfig {
         // function runs even where the user's cache directory cannot be written.
         let needs_cache = is_zip(&self.code) || is_wasm(&self.code) || !self.layers.is_empty();
         let cache = match needs_cache {
-            true => Some(Cache::open(
-                self.cache_dir.unwrap_or_else(Cache::default_root),
-            )?),
+            true => Some(
+                crate::run_dir::open_cache(&self.cache_dir.unwrap_or_else(Cache::default_root))
+                    .map_err(|e| match e {
+                        crate::run_dir::CacheDirError::Cache(e) => ConfigError::Package(e),
+                        e => invalid("cache", e.to_string()),
+                    })?,
+            ),
             false => None,
         };
         let progress = self.progress.as_ref();

@@ -21,6 +21,8 @@ pub mod invoke;
 pub mod logs;
 /// Per-function pools of execution environments.
 pub mod pool;
+/// lamina's directories on the host (run, state, cache): trusted, swept and removed safely.
+pub mod run_dir;
 /// The Runtime API (2018-06-01) served to one environment.
 pub mod runtime_api;
 /// Where a bootstrap runs: the seam between the pool and the operating system.

@@ -258,11 +258,11 @@ pub(crate) fn log_pipe() -> Result<
 /// and stderr, its own process group (so stopping reaches everything it starts), killed if
 /// the host drops it.
 pub(crate) fn base_command(
-    program: &std::path::Path,
+    command: std::process::Command,
     stdout: std::io::PipeWriter,
     stderr: std::io::PipeWriter,
 ) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(program);
+    let mut command = tokio::process::Command::from(command);
     command
         .env_clear()
         .stdout(stdout)

@@ -26,7 +26,7 @@ use lamina_runtime::config::FunctionConfig;
 use lamina_runtime::invoke::{InvokeOutcome, InvokeRequest};
 use lamina_runtime::pool::FunctionPool;
 use lamina_runtime::sandbox::Sandbox;
-use lamina_runtime::sandbox::jail::JailSandbox;
+use lamina_runtime::sandbox::jail::{Helper, JailSandbox};
 use lamina_runtime::sandbox::process::ProcessSandbox;
 use shared::{Discard, percentile};
 
@@ -36,14 +36,13 @@ use shared::{Discard, percentile};
 fn sandbox() -> Arc<dyn Sandbox> {
     match std::env::var("BENCH_SANDBOX").as_deref() {
         Ok("jail") => {
-            shared::place_bootstrap();
             let ready = std::env::var("BENCH_READY")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
             Arc::new(
-                JailSandbox::new()
-                    .expect("lamina-bootstrap is built")
+                JailSandbox::new(Helper::lamina_at(shared::lamina_binary()))
+                    .expect("the native jail")
                     .with_ready(ready),
             )
         }

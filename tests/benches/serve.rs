@@ -33,6 +33,7 @@ use lamina_runtime::cli::invoke::{NetworkKind, SandboxKind, native_sandbox};
 use lamina_runtime::config::FunctionConfig;
 use lamina_runtime::pool::FunctionPool;
 use lamina_runtime::sandbox::Sandbox;
+use lamina_runtime::sandbox::jail::Helper;
 use lamina_runtime::sandbox::wasm::WasmSandbox;
 use lamina_runtime::serve::event_queue::EventQueue;
 use lamina_runtime::serve::routes::RouteTable;
@@ -145,7 +146,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    shared::place_bootstrap();
+    let helper = Helper::lamina_at(shared::lamina_binary());
     let native = shared::build_example("echo", None);
     let module = std::env::var_os("BENCH_WASM_MODULE").map_or_else(
         || shared::build_example("echo", Some("wasm32-wasip1")),
@@ -191,7 +192,8 @@ fn main() {
         );
     }
     runtime.block_on(async {
-        let jail = native_sandbox(SandboxKind::Jail, NetworkKind::None).expect("the native jail");
+        let jail =
+            native_sandbox(SandboxKind::Jail, NetworkKind::None, helper).expect("the native jail");
         let wasm: Arc<dyn Sandbox> =
             Arc::new(WasmSandbox::new(&shared::target_dir().join("bench-cache")).expect("wasm"));
         let mut functions: HashMap<_, _> = [

@@ -11,6 +11,7 @@ mod zipcraft;
 
 mod cli;
 mod clients;
+mod host_dirs;
 mod invoke_errors;
 mod layers;
 mod runtime_api;

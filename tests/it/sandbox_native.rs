@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Harness, function_with, process_alive, program};
+use crate::support::{Harness, function_with, lamina_helper, process_alive, program};
 
 /// Jail tests run one at a time, so that counting cgroups before and after means something.
 pub static JAIL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -292,8 +292,8 @@ async fn network_host_reaches_out_but_its_api_serves_only_its_own_sandbox() {
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server_addr = server.local_addr().unwrap();
     let host_jail = || {
-        let jail = lamina_runtime::sandbox::jail::JailSandbox::new()
-            .expect("lamina-bootstrap is built by cargo test --workspace")
+        let jail = lamina_runtime::sandbox::jail::JailSandbox::new(lamina_helper())
+            .expect("the native jail runs here")
             .with_host_network()
             .with_ready(1);
         std::sync::Arc::new(jail)

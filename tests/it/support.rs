@@ -26,6 +26,11 @@ pub fn program(name: &str) -> PathBuf {
 
 pub use crate::shared::target_dir;
 
+/// The jail's sandbox helper for tests that run the host in process: the `lamina` binary.
+pub fn lamina_helper() -> lamina_runtime::sandbox::jail::Helper {
+    lamina_runtime::sandbox::jail::Helper::lamina_at(lamina())
+}
+
 /// The `lamina` binary. `cargo test --workspace` builds it before running any test because
 /// `lamina-runtime` has an integration test of its own (`runtime/tests/cli_surface.rs`).
 pub fn lamina() -> PathBuf {
@@ -101,8 +106,8 @@ impl Harness {
     pub fn jailed(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
         // One sandbox kept ready, as `lamina serve` does: the environments take built-ahead
         // sandboxes (a cold start without any ready is what `jailed_cold` runs).
-        let jail = JailSandbox::new()
-            .expect("lamina-bootstrap is built by cargo test --workspace")
+        let jail = JailSandbox::new(lamina_helper())
+            .expect("the native jail runs here (as root, lamina built by cargo test --workspace)")
             .with_ready(1);
         Harness::start_in(Arc::new(jail), code, tweak)
     }
@@ -110,7 +115,8 @@ impl Harness {
     /// Jailed, each environment's sandbox built when it starts, nothing ahead: what is on the
     /// host then belongs to the environments alone.
     pub fn jailed_cold(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
-        let jail = JailSandbox::new().expect("lamina-bootstrap is built by cargo test --workspace");
+        let jail = JailSandbox::new(lamina_helper())
+            .expect("the native jail runs here (as root, lamina built by cargo test --workspace)");
         Harness::start_in(Arc::new(jail), code, tweak)
     }
 

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use lamina_layers::Cache;
 
+use crate::run_dir::open_cache;
+
 /// `lamina cache …`
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
@@ -29,7 +31,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     match command {
         CacheCommand::Ls { cache_dir } => {
-            let cache = Cache::open(cache_dir.unwrap_or_else(Cache::default_root))?;
+            let cache = open_cache(&cache_dir.unwrap_or_else(Cache::default_root))?;
             let mut total = 0;
             for (name, bytes) in cache.list()? {
                 total += bytes;
@@ -38,7 +40,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
             writeln!(stdout, "{total:>12}  total in {}", cache.root().display())?;
         }
         CacheCommand::Prune { cache_dir } => {
-            let cache = Cache::open(cache_dir.unwrap_or_else(Cache::default_root))?;
+            let cache = open_cache(&cache_dir.unwrap_or_else(Cache::default_root))?;
             let removed = cache.prune()?;
             writeln!(
                 stdout,

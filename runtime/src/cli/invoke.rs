@@ -14,7 +14,7 @@ use crate::error::MAX_PAYLOAD_BYTES;
 use crate::invoke::InvokeRequest;
 use crate::logs::StderrSink;
 use crate::pool::FunctionPool;
-use crate::sandbox::jail::JailSandbox;
+use crate::sandbox::jail::{Helper, JailSandbox};
 use crate::sandbox::process::ProcessSandbox;
 use crate::sandbox::wasm::WasmSandbox;
 use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
@@ -123,7 +123,8 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let lone_module = code
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
-    let native_ahead = (!lone_module).then(|| native_sandbox(args.sandbox, args.network));
+    let native_ahead = (!lone_module)
+        .then(|| native_sandbox(args.sandbox, args.network, Helper::this_executable()));
     let cache_root = args
         .cache_dir
         .clone()
@@ -156,7 +157,11 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     };
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
-    let native = || native_ahead.unwrap_or_else(|| native_sandbox(args.sandbox, args.network));
+    let native = || {
+        native_ahead.unwrap_or_else(|| {
+            native_sandbox(args.sandbox, args.network, Helper::this_executable())
+        })
+    };
     let sandbox = Sandboxes::for_functions([spec.as_ref()], args.sandbox, native, &cache_root)?
         .for_spec(&spec);
     let pool = FunctionPool::start(spec, sandbox, Arc::new(StderrSink));
@@ -281,12 +286,17 @@ fn wasm_sandbox(cache_root: &Path) -> anyhow::Result<Arc<dyn Sandbox>> {
     ))
 }
 
-/// The chosen native backend, after checking that this host supports it.
-pub fn native_sandbox(kind: SandboxKind, network: NetworkKind) -> anyhow::Result<Arc<dyn Sandbox>> {
+/// The chosen native backend, after checking that this host supports it; jails are built by
+/// `helper` (the CLI's own executable, [`Helper::this_executable`]).
+pub fn native_sandbox(
+    kind: SandboxKind,
+    network: NetworkKind,
+    helper: Helper,
+) -> anyhow::Result<Arc<dyn Sandbox>> {
     Ok(match kind {
         SandboxKind::Process => Arc::new(ProcessSandbox),
         SandboxKind::Jail => {
-            let jail = JailSandbox::new().map_err(|e| {
+            let jail = JailSandbox::new(helper).map_err(|e| {
                 anyhow::anyhow!(
                     "{e}\n`--sandbox process` runs functions without isolation, for development \
                      on such hosts."

@@ -17,6 +17,7 @@ use crate::config::FunctionConfig;
 use crate::config::file::{FILE_NAME, Manifest};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
+use crate::sandbox::jail::Helper;
 use crate::serve::event_queue::EventQueue;
 use crate::serve::routes::RouteTable;
 use crate::serve::{App, Function};
@@ -115,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let sandboxes = Sandboxes::for_functions(
         specs.iter().map(|(s, _)| s.as_ref()),
         args.sandbox,
-        || native_sandbox(args.sandbox, args.network),
+        || native_sandbox(args.sandbox, args.network, Helper::this_executable()),
         &cache_root,
     )?;
     let mut functions = HashMap::new();
@@ -131,10 +132,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }),
         );
     }
-    let state_dir = args
-        .state_dir
-        .or(manifest.serve.state_dir.clone())
-        .unwrap_or_else(default_state_dir);
+    let state_dir = match args.state_dir.or(manifest.serve.state_dir.clone()) {
+        Some(dir) => dir,
+        None => default_state_dir()?,
+    };
+    // Dead letters are written there as lamina's user: nobody else may plant links in it.
+    if let Err(e) = crate::run_dir::trusted_dir(&state_dir) {
+        app_shutdown_pools(&functions).await;
+        bail!("state directory {e}");
+    }
     let retry_delay = manifest
         .serve
         .retry_delay
@@ -191,13 +197,24 @@ async fn stop_signal() {
     eprintln!("lamina: stopping: finishing invocations in flight");
 }
 
-/// `$XDG_STATE_HOME/lamina`, else `~/.local/state/lamina`.
-fn default_state_dir() -> PathBuf {
+/// `$XDG_STATE_HOME/lamina`, else `~/.local/state/lamina`, else (no home) `/var/lib/lamina`
+/// for root; never a fixed name in a world-writable directory.
+fn default_state_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("lamina");
+        return Ok(PathBuf::from(dir).join("lamina"));
     }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".local/state/lamina"),
-        None => std::env::temp_dir().join("lamina-state"),
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(home).join(".local/state/lamina"));
+    }
+    if nix::unistd::Uid::effective().is_root() {
+        return Ok(PathBuf::from("/var/lib/lamina"));
+    }
+    bail!("no state directory: HOME and XDG_STATE_HOME are not set; give one with --state-dir")
+}
+
+/// Stops the pools started so far (a start that fails after starting them).
+async fn app_shutdown_pools(functions: &HashMap<String, Arc<Function>>) {
+    for function in functions.values() {
+        function.pool.shutdown().await;
     }
 }

@@ -1,6 +1,6 @@
-//! The native jail backend: each environment's processes run under `lamina-bootstrap`, which
-//! builds the jail (namespaces, a minimal read-only root, an unprivileged user, seccomp) and
-//! execs the function's bootstrap inside it. The host only forks and execs the helper, never
+//! The native jail backend: each environment's processes run under the sandbox helper
+//! (`lamina __sandbox`, [`Helper`]), which builds the jail (namespaces, a minimal read-only
+//! root, an unprivileged user, seccomp) and execs the function's bootstrap inside it. The host only forks and execs the helper, never
 //! enters namespaces itself: the tokio process is multi-threaded.
 //!
 //! Scope: one `JailSandbox` per runtime; each environment gets a root mount point under the
@@ -20,6 +20,7 @@ use super::uids::UidLease;
 use super::{ApiPlacement, Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
 use crate::error::Failure;
+use crate::run_dir::RunDir;
 
 /// Lambda's sandbox user (`sbx_user1051`), shared by every jail with a network namespace of its
 /// own; in network mode `host` each jail gets a uid of its own instead ([`UidLease`]).
@@ -29,8 +30,8 @@ const SANDBOX_GID: u32 = 990;
 /// Runs bootstraps inside the native jail.
 #[derive(Debug)]
 pub struct JailSandbox {
-    helper: PathBuf,
-    state_dir: PathBuf,
+    helper: Helper,
+    dirs: StateDirs,
     cgroups: Option<cgroup::Version>,
     network: Network,
     /// Sandboxes built up to the function's own mounts, waiting to be used.
@@ -41,34 +42,56 @@ pub struct JailSandbox {
     building: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// The program that builds each sandbox: a `lamina` binary, started as `lamina __sandbox`
+/// (`lamina_bootstrap::entry`). The helper is part of lamina itself, so nothing beside the
+/// binary has to be found, built or installed.
+#[derive(Debug, Clone)]
+pub struct Helper {
+    program: PathBuf,
+    /// What messages call it.
+    shown: String,
+}
+
+impl Helper {
+    /// The running executable, which must be `lamina` (the CLI's choice). Started through
+    /// `/proc/self/exe`, so a binary replaced on disk while lamina runs (a rebuild) still
+    /// starts the helper that matches this host.
+    pub fn this_executable() -> Helper {
+        let shown = std::env::current_exe()
+            .map_or_else(|_| "lamina".to_owned(), |p| p.display().to_string());
+        Helper {
+            program: PathBuf::from("/proc/self/exe"),
+            shown,
+        }
+    }
+
+    /// The `lamina` binary at `path`: for programs that run the host as a library (tests,
+    /// benchmarks), whose own executable is not lamina.
+    pub fn lamina_at(path: impl Into<PathBuf>) -> Helper {
+        let program = path.into();
+        Helper {
+            shown: program.display().to_string(),
+            program,
+        }
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.program);
+        command.arg(lamina_bootstrap::entry::HELPER_ARG);
+        command
+    }
+}
+
+impl std::fmt::Display for Helper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.shown, lamina_bootstrap::entry::HELPER_ARG)
+    }
+}
+
 impl JailSandbox {
-    /// Finds `lamina-bootstrap` (`LAMINA_BOOTSTRAP`, else beside the running executable or one
-    /// directory up, where cargo puts binaries next to test executables), checks that this
-    /// host lets it build the jail (every missing capability is listed, not just the first),
-    /// and prepares the state directory.
-    pub fn new() -> Result<Self, JailUnavailable> {
-        let unavailable = |missing: String| JailUnavailable {
-            missing: vec![missing],
-        };
-        let helper = match std::env::var_os("LAMINA_BOOTSTRAP") {
-            Some(path) => PathBuf::from(path),
-            None => {
-                let exe = std::env::current_exe()
-                    .map_err(|e| unavailable(format!("cannot locate lamina itself: {e}")))?;
-                let dirs = exe
-                    .parent()
-                    .into_iter()
-                    .chain(exe.parent().and_then(Path::parent));
-                dirs.map(|d| d.join("lamina-bootstrap"))
-                    .find(|p| p.is_file())
-                    .ok_or_else(|| {
-                        unavailable(format!(
-                            "lamina-bootstrap not found beside {} (set LAMINA_BOOTSTRAP)",
-                            exe.display()
-                        ))
-                    })?
-            }
-        };
+    /// Checks that this host lets `helper` build the jail (every missing capability is
+    /// listed, not just the first), and prepares the state directory.
+    pub fn new(helper: Helper) -> Result<Self, JailUnavailable> {
         let mut missing = check_with(&helper);
         let cgroups = cgroup::detect();
         match cgroups {
@@ -84,18 +107,31 @@ impl JailSandbox {
                     .into(),
             ),
         }
-        let state_dir = std::env::temp_dir().join("lamina-jails");
-        if let Err(e) =
-            std::fs::create_dir_all(&state_dir).and_then(|()| cgroup::writable(&state_dir))
-        {
-            missing.push(format!("state directory {}: {e}", state_dir.display()));
-        }
-        if !missing.is_empty() {
+        let dirs = RunDir::open_default().and_then(|run| {
+            let jails = run.subdir("jails")?;
+            // The roots' mounts lived in the sandboxes' own mount namespaces: a dead lamina's
+            // roots are empty directories, and nothing is unmounted here.
+            for note in jails.sweep_dead(None) {
+                tracing::warn!("cleaning up after lamina processes that are gone: {note}");
+            }
+            Ok(StateDirs {
+                jails: Arc::new(jails),
+                uids: Arc::new(run.subdir("uids")?),
+            })
+        });
+        let dirs = match dirs {
+            Ok(dirs) => Some(dirs),
+            Err(e) => {
+                missing.push(format!("run directory: {e}"));
+                None
+            }
+        };
+        let (Some(dirs), true) = (dirs, missing.is_empty()) else {
             return Err(JailUnavailable { missing });
-        }
+        };
         Ok(Self {
             helper,
-            state_dir,
+            dirs,
             cgroups,
             network: Network::None,
             ready: Arc::default(),
@@ -113,17 +149,18 @@ pub struct JailUnavailable {
     pub missing: Vec<String>,
 }
 
-/// Runs `lamina-bootstrap --check`, which tries namespaces, mounts and seccomp for real in
+/// Runs `lamina __sandbox --check`, which tries namespaces, mounts and seccomp for real in
 /// throwaway children, and returns what it found missing.
-fn check_with(helper: &Path) -> Vec<String> {
-    let output = match std::process::Command::new(helper)
+fn check_with(helper: &Helper) -> Vec<String> {
+    let output = match helper
+        .command()
         .arg("--check")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
     {
         Ok(output) => output,
-        Err(e) => return vec![format!("running {} --check: {e}", helper.display())],
+        Err(e) => return vec![format!("running {helper} --check: {e}")],
     };
     let text = String::from_utf8_lossy(&output.stdout);
     let mut missing: Vec<String> = text
@@ -133,8 +170,7 @@ fn check_with(helper: &Path) -> Vec<String> {
         .collect();
     if missing.is_empty() && !output.status.success() {
         missing.push(format!(
-            "{} --check failed ({}) without saying why",
-            helper.display(),
+            "{helper} --check failed ({}) without saying why",
             output.status
         ));
     }
@@ -238,7 +274,7 @@ impl JailSandbox {
     fn shell_config(&self) -> ShellConfig {
         ShellConfig {
             helper: self.helper.clone(),
-            state_dir: self.state_dir.clone(),
+            dirs: self.dirs.clone(),
             cgroups: self.cgroups,
             network: self.network,
         }
@@ -283,11 +319,20 @@ struct Ready {
     closed: bool,
 }
 
+/// The jail's directories in lamina's run directory ([`crate::run_dir`]).
+#[derive(Debug, Clone)]
+struct StateDirs {
+    /// `jails/<pid>-<n>`: each sandbox's root mount point.
+    jails: Arc<RunDir>,
+    /// `uids/<uid>.lock`: the uid leases of network mode `host`, shared by every lamina.
+    uids: Arc<RunDir>,
+}
+
 /// What building a [`Shell`] needs, detached from the sandbox so a blocking thread can own it.
 #[derive(Debug)]
 struct ShellConfig {
-    helper: PathBuf,
-    state_dir: PathBuf,
+    helper: Helper,
+    dirs: StateDirs,
     cgroups: Option<cgroup::Version>,
     network: Network,
 }
@@ -308,6 +353,9 @@ struct Shell {
 /// its processes are gone. (The mounts lived in the sandbox's mount namespace and went with it.)
 #[derive(Debug)]
 struct HostTraces {
+    /// The directory the root mount point is in, and its name there.
+    jails: Arc<RunDir>,
+    name: String,
     root: PathBuf,
     cgroups: Option<Cgroups>,
     uid: Option<UidLease>,
@@ -315,7 +363,7 @@ struct HostTraces {
 
 impl Drop for HostTraces {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.root);
+        let _ = self.jails.remove_entry(&self.name);
         if let Some(cgroups) = &self.cgroups {
             cgroups.remove();
         }
@@ -339,10 +387,13 @@ impl ShellConfig {
             std::process::id(),
             SHELL_SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        let root = self.state_dir.join(&name);
-        std::fs::create_dir_all(&root).map_err(|e| host_failure("creating the jail root", e))?;
+        let root = (self.dirs.jails)
+            .make_entry(&name)
+            .map_err(|e| host_failure("creating the jail root", e))?;
         // From here on, an early return removes what was made.
         let mut traces = HostTraces {
+            jails: Arc::clone(&self.dirs.jails),
+            name: name.clone(),
             root,
             cgroups: None,
             uid: None,
@@ -351,7 +402,7 @@ impl ShellConfig {
             // On the host's loopback the Runtime API tells its sandbox by the uid (see
             // `runtime_api::peer`); in a private network namespace nobody else can connect.
             traces.uid = Some(
-                UidLease::acquire(&self.state_dir.join("uids"))
+                UidLease::acquire(&self.dirs.uids)
                     .map_err(|e| host_failure("leasing the sandbox's uid", e))?,
             );
         }
@@ -383,10 +434,10 @@ impl ShellConfig {
     }
 }
 
-/// Starts `lamina-bootstrap` with the first half of the spec on its stdin: one end of a socket
+/// Starts the sandbox helper with the first half of the spec on its stdin: one end of a socket
 /// pair, over which the Runtime API listener comes back in network mode `none` (SCM_RIGHTS).
 fn spawn_helper(
-    helper: &Path,
+    helper: &Helper,
     shell: &ShellSpec,
 ) -> Result<
     (
@@ -402,11 +453,11 @@ fn spawn_helper(
     let (reader, writer, writer2) = super::log_pipe()?;
     let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| host_failure("creating the control socket", e))?;
-    let mut command = super::base_command(helper, writer, writer2);
+    let mut command = super::base_command(helper.command(), writer, writer2);
     command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
     let child = command
         .spawn()
-        .map_err(|e| host_failure(&format!("starting {}", helper.display()), e))?;
+        .map_err(|e| host_failure(&format!("starting {helper}"), e))?;
     drop(command);
     let pid = child
         .id()

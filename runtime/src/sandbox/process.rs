@@ -36,7 +36,8 @@ impl Sandbox for ProcessSandbox {
             &paths,
         );
         let (reader, writer, writer2) = super::log_pipe()?;
-        let mut command = super::base_command(&bootstrap, writer, writer2);
+        let mut command =
+            super::base_command(std::process::Command::new(&bootstrap), writer, writer2);
         command
             .envs(env)
             .current_dir(&spec.code_dir)

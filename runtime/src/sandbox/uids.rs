@@ -8,7 +8,11 @@
 //! lamina process skips the uids in use without any coordination beyond the directory.
 
 use std::fs::{File, TryLockError};
-use std::path::Path;
+
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
+use crate::run_dir::RunDir;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The first uid of the reserved range. Far above the ranges distributions hand to users
@@ -46,31 +50,33 @@ pub struct UidLease {
 }
 
 impl UidLease {
-    /// Leases a free uid, keeping its lock file in `dir`.
-    pub fn acquire(dir: &Path) -> Result<UidLease, LeaseError> {
-        let io = |path: &Path, source| LeaseError::Io {
+    /// Leases a free uid, keeping its lock file in `dir` (opened there without following a
+    /// link).
+    pub fn acquire(dir: &RunDir) -> Result<UidLease, LeaseError> {
+        let io = |path: &std::path::Path, source| LeaseError::Io {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let start = NEXT_SLOT.load(Ordering::Relaxed);
         for step in 0..UID_SLOTS {
             let slot = start.wrapping_add(step) % UID_SLOTS;
             let uid = UID_BASE + slot;
-            let path = dir.join(format!("{uid}.lock"));
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| io(&path, e))?;
+            let name = format!("{uid}.lock");
+            let file = openat(
+                dir.fd(),
+                name.as_str(),
+                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map(File::from)
+            .map_err(|e| io(&dir.path().join(&name), e.into()))?;
             match file.try_lock() {
                 Ok(()) => {
                     NEXT_SLOT.store(slot.wrapping_add(1) % UID_SLOTS, Ordering::Relaxed);
                     return Ok(UidLease { uid, _lock: file });
                 }
                 Err(TryLockError::WouldBlock) => continue,
-                Err(TryLockError::Error(e)) => return Err(io(&path, e)),
+                Err(TryLockError::Error(e)) => return Err(io(&dir.path().join(&name), e)),
             }
         }
         Err(LeaseError::Exhausted)
@@ -88,22 +94,24 @@ mod tests {
 
     #[test]
     fn live_leases_never_share_a_uid_and_a_dropped_one_is_free_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = UidLease::acquire(dir.path()).unwrap();
-        let b = UidLease::acquire(dir.path()).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let leases = RunDir::open(&base.path().join("uids")).unwrap();
+        let dir = leases.path();
+        let a = UidLease::acquire(&leases).unwrap();
+        let b = UidLease::acquire(&leases).unwrap();
         assert_ne!(a.uid(), b.uid());
         assert!((UID_BASE..UID_BASE + UID_SLOTS).contains(&a.uid()));
         // A lock held through another open file (as another lamina process would) is skipped.
-        let held_by_other = File::create(dir.path().join(format!("{}.lock", b.uid() + 1))).unwrap();
+        let held_by_other = File::create(dir.join(format!("{}.lock", b.uid() + 1))).unwrap();
         held_by_other.try_lock().unwrap();
-        let c = UidLease::acquire(dir.path()).unwrap();
+        let c = UidLease::acquire(&leases).unwrap();
         assert_eq!(c.uid(), b.uid() + 2);
         drop(held_by_other);
         let freed = a.uid();
         drop(a);
         let probe = File::options()
             .write(true)
-            .open(dir.path().join(format!("{freed}.lock")))
+            .open(dir.join(format!("{freed}.lock")))
             .unwrap();
         probe
             .try_lock()

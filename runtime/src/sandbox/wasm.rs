@@ -33,6 +33,7 @@ use super::{ApiLink, ApiPlacement, BoxFuture, Control, Sandbox, StartSpec, Start
 use crate::config::FunctionSpec;
 use crate::config::lambda_env::{self, Paths};
 use crate::error::{ExitStatus, Failure, MAX_PAYLOAD_BYTES};
+use crate::run_dir::RunDir;
 use crate::runtime_api::ApiCall;
 use crate::runtime_api::wire::NextEvent;
 pub use code::EngineError;
@@ -56,6 +57,9 @@ pub enum WasmUnavailable {
         "the WASM backend mounts a size-limited tmpfs as each environment's /tmp and cannot: {0} (it needs root)"
     )]
     Tmp(std::io::Error),
+    /// lamina's run directory cannot be used.
+    #[error(transparent)]
+    RunDir(#[from] crate::run_dir::RunDirError),
 }
 
 /// A bootstrap's compilation, shared by the environments that run it; compiled once even
@@ -67,7 +71,8 @@ type CodeCell = Arc<OnceLock<Result<Guest, String>>>;
 pub struct WasmSandbox {
     engine: Engine,
     cache: CodeCache,
-    tmp_state: PathBuf,
+    /// `wasm/` in the run directory: the environments' `/tmp` mounts.
+    tmp_state: Arc<RunDir>,
     /// By the bootstrap's host path, size and modification time.
     code: Mutex<HashMap<(PathBuf, u64, i64), CodeCell>>,
 }
@@ -77,7 +82,9 @@ impl WasmSandbox {
     /// environments' `/tmp` filesystems can be mounted.
     pub fn new(cache_root: &Path) -> Result<WasmSandbox, WasmUnavailable> {
         let engine = code::engine()?;
-        tmp::prepare(Path::new(tmp::STATE_DIR)).map_err(WasmUnavailable::Tmp)?;
+        let tmp_state = tmp::prepare(&RunDir::open_default()?)?;
+        // Compiled code is loaded from the cache and run: nobody else may write there.
+        crate::run_dir::trusted_dir(cache_root)?;
         // The epoch ticker lives as long as the engine.
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -93,7 +100,7 @@ impl WasmSandbox {
         Ok(WasmSandbox {
             cache: CodeCache::new(&engine, cache_root),
             engine,
-            tmp_state: PathBuf::from(tmp::STATE_DIR),
+            tmp_state,
             code: Mutex::default(),
         })
     }

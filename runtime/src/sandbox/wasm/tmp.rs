@@ -5,24 +5,33 @@
 //! "Untouched" is one `fstatfs`: the filesystem holds only the directory, so any file, link or
 //! directory made in it (and still there) shows as an inode in use.
 //!
-//! Mounts are named `<host pid>-<n>`: at start-up, those of lamina processes that are gone
-//! (killed before they could unmount) are removed.
+//! Mounts are `wasm/<host pid>-<n>` in lamina's run directory ([`crate::run_dir`]): at
+//! start-up, those of lamina processes that are gone (killed before they could unmount) are
+//! unmounted and removed, and nothing else is touched.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-/// Where WASM environments' `/tmp` filesystems are mounted.
-pub const STATE_DIR: &str = "/tmp/lamina-wasm";
+use crate::run_dir::RunDir;
+
+/// The source name of every tmpfs lamina mounts here: how a sweep tells its own mounts from
+/// anything else mounted in their place.
+pub const MOUNT_SOURCE: &str = "lamina-wasm-tmp";
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// One environment's tmpfs, unmounted and removed when dropped.
 #[derive(Debug)]
 pub struct EnvTmp {
+    /// The directory the mount point is in.
+    state: Arc<RunDir>,
+    /// The mount point's name in it.
+    name: String,
     mount: PathBuf,
     /// The directory the guest sees as `/tmp`.
     dir: PathBuf,
@@ -41,37 +50,41 @@ fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
 }
 
 impl EnvTmp {
-    /// Mounts a tmpfs of `size_mb` for one environment under `state`.
-    pub fn mount(state: &Path, size_mb: u32) -> io::Result<EnvTmp> {
+    /// Mounts a tmpfs of `size_mb` for one environment in `state`.
+    pub fn mount(state: &Arc<RunDir>, size_mb: u32) -> io::Result<EnvTmp> {
         let name = format!(
             "{}-{}",
             std::process::id(),
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        let mount_point = state.join(name);
-        std::fs::create_dir_all(&mount_point).map_err(with_path(&mount_point))?;
+        let mount_point = state.make_entry(&name)?;
         let inodes = u64::from(size_mb.max(1)) * INODES_PER_MB;
         let options = format!("size={size_mb}m,nr_inodes={inodes},mode=0700");
         if let Err(e) = mount(
-            Some("lamina-wasm-tmp"),
+            Some(MOUNT_SOURCE),
             &mount_point,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(options.as_str()),
         ) {
-            let _ = std::fs::remove_dir(&mount_point);
+            let _ = state.remove_entry(&name);
             return Err(with_path(&mount_point)(io::Error::from(e)));
         }
         // Unmounted again if anything below fails.
         let root = match std::fs::File::open(&mount_point) {
             Ok(root) => OwnedFd::from(root),
             Err(e) => {
-                let _ = umount2(&mount_point, MntFlags::MNT_DETACH);
-                let _ = std::fs::remove_dir(&mount_point);
+                let _ = umount2(
+                    &mount_point,
+                    MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+                );
+                let _ = state.remove_entry(&name);
                 return Err(with_path(&mount_point)(e));
             }
         };
         let mut tmp = EnvTmp {
+            state: Arc::clone(state),
+            name,
             dir: mount_point.join("tmp"),
             mount: mount_point,
             root,
@@ -117,34 +130,25 @@ impl EnvTmp {
 impl Drop for EnvTmp {
     fn drop(&mut self) {
         // Lazily: a run still holding a preopened directory keeps nothing mounted in view.
-        let _ = umount2(&self.mount, MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(&self.mount);
+        let _ = umount2(
+            &self.mount,
+            MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+        );
+        let _ = self.state.remove_entry(&self.name);
     }
 }
 
-/// Prepares the state directory and removes the mounts of lamina processes that are gone;
-/// fails when this host cannot mount a tmpfs there (the backend needs that privilege).
-pub fn prepare(state: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(state).map_err(with_path(state))?;
-    for entry in std::fs::read_dir(state)
-        .map_err(with_path(state))?
-        .flatten()
-    {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = umount2(&entry.path(), MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_dir(entry.path());
-        }
+/// Opens `wasm/` in the run directory and removes the mounts of lamina processes that are
+/// gone (what it leaves alone is logged, once, with why); fails when this host cannot mount a
+/// tmpfs there (the backend needs that privilege).
+pub fn prepare(run_dir: &RunDir) -> Result<Arc<RunDir>, super::WasmUnavailable> {
+    let state = Arc::new(run_dir.subdir("wasm")?);
+    for note in state.sweep_dead(Some(MOUNT_SOURCE)) {
+        tracing::warn!("cleaning up after lamina processes that are gone: {note}");
     }
     // One real mount shows the privilege is there.
-    EnvTmp::mount(state, 1).map(drop)
+    EnvTmp::mount(&state, 1).map_err(super::WasmUnavailable::Tmp)?;
+    Ok(state)
 }
 
 #[cfg(test)]
@@ -153,8 +157,9 @@ mod tests {
 
     #[test]
     fn a_used_tmp_is_emptied_and_an_unused_one_kept() {
-        let state = tempfile::tempdir().unwrap();
-        let tmp = EnvTmp::mount(state.path(), 1).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let state = Arc::new(RunDir::open(&base.path().join("wasm")).unwrap());
+        let tmp = EnvTmp::mount(&state, 1).unwrap();
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         let before = inode(tmp.dir());
         tmp.reset().unwrap();

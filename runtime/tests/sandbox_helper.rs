@@ -1,12 +1,12 @@
-//! The helper refuses a spec it cannot use, with exit 125 and a message naming the problem,
-//! before touching anything. (Having an integration test also makes `cargo test --workspace`
-//! build the binary that the jail tests in `tests/it` run.)
+//! The sandbox helper (`lamina __sandbox`) refuses a spec it cannot use, with exit 125 and a
+//! message naming the problem, before touching anything.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn run(input: &[u8]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lamina-bootstrap"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lamina"))
+        .arg(lamina_bootstrap::entry::HELPER_ARG)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
