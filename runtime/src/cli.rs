@@ -13,7 +13,14 @@ use clap::{Parser, Subcommand};
 
 /// lamina: a self-hosted, AWS-Lambda-compatible function runtime.
 #[derive(Debug, Parser)]
-#[command(name = "lamina", version, about, long_about = None)]
+#[command(
+    name = "lamina",
+    version,
+    about = "Runs AWS Lambda functions on your own machine, as Lambda runs them: a custom \
+             runtime (an executable `bootstrap`) or a WebAssembly module, isolated, invoked once \
+             from the command line or served over Lambda's Invoke API and an HTTP front.",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,8 +87,11 @@ pub fn main() -> ExitCode {
 /// lamina's own diagnostics go to stderr, quiet by default (`RUST_LOG=debug` for more), so that
 /// they never mix into the function's payload on stdout.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Refused requests are logged at `info`, shown by default: an operator should see why a
+    // client got a 404 or a 429 without turning on debugging.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn,{}=info", crate::serve::REQUEST_LOG))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

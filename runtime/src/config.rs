@@ -136,6 +136,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A layer path does not exist or is neither a directory nor a `.zip`.
+    #[error("layer {path}: {reason}")]
+    Layer {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A package or layer is refused, or the cache failed; every problem is listed.
     #[error(transparent)]
     Package(#[from] CacheError),
@@ -289,9 +297,9 @@ impl FunctionConfig {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             } else {
-                lamina_layers::dir_fingerprint(&tree).map_err(|e| ConfigError::Code {
+                lamina_layers::dir_fingerprint(&tree).map_err(|e| ConfigError::Layer {
                     path: layer.clone(),
-                    reason: format!("layer: {e}"),
+                    reason: e.to_string(),
                 })?
             };
             layers.push((id, tree));
@@ -394,9 +402,15 @@ fn locate(
     limits: &Limits,
     progress: Option<&Progress>,
 ) -> Result<(PathBuf, u64), ConfigError> {
-    let err = |reason: &str| ConfigError::Code {
-        path: path.to_owned(),
-        reason: format!("{what}: {reason}"),
+    let err = |reason: &str| match what {
+        "layer" => ConfigError::Layer {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        },
+        _ => ConfigError::Code {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        },
     };
     let meta = std::fs::metadata(path).map_err(|e| err(&e.to_string()))?;
     if meta.is_dir() {

@@ -223,16 +223,33 @@ pub fn find_wasm_bootstrap(spec: &FunctionSpec) -> Result<(PathBuf, &'static str
 }
 
 /// Finds the executable `bootstrap` on the host: the function's code first, then its layers'
-/// composed `/opt`, as Lambda looks.
+/// composed `/opt`, as Lambda looks. One that is there but not executable is said so, with
+/// how to fix it: the usual cause is a `chmod +x` forgotten, or a `.zip` made by a tool that
+/// stores no Unix permissions (lamina then extracts every file read-only, not executable).
 pub fn find_bootstrap(spec: &FunctionSpec) -> Result<PathBuf, Failure> {
     let candidates = std::iter::once(spec.code_dir.join("bootstrap"))
         .chain(spec.opt.iter().map(|opt| opt.merged.join("bootstrap")));
-    for candidate in candidates {
-        let executable = std::fs::metadata(&candidate)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        if executable {
+    let mut not_executable = None;
+    for (candidate, seen_as) in candidates.zip(BOOTSTRAP_PATHS) {
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
             return Ok(candidate);
         }
+        if meta.is_file() && not_executable.is_none() {
+            not_executable = Some((seen_as, meta.permissions().mode() & 0o7777));
+        }
+    }
+    if let Some((seen_as, mode)) = not_executable {
+        return Err(Failure::BootstrapNotExecutable {
+            path: (*seen_as).to_owned(),
+            reason: format!(
+                "permission denied: the bootstrap is not executable (mode {mode:04o}); make it \
+                 executable (chmod +x bootstrap), and zip it with a tool that keeps Unix \
+                 permissions (zip on Linux or macOS; archives made on Windows store none)"
+            ),
+        });
     }
     Err(Failure::BootstrapNotFound {
         searched: BOOTSTRAP_PATHS.iter().map(|p| (*p).to_owned()).collect(),

@@ -184,10 +184,43 @@ async fn handle(
     peer: SocketAddr,
 ) -> Reply {
     let (parts, body) = request.into_parts();
-    if parts.uri.path().starts_with(invoke_api::PREFIX) {
-        return invoke_api::handle(app, &parts, body).await;
+    let reply = if parts.uri.path().starts_with(invoke_api::PREFIX) {
+        invoke_api::handle(app, &parts, body).await
+    } else {
+        front(app, &parts, body, peer).await
+    };
+    if reply.status().is_client_error() {
+        log_refusal(&parts, &reply, peer);
     }
-    front(app, &parts, body, peer).await
+    reply
+}
+
+/// Why a request was refused, attached to the reply by the code that refused it (the status
+/// alone does not tell an operator which route, limit or function was at fault).
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
+
+/// The target of the one line logged, at the default level, for each refused request.
+pub const REQUEST_LOG: &str = "lamina::requests";
+
+/// One line for a refused request (404, 400, 413, 429, …): method, path, status and reason.
+/// Answers that reached a function (its own errors, 502, 504) are in its log stream instead.
+fn log_refusal(parts: &http::request::Parts, reply: &Reply, peer: SocketAddr) {
+    let reason = reply
+        .extensions()
+        .get::<Refusal>()
+        .map_or_else(
+            || reply.status().canonical_reason().unwrap_or("refused").to_owned(),
+            |r| r.0.clone(),
+        );
+    tracing::info!(
+        target: REQUEST_LOG,
+        "{} {} {} from {peer}: {}: {reason}",
+        reply.status().as_u16(),
+        parts.method,
+        parts.uri.path(),
+        reply.status().canonical_reason().unwrap_or_default(),
+    );
 }
 
 /// The API Gateway-style front: route, build the event, invoke, map the answer.
@@ -199,26 +232,39 @@ async fn front(
 ) -> Reply {
     let path = parts.uri.path();
     let Some(matched) = app.routes.find(parts.method.as_str(), path) else {
-        return send(
-            apigw::gateway_error(StatusCode::NOT_FOUND, PayloadVersion::V2),
-            None,
+        return refused(
+            send(
+                apigw::gateway_error(StatusCode::NOT_FOUND, PayloadVersion::V2),
+                None,
+            ),
+            "no route matches (and it is not the Invoke API's path, /2015-03-31/functions/…)",
         );
     };
     let version = matched.route.payload;
     let request_id = uuid::Uuid::new_v4().to_string();
     let ids = Some((version, request_id.as_str()));
-    let too_large = || {
-        send(
-            apigw::gateway_error(StatusCode::PAYLOAD_TOO_LARGE, version),
-            ids,
+    let route = &matched.route.key;
+    let too_large = |what: &str| {
+        refused(
+            send(
+                apigw::gateway_error(StatusCode::PAYLOAD_TOO_LARGE, version),
+                ids,
+            ),
+            format!("route {route}: {what}"),
         )
     };
     let body = match body::read_request_body(&parts.headers, body, MAX_HTTP_REQUEST).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge(_)) => return too_large(),
+        Err(BodyError::TooLarge(_)) => {
+            return too_large(&format!(
+                "the body is over API Gateway's {MAX_HTTP_REQUEST} bytes"
+            ));
+        }
         Err(BodyError::Broken(e)) => {
-            tracing::debug!(%request_id, "reading the request body: {e}");
-            return send(apigw::gateway_error(StatusCode::BAD_REQUEST, version), ids);
+            return refused(
+                send(apigw::gateway_error(StatusCode::BAD_REQUEST, version), ids),
+                format!("route {route}: request {request_id}: reading the body: {e}"),
+            );
         }
     };
     let http_request = apigw::HttpRequest {
@@ -234,7 +280,11 @@ async fn front(
     let event = apigw::event(&http_request, &matched);
     // Lambda's own 6 MB limit applies to the event, base64 and all.
     if event.len() > invoke_api::MAX_SYNC_PAYLOAD {
-        return too_large();
+        return too_large(&format!(
+            "the event is {} bytes, over Lambda's {} bytes",
+            event.len(),
+            invoke_api::MAX_SYNC_PAYLOAD
+        ));
     }
     let Some(function) = app.functions.get(&matched.route.function) else {
         // The configuration check makes every route's function exist.
@@ -256,9 +306,16 @@ async fn front(
     let done = match function.pool.try_invoke(request).await {
         Ok(done) => done,
         Err(_) => {
-            return send(
-                apigw::gateway_error(StatusCode::TOO_MANY_REQUESTS, version),
-                ids,
+            return refused(
+                send(
+                    apigw::gateway_error(StatusCode::TOO_MANY_REQUESTS, version),
+                    ids,
+                ),
+                format!(
+                    "route {route}: function {} is at its concurrency ({})",
+                    function.name(),
+                    function.pool.spec().concurrency
+                ),
             );
         }
     };
@@ -281,6 +338,12 @@ async fn front(
         InvokeOutcome::FunctionError(_) | InvokeOutcome::Failure(_) => StatusCode::BAD_GATEWAY,
     };
     send(apigw::gateway_error(status, version), ids)
+}
+
+/// A reply that refuses the request, with why (see [`log_refusal`]).
+fn refused(mut reply: Reply, reason: impl Into<String>) -> Reply {
+    reply.extensions_mut().insert(Refusal(reason.into()));
+    reply
 }
 
 /// Sends a front response, with API Gateway's request id header.

@@ -129,8 +129,9 @@ async fn jailed_runtime_sees_lambdas_paths_and_exits_cleanly() {
     assert!(String::from_utf8_lossy(&done.body()).contains("exit status 4"));
     // The jail's mounts live in its own mount namespace: the host never sees one.
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let jails = jails_dir();
     assert!(
-        !host_mounts.contains("lamina-jails"),
+        !host_mounts.contains(jails.to_str().unwrap()),
         "a jail mount leaked to the host"
     );
     jailed.finish().await;
@@ -378,9 +379,16 @@ struct HostTraces {
     mounts: usize,
 }
 
+/// Where the jail keeps its sandboxes' root mount points.
+fn jails_dir() -> std::path::PathBuf {
+    lamina_runtime::run_dir::default_run_dir()
+        .expect("a run directory")
+        .join("jails")
+}
+
 fn host_traces() -> HostTraces {
     let ours = format!("{}-", std::process::id());
-    let state = std::env::temp_dir().join("lamina-jails");
+    let state = jails_dir();
     HostTraces {
         cgroups: lamina_cgroups()
             .into_iter()

@@ -36,7 +36,12 @@ impl Server {
     }
 
     fn start_in(dir: TempDir, args: &[&str]) -> Server {
+        Server::start_with_env(dir, args, &[])
+    }
+
+    fn start_with_env(dir: TempDir, args: &[&str], env: &[(&str, &Path)]) -> Server {
         let mut child = Command::new(lamina())
+            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
             .current_dir(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--state-dir")
@@ -386,6 +391,22 @@ async fn invoke_api_service_errors_have_lambdas_status_and_type() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(json_of(&r), json!({"action":"echo"}));
+    let r = server.get("/no/such/route").await;
+    assert_eq!(r.status(), 404);
+    // Each refused request is one line of lamina's own log, at the default level.
+    let (_, logs) = server.stop();
+    for line in [
+        "404 GET /no/such/route from 127.0.0.1:",
+        ": Not Found: no route matches",
+        "404 POST /2015-03-31/functions/missing/invocations from 127.0.0.1:",
+        ": Not Found: ResourceNotFoundException: Function not found: arn:aws:lambda:eu-west-1",
+        "400 POST /2015-03-31/functions/probe/invocations from 127.0.0.1:",
+        ": Bad Request: InvalidRequestContentException:",
+        "413 POST /2015-03-31/functions/probe/invocations from 127.0.0.1:",
+        ": Payload Too Large: RequestTooLargeException:",
+    ] {
+        assert!(logs.contains(line), "{line:?} in\n{logs}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -588,6 +609,16 @@ async fn the_front_answers_errors_as_api_gateway_does() {
     // The timed-out environment was replaced; the function answers again.
     let r = server.get("/after").await;
     assert_eq!(r.status(), 200);
+    // Each refused request is one line of lamina's own log, at the default level.
+    let (_, logs) = server.stop();
+    for line in [
+        "413 POST /big from 127.0.0.1:",
+        "the body is over API Gateway's 10485760 bytes",
+        "429 GET /other from 127.0.0.1:",
+        "is at its concurrency (1)",
+    ] {
+        assert!(logs.contains(line), "{line:?} in\n{logs}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -801,9 +832,15 @@ fn lamina_invoke_runs_a_configured_function_by_name() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no [functions.unknown]"));
 }
 
+/// Under `cargo run` (which sets `CARGO_MANIFEST_DIR` to where lamina was built from) and with
+/// no `lamina.toml`, the bundled examples are served.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_no_config_the_bundled_examples_are_served_in_the_jail() {
-    let server = Server::start_in(tempfile::tempdir().unwrap(), &[]);
+    let server = Server::start_with_env(
+        tempfile::tempdir().unwrap(),
+        &[],
+        &[("CARGO_MANIFEST_DIR", &crate::support::repo_root().join("runtime"))],
+    );
     let r = server.get("/shell/hello?x=1").await;
     assert_eq!(r.status(), 200, "{}", server.logs());
     let body = json_of(&r);
@@ -820,4 +857,29 @@ async fn with_no_config_the_bundled_examples_are_served_in_the_jail() {
     let (clean, logs) = server.stop();
     assert!(clean, "{logs}");
     assert!(logs.contains("examples/lamina.toml"), "{logs}");
+}
+
+/// A binary run on its own (copied or installed: not under `cargo run`) with no `lamina.toml`
+/// says plainly that there is no configuration and where it looked.
+#[test]
+fn a_copied_binary_without_a_config_says_there_is_none_and_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["serve"][..], &["invoke", "shell"][..]] {
+        let out = Command::new(lamina())
+            .current_dir(dir.path())
+            .env_remove("CARGO_MANIFEST_DIR")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "no --config was given and there is no lamina.toml in {}",
+                dir.path().canonicalize().unwrap().display()
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
 }

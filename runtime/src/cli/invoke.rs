@@ -26,32 +26,32 @@ pub struct InvokeArgs {
     /// `bootstrap.wasm` (or whose layers do), a lone `.wasm` module, or the name of a function
     /// in lamina.toml (flags given here override its settings).
     pub function: PathBuf,
-    /// The configuration a function name is looked up in (default: ./lamina.toml, else the
-    /// bundled examples).
+    /// The configuration a function name is looked up in [default: ./lamina.toml]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A layer (directory or .zip); repeatable, at most 5, later ones win in /opt.
     #[arg(long = "layer", value_name = "LAYER")]
     pub layers: Vec<PathBuf>,
-    /// Where extracted archives are cached.
-    #[arg(long, env = "LAMINA_CACHE_DIR")]
+    /// Where unpacked .zip archives are kept for reuse [default: $XDG_CACHE_HOME/lamina or
+    /// ~/.cache/lamina]
+    #[arg(long, env = "LAMINA_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Read the event from this file (`-` for stdin).
     #[arg(long, conflicts_with = "payload")]
     pub event: Option<PathBuf>,
-    /// The event as a JSON string (default `{}`).
+    /// The event as a JSON string [default: {}]
     #[arg(long)]
     pub payload: Option<String>,
-    /// Timeout in seconds (1–900).
-    #[arg(long)]
+    /// How long one invocation may run, in seconds (1–900) [default: 3]
+    #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u32>,
-    /// Memory size in MB (128–10240).
-    #[arg(long)]
+    /// Memory size in MB (128–10240); also sets the function's CPU share [default: 128]
+    #[arg(long, value_name = "MB")]
     pub memory: Option<u32>,
     /// An environment variable for the function, `KEY=VALUE`; repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// The handler setting (`_HANDLER`).
+    /// The handler setting, passed to the runtime as `_HANDLER` [default: bootstrap]
     #[arg(long)]
     pub handler: Option<String>,
     /// The function's name (default: from the code path).
@@ -60,25 +60,26 @@ pub struct InvokeArgs {
     /// Invoke this many times, in order, in one warm environment; one payload per line.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
-    /// Seconds init may take before the first `/next` (default 10, as on Lambda).
-    #[arg(long)]
+    /// How long the runtime may take to start, in seconds (1–900) [default: 10, as on Lambda]
+    #[arg(long, value_name = "SECONDS")]
     pub init_timeout: Option<u32>,
-    /// The region the function claims to run in.
+    /// The region the function is told it runs in [default: us-east-1]
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
-    /// Where a native bootstrap runs: the native jail (the default), or a plain child process
-    /// with no isolation at all (development only). A WebAssembly bootstrap always runs in
-    /// wasmtime.
+    /// How a native bootstrap is isolated: the jail, or a plain child process with no isolation
+    /// at all (development only). A WebAssembly function always runs in wasmtime.
     #[arg(long, value_enum, default_value_t = SandboxKind::Jail)]
     pub sandbox: SandboxKind,
-    /// Size of /tmp in MB (512–10240).
+    /// Size of /tmp in MB (512–10240) [default: 512]
     #[arg(long, value_name = "MB")]
     pub ephemeral_storage: Option<u32>,
-    /// In the jail, a fresh /tmp for every invocation (the default) or one per environment that
-    /// survives warm invocations, as on Lambda.
+    /// In the jail, a fresh /tmp for every invocation, or one that lasts as long as the
+    /// environment (warm invocations see what earlier ones left, as on Lambda).
     #[arg(long, value_enum, default_value_t = TmpMode::PerInvocation)]
     pub tmp: TmpMode,
-    /// The jail's network: `none` (loopback only, the default) or `host` (egress).
+    /// The function's network in the jail. With `none` it can reach nothing outside its own
+    /// sandbox: a call to any other service fails (curl reports status 000). `host` gives it
+    /// the host's network.
     #[arg(long, value_enum, default_value_t = NetworkKind::None)]
     pub network: NetworkKind,
 }
@@ -95,9 +96,9 @@ pub enum TmpMode {
 /// The jail's network modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkKind {
-    /// A private network namespace with loopback only.
+    /// No network: only the sandbox's own loopback.
     None,
-    /// The host's network.
+    /// The host's network: the internet, and the host's own loopback services too.
     Host,
 }
 
@@ -106,7 +107,8 @@ pub enum NetworkKind {
 pub enum SandboxKind {
     /// A plain child process: no isolation.
     Process,
-    /// The native jail (namespaces, read-only root, unprivileged user, seccomp); needs root.
+    /// The jail: the function sees only its code, its layers and a fresh /tmp, runs as an
+    /// unprivileged user with memory and process limits; needs root.
     Jail,
 }
 
@@ -117,14 +119,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let code = configured
         .as_ref()
         .map_or(args.function.clone(), |c| c.code.clone());
-    // The native backend is made (and its first jail started) before the function's archives
-    // are extracted, so that the two overlap; a lone `.wasm` needs none of it. Its failure is
-    // reported only if the function turns out to be native.
     let lone_module = code
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
-    let native_ahead = (!lone_module)
-        .then(|| native_sandbox(args.sandbox, args.network, Helper::this_executable()));
     let cache_root = args
         .cache_dir
         .clone()
@@ -133,8 +130,8 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         .env
         .iter()
         .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
-            None => bail!("--env {pair:?}: expected KEY=VALUE"),
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("--env {pair:?}: expected KEY=VALUE"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let base = configured.unwrap_or_default();
@@ -155,6 +152,15 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         ephemeral_storage_mb: args.ephemeral_storage.or(base.ephemeral_storage_mb),
         tmp_per_environment: args.tmp == TmpMode::PerEnvironment,
     };
+    // Every flag is checked before anything is started: a usage error is one line, with no
+    // sandbox half-built behind it.
+    config.check_values()?;
+    // The native backend is made (and its first jail started) before the function's archives
+    // are extracted, so that the two overlap; a lone `.wasm` needs none of it. Its failure is
+    // reported only if the function turns out to be native.
+    let native_ahead = (!lone_module).then(|| {
+        native_sandbox(args.sandbox, args.network, Helper::this_executable())
+    });
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
     let native = || {

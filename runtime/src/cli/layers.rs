@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use lamina_layers::{Limits, scan};
+use lamina_layers::{EntryKind, Limits, Scan, scan};
 
 /// `lamina layers …`
 #[derive(Debug, Subcommand)]
@@ -26,13 +26,18 @@ pub fn run(command: LayersCommand) -> anyhow::Result<ExitCode> {
     let mut problems = 0;
     for archive in &archives {
         match scan(archive, &limits) {
-            Ok(plan) => writeln!(
-                stdout,
-                "{}: ok ({} entries, {} bytes unzipped)",
-                archive.display(),
-                plan.entries.len(),
-                plan.total_bytes
-            )?,
+            Ok(plan) => {
+                writeln!(
+                    stdout,
+                    "{}: ok ({}, {} bytes unzipped)",
+                    archive.display(),
+                    super::serve::plural(plan.entries.len(), "entry", "entries"),
+                    plan.total_bytes
+                )?;
+                for warning in not_executable(&plan) {
+                    writeln!(stdout, "{}: warning: {warning}", archive.display())?;
+                }
+            }
             Err(found) => {
                 problems += found.0.len();
                 for problem in &found.0 {
@@ -46,4 +51,26 @@ pub fn run(command: LayersCommand) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Files that must run but will not: a `bootstrap` at the top (a function's or a runtime
+/// layer's) or an extension in `extensions/`, stored without execute permission. They extract
+/// read-only and not executable, and the function then fails to start. A warning, not a
+/// problem: the archive itself is sound.
+fn not_executable(plan: &Scan) -> Vec<String> {
+    plan.entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::File { executable: false, .. }))
+        .filter(|e| {
+            e.path == std::path::Path::new("bootstrap")
+                || e.path.parent() == Some(std::path::Path::new("extensions"))
+        })
+        .map(|e| {
+            format!(
+                "{} is not executable: it cannot be started once extracted; make it executable \
+                 (chmod +x) and zip it again with a tool that keeps Unix permissions",
+                e.path.display()
+            )
+        })
+        .collect()
 }

@@ -3,7 +3,6 @@
 //! front until Ctrl-C or SIGTERM.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use clap::Args;
 
 use super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
 use crate::config::FunctionConfig;
-use crate::config::file::{FILE_NAME, Manifest};
+use crate::config::file::{FILE_NAME, ListenAddr, Manifest};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::jail::Helper;
@@ -28,32 +27,43 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 /// Arguments of `lamina serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The configuration (default: ./lamina.toml; without one, the bundled examples).
+    /// The configuration [default: ./lamina.toml]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where to listen (default 127.0.0.1:9000; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Where dead letters of asynchronous invocations are kept.
+    /// Where to listen, HOST:PORT (an address or a name such as localhost; port 0 picks a
+    /// free one) [default: 127.0.0.1:9000]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<ListenAddr>,
+    /// Where failed asynchronous invocations are recorded [default: $XDG_STATE_HOME/lamina
+    /// or ~/.local/state/lamina]
     #[arg(long, value_name = "DIR", env = "LAMINA_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Where extracted archives are cached.
-    #[arg(long, env = "LAMINA_CACHE_DIR")]
+    /// Where unpacked .zip archives are kept for reuse [default: $XDG_CACHE_HOME/lamina or
+    /// ~/.cache/lamina]
+    #[arg(long, env = "LAMINA_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Where native bootstraps run (see `lamina invoke --help`).
+    /// How native bootstraps are isolated (see `lamina invoke --help`).
     #[arg(long, value_enum, default_value_t = SandboxKind::Jail)]
     pub sandbox: SandboxKind,
-    /// The jail's network.
+    /// The functions' network in the jail: `none` reaches nothing outside the sandbox, `host`
+    /// is the host's network.
     #[arg(long, value_enum, default_value_t = NetworkKind::None)]
     pub network: NetworkKind,
 }
 
-/// The bundled examples' configuration, used when there is no `lamina.toml`.
-fn bundled_examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lamina.toml")
+/// The bundled examples' configuration, used when there is no `lamina.toml` and lamina was
+/// started by `cargo run` in its own source tree (cargo then sets `CARGO_MANIFEST_DIR` to the
+/// directory lamina was built from). A binary copied or installed elsewhere has no examples
+/// beside it, and must not find a source tree's by a path compiled into it.
+fn bundled_examples() -> Option<PathBuf> {
+    let built_from = env!("CARGO_MANIFEST_DIR");
+    let run_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some_and(|d| d == built_from);
+    let examples = Path::new(built_from).join("../examples/lamina.toml");
+    (run_by_cargo && examples.is_file()).then_some(examples)
 }
 
-/// The configuration `--config` names, else `./lamina.toml`, else the bundled examples.
+/// The configuration `--config` names, else `./lamina.toml`, else (under `cargo run`) the
+/// bundled examples.
 pub fn find_config(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_owned());
@@ -62,14 +72,13 @@ pub fn find_config(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if here.is_file() {
         return Ok(here.to_owned());
     }
-    let examples = bundled_examples();
-    if examples.is_file() {
+    if let Some(examples) = bundled_examples() {
         return Ok(examples);
     }
+    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
     bail!(
-        "no {FILE_NAME} in the current directory, and the bundled examples ({}) are not there; \
-         give one with --config",
-        examples.display()
+        "no configuration: no --config was given and there is no {FILE_NAME} in {cwd} (the \
+         bundled examples are served only by `cargo run` in lamina's source tree)"
     )
 }
 
@@ -152,9 +161,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let listen = args
         .listen
-        .or(manifest.serve.listen)
+        .or(manifest.serve.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address"));
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let bound = match listen.resolve().await {
+        Ok(addrs) if addrs.is_empty() => Err(std::io::Error::other("the name has no address")),
+        Ok(addrs) => tokio::net::TcpListener::bind(addrs.as_slice()).await,
+        Err(e) => Err(e),
+    };
+    let listener = match bound {
         Ok(listener) => listener,
         Err(e) => {
             app.shutdown().await;
@@ -165,10 +179,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut names: Vec<_> = app.functions.keys().cloned().collect();
     names.sort();
     eprintln!(
-        "lamina: serving {} from {} on http://{addr} (Invoke API at /2015-03-31/functions/NAME/invocations; {} routes; state in {})",
+        "lamina: serving {} from {} on http://{addr} (Invoke API at /2015-03-31/functions/NAME/invocations; {}; state in {})",
         names.join(", "),
         path.display(),
-        manifest.routes.len(),
+        plural(manifest.routes.len(), "route", "routes"),
         state_dir.display()
     );
     if !addr.ip().is_loopback() {
@@ -216,5 +230,13 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
 async fn app_shutdown_pools(functions: &HashMap<String, Arc<Function>>) {
     for function in functions.values() {
         function.pool.shutdown().await;
+    }
+}
+
+/// `1 route`, `2 routes`.
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
     }
 }

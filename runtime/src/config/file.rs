@@ -72,11 +72,46 @@ pub enum PayloadVersion {
     V2,
 }
 
+/// Where `lamina serve` listens, as written: `HOST:PORT`, the host an address or a name
+/// (`localhost:9000`, `[::1]:9000`), looked up when the server binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr(String);
+
+impl ListenAddr {
+    /// Checks the form (a host and a port number); the host is resolved at bind time.
+    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+        let bad = || format!("{text:?} is not an address such as 127.0.0.1:9000 or localhost:9000");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(bad());
+        }
+        Ok(ListenAddr(text.to_owned()))
+    }
+
+    /// The addresses it names.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host(self.0.as_str()).await?.collect())
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ListenAddr::parse(s)
+    }
+}
+
 /// `[serve]`: settings of `lamina serve`; command-line flags override them.
 #[derive(Debug, Clone, Default)]
 pub struct ServeSettings {
     /// Where the server listens.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
     /// Where dead letters and other state are kept.
     pub state_dir: Option<PathBuf>,
     /// The wait before the first retry of a failed `Event` invocation; the second waits twice
@@ -256,7 +291,7 @@ impl Checker {
             Some(n) => match u32::try_from(n) {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    self.problem(at, format!("{n} is out of range"));
+                    self.problem(at, format!("{n} is outside {}", allowed_range(at)));
                     None
                 }
             },
@@ -457,12 +492,9 @@ impl Checker {
         if let Some(v) = t.get("listen")
             && let Some(s) = self.string("serve.listen", v)
         {
-            match s.parse() {
+            match ListenAddr::parse(&s) {
                 Ok(addr) => settings.listen = Some(addr),
-                Err(_) => self.problem(
-                    "serve.listen",
-                    format!("{s:?} is not an address such as 127.0.0.1:9000"),
-                ),
+                Err(e) => self.problem("serve.listen", e),
             }
         }
         if let Some(v) = t.get("state_dir") {
@@ -657,5 +689,22 @@ mod tests {
         assert!(check_route_path("/{proxy+}/b").is_err());
         assert!(check_route_path("/x{y}").is_err());
         assert!(check_route_path("/{a}/{a}").is_err());
+    }
+}
+
+/// The allowed values of a numeric key, as its range errors quote them (the last segment of
+/// the dotted key names it).
+fn allowed_range(at: &str) -> String {
+    use crate::config::{MAX_CONCURRENCY, MEMORY_RANGE_MB, TIMEOUT_RANGE_SECS};
+    let range = |r: &std::ops::RangeInclusive<u32>| format!("{}–{}", r.start(), r.end());
+    match at.rsplit('.').next().unwrap_or(at) {
+        "memory" => format!("Lambda's {} MB", range(&MEMORY_RANGE_MB)),
+        "timeout" => format!("Lambda's {} s", range(&TIMEOUT_RANGE_SECS)),
+        "init_timeout" => "1–900 s".into(),
+        "ephemeral_storage" => "Lambda's 512–10240 MB".into(),
+        "concurrency" => format!("1–{MAX_CONCURRENCY}"),
+        "idle_timeout" => format!("1–{} s", u32::MAX),
+        "max_retry_attempts" => "Lambda's 0–2".into(),
+        _ => format!("0–{}", u32::MAX),
     }
 }

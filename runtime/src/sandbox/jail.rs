@@ -265,6 +265,9 @@ impl JailSandbox {
                     shell.discard();
                 }
                 Ok(shell) => ready.shells.push(shell),
+                // lamina is exiting (the async runtime is shutting down under this build):
+                // nothing wanted this sandbox any more, and an orderly exit prints nothing.
+                Err(_) if ready.closed => {}
                 Err(e) => tracing::warn!("building a sandbox ahead: {e:?}"),
             }
             available.notify_all();

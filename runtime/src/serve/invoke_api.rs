@@ -68,10 +68,13 @@ impl ServiceError {
         if let Some(reason) = self.reason {
             body["Reason"] = reason.into();
         }
-        reply(self.status)
+        let mut r = reply(self.status)
             .header("x-amzn-ErrorType", self.kind)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
+            .body(body.to_string());
+        r.extensions_mut()
+            .insert(super::Refusal(format!("{}: {}", self.kind, self.message)));
+        r
     }
 }
 

@@ -1,0 +1,198 @@
+//! What a new user meets in their first hour, message by message: usage errors are one line
+//! with nothing behind them, a bootstrap that is not executable is said so with the fix, a
+//! missing layer is named as a layer, ranges are quoted, counts read as English, and
+//! `--listen` takes a host name.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::{function_from_files, function_with, lamina, program, test_cache};
+
+fn lamina_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(lamina())
+        .current_dir(dir)
+        .args(args)
+        .env("LAMINA_CACHE_DIR", test_cache())
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A usage error is one line on stderr and exit 2, checked before any sandbox is built; an
+/// invocation that fails early exits without an internal warning.
+#[test]
+fn usage_errors_are_one_line_and_no_warning_follows_an_orderly_exit() {
+    let probe = function_with(&program("probe"));
+    let dir = probe.path().to_str().unwrap();
+    for (flags, says) in [
+        (&["--memory", "99999"][..], "memory: 99999 MB is outside Lambda's 128–10240 MB"),
+        (&["--timeout", "0"][..], "timeout: 0 s is outside Lambda's 1–900 s"),
+        (&["--env", "NOEQUALS"][..], "--env \"NOEQUALS\": expected KEY=VALUE"),
+        (&["--env", "=x"][..], "--env \"=x\": expected KEY=VALUE"),
+    ] {
+        let mut args = vec!["invoke", dir];
+        args.extend(flags);
+        let out = lamina_in(probe.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {out:?}");
+        let text = stderr(&out);
+        assert_eq!(text, format!("lamina: error: {says}\n"), "{flags:?}");
+    }
+    // No bootstrap at all: the invocation fails (exit 1) with Lambda's error and the log
+    // lines, and nothing of lamina's own.
+    let empty = tempfile::tempdir().unwrap();
+    let out = lamina_in(empty.path(), &["invoke", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stderr(&out);
+    assert!(!text.contains("WARN"), "{text}");
+    assert!(!text.contains("lamina_runtime"), "{text}");
+}
+
+/// A bootstrap that is there but not executable, in a directory or a zip, is
+/// `Runtime.InvalidEntrypoint` saying so and how to fix it; `lamina layers check` warns of it.
+#[test]
+fn a_bootstrap_that_is_not_executable_is_said_so_with_the_fix() {
+    let code = function_from_files(&[("bootstrap", "#!/bin/sh\necho hi\n", false)]);
+    let zip_dir = tempfile::tempdir().unwrap();
+    let archive = zip_dir.path().join("fn.zip");
+    crate::shared::zip_dir(std::fs::File::create(&archive).unwrap(), code.path(), "");
+    for function in [code.path(), archive.as_path()] {
+        let out = lamina_in(
+            zip_dir.path(),
+            &["invoke", function.to_str().unwrap(), "--sandbox", "process"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(error["errorType"], "Runtime.InvalidEntrypoint");
+        let message = error["errorMessage"].as_str().unwrap();
+        assert!(
+            message.contains(
+                "fork/exec /var/task/bootstrap: permission denied: the bootstrap is not executable"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("chmod +x bootstrap"), "{message}");
+        assert!(!message.contains("Couldn't find"), "{message}");
+    }
+    let out = lamina_in(
+        zip_dir.path(),
+        &["layers", "check", archive.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "a warning is not a problem: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(1 entry, 18 bytes unzipped)"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{}: warning: bootstrap is not executable",
+            archive.display()
+        )),
+        "{stdout}"
+    );
+    // An executable one draws no warning.
+    std::fs::set_permissions(
+        code.path().join("bootstrap"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    crate::shared::zip_dir(std::fs::File::create(&archive).unwrap(), code.path(), "");
+    let out = lamina_in(
+        zip_dir.path(),
+        &["layers", "check", archive.to_str().unwrap()],
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"), "{out:?}");
+}
+
+/// A missing layer is named as a layer, not as the code.
+#[test]
+fn a_missing_layer_is_named_as_the_layer() {
+    let probe = function_with(&program("probe"));
+    let out = lamina_in(
+        probe.path(),
+        &[
+            "invoke",
+            probe.path().to_str().unwrap(),
+            "--layer",
+            "missing.zip",
+            "--sandbox",
+            "process",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        stderr(&out),
+        "lamina: error: layer missing.zip: No such file or directory (os error 2)\n"
+    );
+}
+
+/// A number outside a key's range quotes the range, whatever the number.
+#[test]
+fn range_errors_in_lamina_toml_quote_the_range() {
+    let probe = function_with(&program("probe"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        format!(
+            "[functions.a]\ncode = {:?}\nconcurrency = -1\nmemory = 99999999999\n\
+             max_retry_attempts = -3\n",
+            probe.path()
+        ),
+    )
+    .unwrap();
+    let out = lamina_in(dir.path(), &["serve"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = stderr(&out);
+    for line in [
+        "lamina.toml: functions.a.concurrency: -1 is outside 1–1000",
+        "lamina.toml: functions.a.memory: 99999999999 is outside Lambda's 128–10240 MB",
+        "lamina.toml: functions.a.max_retry_attempts: -3 is outside Lambda's 0–2",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+}
+
+/// `--listen` takes a host name, and one route is "1 route".
+#[test]
+fn serve_listens_on_a_host_name_and_counts_in_english() {
+    let probe = function_with(&program("probe"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        format!(
+            "[functions.a]\ncode = {:?}\n[[routes]]\npath = \"/a\"\nfunction = \"a\"\n",
+            probe.path()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(lamina())
+        .current_dir(dir.path())
+        .args(["serve", "--sandbox", "process", "--listen", "localhost:0"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("LAMINA_CACHE_DIR", test_cache())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = lines
+        .find_map(|l| l.ok().filter(|l| l.starts_with("lamina: serving")))
+        .expect("a serving line");
+    // SAFETY: kill(2) on our own child, which we wait for below.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert!(
+        serving.contains(" on http://127.0.0.1:") || serving.contains(" on http://[::1]:"),
+        "{serving}"
+    );
+    assert!(serving.contains("; 1 route;"), "{serving}");
+    // A malformed one names the key and the form.
+    let out = lamina_in(dir.path(), &["serve", "--listen", "localhost"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("\"localhost\" is not an address such as 127.0.0.1:9000 or localhost:9000"),
+        "{}",
+        stderr(&out)
+    );
+}
