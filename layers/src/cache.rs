@@ -6,7 +6,8 @@
 //! finds the first's tree and discards its own.
 //!
 //! Layout: `trees/<digest>/` extracted archives, `opt/<chain>/` merged `/opt` trees,
-//! `index/<sha256 of the path>` hash memos, `tmp/` work in progress.
+//! `index/<sha256 of the path>` hash memos, `index/<entry>.origin` what an entry came from
+//! (its modification time is the entry's last use), `tmp/` work in progress.
 
 use std::fs;
 use std::io::{self, Read};
@@ -160,6 +161,7 @@ impl Cache {
         let digest = self.digest(archive)?;
         let tree = self.root.join("trees").join(&digest);
         let size_memo = self.root.join("index").join(format!("{digest}.bytes"));
+        self.record_use(&digest, &archive.display().to_string());
         if tree.is_dir() {
             let bytes = match fs::read_to_string(&size_memo)
                 .ok()
@@ -194,6 +196,7 @@ impl Cache {
     pub fn module_tree(&self, module: &Path) -> Result<CacheEntry, CacheError> {
         let digest = self.digest(module)?;
         let tree = self.root.join("trees").join(format!("wasm-{digest}"));
+        self.record_use(&format!("wasm-{digest}"), &module.display().to_string());
         if !tree.is_dir() {
             let work = self.tmp_dir()?;
             let staged = work.path().join("tree");
@@ -212,22 +215,63 @@ impl Cache {
         })
     }
 
-    /// Every cached tree with its size on disk, bytes.
-    pub fn list(&self) -> Result<Vec<(String, u64)>, CacheError> {
+    /// Notes that the entry `name` (a tree's directory name, or `opt-<chain>`) was used now,
+    /// and what it came from. Best effort: a cache that cannot record this still serves.
+    pub fn record_use(&self, name: &str, origin: &str) {
+        let path = self.root.join("index").join(format!("{name}.origin"));
+        let same = fs::read_to_string(&path).is_ok_and(|o| o == origin);
+        if same {
+            // Its modification time is the last use.
+            let _ = fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        } else {
+            let _ = write_atomically(&path, origin.as_bytes());
+        }
+    }
+
+    /// Every cached tree: what it came from, its size (each file once, however many hard links
+    /// share it: a merged `/opt` counts only what its layers' trees do not already hold) and
+    /// when it was last used. Trees first, then merged `/opt` trees, each by name.
+    pub fn list(&self) -> Result<Vec<Listed>, CacheError> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for kind in ["trees", "opt"] {
             let dir = self.root.join(kind);
-            for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-                let entry = entry.map_err(io_err(&dir))?;
-                let size = tree_size(&entry.path());
-                out.push((
-                    format!("{kind}/{}", entry.file_name().to_string_lossy()),
-                    size,
-                ));
+            let mut names: Vec<_> = fs::read_dir(&dir)
+                .map_err(io_err(&dir))?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<_, _>>()
+                .map_err(io_err(&dir))?;
+            names.sort();
+            for name in names {
+                let tree = dir.join(&name);
+                let memo = self.memo_name(kind, &name);
+                let origin_path = self.root.join("index").join(format!("{memo}.origin"));
+                let origin = fs::read_to_string(&origin_path).ok();
+                let last_used = fs::metadata(&origin_path)
+                    .or_else(|_| fs::metadata(&tree))
+                    .and_then(|m| m.modified())
+                    .ok();
+                out.push(Listed {
+                    name: format!("{kind}/{name}"),
+                    bytes: unique_size(&tree, &mut seen),
+                    origin,
+                    last_used,
+                    tree,
+                });
             }
         }
-        out.sort();
         Ok(out)
+    }
+
+    /// The name of an entry's memos in `index/`.
+    fn memo_name(&self, kind: &str, name: &str) -> String {
+        match kind {
+            "opt" => format!("opt-{name}"),
+            _ => name.to_owned(),
+        }
     }
 
     /// Removes every cached tree, memo and leftover; returns how many trees went.
@@ -245,6 +289,63 @@ impl Cache {
         }
         Ok(removed)
     }
+
+    /// Removes the trees (and their memos) last used before `cutoff`; returns what went. A
+    /// tree still in use by a running lamina is one used since it started, so it stays.
+    pub fn prune_unused_since(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<Vec<Listed>, CacheError> {
+        let mut removed = Vec::new();
+        for entry in self.list()? {
+            if entry.last_used.is_some_and(|t| t >= cutoff) {
+                continue;
+            }
+            remove_tree(&entry.tree).map_err(io_err(&entry.tree))?;
+            let (kind, name) = entry.name.split_once('/').unwrap_or(("trees", &entry.name));
+            let memo = self.memo_name(kind, name);
+            for suffix in ["origin", "bytes"] {
+                let _ = fs::remove_file(self.root.join("index").join(format!("{memo}.{suffix}")));
+            }
+            removed.push(entry);
+        }
+        Ok(removed)
+    }
+}
+
+/// One cached tree, as [`Cache::list`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// `trees/<digest>` or `opt/<chain>`.
+    pub name: String,
+    /// Its directory.
+    pub tree: PathBuf,
+    /// What it came from (the archive's path, or the layers of a merged `/opt`), when known.
+    pub origin: Option<String>,
+    /// Bytes of the files no earlier entry of the listing already counted.
+    pub bytes: u64,
+    /// When it was last used, when known.
+    pub last_used: Option<std::time::SystemTime>,
+}
+
+/// Bytes of the files under `path` whose inodes are not in `seen` (which gains them): a file
+/// with several hard links counts once.
+fn unique_size(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !seen.insert((meta.dev(), meta.ino())) {
+        return 0;
+    }
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| unique_size(&e.path(), seen))
+            .sum()
+    })
 }
 
 /// Renames a finished tree into place. If another process got there first, its tree (the same

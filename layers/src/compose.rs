@@ -49,6 +49,16 @@ pub fn compose(cache: &Cache, layers: &[(String, PathBuf)]) -> Result<Composed, 
         }
         publish(&staged, &merged)?;
     }
+    let name = merged
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let origin = layers
+        .iter()
+        .map(|(_, tree)| tree.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    cache.record_use(&format!("opt-{name}"), &format!("/opt of {origin}"));
     Ok(Composed {
         lowerdirs: layers.iter().rev().map(|(_, tree)| tree.clone()).collect(),
         merged,

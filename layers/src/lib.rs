@@ -24,7 +24,7 @@ pub mod path;
 mod problem;
 mod scan;
 
-pub use cache::{Cache, CacheEntry, CacheError, dir_fingerprint, tree_size};
+pub use cache::{Cache, CacheEntry, CacheError, Listed, dir_fingerprint, tree_size};
 pub use compose::{Composed, compose};
 pub use extract::{ExtractError, extract};
 pub use limits::Limits;

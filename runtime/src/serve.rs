@@ -206,13 +206,16 @@ pub const REQUEST_LOG: &str = "lamina::requests";
 /// One line for a refused request (404, 400, 413, 429, …): method, path, status and reason.
 /// Answers that reached a function (its own errors, 502, 504) are in its log stream instead.
 fn log_refusal(parts: &http::request::Parts, reply: &Reply, peer: SocketAddr) {
-    let reason = reply
-        .extensions()
-        .get::<Refusal>()
-        .map_or_else(
-            || reply.status().canonical_reason().unwrap_or("refused").to_owned(),
-            |r| r.0.clone(),
-        );
+    let reason = reply.extensions().get::<Refusal>().map_or_else(
+        || {
+            reply
+                .status()
+                .canonical_reason()
+                .unwrap_or("refused")
+                .to_owned()
+        },
+        |r| r.0.clone(),
+    );
     tracing::info!(
         target: REQUEST_LOG,
         "{} {} {} from {peer}: {}: {reason}",

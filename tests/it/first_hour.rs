@@ -29,9 +29,18 @@ fn usage_errors_are_one_line_and_no_warning_follows_an_orderly_exit() {
     let probe = function_with(&program("probe"));
     let dir = probe.path().to_str().unwrap();
     for (flags, says) in [
-        (&["--memory", "99999"][..], "memory: 99999 MB is outside Lambda's 128–10240 MB"),
-        (&["--timeout", "0"][..], "timeout: 0 s is outside Lambda's 1–900 s"),
-        (&["--env", "NOEQUALS"][..], "--env \"NOEQUALS\": expected KEY=VALUE"),
+        (
+            &["--memory", "99999"][..],
+            "memory: 99999 MB is outside Lambda's 128–10240 MB",
+        ),
+        (
+            &["--timeout", "0"][..],
+            "timeout: 0 s is outside Lambda's 1–900 s",
+        ),
+        (
+            &["--env", "NOEQUALS"][..],
+            "--env \"NOEQUALS\": expected KEY=VALUE",
+        ),
         (&["--env", "=x"][..], "--env \"=x\": expected KEY=VALUE"),
     ] {
         let mut args = vec!["invoke", dir];
@@ -81,7 +90,11 @@ fn a_bootstrap_that_is_not_executable_is_said_so_with_the_fix() {
         zip_dir.path(),
         &["layers", "check", archive.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(0), "a warning is not a problem: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning is not a problem: {out:?}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(1 entry, 18 bytes unzipped)"), "{stdout}");
     assert!(
@@ -102,7 +115,10 @@ fn a_bootstrap_that_is_not_executable_is_said_so_with_the_fix() {
         zip_dir.path(),
         &["layers", "check", archive.to_str().unwrap()],
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("warning"),
+        "{out:?}"
+    );
 }
 
 /// A missing layer is named as a layer, not as the code.
@@ -191,8 +207,130 @@ fn serve_listens_on_a_host_name_and_counts_in_english() {
     let out = lamina_in(dir.path(), &["serve", "--listen", "localhost"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("\"localhost\" is not an address such as 127.0.0.1:9000 or localhost:9000"),
+        stderr(&out)
+            .contains("\"localhost\" is not an address such as 127.0.0.1:9000 or localhost:9000"),
         "{}",
         stderr(&out)
     );
+}
+
+/// `lamina cache ls` names what each entry came from, its size with hard links counted once,
+/// and its last use; `lamina cache prune --older-than` removes only what was not used since.
+#[test]
+fn the_cache_listing_names_origins_and_prunes_by_age() {
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let code = function_with(&program("probe"));
+    let function = work.path().join("fn.zip");
+    crate::shared::zip_dir(std::fs::File::create(&function).unwrap(), code.path(), "");
+    let layer_files = function_from_files(&[("data.txt", &"x".repeat(5000), false)]);
+    let layer = work.path().join("layer.zip");
+    crate::shared::zip_dir(
+        std::fs::File::create(&layer).unwrap(),
+        layer_files.path(),
+        "",
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(lamina())
+            .args(args)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "invoke",
+        function.to_str().unwrap(),
+        "--layer",
+        layer.to_str().unwrap(),
+        "--sandbox",
+        "process",
+        "--payload",
+        r#"{"action":"echo"}"#,
+    ]);
+    let listing = run(&["cache", "ls"]);
+    let line_of = |text: &str, needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} in\n{text}"))
+            .to_owned()
+    };
+    assert!(listing.starts_with("     SIZE  LAST USED"), "{listing}");
+    let layer_line = line_of(&listing, &format!("  {}", layer.display()));
+    assert!(layer_line.contains("4.9 KiB"), "{layer_line}");
+    line_of(&listing, &format!("  {}", function.display()));
+    // The merged /opt is hard links to the layer's tree: it adds nothing.
+    let opt_line = line_of(&listing, "/opt of ");
+    assert!(opt_line.trim_start().starts_with("0 B"), "{opt_line}");
+    assert!(
+        listing.contains("(3 entries, each file counted once)"),
+        "{listing}"
+    );
+
+    // The function's archive was last used ten days ago; the layer today.
+    let index = cache.path().join("index");
+    let origin = std::fs::read_dir(&index)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t == function.display().to_string()))
+        .expect("the function archive's origin is recorded");
+    let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&origin)
+        .unwrap()
+        .set_modified(ten_days_ago)
+        .unwrap();
+    let pruned = run(&["cache", "prune", "--older-than", "7d"]);
+    assert!(pruned.contains(&function.display().to_string()), "{pruned}");
+    assert!(
+        pruned.contains("removed 1 cached tree not used for 7days"),
+        "{pruned}"
+    );
+    let listing = run(&["cache", "ls"]);
+    assert!(
+        !listing.contains(&function.display().to_string()),
+        "{listing}"
+    );
+    line_of(&listing, &format!("  {}", layer.display()));
+}
+
+/// `--help` speaks to users and shows every default.
+#[test]
+fn help_shows_every_default_in_plain_words() {
+    let help = |args: &[&str]| {
+        let out = Command::new(lamina()).args(args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    assert!(!top.contains("pools"), "{top}");
+    assert!(
+        top.contains("Runs AWS Lambda functions on your own machine"),
+        "{top}"
+    );
+    let invoke = help(&["invoke", "--help"]);
+    for shown in [
+        "[default: 3]",
+        "[default: 128]",
+        "[default: 512]",
+        "[default: 10, as on Lambda]",
+        "[default: none]",
+        "[default: per-invocation]",
+        "[default: jail]",
+        "curl reports status 000",
+    ] {
+        assert!(invoke.contains(shown), "{shown:?} in {invoke}");
+    }
+    let serve = help(&["serve", "--help"]);
+    for shown in [
+        "[default: 127.0.0.1:9000]",
+        "[default: none]",
+        "[default: ./lamina.toml]",
+    ] {
+        assert!(serve.contains(shown), "{shown:?} in {serve}");
+    }
 }

@@ -15,6 +15,7 @@ mod first_hour;
 mod host_dirs;
 mod invoke_errors;
 mod layers;
+mod readme;
 mod runtime_api;
 mod sandbox_native;
 mod sdk_examples;

@@ -839,7 +839,10 @@ async fn with_no_config_the_bundled_examples_are_served_in_the_jail() {
     let server = Server::start_with_env(
         tempfile::tempdir().unwrap(),
         &[],
-        &[("CARGO_MANIFEST_DIR", &crate::support::repo_root().join("runtime"))],
+        &[(
+            "CARGO_MANIFEST_DIR",
+            &crate::support::repo_root().join("runtime"),
+        )],
     );
     let r = server.get("/shell/hello?x=1").await;
     assert_eq!(r.status(), 200, "{}", server.logs());

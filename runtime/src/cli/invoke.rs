@@ -158,9 +158,8 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     // The native backend is made (and its first jail started) before the function's archives
     // are extracted, so that the two overlap; a lone `.wasm` needs none of it. Its failure is
     // reported only if the function turns out to be native.
-    let native_ahead = (!lone_module).then(|| {
-        native_sandbox(args.sandbox, args.network, Helper::this_executable())
-    });
+    let native_ahead = (!lone_module)
+        .then(|| native_sandbox(args.sandbox, args.network, Helper::this_executable()));
     // Extracting a large archive the first time is long, blocking work.
     let spec = Arc::new(tokio::task::spawn_blocking(move || config.resolve()).await??);
     let native = || {

@@ -60,7 +60,15 @@ pub fn run(command: LayersCommand) -> anyhow::Result<ExitCode> {
 fn not_executable(plan: &Scan) -> Vec<String> {
     plan.entries
         .iter()
-        .filter(|e| matches!(e.kind, EntryKind::File { executable: false, .. }))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EntryKind::File {
+                    executable: false,
+                    ..
+                }
+            )
+        })
         .filter(|e| {
             e.path == std::path::Path::new("bootstrap")
                 || e.path.parent() == Some(std::path::Path::new("extensions"))

@@ -583,6 +583,23 @@ pub fn check_route_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The allowed values of a numeric key, as its range errors quote them (the last segment of
+/// the dotted key names it).
+fn allowed_range(at: &str) -> String {
+    use crate::config::{MAX_CONCURRENCY, MEMORY_RANGE_MB, TIMEOUT_RANGE_SECS};
+    let range = |r: &std::ops::RangeInclusive<u32>| format!("{}–{}", r.start(), r.end());
+    match at.rsplit('.').next().unwrap_or(at) {
+        "memory" => format!("Lambda's {} MB", range(&MEMORY_RANGE_MB)),
+        "timeout" => format!("Lambda's {} s", range(&TIMEOUT_RANGE_SECS)),
+        "init_timeout" => "1–900 s".into(),
+        "ephemeral_storage" => "Lambda's 512–10240 MB".into(),
+        "concurrency" => format!("1–{MAX_CONCURRENCY}"),
+        "idle_timeout" => format!("1–{} s", u32::MAX),
+        "max_retry_attempts" => "Lambda's 0–2".into(),
+        _ => format!("0–{}", u32::MAX),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,22 +706,5 @@ mod tests {
         assert!(check_route_path("/{proxy+}/b").is_err());
         assert!(check_route_path("/x{y}").is_err());
         assert!(check_route_path("/{a}/{a}").is_err());
-    }
-}
-
-/// The allowed values of a numeric key, as its range errors quote them (the last segment of
-/// the dotted key names it).
-fn allowed_range(at: &str) -> String {
-    use crate::config::{MAX_CONCURRENCY, MEMORY_RANGE_MB, TIMEOUT_RANGE_SECS};
-    let range = |r: &std::ops::RangeInclusive<u32>| format!("{}–{}", r.start(), r.end());
-    match at.rsplit('.').next().unwrap_or(at) {
-        "memory" => format!("Lambda's {} MB", range(&MEMORY_RANGE_MB)),
-        "timeout" => format!("Lambda's {} s", range(&TIMEOUT_RANGE_SECS)),
-        "init_timeout" => "1–900 s".into(),
-        "ephemeral_storage" => "Lambda's 512–10240 MB".into(),
-        "concurrency" => format!("1–{MAX_CONCURRENCY}"),
-        "idle_timeout" => format!("1–{} s", u32::MAX),
-        "max_retry_attempts" => "Lambda's 0–2".into(),
-        _ => format!("0–{}", u32::MAX),
     }
 }
