@@ -12,7 +12,8 @@
 //! `BENCH_SANDBOX=jail` runs the same in the native jail (per-invocation `/tmp` included).
 //! `BENCH_BOOTSTRAP=probe` runs the std-only probe instead of `lambda_runtime`, which takes the
 //! runtime client's own cost out of the figure; `BENCH_BOOTSTRAP=sdk` runs `examples/echo` on
-//! lamina's own SDK. `BENCH_WARM` and `BENCH_COLD` set the counts.
+//! lamina's own SDK. `BENCH_WARM` and `BENCH_COLD` set the counts. `BENCH_HELPER=PATH` makes
+//! the jail's helper another binary than the release `lamina` (to compare helpers).
 
 #[path = "../shared.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
@@ -41,13 +42,19 @@ fn sandbox() -> Arc<dyn Sandbox> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
             Arc::new(
-                JailSandbox::new(Helper::lamina_at(shared::lamina_binary()))
+                JailSandbox::new(Helper::lamina_at(helper_binary()))
                     .expect("the native jail")
                     .with_ready(ready),
             )
         }
         _ => Arc::new(ProcessSandbox),
     }
+}
+
+/// The jail's helper: the release `lamina`, or `BENCH_HELPER` (another build of it, or an older
+/// standalone helper, to compare what exec'ing the helper costs).
+fn helper_binary() -> std::path::PathBuf {
+    std::env::var_os("BENCH_HELPER").map_or_else(shared::lamina_binary, Into::into)
 }
 
 fn pool_for(dir: &std::path::Path, sandbox: &Arc<dyn Sandbox>) -> FunctionPool {

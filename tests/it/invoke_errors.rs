@@ -144,23 +144,39 @@ async fn a_bootstrap_that_never_calls_next_times_out_in_init() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_or_unexecutable_bootstrap_is_an_invalid_entrypoint() {
-    for files in [
-        vec![("handler.sh", "echo", false)],
-        vec![("bootstrap", "#!/bin/sh\n", false)],
-    ] {
-        let h = Harness::start(function_from_files(&files), |_| {});
-        let done = h.invoke("{}").await;
-        assert_eq!(done.error_type(), Some("Runtime.InvalidEntrypoint"));
-        let body: Value = serde_json::from_slice(&done.body()).unwrap();
-        assert_eq!(
-            body["errorMessage"],
-            format!(
-                "RequestId: {} Error: Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
-                done.request_id
-            )
-        );
-        h.finish().await;
-    }
+    let h = Harness::start(
+        function_from_files(&[("handler.sh", "echo", false)]),
+        |_| {},
+    );
+    let done = h.invoke("{}").await;
+    assert_eq!(done.error_type(), Some("Runtime.InvalidEntrypoint"));
+    let body: Value = serde_json::from_slice(&done.body()).unwrap();
+    assert_eq!(
+        body["errorMessage"],
+        format!(
+            "RequestId: {} Error: Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
+            done.request_id
+        )
+    );
+    h.finish().await;
+    // There, but not executable: said so, with the fix (as Lambda's exec would fail).
+    let h = Harness::start(
+        function_from_files(&[("bootstrap", "#!/bin/sh\n", false)]),
+        |_| {},
+    );
+    let done = h.invoke("{}").await;
+    assert_eq!(done.error_type(), Some("Runtime.InvalidEntrypoint"));
+    let body: Value = serde_json::from_slice(&done.body()).unwrap();
+    let message = body["errorMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "RequestId: {} Error: fork/exec /var/task/bootstrap: permission denied: the bootstrap \
+             is not executable (mode 0644); make it executable (chmod +x bootstrap)",
+            done.request_id
+        )),
+        "{message}"
+    );
+    h.finish().await;
     // Executable but not a program the kernel can start.
     let h = Harness::start(
         function_from_files(&[("bootstrap", "not a program", true)]),

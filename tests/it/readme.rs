@@ -1,6 +1,8 @@
 //! The README's commands, as a new user runs them: on a fresh clone with an empty target
 //! directory (nothing built before), in the order written. The first command must build
-//! everything it needs by itself; the WebAssembly tour must work after it, as written.
+//! everything it needs by itself; the Python and WebAssembly tours must work after it, as
+//! written. (`lamina serve`'s block is exercised by `serve.rs`; the AWS CLI is not installed
+//! here, and boto3 stands in for it there.)
 //!
 //! This is the suite's one full release build (several minutes on two cores); it runs at the
 //! lowest CPU priority so that the tests beside it keep their pace.
@@ -141,7 +143,20 @@ fn the_readmes_commands_work_on_a_fresh_clone_in_the_order_written() {
         "no debug info: {sections}"
     );
 
-    // 2. The WebAssembly tour, after it: build the example module, invoke it.
+    // 2. The Python tour: the official runtime interface client as a hand-written bootstrap.
+    let python = block_after(&readme, "Try the Python runtime interface client");
+    assert!(python.contains("cargo run --release"), "{python}");
+    let out = run_block(clone.path(), &python);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{python}\n{stderr}");
+    // pip and `cd -` speak on stdout before lamina does: the payload is the last line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let payload: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(payload, serde_json::json!({"hi": {"a": 1}}), "{stderr}");
+
+    // 3. The WebAssembly tour: build the example module, invoke it.
     let wasm = block_after(&readme, "## WebAssembly functions");
     let tour = code_blocks(&readme[readme.find("## Writing functions in Rust").unwrap()..])
         .into_iter()
