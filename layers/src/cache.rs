@@ -81,11 +81,18 @@ impl Cache {
         if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(home).join(".cache").join("lamina");
         }
-        // `/proc/self` belongs to the process's effective user.
-        match fs::metadata("/proc/self").map(|m| m.uid()) {
-            Ok(0) => PathBuf::from("/var/cache/lamina"),
-            Ok(uid) => PathBuf::from(format!("/var/tmp/lamina-cache-{uid}")),
-            Err(_) => PathBuf::from("/var/cache/lamina"),
+        // The effective uid, from the `Uid:` line (real, effective, saved, file system).
+        let euid = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().nth(1)?.parse::<u32>().ok())
+            });
+        match euid {
+            Some(0) | None => PathBuf::from("/var/cache/lamina"),
+            Some(uid) => PathBuf::from(format!("/var/tmp/lamina-cache-{uid}")),
         }
     }
 
@@ -274,24 +281,41 @@ impl Cache {
         }
     }
 
-    /// Removes every cached tree, memo and leftover; returns how many trees went.
+    /// Removes every cached tree that no running lamina holds (see [`Cache::hold`]), with its
+    /// memos, and every leftover of an interrupted extraction; returns how many trees went.
     pub fn prune(&self) -> Result<usize, CacheError> {
-        let mut removed = 0;
-        for kind in ["trees", "opt", "index", "tmp"] {
-            let dir = self.root.join(kind);
-            for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-                let path = entry.map_err(io_err(&dir))?.path();
-                remove_tree(&path).map_err(io_err(&path))?;
-                if kind == "trees" || kind == "opt" {
-                    removed += 1;
-                }
-            }
+        let far = std::time::SystemTime::now() + std::time::Duration::from_secs(1 << 32);
+        let removed = self.prune_unused_since(far)?.len();
+        let tmp = self.root.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io_err(&tmp))? {
+            let path = entry.map_err(io_err(&tmp))?.path();
+            remove_tree(&path).map_err(io_err(&path))?;
         }
         Ok(removed)
     }
 
-    /// Removes the trees (and their memos) last used before `cutoff`; returns what went. A
-    /// tree still in use by a running lamina is one used since it started, so it stays.
+    /// Keeps the tree at `tree` (one this cache returned: `trees/…` or `opt/…`) from being
+    /// pruned for as long as the returned file is open: a shared lock on its origin memo,
+    /// which a prune must lock exclusively first. A running function holds its trees so.
+    pub fn hold(&self, tree: &Path) -> Option<fs::File> {
+        let kind = tree.parent()?.file_name()?.to_str()?;
+        let name = tree.file_name()?.to_str()?;
+        let path = self
+            .root
+            .join("index")
+            .join(format!("{}.origin", self.memo_name(kind, name)));
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .append(true)
+            .open(path)
+            .ok()?;
+        file.lock_shared().ok()?;
+        Some(file)
+    }
+
+    /// Removes the trees (and their memos) last used before `cutoff` that no running lamina
+    /// holds ([`Cache::hold`]); returns what went.
     pub fn prune_unused_since(
         &self,
         cutoff: std::time::SystemTime,
@@ -301,9 +325,22 @@ impl Cache {
             if entry.last_used.is_some_and(|t| t >= cutoff) {
                 continue;
             }
-            remove_tree(&entry.tree).map_err(io_err(&entry.tree))?;
             let (kind, name) = entry.name.split_once('/').unwrap_or(("trees", &entry.name));
             let memo = self.memo_name(kind, name);
+            let origin = self.root.join("index").join(format!("{memo}.origin"));
+            // Held by a running function: in use, whatever its age.
+            let lock = fs::File::options()
+                .create(true)
+                .truncate(false)
+                .append(true)
+                .open(&origin)
+                .map_err(io_err(&origin))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => continue,
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&origin)(e)),
+            }
+            remove_tree(&entry.tree).map_err(io_err(&entry.tree))?;
             for suffix in ["origin", "bytes"] {
                 let _ = fs::remove_file(self.root.join("index").join(format!("{memo}.{suffix}")));
             }

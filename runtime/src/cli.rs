@@ -3,6 +3,7 @@
 //! or configuration errors, with a one-line message naming what is wrong.
 
 pub mod cache;
+pub mod doctor;
 pub mod invoke;
 pub mod layers;
 pub mod serve;
@@ -38,6 +39,9 @@ enum Command {
     /// See and reclaim the cache of extracted archives.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Show what this host allows and what each backend enforces here (exit 1 if the jail
+    /// cannot run).
+    Doctor,
 }
 
 /// Exit code for usage and configuration errors.
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Layers(command) => layers::run(command),
             Command::Cache(command) => cache::run(command),
+            Command::Doctor => doctor::run(),
         }
     });
     match result {

@@ -107,6 +107,9 @@ pub struct FunctionSpec {
     pub shutdown_grace: Duration,
     /// How long an environment may stay idle before it is shut down.
     pub idle_timeout: Duration,
+    /// The cached trees this function runs from, held so that `lamina cache prune` leaves
+    /// them while it may still start environments (`lamina_layers::Cache::hold`).
+    pub cache_holds: Vec<std::sync::Arc<std::fs::File>>,
 }
 
 /// The account id lamina's ARNs carry; there is no account, and this is the one AWS's own
@@ -317,6 +320,16 @@ impl FunctionConfig {
             Some(cache) if !layers.is_empty() => Some(lamina_layers::compose(cache, &layers)?),
             _ => None,
         };
+        // Trees from the cache (a directory given as code or layer is used in place).
+        let cache_holds = match &cache {
+            Some(cache) => std::iter::once(&code_dir)
+                .chain(layers.iter().map(|(_, tree)| tree))
+                .chain(opt.iter().map(|o| &o.merged))
+                .filter(|tree| tree.starts_with(cache.root()))
+                .filter_map(|tree| cache.hold(tree).map(std::sync::Arc::new))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(FunctionSpec {
             arn: function_arn(&checked.region, &name, None),
             name,
@@ -333,6 +346,7 @@ impl FunctionConfig {
             tmp_per_invocation: !self.tmp_per_environment,
             shutdown_grace: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(u64::from(checked.idle_timeout)),
+            cache_holds,
         })
     }
 }

@@ -89,15 +89,20 @@ pub fn default_run_dir() -> Result<PathBuf, RunDirError> {
 /// Opens the cache of extracted archives at `root` once [`trusted_dir`] trusts it: the code
 /// lamina runs comes from there, so nobody else may be able to write in it.
 pub fn open_cache(root: &Path) -> Result<lamina_layers::Cache, CacheDirError> {
-    trusted_dir(root)?;
-    Ok(lamina_layers::Cache::open(root)?)
+    // The resolved path from here on: a link above it that was checked through cannot be
+    // swapped later to send the cache elsewhere.
+    let (resolved, _) = trusted_dir(root)?;
+    Ok(lamina_layers::Cache::open(resolved)?)
 }
 
 /// The cache directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheDirError {
     /// It could be changed by another user.
-    #[error("cache directory {0}")]
+    #[error(
+        "cache directory {0} (a cache of lamina's own: --cache-dir or LAMINA_CACHE_DIR; \
+         under sudo, whose HOME may still be yours, one that root owns)"
+    )]
     Untrusted(#[from] RunDirError),
     /// It could not be made or read.
     #[error(transparent)]
@@ -145,11 +150,36 @@ impl RunDir {
         Ok(RunDir { path, fd })
     }
 
-    /// Makes the empty directory `name` in this one (mode 0700); fails if it exists.
-    pub fn make_entry(&self, name: &str) -> io::Result<PathBuf> {
-        mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o700))
-            .map_err(|e| with_path(&self.path.join(name), e))?;
-        Ok(self.path.join(name))
+    /// Makes a new empty directory named `<this process's pid>-<n>` (mode 0700), `n` from
+    /// `sequence`. A name that exists already is skipped: a lamina that ran before with the
+    /// same pid (a container's lamina often has the same pid at every start) may have left it.
+    pub fn make_own_entry(
+        &self,
+        sequence: &std::sync::atomic::AtomicU64,
+    ) -> io::Result<(String, PathBuf)> {
+        let pid = std::process::id();
+        for _ in 0..1000 {
+            let name = format!(
+                "{pid}-{}",
+                sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            match mkdirat(
+                self.fd.as_fd(),
+                name.as_str(),
+                Mode::from_bits_truncate(0o700),
+            ) {
+                Ok(()) => {
+                    let path = self.path.join(&name);
+                    return Ok((name, path));
+                }
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(with_path(&self.path.join(&name), e)),
+            }
+        }
+        Err(io::Error::other(format!(
+            "{}: a thousand names of this process's taken already",
+            self.path.display()
+        )))
     }
 
     /// Removes the empty directory `name` from this one, never following a link.
@@ -259,8 +289,8 @@ impl RunDir {
     }
 }
 
-/// The pid of a `<pid>-<n>` entry whose process is gone.
-fn dead_owner(name: &OsStr) -> Option<u32> {
+/// The pid of a `<pid>-<n>` entry whose process is gone (this process's own are never).
+pub(crate) fn dead_owner(name: &OsStr) -> Option<u32> {
     let (pid, n) = name.to_str()?.split_once('-')?;
     let pid: u32 = pid.parse().ok()?;
     n.parse::<u64>().ok()?;

@@ -189,8 +189,9 @@ async fn handle(
     } else {
         front(app, &parts, body, peer).await
     };
-    if reply.status().is_client_error() {
-        log_refusal(&parts, &reply, peer);
+    // Only what lamina itself refused: a function's own 4xx (through the front) is its answer.
+    if let Some(refusal) = reply.extensions().get::<Refusal>() {
+        log_refusal(&parts, reply.status(), &refusal.0, peer);
     }
     reply
 }
@@ -205,24 +206,14 @@ pub const REQUEST_LOG: &str = "lamina::requests";
 
 /// One line for a refused request (404, 400, 413, 429, …): method, path, status and reason.
 /// Answers that reached a function (its own errors, 502, 504) are in its log stream instead.
-fn log_refusal(parts: &http::request::Parts, reply: &Reply, peer: SocketAddr) {
-    let reason = reply.extensions().get::<Refusal>().map_or_else(
-        || {
-            reply
-                .status()
-                .canonical_reason()
-                .unwrap_or("refused")
-                .to_owned()
-        },
-        |r| r.0.clone(),
-    );
+fn log_refusal(parts: &http::request::Parts, status: StatusCode, reason: &str, peer: SocketAddr) {
     tracing::info!(
         target: REQUEST_LOG,
         "{} {} {} from {peer}: {}: {reason}",
-        reply.status().as_u16(),
+        status.as_u16(),
         parts.method,
         parts.uri.path(),
-        reply.status().canonical_reason().unwrap_or_default(),
+        status.canonical_reason().unwrap_or_default(),
     );
 }
 

@@ -294,3 +294,51 @@ fn a_host_without_what_the_jail_needs_is_told_what_is_missing() {
     assert!(stderr.contains("--sandbox process"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// `lamina doctor` says what the host allows and which jail results: as root here, the root
+/// jail with cgroup limits (exit 0); as an unprivileged user, what is missing (exit 1).
+#[test]
+fn doctor_shows_what_the_host_allows_and_the_resulting_jail() {
+    use std::os::unix::fs::PermissionsExt;
+    let out = Command::new(lamina()).arg("doctor").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "user                   root",
+        "tmpfs                  supported",
+        "run directory",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+    assert!(
+        stdout.contains("jail                   available: root jail")
+            && (stdout.contains("cgroup v1: memory, pids, cpu enforced")
+                || stdout.contains("cgroup v2: memory, pids, cpu enforced")),
+        "{stdout}"
+    );
+    let bin = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(lamina(), bin.path().join("lamina")).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin.path().join("lamina"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("user                   uid 65534 (not root)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("jail                   NOT available here:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("- root: running as uid 65534"), "{stdout}");
+}

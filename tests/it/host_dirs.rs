@@ -30,6 +30,25 @@ fn shared_tmp() -> tempfile::TempDir {
     dir
 }
 
+/// `n` pids that no process can have (above the kernel's `pid_max`), as names of entries of
+/// lamina processes that are gone.
+fn dead_pids() -> [u64; 3] {
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    [max + 1, max + 2, max + 3]
+}
+
+/// A fresh temporary directory by its resolved path (what lamina's messages and the mount
+/// table name).
+fn resolved_tempdir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    (dir, path)
+}
+
 /// A tmpfs mounted at `at` holding the file `precious`: what an attacker points links at.
 struct Victim {
     at: std::path::PathBuf,
@@ -102,12 +121,23 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn what_another_user_planted_in_the_temporary_directory_is_never_touched() {
     let tmp = shared_tmp();
-    let victim_dir = tempfile::tempdir().unwrap();
-    let victim = Victim::mount(&victim_dir.path().join("mnt"), "victim");
-    for name in ["lamina-jails", "lamina-wasm"] {
-        let planted = tmp.path().join(name);
+    let (_victim_dir, victim_path) = resolved_tempdir();
+    let victim = Victim::mount(&victim_path.join("mnt"), "victim");
+    let [a, b, c] = dead_pids().map(|pid| format!("{pid}-0"));
+    // Where lamina kept state before: `$TMPDIR/lamina-jails`, and the fixed `/tmp/lamina-wasm`
+    // (planted too when this machine has none, and removed after).
+    let mut planted_dirs = vec![
+        tmp.path().join("lamina-jails"),
+        tmp.path().join("lamina-wasm"),
+    ];
+    let fixed = std::path::PathBuf::from("/tmp/lamina-wasm");
+    let planted_fixed = !fixed.exists();
+    if planted_fixed {
+        planted_dirs.push(fixed.clone());
+    }
+    for planted in &planted_dirs {
         as_nobody(&["mkdir", planted.to_str().unwrap()]);
-        for entry in ["999999-0", "999998-0"] {
+        for entry in [&a, &b] {
             let link = planted.join(entry);
             as_nobody(&[
                 "ln",
@@ -116,7 +146,7 @@ fn what_another_user_planted_in_the_temporary_directory_is_never_touched() {
                 link.to_str().unwrap(),
             ]);
         }
-        as_nobody(&["mkdir", planted.join("999997-0").to_str().unwrap()]);
+        as_nobody(&["mkdir", planted.join(&c).to_str().unwrap()]);
     }
     let native = crate::support::function_with(&program("probe"));
     for function in [native.path(), wasm_function().as_path()] {
@@ -124,14 +154,17 @@ fn what_another_user_planted_in_the_temporary_directory_is_never_touched() {
         assert_eq!(out.status.code(), Some(0), "{function:?}: {}", stderr(&out));
     }
     victim.assert_intact();
-    for name in ["lamina-jails", "lamina-wasm"] {
-        let planted = tmp.path().join(name);
-        for entry in ["999999-0", "999998-0", "999997-0"] {
+    for planted in &planted_dirs {
+        for entry in [&a, &b, &c] {
             assert!(
                 std::fs::symlink_metadata(planted.join(entry)).is_ok(),
-                "{name}/{entry} is left as it was"
+                "{}/{entry} is left as it was",
+                planted.display()
             );
         }
+    }
+    if planted_fixed {
+        std::fs::remove_dir_all(&fixed).unwrap();
     }
 }
 
@@ -140,10 +173,11 @@ fn what_another_user_planted_in_the_temporary_directory_is_never_touched() {
 #[test]
 fn directories_another_user_made_or_controls_are_refused_naming_them() {
     let tmp = shared_tmp();
-    let victim_dir = tempfile::tempdir().unwrap();
-    let victim = Victim::mount(&victim_dir.path().join("mnt"), "victim");
+    let tmp_path = tmp.path().canonicalize().unwrap();
+    let (_victim_dir, victim_path) = resolved_tempdir();
+    let victim = Victim::mount(&victim_path.join("mnt"), "victim");
     // nobody makes the run directory first, with a link where lamina keeps its mounts.
-    let run = tmp.path().join("run");
+    let run = tmp_path.join("run");
     as_nobody(&["mkdir", run.to_str().unwrap()]);
     as_nobody(&[
         "ln",
@@ -167,7 +201,7 @@ fn directories_another_user_made_or_controls_are_refused_naming_them() {
         assert!(!text.contains("WARN"), "{text}");
     }
     // A directory under one that nobody owns: nobody could swap it after the check.
-    let theirs = tmp.path().join("theirs");
+    let theirs = tmp_path.join("theirs");
     as_nobody(&["mkdir", "-m", "0755", theirs.to_str().unwrap()]);
     let out = invoke(native.path(), &[("LAMINA_RUN_DIR", &theirs.join("run"))]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -180,7 +214,7 @@ fn directories_another_user_made_or_controls_are_refused_naming_them() {
         stderr(&out)
     );
     // A cache another user can write code into.
-    let cache = tmp.path().join("cache");
+    let cache = tmp_path.join("cache");
     as_nobody(&["mkdir", cache.to_str().unwrap()]);
     let zip = tempfile::tempdir().unwrap();
     let archive = zip.path().join("fn.zip");
@@ -200,7 +234,7 @@ fn directories_another_user_made_or_controls_are_refused_naming_them() {
         stderr(&out)
     );
     // A state directory (dead letters) of `lamina serve`.
-    let state = tmp.path().join("state");
+    let state = tmp_path.join("state");
     as_nobody(&["mkdir", "-m", "0777", state.to_str().unwrap()]);
     let config = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -236,21 +270,22 @@ fn directories_another_user_made_or_controls_are_refused_naming_them() {
 /// left alone is said once.
 #[test]
 fn a_sweep_removes_only_lamina_s_own_leftovers() {
-    let base = tempfile::tempdir().unwrap();
-    let run = base.path().join("run");
+    let (_base, base_path) = resolved_tempdir();
+    let run = base_path.join("run");
     let wasm = run.join("wasm");
     std::fs::create_dir_all(&wasm).unwrap();
     for dir in [&run, &wasm] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
-    let victim_dir = tempfile::tempdir().unwrap();
-    let victim = Victim::mount(&victim_dir.path().join("mnt"), "victim");
+    let (_victim_dir, victim_path) = resolved_tempdir();
+    let victim = Victim::mount(&victim_path.join("mnt"), "victim");
+    let [a, b, c] = dead_pids().map(|pid| format!("{pid}-0"));
     // A link named like a dead lamina's mount, pointing at a mounted file system.
-    std::os::unix::fs::symlink(&victim.at, wasm.join("999999-0")).unwrap();
+    std::os::unix::fs::symlink(&victim.at, wasm.join(&a)).unwrap();
     // Someone else's mount at a dead-looking name.
-    let foreign = Victim::mount(&wasm.join("999998-0"), "foreign");
+    let foreign = Victim::mount(&wasm.join(&b), "foreign");
     // A real leftover of a lamina killed before it could unmount.
-    let leftover = Victim::mount(&wasm.join("999997-0"), "lamina-wasm-tmp");
+    let leftover = Victim::mount(&wasm.join(&c), "lamina-wasm-tmp");
     std::fs::remove_file(leftover.at.join("precious")).unwrap();
     let out = invoke(&wasm_function(), &[("LAMINA_RUN_DIR", &run)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -258,21 +293,21 @@ fn a_sweep_removes_only_lamina_s_own_leftovers() {
     assert!(
         text.contains(&format!(
             "{}: left alone: not a directory",
-            wasm.join("999999-0").display()
+            wasm.join(&a).display()
         )),
         "{text}"
     );
     assert!(
         text.contains(&format!(
             "{}: left alone: something other than lamina is mounted there",
-            wasm.join("999998-0").display()
+            wasm.join(&b).display()
         )),
         "{text}"
     );
     victim.assert_intact();
     foreign.assert_intact();
     assert!(
-        std::fs::symlink_metadata(wasm.join("999999-0")).is_ok(),
+        std::fs::symlink_metadata(wasm.join(&a)).is_ok(),
         "the link stays"
     );
     assert!(

@@ -11,6 +11,7 @@ mod zipcraft;
 
 mod cli;
 mod clients;
+mod crash_cleanup;
 mod first_hour;
 mod host_dirs;
 mod invoke_errors;

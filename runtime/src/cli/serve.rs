@@ -93,6 +93,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .cache_dir
         .clone()
         .unwrap_or_else(lamina_layers::Cache::default_root);
+    let state_dir = match args.state_dir.clone().or(manifest.serve.state_dir.clone()) {
+        Some(dir) => dir,
+        None => default_state_dir()?,
+    };
+    // Dead letters are written there as lamina's user: nobody else may plant links in it.
+    // Its resolved path from here on, so a link checked through cannot be swapped later.
+    let state_dir = match crate::run_dir::trusted_dir(&state_dir) {
+        Ok((resolved, _)) => resolved,
+        Err(e) => bail!("state directory {e}"),
+    };
     // Every function is resolved (archives extracted, layers composed) before anything
     // starts; every problem is reported.
     let file = path.display().to_string();
@@ -141,15 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }),
         );
     }
-    let state_dir = match args.state_dir.or(manifest.serve.state_dir.clone()) {
-        Some(dir) => dir,
-        None => default_state_dir()?,
-    };
-    // Dead letters are written there as lamina's user: nobody else may plant links in it.
-    if let Err(e) = crate::run_dir::trusted_dir(&state_dir) {
-        app_shutdown_pools(&functions).await;
-        bail!("state directory {e}");
-    }
+
     let retry_delay = manifest
         .serve
         .retry_delay
@@ -224,13 +226,6 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from("/var/lib/lamina"));
     }
     bail!("no state directory: HOME and XDG_STATE_HOME are not set; give one with --state-dir")
-}
-
-/// Stops the pools started so far (a start that fails after starting them).
-async fn app_shutdown_pools(functions: &HashMap<String, Arc<Function>>) {
-    for function in functions.values() {
-        function.pool.shutdown().await;
-    }
 }
 
 /// `1 route`, `2 routes`.

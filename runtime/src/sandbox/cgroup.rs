@@ -57,6 +57,66 @@ pub fn prepare(version: Version) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes the groups of lamina processes that are gone (killed before they could remove
+/// them, as by `kill -9`): `lamina/<pid>-<n>` in each hierarchy whose pid no longer runs.
+/// Groups of live lamina processes are never touched. A process still in such a group (none
+/// should be: a sandbox's PID 1 ends when its host does) is killed first. Returns what could
+/// not be removed, with why.
+pub fn sweep_dead(version: Version) -> Vec<String> {
+    let parents: Vec<PathBuf> = match version {
+        Version::V1 => ["memory", "pids", "cpu"]
+            .iter()
+            .map(|c| Path::new(ROOT).join(c).join("lamina"))
+            .collect(),
+        Version::V2 => vec![Path::new(ROOT).join("lamina")],
+    };
+    let mut notes = Vec::new();
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if crate::run_dir::dead_owner(&entry.file_name()).is_none() {
+                continue;
+            }
+            let group = entry.path();
+            if let Err(e) = remove_group(&group) {
+                notes.push(format!("{}: {e}", group.display()));
+            }
+        }
+    }
+    notes
+}
+
+/// Kills whatever is left in `group` (and below) and removes it, children first.
+fn remove_group(group: &Path) -> io::Result<()> {
+    // Not through links: cgroupfs has none, and anything else is not a group of ours.
+    if fs::symlink_metadata(group)?.file_type().is_symlink() {
+        return Err(io::Error::other("a link, not a cgroup; left alone"));
+    }
+    for child in fs::read_dir(group)?.flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_group(&child.path())?;
+        }
+    }
+    for _ in 0..50 {
+        let procs = fs::read_to_string(group.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        match fs::remove_dir(group) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Busy while a killed process is still leaving.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+        }
+    }
+    fs::remove_dir(group)
+}
+
 /// Whether this process may create entries in `dir` (an existing directory passes
 /// `create_dir_all` whoever owns it).
 pub(crate) fn writable(dir: &Path) -> io::Result<()> {

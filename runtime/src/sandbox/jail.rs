@@ -99,6 +99,9 @@ impl JailSandbox {
                 if let Err(e) = cgroup::prepare(version) {
                     missing.push(format!("cgroups: {e}"));
                 }
+                for note in cgroup::sweep_dead(version) {
+                    tracing::warn!("cleaning up after lamina processes that are gone: {note}");
+                }
             }
             None => missing.push(
                 "cgroups: neither cgroup v2 with the memory and pids controllers nor cgroup v1 \
@@ -114,9 +117,20 @@ impl JailSandbox {
             for note in jails.sweep_dead(None) {
                 tracing::warn!("cleaning up after lamina processes that are gone: {note}");
             }
+            // The uid leases must be one set for every lamina on the host, whatever run
+            // directory each was given: two sets could hand one uid to two sandboxes.
+            let uids = match RunDir::open(Path::new(UID_LEASES)) {
+                Ok(dir) => dir,
+                Err(e) if !nix::unistd::Uid::effective().is_root() => {
+                    // Network mode `host` (the only user of leases) needs root anyway.
+                    tracing::debug!("uid leases: {e}");
+                    run.subdir("uids")?
+                }
+                Err(e) => return Err(e),
+            };
             Ok(StateDirs {
                 jails: Arc::new(jails),
-                uids: Arc::new(run.subdir("uids")?),
+                uids: Arc::new(uids),
             })
         });
         let dirs = match dirs {
@@ -322,6 +336,10 @@ struct Ready {
     closed: bool,
 }
 
+/// Where every root lamina on the host leases sandbox uids (see `uids`), whatever its run
+/// directory.
+const UID_LEASES: &str = "/run/lamina/uids";
+
 /// The jail's directories in lamina's run directory ([`crate::run_dir`]).
 #[derive(Debug, Clone)]
 struct StateDirs {
@@ -385,13 +403,8 @@ impl ShellConfig {
     fn build(&self) -> Result<Shell, Failure> {
         // Prefixed with the host's pid: each lamina process (and each test binary) can tell its
         // own sandboxes' cgroups and directories from those of others on the machine.
-        let name = format!(
-            "{}-{}",
-            std::process::id(),
-            SHELL_SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
-        let root = (self.dirs.jails)
-            .make_entry(&name)
+        let (name, root) = (self.dirs.jails)
+            .make_own_entry(&SHELL_SEQUENCE)
             .map_err(|e| host_failure("creating the jail root", e))?;
         // From here on, an early return removes what was made.
         let mut traces = HostTraces {
@@ -474,10 +487,18 @@ fn spawn_helper(
 
 impl Shell {
     /// Ends an unused sandbox and removes what it left on the host.
-    fn discard(self) {
+    fn discard(mut self) {
         super::signal_group(self.pid, Stop::Kill);
-        // Then the fields drop in order: the helper (killed, and reaped by tokio), the control
-        // socket, the traces.
+        // Reaped here, not left to tokio's orphan queue: at shutdown nothing polls that queue
+        // any more, and the helper would stay a zombie (and its cgroups busy) until lamina
+        // itself exits. A killed helper is gone within a few milliseconds; this is bounded.
+        for _ in 0..500 {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Ok(Some(_)) | Err(_) => break,
+            }
+        }
+        // Then the fields drop in order: the helper, the control socket, the traces.
     }
 }
 

@@ -60,6 +60,9 @@ pub enum WasmUnavailable {
     /// lamina's run directory cannot be used.
     #[error(transparent)]
     RunDir(#[from] crate::run_dir::RunDirError),
+    /// The cache of compiled code cannot be trusted.
+    #[error(transparent)]
+    Cache(crate::run_dir::CacheDirError),
 }
 
 /// A bootstrap's compilation, shared by the environments that run it; compiled once even
@@ -82,9 +85,17 @@ impl WasmSandbox {
     /// environments' `/tmp` filesystems can be mounted.
     pub fn new(cache_root: &Path) -> Result<WasmSandbox, WasmUnavailable> {
         let engine = code::engine()?;
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err(WasmUnavailable::Tmp(std::io::Error::other(format!(
+                "running as uid {}",
+                nix::unistd::Uid::effective()
+            ))));
+        }
         let tmp_state = tmp::prepare(&RunDir::open_default()?)?;
         // Compiled code is loaded from the cache and run: nobody else may write there.
-        crate::run_dir::trusted_dir(cache_root)?;
+        let (cache_root, _) = crate::run_dir::trusted_dir(cache_root)
+            .map_err(|e| WasmUnavailable::Cache(crate::run_dir::CacheDirError::Untrusted(e)))?;
+        let cache_root = cache_root.as_path();
         // The epoch ticker lives as long as the engine.
         let weak = engine.weak();
         std::thread::Builder::new()

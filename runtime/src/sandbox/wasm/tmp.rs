@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -52,12 +52,7 @@ fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
 impl EnvTmp {
     /// Mounts a tmpfs of `size_mb` for one environment in `state`.
     pub fn mount(state: &Arc<RunDir>, size_mb: u32) -> io::Result<EnvTmp> {
-        let name = format!(
-            "{}-{}",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
-        let mount_point = state.make_entry(&name)?;
+        let (name, mount_point) = state.make_own_entry(&SEQUENCE)?;
         let inodes = u64::from(size_mb.max(1)) * INODES_PER_MB;
         let options = format!("size={size_mb}m,nr_inodes={inodes},mode=0700");
         if let Err(e) = mount(
