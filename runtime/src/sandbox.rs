@@ -5,10 +5,8 @@
 //!
 //! Scope: a `Sandbox` is runtime-wide; each `Started` belongs to one environment.
 
-pub mod cgroup;
 pub mod jail;
 pub mod process;
-pub mod uids;
 pub mod wasm;
 
 use std::fmt;

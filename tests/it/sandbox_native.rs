@@ -9,11 +9,12 @@ use crate::support::{Harness, function_with, lamina_helper, process_alive, progr
 pub static JAIL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The environments' cgroups that exist now (v1 layout on our machines).
+/// lamina's environment groups: `<controller>/lamina/*` on cgroup v1, `lamina/*` on v2.
 fn lamina_cgroups() -> Vec<String> {
-    ["memory", "pids", "cpu"]
+    ["memory/", "pids/", "cpu/", ""]
         .iter()
         .flat_map(|c| {
-            std::fs::read_dir(format!("/sys/fs/cgroup/{c}/lamina"))
+            std::fs::read_dir(format!("/sys/fs/cgroup/{c}lamina"))
                 .into_iter()
                 .flatten()
                 .flatten()
@@ -21,6 +22,11 @@ fn lamina_cgroups() -> Vec<String> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path().display().to_string())
         .collect()
+}
+
+/// Whether this host has the unified hierarchy (our machines: v1; the v2 guest: v2).
+fn cgroup_v2() -> bool {
+    std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").is_ok()
 }
 
 async fn probe_report(harness: &Harness) -> Value {
@@ -167,8 +173,10 @@ async fn each_report_has_the_environments_peak_memory_so_far() {
 #[tokio::test(flavor = "multi_thread")]
 async fn allocating_past_the_memory_limit_is_out_of_memory() {
     let _serial = JAIL.lock().await;
+    // A generous timeout: the limit is what is tested (allocating is slow under emulation).
     let jailed = Harness::jailed_cold(function_with(&program("probe")), |c| {
-        c.memory_mb = Some(128)
+        c.memory_mb = Some(128);
+        c.timeout_secs = Some(60);
     });
     let done = jailed.invoke(r#"{"action":"alloc","mb":400}"#).await;
     assert_eq!(
@@ -215,7 +223,11 @@ async fn allocating_past_the_memory_limit_is_out_of_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_bomb_hits_the_pids_limit_not_the_host() {
     let _serial = JAIL.lock().await;
-    let jailed = Harness::jailed_cold(function_with(&program("probe")), |_| {});
+    // A generous timeout: what is tested is the limit, and under software emulation (the
+    // cgroup v2 guest) starting a thousand threads takes seconds.
+    let jailed = Harness::jailed_cold(function_with(&program("probe")), |c| {
+        c.timeout_secs = Some(60)
+    });
     let (_, pid_report) = jailed.invoke_json("{}").await;
     let (_, bomb) = jailed
         .invoke_json(r#"{"action":"threads","max":5000}"#)
@@ -234,7 +246,9 @@ async fn a_fork_bomb_hits_the_pids_limit_not_the_host() {
         host_traces()
     );
     // Unjailed, the same bomb is not stopped at 1,024.
-    let unjailed = Harness::start(function_with(&program("probe")), |_| {});
+    let unjailed = Harness::start(function_with(&program("probe")), |c| {
+        c.timeout_secs = Some(60)
+    });
     let (_, free) = unjailed
         .invoke_json(r#"{"action":"threads","max":1500}"#)
         .await;
@@ -413,7 +427,7 @@ fn sandbox_processes() -> Vec<u64> {
     host_traces()
         .cgroups
         .iter()
-        .filter(|p| p.contains("/pids/"))
+        .filter(|p| p.contains("/pids/") || cgroup_v2())
         .flat_map(|dir| {
             std::fs::read_to_string(format!("{dir}/cgroup.procs"))
                 .unwrap_or_default()
@@ -459,7 +473,9 @@ async fn a_timeout_or_a_crash_destroys_the_whole_sandbox() {
         let (done, _) = jailed.invoke_json("{}").await;
         assert!(done.error_type().is_none());
         let during = host_traces();
-        assert_eq!(during.cgroups.len(), 3, "memory, pids, cpu: {during:?}");
+        // v1: one group per controller (memory, pids, cpu); v2: one group with all three.
+        let groups = if cgroup_v2() { 1 } else { 3 };
+        assert_eq!(during.cgroups.len(), groups, "{during:?}");
         assert_eq!(during.state_dirs.len(), 1, "{during:?}");
         // The helper, PID 1, bash, three sleepers, and whatever bash forked just now.
         let processes = sandbox_processes();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::run_dir::RunDir;
-use crate::sandbox::cgroup::{self, Version};
+use crate::sandbox::jail::cgroup::{self, Version};
 use crate::sandbox::jail::{Helper, JailSandbox};
 
 /// Runs `lamina doctor`.

@@ -5,22 +5,37 @@
 //!
 //! Scope: one `JailSandbox` per runtime; each environment gets a root mount point under the
 //! state directory, removed when the environment is dropped.
+//!
+//! Rooms: [`helper`] the program that builds a jail and its check, [`shell`] a sandbox built
+//! ahead and its traces on the host, [`control`] a running sandbox's control socket and
+//! `/tmp`, [`state`] the jail's directories, [`cgroup`] its limits, [`uids`] uid leases.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use lamina_bootstrap::{FunctionSpec, Network, OptMount, ShellSpec};
+use lamina_bootstrap::{FunctionSpec, Network, OptMount};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::cgroup::{self, Cgroups};
-use super::uids::UidLease;
+pub mod cgroup;
+mod control;
+mod helper;
+mod shell;
+mod state;
+pub mod uids;
+
+pub use helper::Helper;
+
+use control::{JailControl, JailTmp, receive_listener, reset_tmp_over};
+use helper::check_with;
+use shell::{Shell, ShellConfig, host_failure};
+use state::StateDirs;
+use uids::UidLease;
+
 use super::{ApiPlacement, Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
 use crate::error::Failure;
-use crate::run_dir::RunDir;
 
 /// Lambda's sandbox user (`sbx_user1051`), shared by every jail with a network namespace of its
 /// own; in network mode `host` each jail gets a uid of its own instead ([`UidLease`]).
@@ -40,52 +55,6 @@ pub struct JailSandbox {
     keep_ready: usize,
     /// Shells being built in the background now.
     building: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// The program that builds each sandbox: a `lamina` binary, started as `lamina __sandbox`
-/// (`lamina_bootstrap::entry`). The helper is part of lamina itself, so nothing beside the
-/// binary has to be found, built or installed.
-#[derive(Debug, Clone)]
-pub struct Helper {
-    program: PathBuf,
-    /// What messages call it.
-    shown: String,
-}
-
-impl Helper {
-    /// The running executable, which must be `lamina` (the CLI's choice). Started through
-    /// `/proc/self/exe`, so a binary replaced on disk while lamina runs (a rebuild) still
-    /// starts the helper that matches this host.
-    pub fn this_executable() -> Helper {
-        let shown = std::env::current_exe()
-            .map_or_else(|_| "lamina".to_owned(), |p| p.display().to_string());
-        Helper {
-            program: PathBuf::from("/proc/self/exe"),
-            shown,
-        }
-    }
-
-    /// The `lamina` binary at `path`: for programs that run the host as a library (tests,
-    /// benchmarks), whose own executable is not lamina.
-    pub fn lamina_at(path: impl Into<PathBuf>) -> Helper {
-        let program = path.into();
-        Helper {
-            shown: program.display().to_string(),
-            program,
-        }
-    }
-
-    fn command(&self) -> std::process::Command {
-        let mut command = std::process::Command::new(&self.program);
-        command.arg(lamina_bootstrap::entry::HELPER_ARG);
-        command
-    }
-}
-
-impl std::fmt::Display for Helper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.shown, lamina_bootstrap::entry::HELPER_ARG)
-    }
 }
 
 impl JailSandbox {
@@ -110,29 +79,7 @@ impl JailSandbox {
                     .into(),
             ),
         }
-        let dirs = RunDir::open_default().and_then(|run| {
-            let jails = run.subdir("jails")?;
-            // The roots' mounts lived in the sandboxes' own mount namespaces: a dead lamina's
-            // roots are empty directories, and nothing is unmounted here.
-            for note in jails.sweep_dead(None) {
-                tracing::warn!("cleaning up after lamina processes that are gone: {note}");
-            }
-            // The uid leases must be one set for every lamina on the host, whatever run
-            // directory each was given: two sets could hand one uid to two sandboxes.
-            let uids = match RunDir::open(Path::new(UID_LEASES)) {
-                Ok(dir) => dir,
-                Err(e) if !nix::unistd::Uid::effective().is_root() => {
-                    // Network mode `host` (the only user of leases) needs root anyway.
-                    tracing::debug!("uid leases: {e}");
-                    run.subdir("uids")?
-                }
-                Err(e) => return Err(e),
-            };
-            Ok(StateDirs {
-                jails: Arc::new(jails),
-                uids: Arc::new(uids),
-            })
-        });
+        let dirs = StateDirs::open();
         let dirs = match dirs {
             Ok(dirs) => Some(dirs),
             Err(e) => {
@@ -161,34 +108,6 @@ impl JailSandbox {
 pub struct JailUnavailable {
     /// One line per missing capability.
     pub missing: Vec<String>,
-}
-
-/// Runs `lamina __sandbox --check`, which tries namespaces, mounts and seccomp for real in
-/// throwaway children, and returns what it found missing.
-fn check_with(helper: &Helper) -> Vec<String> {
-    let output = match helper
-        .command()
-        .arg("--check")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-    {
-        Ok(output) => output,
-        Err(e) => return vec![format!("running {helper} --check: {e}")],
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut missing: Vec<String> = text
-        .lines()
-        .filter_map(lamina_bootstrap::check::Finding::parse)
-        .filter_map(|(feature, problem)| problem.map(|p| format!("{feature}: {p}")))
-        .collect();
-    if missing.is_empty() && !output.status.success() {
-        missing.push(format!(
-            "{helper} --check failed ({}) without saying why",
-            output.status
-        ));
-    }
-    missing
 }
 
 impl JailSandbox {
@@ -334,172 +253,6 @@ impl Drop for JailSandbox {
 struct Ready {
     shells: Vec<Shell>,
     closed: bool,
-}
-
-/// Where every root lamina on the host leases sandbox uids (see `uids`), whatever its run
-/// directory.
-const UID_LEASES: &str = "/run/lamina/uids";
-
-/// The jail's directories in lamina's run directory ([`crate::run_dir`]).
-#[derive(Debug, Clone)]
-struct StateDirs {
-    /// `jails/<pid>-<n>`: each sandbox's root mount point.
-    jails: Arc<RunDir>,
-    /// `uids/<uid>.lock`: the uid leases of network mode `host`, shared by every lamina.
-    uids: Arc<RunDir>,
-}
-
-/// What building a [`Shell`] needs, detached from the sandbox so a blocking thread can own it.
-#[derive(Debug)]
-struct ShellConfig {
-    helper: Helper,
-    dirs: StateDirs,
-    cgroups: Option<cgroup::Version>,
-    network: Network,
-}
-
-/// A sandbox whose helper has the first half of the spec: it joins its cgroups, makes its
-/// namespaces and its root up to the function's own mounts, and its function's process waits.
-#[derive(Debug)]
-struct Shell {
-    child: tokio::process::Child,
-    pid: i32,
-    control: std::os::unix::net::UnixStream,
-    logs: std::io::PipeReader,
-    traces: HostTraces,
-}
-
-/// What a sandbox has on the host beside its processes: the root's mount point, its cgroups
-/// and, in network mode `host`, its uid. Removed (released) when dropped, which must come after
-/// its processes are gone. (The mounts lived in the sandbox's mount namespace and went with it.)
-#[derive(Debug)]
-struct HostTraces {
-    /// The directory the root mount point is in, and its name there.
-    jails: Arc<RunDir>,
-    name: String,
-    root: PathBuf,
-    cgroups: Option<Cgroups>,
-    uid: Option<UidLease>,
-}
-
-impl Drop for HostTraces {
-    fn drop(&mut self) {
-        let _ = self.jails.remove_entry(&self.name);
-        if let Some(cgroups) = &self.cgroups {
-            cgroups.remove();
-        }
-    }
-}
-
-/// A host-side step of starting a sandbox failed.
-fn host_failure(what: &str, e: impl std::fmt::Display) -> Failure {
-    Failure::Sandbox(format!("{what}: {e}"))
-}
-
-/// Distinguishes the sandboxes (and their cgroups and directories) of one lamina process.
-static SHELL_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-impl ShellConfig {
-    fn build(&self) -> Result<Shell, Failure> {
-        // Prefixed with the host's pid: each lamina process (and each test binary) can tell its
-        // own sandboxes' cgroups and directories from those of others on the machine.
-        let (name, root) = (self.dirs.jails)
-            .make_own_entry(&SHELL_SEQUENCE)
-            .map_err(|e| host_failure("creating the jail root", e))?;
-        // From here on, an early return removes what was made.
-        let mut traces = HostTraces {
-            jails: Arc::clone(&self.dirs.jails),
-            name: name.clone(),
-            root,
-            cgroups: None,
-            uid: None,
-        };
-        if self.network == Network::Host {
-            // On the host's loopback the Runtime API tells its sandbox by the uid (see
-            // `runtime_api::peer`); in a private network namespace nobody else can connect.
-            traces.uid = Some(
-                UidLease::acquire(&self.dirs.uids)
-                    .map_err(|e| host_failure("leasing the sandbox's uid", e))?,
-            );
-        }
-        if let Some(version) = self.cgroups {
-            traces.cgroups = Some(
-                Cgroups::create(version, &name)
-                    .map_err(|e| host_failure("creating the environment's cgroups", e))?,
-            );
-        }
-        let cgroups = traces.cgroups.as_ref();
-        let shell = ShellSpec {
-            version: lamina_bootstrap::spec::SPEC_VERSION,
-            root: traces.root.clone(),
-            uid: traces.uid.as_ref().map_or(SANDBOX_UID, UidLease::uid),
-            gid: SANDBOX_GID,
-            hostname: "lamina".into(),
-            cgroups: cgroups.map(|c| c.sandbox_dirs.clone()).unwrap_or_default(),
-            function_cgroups: cgroups.map(|c| c.function_dirs.clone()).unwrap_or_default(),
-            network: self.network,
-        };
-        let (child, pid, control, logs) = spawn_helper(&self.helper, &shell)?;
-        Ok(Shell {
-            child,
-            pid,
-            control,
-            logs,
-            traces,
-        })
-    }
-}
-
-/// Starts the sandbox helper with the first half of the spec on its stdin: one end of a socket
-/// pair, over which the Runtime API listener comes back in network mode `none` (SCM_RIGHTS).
-fn spawn_helper(
-    helper: &Helper,
-    shell: &ShellSpec,
-) -> Result<
-    (
-        tokio::process::Child,
-        i32,
-        std::os::unix::net::UnixStream,
-        std::io::PipeReader,
-    ),
-    Failure,
-> {
-    let spec_json =
-        serde_json::to_vec(shell).map_err(|e| host_failure("encoding the jail spec", e))?;
-    let (reader, writer, writer2) = super::log_pipe()?;
-    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()
-        .map_err(|e| host_failure("creating the control socket", e))?;
-    let mut command = super::base_command(helper.command(), writer, writer2);
-    command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
-    let child = command
-        .spawn()
-        .map_err(|e| host_failure(&format!("starting {helper}"), e))?;
-    drop(command);
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .ok_or_else(|| Failure::Sandbox("the jail exited before it could be tracked".into()))?;
-    // A few hundred bytes into an empty socket buffer: this does not block.
-    std::io::Write::write_all(&mut ours, &lamina_bootstrap::spec::frame(&spec_json))
-        .map_err(|e| host_failure("sending the jail spec", e))?;
-    Ok((child, pid, ours, reader))
-}
-
-impl Shell {
-    /// Ends an unused sandbox and removes what it left on the host.
-    fn discard(mut self) {
-        super::signal_group(self.pid, Stop::Kill);
-        // Reaped here, not left to tokio's orphan queue: at shutdown nothing polls that queue
-        // any more, and the helper would stay a zombie (and its cgroups busy) until lamina
-        // itself exits. A killed helper is gone within a few milliseconds; this is bounded.
-        for _ in 0..500 {
-            match self.child.try_wait() {
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Ok(Some(_)) | Err(_) => break,
-            }
-        }
-        // Then the fields drop in order: the helper, the control socket, the traces.
-    }
 }
 
 impl Sandbox for JailSandbox {
@@ -656,16 +409,6 @@ async fn settle(procs: &Path) {
     tracing::warn!(cgroup = %procs.display(), "processes still in the sandbox's cgroup after 5 s");
 }
 
-/// PID 1 of a sandbox, seen from the host: the helper's only child.
-fn pid1_of(helper: i32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{helper}/task/{helper}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Whether the sandbox's user (unprivileged, neither owner nor group of the host's files) may
 /// enter the code directory and run the bootstrap. Checked on the host, so that the error names
 /// the host path and its mode: inside the jail it would be a bare "Permission denied" from
@@ -694,140 +437,4 @@ fn sandbox_user_may_run(
         return Err(denied(host_bootstrap, file, "others' execute permission"));
     }
     Ok(())
-}
-
-/// `path` opened only as a place (`O_PATH`): enough to ask about its filesystem.
-fn open_path(path: &str) -> Option<std::os::fd::OwnedFd> {
-    use nix::fcntl::OFlag;
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).ok()
-}
-
-/// A jailed environment's `/tmp`: checked from the host, reset by PID 1 over the control
-/// socket (by the task that owns it).
-#[derive(Debug)]
-struct JailTmp {
-    /// The sandbox's helper process; PID 1 is its only child.
-    helper: i32,
-    /// The sandbox's `/tmp` as the host reaches it (through PID 1's root), held open: asking
-    /// it is one `fstatvfs`, not a path walk through `/proc`. Opened at the first check (by
-    /// then the function has run, so PID 1 exists) and after each reset (a new tmpfs).
-    seen_from_host: Option<std::os::fd::OwnedFd>,
-    resets: tokio::sync::mpsc::UnboundedSender<oneshot::Sender<std::io::Result<()>>>,
-}
-
-impl super::ResetTmp for JailTmp {
-    fn untouched(&mut self) -> bool {
-        if self.seen_from_host.is_none() {
-            self.seen_from_host =
-                pid1_of(self.helper).and_then(|p| open_path(&format!("/proc/{p}/root/tmp")));
-        }
-        let untouched = self
-            .seen_from_host
-            .as_ref()
-            .is_some_and(lamina_bootstrap::jail::tmp_untouched_fd);
-        if !untouched {
-            // The one held is the tmpfs about to be replaced.
-            self.seen_from_host = None;
-        }
-        untouched
-    }
-
-    fn reset(&mut self) -> oneshot::Receiver<std::io::Result<()>> {
-        let (ack, done) = oneshot::channel();
-        // When the sandbox has ended, the request and its `ack` are dropped: `done` then
-        // reports that no fresh /tmp was made.
-        let _ = self.resets.send(ack);
-        done
-    }
-}
-
-/// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
-async fn reset_tmp_over(control: &mut tokio::net::UnixStream) -> std::io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    control.write_all(b"T").await?;
-    let mut answer = [0u8; 1];
-    control.read_exact(&mut answer).await?;
-    match &answer {
-        b"K" => Ok(()),
-        _ => Err(std::io::Error::other(
-            "the jail could not make a fresh /tmp",
-        )),
-    }
-}
-
-/// Receives the listening socket the helper made inside the sandbox's network namespace.
-async fn receive_listener(
-    control: &tokio::net::UnixStream,
-) -> std::io::Result<std::net::TcpListener> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-    loop {
-        control.readable().await?;
-        let received = control.try_io(tokio::io::Interest::READABLE, || {
-            let mut byte = [0u8; 1];
-            let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-            let mut space = nix::cmsg_space!([RawFd; 1]);
-            let message = recvmsg::<()>(
-                control.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(std::io::Error::from)?;
-            let fd = message
-                .cmsgs()
-                .map_err(std::io::Error::from)?
-                .find_map(|c| match c {
-                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                    _ => None,
-                });
-            Ok(fd)
-        });
-        match received {
-            Ok(Some(fd)) => {
-                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
-                return Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) });
-            }
-            Ok(None) => {
-                return Err(std::io::Error::other(
-                    "the jail closed its control socket without a listener",
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct JailControl {
-    pid: i32,
-    reaped: Arc<AtomicBool>,
-    traces: HostTraces,
-}
-
-impl Control for JailControl {
-    fn stop(&self, how: Stop) {
-        // The helper, PID 1 and the function share this process group. PID 1 dies with the
-        // helper, and every process of the sandbox with PID 1, so once the helper is reaped
-        // nothing is left, and the group id may belong to someone else: leave it alone.
-        if !self.reaped.load(Ordering::Acquire) {
-            super::signal_group(self.pid, how);
-        }
-    }
-
-    fn max_memory_bytes(&self) -> Option<u64> {
-        self.traces
-            .cgroups
-            .as_ref()
-            .and_then(Cgroups::max_memory_bytes)
-    }
-
-    fn out_of_memory(&self) -> bool {
-        self.traces
-            .cgroups
-            .as_ref()
-            .is_some_and(Cgroups::oom_killed)
-    }
 }

@@ -42,7 +42,10 @@ pub fn detect() -> Option<Version> {
     v1.then_some(Version::V1)
 }
 
-/// Creates lamina's parent groups, which also shows that this process may write there.
+/// Creates lamina's parent groups, which also shows that this process may write there. On v2
+/// the controllers must be handed down to them: from the root group (whose
+/// `cgroup.subtree_control` a fresh system leaves empty) to `lamina/`, and from `lamina/` to
+/// each environment's group; a controller that cannot be is named.
 pub fn prepare(version: Version) -> io::Result<()> {
     let parents = match version {
         Version::V1 => vec!["memory", "pids"],
@@ -53,6 +56,53 @@ pub fn prepare(version: Version) -> io::Result<()> {
         fs::create_dir_all(&dir)
             .and_then(|()| writable(&dir))
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    }
+    if version == Version::V2 {
+        let lamina = Path::new(ROOT).join("lamina");
+        hand_down(Path::new(ROOT), &V2_CONTROLLERS)?;
+        hand_down(&lamina, &V2_CONTROLLERS)?;
+    }
+    Ok(())
+}
+
+/// The v2 controllers an environment's group needs: `memory` and `pids` for its limits, `cpu`
+/// for its share (best effort: without it only the share is lost).
+const V2_CONTROLLERS: [(&str, bool); 3] = [("memory", true), ("pids", true), ("cpu", false)];
+
+/// Enables `controllers` for `dir`'s children (`+name` in its `cgroup.subtree_control`), each
+/// on its own so that one refused does not hide the others; fails naming a required one that
+/// could not be.
+fn hand_down(dir: &Path, controllers: &[(&str, bool)]) -> io::Result<()> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = |name: &str| {
+        fs::read_to_string(&control).is_ok_and(|text| text.split_whitespace().any(|c| c == name))
+    };
+    for (name, required) in controllers {
+        if enabled(name) {
+            continue;
+        }
+        if let Err(e) = fs::write(&control, format!("+{name}")) {
+            if *required {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot hand the {name} controller down from {} ({e}): {}",
+                        dir.display(),
+                        match nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                            // The "no internal processes" rule: a group with processes of its
+                            // own cannot also give controllers to children.
+                            nix::errno::Errno::EBUSY => "the group has processes of its own",
+                            nix::errno::Errno::ENOENT => "the controller is not available in it",
+                            _ => "lamina needs to write its cgroup.subtree_control",
+                        }
+                    ),
+                ));
+            }
+            tracing::debug!(
+                "cgroup v2: {name} not handed down from {}: {e}",
+                dir.display()
+            );
+        }
     }
     Ok(())
 }
@@ -146,18 +196,20 @@ fn write(dir: &Path, file: &str, value: impl ToString) -> io::Result<()> {
 
 impl Cgroups {
     /// Creates the environment's groups (limits follow with [`Cgroups::set_limits`]; until
-    /// then the process limit holds and memory is capped at Lambda's smallest size).
+    /// then the process limit holds and memory is capped at Lambda's smallest size). A group
+    /// made before a later step failed is removed again.
     pub fn create(version: Version, name: &str) -> io::Result<Self> {
         let cgroups = match version {
             Version::V1 => {
                 let dir =
                     |controller: &str| Path::new(ROOT).join(controller).join("lamina").join(name);
                 let (memory, pids, cpu) = (dir("memory"), dir("pids"), dir("cpu"));
-                for d in [&memory, &pids] {
-                    fs::create_dir_all(d)?;
+                fs::create_dir_all(&memory)?;
+                if let Err(e) = fs::create_dir_all(&pids) {
+                    let _ = fs::remove_dir(&memory);
+                    return Err(e);
                 }
-                write(&pids, "pids.max", PIDS_MAX)?;
-                let mut sandbox_dirs = vec![pids];
+                let mut sandbox_dirs = vec![pids.clone()];
                 let cpu = fs::create_dir_all(&cpu).is_ok().then_some(cpu);
                 sandbox_dirs.extend(cpu.clone());
                 Self {
@@ -170,13 +222,9 @@ impl Cgroups {
                 }
             }
             Version::V2 => {
-                let parent = Path::new(ROOT).join("lamina");
-                fs::create_dir_all(&parent)?;
-                // Children get controllers only if the parent delegates them.
-                let _ = write(&parent, "cgroup.subtree_control", "+memory +pids +cpu");
-                let leaf = parent.join(name);
+                // `prepare` handed the controllers down to `lamina/`'s children.
+                let leaf = Path::new(ROOT).join("lamina").join(name);
                 fs::create_dir_all(&leaf)?;
-                write(&leaf, "pids.max", PIDS_MAX)?;
                 // One leaf holds every controller in v2: the helpers share the function's memory
                 // group there (they are small, and PID 1 keeps reporting unless it is chosen).
                 Self {
@@ -189,7 +237,14 @@ impl Cgroups {
                 }
             }
         };
-        cgroups.set_limits(128)?;
+        let pids = match version {
+            Version::V1 => &cgroups.sandbox_dirs[0],
+            Version::V2 => &cgroups.memory,
+        };
+        if let Err(e) = write(pids, "pids.max", PIDS_MAX).and_then(|()| cgroups.set_limits(128)) {
+            cgroups.remove();
+            return Err(e);
+        }
         Ok(cgroups)
     }
 
