@@ -208,7 +208,8 @@ async fn allocating_past_the_memory_limit_is_out_of_memory() {
     );
     // Unjailed, the same allocation succeeds: the limit is the jail's.
     let unjailed = Harness::start(function_with(&program("probe")), |c| {
-        c.memory_mb = Some(128)
+        c.memory_mb = Some(128);
+        c.timeout_secs = Some(60);
     });
     let (_, free) = unjailed.invoke_json(r#"{"action":"alloc","mb":400}"#).await;
     assert_eq!(free["allocated_mb"], 400);
@@ -500,4 +501,44 @@ async fn a_timeout_or_a_crash_destroys_the_whole_sandbox() {
     }
     jailed.finish().await;
     assert_eq!(host_traces(), before);
+}
+
+/// The host check (the helper tried for real in throwaway children) runs once per helper
+/// binary and boot: a second start skips it, a changed binary runs it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_check_runs_once_per_helper_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = JAIL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("checks");
+    let wrapper = dir.path().join("lamina-wrapper");
+    let write_wrapper = |extra: &str| {
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n# {extra}\ncase \"$2\" in --check) echo x >> {};; esac\nexec {} \"$@\"\n",
+                count.display(),
+                crate::support::lamina().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let checks = || {
+        std::fs::read_to_string(&count)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    write_wrapper("first");
+    let helper = || lamina_runtime::sandbox::jail::Helper::lamina_at(&wrapper);
+    drop(lamina_runtime::sandbox::jail::JailSandbox::new(helper()).expect("the jail runs here"));
+    assert_eq!(checks(), 1);
+    drop(lamina_runtime::sandbox::jail::JailSandbox::new(helper()).expect("the jail runs here"));
+    assert_eq!(checks(), 1, "the second start used the memo");
+    // Another binary (rebuilt, replaced): checked again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_wrapper("second, a different size too");
+    drop(lamina_runtime::sandbox::jail::JailSandbox::new(helper()).expect("the jail runs here"));
+    assert_eq!(checks(), 2);
 }

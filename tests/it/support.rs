@@ -139,6 +139,9 @@ impl Harness {
             name: Some("probe".into()),
             code: code.path().to_owned(),
             cache_dir: Some(test_cache()),
+            // Under software emulation (the cgroup v2 guest sets LAMINA_TESTS_EMULATED) work
+            // is several times slower: a test that does not set its own timeout gets room.
+            timeout_secs: std::env::var_os("LAMINA_TESTS_EMULATED").map(|_| 60),
             ..Default::default()
         };
         tweak(&mut config);

@@ -28,7 +28,7 @@ pub mod uids;
 pub use helper::Helper;
 
 use control::{JailControl, JailTmp, receive_listener, reset_tmp_over};
-use helper::check_with;
+use helper::check_cached;
 use shell::{Shell, ShellConfig, host_failure};
 use state::StateDirs;
 use uids::UidLease;
@@ -61,7 +61,8 @@ impl JailSandbox {
     /// Checks that this host lets `helper` build the jail (every missing capability is
     /// listed, not just the first), and prepares the state directory.
     pub fn new(helper: Helper) -> Result<Self, JailUnavailable> {
-        let mut missing = check_with(&helper);
+        let dirs = StateDirs::open();
+        let mut missing = check_cached(&helper, dirs.as_ref().ok().map(|d| d.jails.as_ref()));
         let cgroups = cgroup::detect();
         match cgroups {
             Some(version) => {
@@ -79,7 +80,6 @@ impl JailSandbox {
                     .into(),
             ),
         }
-        let dirs = StateDirs::open();
         let dirs = match dirs {
             Ok(dirs) => Some(dirs),
             Err(e) => {

@@ -8,6 +8,7 @@ use lamina_bootstrap::ShellSpec;
 
 use super::shell::host_failure;
 use crate::error::Failure;
+use crate::run_dir::RunDir;
 
 /// The program that builds each sandbox: a `lamina` binary, started as `lamina __sandbox`
 /// (`lamina_bootstrap::entry`). The helper is part of lamina itself, so nothing beside the
@@ -42,6 +43,21 @@ impl Helper {
         }
     }
 
+    /// The helper binary's identity (device, inode, size, modification time): a rebuilt or
+    /// replaced binary is another helper.
+    fn identity(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.program).ok()?;
+        Some(format!(
+            "{}:{}:{}:{}.{}",
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ))
+    }
+
     pub(super) fn command(&self) -> std::process::Command {
         let mut command = std::process::Command::new(&self.program);
         command.arg(lamina_bootstrap::entry::HELPER_ARG);
@@ -53,6 +69,44 @@ impl std::fmt::Display for Helper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.shown, lamina_bootstrap::entry::HELPER_ARG)
     }
+}
+
+/// What the host's check found missing: from `cache` when this very helper already passed it
+/// since the machine booted, else by running it (and remembering a pass there). The check forks
+/// and tries namespaces, mounts and seccomp, which costs a `lamina invoke` several
+/// milliseconds; what it finds changes only with the kernel (a boot) or the binary, which the
+/// key holds. A failure is never remembered: it is run again and said again.
+pub(super) fn check_cached(helper: &Helper, cache: Option<&RunDir>) -> Vec<String> {
+    let key = helper.identity().and_then(|helper| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(format!(
+            "boot {} uid {} helper {helper}\n",
+            boot.trim(),
+            nix::unistd::Uid::effective()
+        ))
+    });
+    // One memo per key: several lamina binaries on a host (a build and an installed one) do
+    // not undo each other's. /run is emptied at boot, which ends them all.
+    let file = cache.zip(key.as_ref()).map(|(dir, key)| {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        dir.path().join(format!("host-check-{name}"))
+    });
+    if let (Some(key), Some(file)) = (&key, &file)
+        && std::fs::read_to_string(file).is_ok_and(|k| &k == key)
+    {
+        return Vec::new();
+    }
+    let missing = check_with(helper);
+    if let (true, Some(key), Some(file)) = (missing.is_empty(), &key, &file) {
+        // Best effort: without the memo the check just runs again next time.
+        let staged = file.with_extension(format!("{}", std::process::id()));
+        if std::fs::write(&staged, key).is_ok() {
+            let _ = std::fs::rename(&staged, file);
+        }
+    }
+    missing
 }
 
 /// Runs `lamina __sandbox --check`, which tries namespaces, mounts and seccomp for real in
