@@ -29,7 +29,8 @@ pub use helper::Helper;
 
 use control::{JailControl, JailTmp, receive_listener, reset_tmp_over};
 use helper::check_cached;
-use shell::{Shell, ShellConfig, host_failure};
+use helper::host_failure;
+use shell::{Shell, ShellConfig};
 use state::StateDirs;
 use uids::UidLease;
 

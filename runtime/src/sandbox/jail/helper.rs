@@ -6,7 +6,6 @@ use std::process::Stdio;
 
 use lamina_bootstrap::ShellSpec;
 
-use super::shell::host_failure;
 use crate::error::Failure;
 use crate::run_dir::RunDir;
 
@@ -170,4 +169,9 @@ pub(super) fn spawn_helper(
     std::io::Write::write_all(&mut ours, &lamina_bootstrap::spec::frame(&spec_json))
         .map_err(|e| host_failure("sending the jail spec", e))?;
     Ok((child, pid, ours, reader))
+}
+
+/// A host-side step of starting a sandbox failed.
+pub(super) fn host_failure(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Sandbox(format!("{what}: {e}"))
 }

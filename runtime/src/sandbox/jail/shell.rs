@@ -8,7 +8,7 @@ use std::sync::Arc;
 use lamina_bootstrap::{Network, ShellSpec};
 
 use super::cgroup::{self, Cgroups};
-use super::helper::{Helper, spawn_helper};
+use super::helper::{Helper, host_failure, spawn_helper};
 use super::state::StateDirs;
 use super::uids::UidLease;
 use super::{SANDBOX_GID, SANDBOX_UID};
@@ -56,11 +56,6 @@ impl Drop for HostTraces {
             cgroups.remove();
         }
     }
-}
-
-/// A host-side step of starting a sandbox failed.
-pub(super) fn host_failure(what: &str, e: impl std::fmt::Display) -> Failure {
-    Failure::Sandbox(format!("{what}: {e}"))
 }
 
 /// Distinguishes the sandboxes (and their cgroups and directories) of one lamina process.
