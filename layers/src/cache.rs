@@ -167,7 +167,7 @@ impl Cache {
     ) -> Result<CacheEntry, CacheError> {
         let digest = self.digest(archive)?;
         let tree = self.root.join("trees").join(&digest);
-        let size_memo = self.root.join("index").join(format!("{digest}.bytes"));
+        let size_memo = self.memo_path(&digest, "bytes");
         self.record_use(&digest, &archive.display().to_string());
         if tree.is_dir() {
             let bytes = match fs::read_to_string(&size_memo)
@@ -225,7 +225,7 @@ impl Cache {
     /// Notes that the entry `name` (a tree's directory name, or `opt-<chain>`) was used now,
     /// and what it came from. Best effort: a cache that cannot record this still serves.
     pub fn record_use(&self, name: &str, origin: &str) {
-        let path = self.root.join("index").join(format!("{name}.origin"));
+        let path = self.memo_path(name, "origin");
         let same = fs::read_to_string(&path).is_ok_and(|o| o == origin);
         if same {
             // Its modification time is the last use.
@@ -242,6 +242,11 @@ impl Cache {
     /// share it: a merged `/opt` counts only what its layers' trees do not already hold) and
     /// when it was last used. Trees first, then merged `/opt` trees, each by name.
     pub fn list(&self) -> Result<Vec<Listed>, CacheError> {
+        self.entries(true)
+    }
+
+    /// The entries, sized (a walk of every file) only when asked.
+    fn entries(&self, sized: bool) -> Result<Vec<Listed>, CacheError> {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for kind in ["trees", "opt"] {
@@ -254,8 +259,8 @@ impl Cache {
             names.sort();
             for name in names {
                 let tree = dir.join(&name);
-                let memo = self.memo_name(kind, &name);
-                let origin_path = self.root.join("index").join(format!("{memo}.origin"));
+                let memo = memo_name(kind, &name);
+                let origin_path = self.memo_path(&memo, "origin");
                 let origin = fs::read_to_string(&origin_path).ok();
                 let last_used = fs::metadata(&origin_path)
                     .or_else(|_| fs::metadata(&tree))
@@ -263,29 +268,39 @@ impl Cache {
                     .ok();
                 out.push(Listed {
                     name: format!("{kind}/{name}"),
-                    bytes: unique_size(&tree, &mut seen),
+                    bytes: if sized {
+                        unique_size(&tree, &mut seen)
+                    } else {
+                        0
+                    },
                     origin,
                     last_used,
                     tree,
+                    memo,
                 });
             }
         }
         Ok(out)
     }
 
-    /// The name of an entry's memos in `index/`.
-    fn memo_name(&self, kind: &str, name: &str) -> String {
-        match kind {
-            "opt" => format!("opt-{name}"),
-            _ => name.to_owned(),
-        }
+    /// `index/<memo>.<suffix>`: an entry's memo (`origin`, `bytes`).
+    fn memo_path(&self, memo: &str, suffix: &str) -> PathBuf {
+        self.root.join("index").join(format!("{memo}.{suffix}"))
+    }
+
+    /// An entry's origin memo, open (made empty if missing): what holds and prunes lock.
+    fn open_origin(&self, memo: &str) -> io::Result<fs::File> {
+        fs::File::options()
+            .create(true)
+            .truncate(false)
+            .append(true)
+            .open(self.memo_path(memo, "origin"))
     }
 
     /// Removes every cached tree that no running lamina holds (see [`Cache::hold`]), with its
     /// memos, and every leftover of an interrupted extraction; returns how many trees went.
     pub fn prune(&self) -> Result<usize, CacheError> {
-        let far = std::time::SystemTime::now() + std::time::Duration::from_secs(1 << 32);
-        let removed = self.prune_unused_since(far)?.len();
+        let removed = self.prune_entries(self.entries(false)?)?.len();
         let tmp = self.root.join("tmp");
         for entry in fs::read_dir(&tmp).map_err(io_err(&tmp))? {
             let path = entry.map_err(io_err(&tmp))?.path();
@@ -300,16 +315,7 @@ impl Cache {
     pub fn hold(&self, tree: &Path) -> Option<fs::File> {
         let kind = tree.parent()?.file_name()?.to_str()?;
         let name = tree.file_name()?.to_str()?;
-        let path = self
-            .root
-            .join("index")
-            .join(format!("{}.origin", self.memo_name(kind, name)));
-        let file = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .append(true)
-            .open(path)
-            .ok()?;
+        let file = self.open_origin(&memo_name(kind, name)).ok()?;
         file.lock_shared().ok()?;
         Some(file)
     }
@@ -320,33 +326,42 @@ impl Cache {
         &self,
         cutoff: std::time::SystemTime,
     ) -> Result<Vec<Listed>, CacheError> {
+        let old = self
+            .list()?
+            .into_iter()
+            .filter(|entry| entry.last_used.is_none_or(|t| t < cutoff))
+            .collect();
+        self.prune_entries(old)
+    }
+
+    /// Removes `entries` that no running lamina holds, with their memos; returns what went.
+    fn prune_entries(&self, entries: Vec<Listed>) -> Result<Vec<Listed>, CacheError> {
         let mut removed = Vec::new();
-        for entry in self.list()? {
-            if entry.last_used.is_some_and(|t| t >= cutoff) {
-                continue;
-            }
-            let (kind, name) = entry.name.split_once('/').unwrap_or(("trees", &entry.name));
-            let memo = self.memo_name(kind, name);
-            let origin = self.root.join("index").join(format!("{memo}.origin"));
-            // Held by a running function: in use, whatever its age.
-            let lock = fs::File::options()
-                .create(true)
-                .truncate(false)
-                .append(true)
-                .open(&origin)
-                .map_err(io_err(&origin))?;
+        for entry in entries {
+            let origin = self.memo_path(&entry.memo, "origin");
+            let lock = self.open_origin(&entry.memo).map_err(io_err(&origin))?;
             match lock.try_lock() {
                 Ok(()) => {}
+                // Held by a running function: in use, whatever its age.
                 Err(fs::TryLockError::WouldBlock) => continue,
                 Err(fs::TryLockError::Error(e)) => return Err(io_err(&origin)(e)),
             }
             remove_tree(&entry.tree).map_err(io_err(&entry.tree))?;
             for suffix in ["origin", "bytes"] {
-                let _ = fs::remove_file(self.root.join("index").join(format!("{memo}.{suffix}")));
+                let _ = fs::remove_file(self.memo_path(&entry.memo, suffix));
             }
             removed.push(entry);
         }
         Ok(removed)
+    }
+}
+
+/// The name of an entry's memos in `index/`: a tree's own name, `opt-<chain>` for a merged
+/// `/opt` (chains and digests could otherwise meet).
+fn memo_name(kind: &str, name: &str) -> String {
+    match kind {
+        "opt" => format!("opt-{name}"),
+        _ => name.to_owned(),
     }
 }
 
@@ -363,6 +378,8 @@ pub struct Listed {
     pub bytes: u64,
     /// When it was last used, when known.
     pub last_used: Option<std::time::SystemTime>,
+    /// The name of its memos in `index/`.
+    memo: String,
 }
 
 /// Bytes of the files under `path` whose inodes are not in `seen` (which gains them): a file

@@ -201,15 +201,8 @@ impl RunDir {
     /// notes, so the caller can say what it skipped.
     pub fn sweep_dead(&self, mount_source: Option<&str>) -> Vec<String> {
         let mut notes = Vec::new();
-        let mounts = match std::fs::read("/proc/self/mountinfo") {
-            Ok(text) => parse_mountinfo(&text),
-            Err(e) => {
-                notes.push(format!(
-                    "reading /proc/self/mountinfo: {e}; nothing unmounted"
-                ));
-                Vec::new()
-            }
-        };
+        // Read once, and only if something is to be swept: most starts find nothing.
+        let mut mounts: Option<Vec<Mount>> = None;
         for name in self.entry_names(&mut notes) {
             let Some(pid) = dead_owner(&name) else {
                 continue;
@@ -234,6 +227,16 @@ impl RunDir {
                 ));
                 continue;
             }
+            let mounts =
+                mounts.get_or_insert_with(|| match std::fs::read("/proc/self/mountinfo") {
+                    Ok(text) => parse_mountinfo(&text),
+                    Err(e) => {
+                        // Nothing is known to be a mount of lamina's, so nothing is unmounted; an
+                        // entry with a mount on it then fails to be removed, and is named.
+                        tracing::warn!("reading /proc/self/mountinfo: {e}");
+                        Vec::new()
+                    }
+                });
             let mounted_here: Vec<&Mount> = mounts.iter().filter(|m| m.point == path).collect();
             let ours = mounted_here
                 .iter()

@@ -61,7 +61,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 "{:>9}  in {} ({}, each file counted once)",
                 human_bytes(total),
                 cache.root().display(),
-                super::serve::plural(entries.len(), "entry", "entries"),
+                super::plural(entries.len(), "entry", "entries"),
             )?;
         }
         CacheCommand::Prune {
@@ -75,7 +75,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                     writeln!(
                         stdout,
                         "removed {} from {}",
-                        super::serve::plural(removed, "cached tree", "cached trees"),
+                        super::plural(removed, "cached tree", "cached trees"),
                         cache.root().display()
                     )?;
                 }
@@ -96,7 +96,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                     writeln!(
                         stdout,
                         "removed {} not used for {} from {}",
-                        super::serve::plural(removed.len(), "cached tree", "cached trees"),
+                        super::plural(removed.len(), "cached tree", "cached trees"),
                         humantime::format_duration(age),
                         cache.root().display()
                     )?;

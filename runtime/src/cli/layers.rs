@@ -31,7 +31,7 @@ pub fn run(command: LayersCommand) -> anyhow::Result<ExitCode> {
                     stdout,
                     "{}: ok ({}, {} bytes unzipped)",
                     archive.display(),
-                    super::serve::plural(plan.entries.len(), "entry", "entries"),
+                    super::plural(plan.entries.len(), "entry", "entries"),
                     plan.total_bytes
                 )?;
                 for warning in not_executable(&plan) {

@@ -184,7 +184,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "lamina: serving {} from {} on http://{addr} (Invoke API at /2015-03-31/functions/NAME/invocations; {}; state in {})",
         names.join(", "),
         path.display(),
-        plural(manifest.routes.len(), "route", "routes"),
+        super::plural(manifest.routes.len(), "route", "routes"),
         state_dir.display()
     );
     if !addr.ip().is_loopback() {
@@ -226,12 +226,4 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from("/var/lib/lamina"));
     }
     bail!("no state directory: HOME and XDG_STATE_HOME are not set; give one with --state-dir")
-}
-
-/// `1 route`, `2 routes`.
-pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
-    match n {
-        1 => format!("1 {one}"),
-        n => format!("{n} {many}"),
-    }
 }

@@ -188,8 +188,13 @@ impl JailSandbox {
         // never depends on an async worker being free.
         runtime.spawn_blocking(move || {
             std::thread::sleep(delay);
-            let shell = config.build();
             let (lock, available) = &*ready;
+            // Closed while this waited (lamina is exiting): nothing will take it.
+            let closed = lock.lock().unwrap_or_else(|p| p.into_inner()).closed;
+            let shell = match closed {
+                true => Err(Failure::Sandbox("closed".into())),
+                false => config.build(),
+            };
             let mut ready = lock.lock().unwrap_or_else(|p| p.into_inner());
             building.fetch_sub(1, Ordering::AcqRel);
             match shell {
@@ -199,8 +204,8 @@ impl JailSandbox {
                     shell.discard();
                 }
                 Ok(shell) => ready.shells.push(shell),
-                // lamina is exiting (the async runtime is shutting down under this build):
-                // nothing wanted this sandbox any more, and an orderly exit prints nothing.
+                // lamina is exiting (closed before, or while, this was built): nothing wants
+                // this sandbox any more, and an orderly exit prints nothing.
                 Err(_) if ready.closed => {}
                 Err(e) => tracing::warn!("building a sandbox ahead: {e:?}"),
             }

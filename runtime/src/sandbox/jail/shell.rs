@@ -80,8 +80,11 @@ impl ShellConfig {
         if self.network == Network::Host {
             // On the host's loopback the Runtime API tells its sandbox by the uid (see
             // `runtime_api::peer`); in a private network namespace nobody else can connect.
+            let uids = (self.dirs)
+                .uids()
+                .map_err(|e| host_failure("leasing the sandbox's uid", e))?;
             traces.uid = Some(
-                UidLease::acquire(&self.dirs.uids)
+                UidLease::acquire(&uids)
                     .map_err(|e| host_failure("leasing the sandbox's uid", e))?,
             );
         }

@@ -2,7 +2,7 @@
 //! mount point, swept after dead lamina processes) and the host-wide uid leases.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::run_dir::{RunDir, RunDirError};
 
@@ -15,8 +15,9 @@ pub(super) const UID_LEASES: &str = "/run/lamina/uids";
 pub(super) struct StateDirs {
     /// `jails/<pid>-<n>`: each sandbox's root mount point.
     pub(super) jails: Arc<RunDir>,
-    /// `uids/<uid>.lock`: the uid leases of network mode `host`, shared by every lamina.
-    pub(super) uids: Arc<RunDir>,
+    /// `uids/<uid>.lock`: the uid leases of network mode `host`, shared by every lamina;
+    /// opened at the first lease (the default network mode never needs it).
+    uids: Arc<Mutex<Option<Arc<RunDir>>>>,
 }
 
 impl StateDirs {
@@ -30,20 +31,21 @@ impl StateDirs {
         for note in jails.sweep_dead(None) {
             tracing::warn!("cleaning up after lamina processes that are gone: {note}");
         }
-        // The uid leases must be one set for every lamina on the host, whatever run
-        // directory each was given: two sets could hand one uid to two sandboxes.
-        let uids = match RunDir::open(Path::new(UID_LEASES)) {
-            Ok(dir) => dir,
-            Err(e) if !nix::unistd::Uid::effective().is_root() => {
-                // Network mode `host` (the only user of leases) needs root anyway.
-                tracing::debug!("uid leases: {e}");
-                run.subdir("uids")?
-            }
-            Err(e) => return Err(e),
-        };
         Ok(StateDirs {
             jails: Arc::new(jails),
-            uids: Arc::new(uids),
+            uids: Arc::default(),
         })
+    }
+
+    /// The uid leases' directory. It is one set for every lamina on the host, whatever run
+    /// directory each was given: two sets could hand one uid to two sandboxes.
+    pub(super) fn uids(&self) -> Result<Arc<RunDir>, RunDirError> {
+        let mut uids = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(dir) = uids.as_ref() {
+            return Ok(Arc::clone(dir));
+        }
+        let dir = Arc::new(RunDir::open(Path::new(UID_LEASES))?);
+        *uids = Some(Arc::clone(&dir));
+        Ok(dir)
     }
 }
