@@ -42,27 +42,40 @@ impl Finding {
 }
 
 /// Runs every check. Must be called while the process is single-threaded (it forks).
+///
+/// Under root the jail uses the host's privileges; otherwise it runs rootless, in a user
+/// namespace of each sandbox's own, and the first finding says whether this host allows that.
 pub fn run() -> Vec<Finding> {
-    let root = nix::unistd::geteuid().is_root();
-    let mut findings = vec![Finding {
-        feature: "root",
-        problem: (!root).then(|| {
-            format!(
-                "running as uid {}; the jail needs root to mount, join cgroups and switch to the \
-                 sandbox user (rootless operation through user namespaces is not supported yet)",
-                nix::unistd::geteuid()
-            )
-        }),
+    let rootless = !nix::unistd::geteuid().is_root();
+    let mut findings = vec![match rootless {
+        false => Finding {
+            feature: "root",
+            problem: None,
+        },
+        true => Finding {
+            feature: "user namespaces",
+            problem: in_child(user_namespace).err().map(|e| {
+                format!(
+                    "{e}; running as uid {} without root, the jail needs unprivileged user \
+                     namespaces (sysctl kernel.unprivileged_userns_clone=1 on Debian before 11, \
+                     user.max_user_namespaces > 0, and on Ubuntu 24.04 an AppArmor profile \
+                     allowing userns for lamina; in a container, --security-opt \
+                     seccomp=unconfined or a runtime that allows unshare)",
+                    nix::unistd::geteuid()
+                )
+            }),
+        },
     }];
     findings.push(Finding {
         feature: "namespaces",
-        problem: in_child(namespaces).err(),
+        problem: in_child(|| namespaces(rootless)).err(),
     });
     findings.push(Finding {
         feature: "mounts",
         problem: in_child(|| {
-            namespaces()?;
-            mounts()
+            namespaces(rootless)?;
+            // /proc is mounted by PID 1 of the new PID namespace, as in the jail.
+            in_child(mounts)
         })
         .err(),
     });
@@ -71,6 +84,25 @@ pub fn run() -> Vec<Finding> {
         problem: in_child(seccomp).err(),
     });
     findings
+}
+
+/// The sandbox's ids inside its user namespace when rootless (any unprivileged pair will do
+/// for the check).
+const CHECK_IDS: (u32, u32) = (993, 990);
+
+fn user_namespace() -> Result<(), String> {
+    enter_user_namespace(nix::sched::CloneFlags::empty())
+}
+
+/// Unshares a user namespace with `namespaces` and maps this user into it, as the jail does.
+fn enter_user_namespace(namespaces: nix::sched::CloneFlags) -> Result<(), String> {
+    // Read before unsharing: inside, until mapped, every id reads as the overflow id.
+    let map = crate::spec::IdMap {
+        outside_uid: nix::unistd::geteuid().as_raw(),
+        outside_gid: nix::unistd::getegid().as_raw(),
+    };
+    crate::jail::userns::enter(&map, CHECK_IDS.0, CHECK_IDS.1, namespaces)
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `check` in a child process and returns its verdict.
@@ -106,16 +138,20 @@ fn in_child(check: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     }
 }
 
-fn namespaces() -> Result<(), String> {
-    unshare(crate::jail::namespaces(crate::spec::Network::None))
-        .map_err(|e| format!("unshare(mount, pid, ipc, uts, net): {e}"))?;
+fn namespaces(rootless: bool) -> Result<(), String> {
+    let flags = crate::jail::namespaces(crate::spec::Network::None);
+    match rootless {
+        true => enter_user_namespace(flags)?,
+        false => unshare(flags).map_err(|e| format!("unshare(mount, pid, ipc, uts, net): {e}"))?,
+    }
     crate::jail::network::loopback_up().map_err(|e| e.to_string())?;
     std::net::TcpListener::bind(crate::jail::network::RUNTIME_API_ADDR)
         .map_err(|e| format!("binding the Runtime API in a new network namespace: {e}"))?;
     Ok(())
 }
 
-/// Needs the mount namespace `namespaces` made: nothing here reaches the host's mounts.
+/// Needs the mount and PID namespaces `namespaces` made, as their PID 1: nothing here reaches
+/// the host's mounts.
 fn mounts() -> Result<(), String> {
     crate::jail::mounts::make_private().map_err(|e| e.to_string())?;
     let target = Path::new("/tmp");
@@ -127,14 +163,19 @@ fn mounts() -> Result<(), String> {
         Some("size=64k"),
     )
     .map_err(|e| format!("mounting a tmpfs: {e}"))?;
+    for dir in ["usr", "proc"] {
+        std::fs::create_dir(target.join(dir)).map_err(|e| format!("mkdir in a tmpfs: {e}"))?;
+    }
+    crate::jail::mounts::bind_ro(Path::new("/usr"), &target.join("usr"))
+        .map_err(|e| e.to_string())?;
     mount(
-        Some("/usr"),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
+        Some("proc"),
+        &target.join("proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| format!("bind-mounting /usr: {e}"))?;
+    .map_err(|e| format!("mounting /proc for a new PID namespace: {e}"))?;
     Ok(())
 }
 

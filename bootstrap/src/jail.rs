@@ -7,7 +7,7 @@
 //!    OOM killer can then only ever pick the function, never the helpers reporting on it.)
 //! 2. Unshare mount, PID, IPC and UTS namespaces, and in network mode `none` a network
 //!    namespace, where `lo` is brought up and the Runtime API listener is bound and handed to
-//!    the host.
+//!    the host. Rootless, a user namespace comes with them and owns them ([`userns`]).
 //! 3. Fork: the child is PID 1 of the new PID namespace. The parent stays outside, waits, and
 //!    exits the way the function did (the host watches it); it dies with the host.
 //! 4. PID 1 builds the new root on a tmpfs: the host's `/usr`, `/bin`, `/lib*` and a few `/etc`
@@ -25,6 +25,7 @@
 
 pub(crate) mod mounts;
 pub mod network;
+pub(crate) mod userns;
 
 pub use mounts::{tmp_untouched, tmp_untouched_fd};
 mod privileges;
@@ -106,9 +107,12 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
             .map_err(io_step_err("join cgroup", procs.display()))?;
     }
 
-    // 2. namespaces.
+    // 2. namespaces (rootless: inside a user namespace of the sandbox's own).
     let flags = namespaces(spec.network);
-    unshare(flags).map_err(step_err("unshare", format!("{flags:?}")))?;
+    match &spec.user_namespace {
+        Some(map) => userns::enter(map, spec.uid, spec.gid, flags)?,
+        None => unshare(flags).map_err(step_err("unshare", format!("{flags:?}")))?,
+    }
     if spec.network == Network::None {
         // The network namespace applies to this process at once: loopback, then the listener.
         network::loopback_up()?;

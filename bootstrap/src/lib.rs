@@ -16,4 +16,4 @@ pub mod check;
 #[cfg(target_os = "linux")]
 pub mod jail;
 
-pub use spec::{FunctionSpec, Network, OptMount, ShellSpec};
+pub use spec::{FunctionSpec, IdMap, Network, OptMount, ShellSpec};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The spec's format version; the bootstrap refuses any other.
-pub const SPEC_VERSION: u32 = 2;
+pub const SPEC_VERSION: u32 = 3;
 
 /// The function-independent half of a sandbox: enough to build everything but the function's
 /// own mounts, so that a sandbox can be prepared before anyone asks for it (the cgroup moves
@@ -31,6 +31,21 @@ pub struct ShellSpec {
     pub function_cgroups: Vec<PathBuf>,
     /// The network the sandbox gets.
     pub network: Network,
+    /// Rootless: the sandbox gets a user namespace of its own, in which `uid` and `gid` are
+    /// the host user's ids (the only ones an unprivileged user may map). `None` under root.
+    pub user_namespace: Option<IdMap>,
+    /// `RLIMIT_NPROC` for the function: where no pids cgroup caps the sandbox (rootless
+    /// without a delegated cgroup), this does, counted in the sandbox's own user namespace.
+    pub max_processes: Option<u64>,
+}
+
+/// The host ids that the sandbox's `uid` and `gid` stand for inside its user namespace.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdMap {
+    /// The host user lamina runs as.
+    pub outside_uid: u32,
+    /// That user's primary group.
+    pub outside_gid: u32,
 }
 
 /// The function's half, sent when the sandbox is given to an execution environment.

@@ -38,11 +38,13 @@ fn malformed_and_wrong_version_specs_are_refused() {
         cgroups: vec![],
         function_cgroups: vec![],
         network: lamina_bootstrap::Network::Host,
+        user_namespace: None,
+        max_processes: None,
     };
     let (code, stderr) = run(&serde_json::to_vec(&spec).unwrap());
     assert_eq!(code, Some(125));
     assert!(
-        stderr.contains("version 99 is not the supported 2"),
+        stderr.contains("version 99 is not the supported 3"),
         "{stderr}"
     );
 }

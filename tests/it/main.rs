@@ -17,6 +17,7 @@ mod host_dirs;
 mod invoke_errors;
 mod layers;
 mod readme;
+mod rootless;
 mod runtime_api;
 mod sandbox_native;
 mod sdk_examples;

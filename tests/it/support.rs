@@ -48,9 +48,20 @@ pub fn lamina() -> PathBuf {
     bin
 }
 
-/// A cache directory for tests that do not look at the cache itself.
+/// A cache directory for tests that do not look at the cache itself: the target directory's,
+/// or, for the rootless run (`crate::rootless`), one its user owns.
 pub fn test_cache() -> PathBuf {
-    target_dir().join("test-cache")
+    match std::env::var_os("LAMINA_TESTS_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => target_dir().join("test-cache"),
+    }
+}
+
+/// Whether these tests run without root (the rootless run of the jail's tests): the jail is
+/// then the rootless one.
+pub fn rootless() -> bool {
+    // SAFETY: geteuid only reads this process's credentials.
+    unsafe { libc::geteuid() != 0 }
 }
 
 /// The repository root.
@@ -233,6 +244,8 @@ pub fn python_ric() -> (PathBuf, PathBuf) {
         // Another test binary may have won the race; its copy is as good as ours.
         let _ = std::fs::rename(staging.keep(), &site);
     }
+    // A temporary directory is its owner's alone: the rootless run's user reads it too.
+    let _ = std::fs::set_permissions(&site, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     (python, site)
 }
 

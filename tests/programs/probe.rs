@@ -428,9 +428,62 @@ fn jail_report() -> String {
     let _ = std::fs::remove_dir(&scratch);
     // SAFETY: as above.
     let unshare = syscall(unsafe { libc::unshare(libc::CLONE_NEWNS) });
+    // A user namespace, tried in a child: granted, it would change this process's ids.
+    // SAFETY: the probe is single-threaded; the child only makes system calls and exits.
+    let unshare_user = match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: as above.
+            let code = if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+                0
+            } else {
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(1)
+            };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        -1 => std::io::Error::last_os_error().kind().to_string(),
+        child => {
+            let mut status = 0;
+            // SAFETY: waits for the child just forked.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            match libc::WEXITSTATUS(status) {
+                0 => "ok".to_owned(),
+                errno => std::io::Error::from_raw_os_error(errno).kind().to_string(),
+            }
+        }
+    };
+    let status_field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut nproc = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut nproc) };
     let mut fields = fields.to_vec();
     fields.push(("unshare", unshare));
+    fields.push(("unshare_user", unshare_user));
     fields.push(("mount", mount));
+    for (key, line) in [
+        ("cap_eff", "CapEff:"),
+        ("cap_prm", "CapPrm:"),
+        ("cap_bnd", "CapBnd:"),
+        ("cap_amb", "CapAmb:"),
+        ("no_new_privs", "NoNewPrivs:"),
+        ("seccomp", "Seccomp:"),
+    ] {
+        fields.push((key, status_field(line)));
+    }
+    fields.push((
+        "pid1_root",
+        attempt(std::fs::read_dir("/proc/1/root").map(drop)),
+    ));
+    fields.push(("nproc", nproc.rlim_cur.to_string()));
     let body: Vec<String> = fields
         .iter()
         .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))

@@ -37,7 +37,7 @@ const RO: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)
     .union(MsFlags::MS_NODEV);
 
-fn bind_ro(source: &Path, target: &Path) -> Result<(), BootstrapError> {
+pub(crate) fn bind_ro(source: &Path, target: &Path) -> Result<(), BootstrapError> {
     mount(
         Some(source),
         target,
@@ -49,15 +49,35 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), BootstrapError> {
         "bind",
         format!("{} on {}", source.display(), target.display()),
     ))?;
-    // A bind mount ignores MS_RDONLY; read-only takes a second, remounting call.
+    // A bind mount ignores MS_RDONLY; read-only takes a second, remounting call. It keeps the
+    // flags the source mount already has: in a user namespace (rootless) those of a host mount
+    // are locked, and a remount that would clear one (`noexec`, an atime mode) is refused.
     mount(
         None::<&str>,
         target,
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | RO,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | RO | kept_flags(target),
         None::<&str>,
     )
     .map_err(step_err("remount read-only", target.display()))
+}
+
+/// The flags of the mount at `path` that a read-only remount must keep.
+fn kept_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let has = stat.flags();
+    [
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| has.contains(*st))
+    .fold(MsFlags::empty(), |all, (_, ms)| all | ms)
 }
 
 fn mkdir(path: &Path) -> Result<(), BootstrapError> {

@@ -164,6 +164,68 @@ fn batch_scheduling() -> Result<(), BootstrapError> {
     Ok(())
 }
 
+/// Empties the capability bounding set, so that no later `execve` (of a file with
+/// capabilities, say) can grant one. Needs CAP_SETPCAP, so it comes before `setuid`.
+fn drop_bounding_set() -> Result<(), BootstrapError> {
+    for cap in 0..=63 {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and changes only this process.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // EINVAL: past the last capability this kernel knows.
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(super::io_step_err("drop bounding capability", cap)(e));
+        }
+    }
+    Ok(())
+}
+
+/// Clears the ambient, effective, permitted and inheritable capability sets. (The `execve`
+/// that follows would clear them for a uid other than 0 anyway; this makes it so whatever the
+/// kernel's rules for the namespace the jail is in.)
+fn drop_capabilities() -> Result<(), BootstrapError> {
+    // SAFETY: prctl with PR_CAP_AMBIENT_CLEAR_ALL changes only this process.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads the header and the two data words we own (version 3 takes two).
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(super::io_step_err("capset", "none")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Drops privileges and execs the function's bootstrap. Returns only on failure.
 pub(crate) fn drop_and_exec(spec: &ShellSpec, exec: &Exec) -> BootstrapError {
     match try_drop_and_exec(spec, exec) {
@@ -180,12 +242,23 @@ fn try_drop_and_exec(spec: &ShellSpec, exec: &Exec) -> Result<Never, BootstrapEr
     nix::unistd::dup2_stdin(&null).map_err(step_err("dup2", "stdin"))?;
 
     batch_scheduling()?;
-    setgroups(&[]).map_err(step_err("setgroups", "[]"))?;
+    // Rootless, setgroups is denied in the user namespace (see `userns`): the function keeps
+    // the host user's groups.
+    if spec.user_namespace.is_none() {
+        setgroups(&[]).map_err(step_err("setgroups", "[]"))?;
+    }
+    // While CAP_SETPCAP is still held: nothing the function execs can regain a capability.
+    drop_bounding_set()?;
     setgid(Gid::from_raw(spec.gid)).map_err(step_err("setgid", spec.gid))?;
-    // Leaving uid 0 clears every capability (no SECBIT_KEEP_CAPS).
+    // Under root, leaving uid 0 clears every capability (no SECBIT_KEEP_CAPS). Rootless the
+    // uid never was 0 and nothing changes here: the capabilities are dropped explicitly.
     setuid(Uid::from_raw(spec.uid)).map_err(step_err("setuid", spec.uid))?;
+    drop_capabilities()?;
     setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024).map_err(step_err("setrlimit", "NOFILE"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(step_err("setrlimit", "CORE"))?;
+    if let Some(max) = spec.max_processes {
+        setrlimit(Resource::RLIMIT_NPROC, max, max).map_err(step_err("setrlimit", "NPROC"))?;
+    }
     chdir("/var/task").map_err(step_err("chdir", "/var/task"))?;
     // Sets no_new_privs, then the filters: last, so that everything above was still allowed.
     seccompiler::apply_filter(&exec.nosys).map_err(seccomp_err)?;

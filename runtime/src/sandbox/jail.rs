@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use lamina_bootstrap::{FunctionSpec, Network, OptMount};
+use lamina_bootstrap::{FunctionSpec, IdMap, Network, OptMount};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
@@ -24,6 +24,7 @@ mod helper;
 mod shell;
 mod state;
 pub mod uids;
+mod watchdog;
 
 pub use helper::Helper;
 
@@ -50,6 +51,8 @@ pub struct JailSandbox {
     dirs: StateDirs,
     cgroups: Option<cgroup::Version>,
     network: Network,
+    /// Rootless: each sandbox gets a user namespace, in which this host user is its uid.
+    rootless: Option<IdMap>,
     /// Sandboxes built up to the function's own mounts, waiting to be used.
     ready: Arc<(std::sync::Mutex<Ready>, std::sync::Condvar)>,
     /// How many to keep ready (refilled in the background as environments take them).
@@ -64,9 +67,19 @@ impl JailSandbox {
     pub fn new(helper: Helper) -> Result<Self, JailUnavailable> {
         let dirs = StateDirs::open();
         let mut missing = check_cached(&helper, dirs.as_ref().ok().map(|d| d.jails.as_ref()));
-        let cgroups = cgroup::detect();
-        match cgroups {
-            Some(version) => {
+        let rootless = Self::rootless_ids();
+        let cgroups = match rootless {
+            // No cgroup is writable without root (delegation to a user comes later): memory is
+            // held by the watchdog, processes by RLIMIT_NPROC.
+            Some(_) => {
+                tracing::warn!("{}", ROOTLESS_LIMITS);
+                None
+            }
+            None => cgroup::detect(),
+        };
+        match (cgroups, rootless) {
+            (_, Some(_)) => {}
+            (Some(version), None) => {
                 if let Err(e) = cgroup::prepare(version) {
                     missing.push(format!("cgroups: {e}"));
                 }
@@ -74,7 +87,7 @@ impl JailSandbox {
                     tracing::warn!("cleaning up after lamina processes that are gone: {note}");
                 }
             }
-            None => missing.push(
+            (None, None) => missing.push(
                 "cgroups: neither cgroup v2 with the memory and pids controllers nor cgroup v1 \
                  memory and pids hierarchies are mounted under /sys/fs/cgroup, so memory and \
                  process limits cannot be enforced"
@@ -96,10 +109,33 @@ impl JailSandbox {
             dirs,
             cgroups,
             network: Network::None,
+            rootless,
             ready: Arc::default(),
             keep_ready: 0,
             building: Arc::default(),
         })
+    }
+}
+
+/// What a rootless jail without a delegated cgroup holds, and how: said once at start-up.
+pub const ROOTLESS_LIMITS: &str = "rootless jail: no cgroup is delegated to this user, so \
+    lamina's watchdog enforces the memory limit (it samples the sandbox's memory and kills it \
+    past the limit, reported as Runtime.OutOfMemory), RLIMIT_NPROC caps processes at 1,024, and \
+    CPU shares are not enforced; run as root for cgroup limits";
+
+impl JailSandbox {
+    /// The host ids of a rootless jail: `None` under root.
+    fn rootless_ids() -> Option<IdMap> {
+        let uid = nix::unistd::Uid::effective();
+        (!uid.is_root()).then(|| IdMap {
+            outside_uid: uid.as_raw(),
+            outside_gid: nix::unistd::Gid::effective().as_raw(),
+        })
+    }
+
+    /// Whether this jail runs without root, in user namespaces.
+    pub fn is_rootless(&self) -> bool {
+        self.rootless.is_some()
     }
 }
 
@@ -219,6 +255,7 @@ impl JailSandbox {
             dirs: self.dirs.clone(),
             cgroups: self.cgroups,
             network: self.network,
+            rootless: self.rootless,
         }
     }
 
@@ -283,7 +320,11 @@ impl Sandbox for JailSandbox {
         } else {
             "/opt/bootstrap"
         };
-        sandbox_user_may_run(&spec.code_dir, &host_bootstrap, bootstrap)?;
+        match self.rootless {
+            None => sandbox_user_may_run(&spec.code_dir, &host_bootstrap, bootstrap)?,
+            // Rootless, the sandbox's user is this very user (and its groups).
+            Some(_) => this_user_may_run(&spec.code_dir, &host_bootstrap, bootstrap)?,
+        }
         let paths = Paths {
             task_root: "/var/task".into(),
             runtime_dir: "/var/runtime".into(),
@@ -320,7 +361,14 @@ impl Sandbox for JailSandbox {
             traces,
         };
         let cgroups = jail_control.traces.cgroups.as_ref();
-        let runtime_api_peer_uid = jail_control.traces.uid.as_ref().map(UidLease::uid);
+        // Rootless in the host's network namespace, the sandbox's sockets are this user's.
+        let runtime_api_peer_uid = match (self.network, self.rootless) {
+            (Network::Host, Some(ids)) => Some(ids.outside_uid),
+            _ => jail_control.traces.uid.as_ref().map(UidLease::uid),
+        };
+        if let Some(watchdog) = &jail_control.traces.watchdog {
+            watchdog.set_limit(spec.memory_mb);
+        }
         let sandbox_procs = cgroups
             .and_then(|c| c.sandbox_dirs.first())
             .map(|dir| dir.join("cgroup.procs"));
@@ -413,6 +461,32 @@ async fn settle(procs: &Path) {
         }
     }
     tracing::warn!(cgroup = %procs.display(), "processes still in the sandbox's cgroup after 5 s");
+}
+
+/// [`sandbox_user_may_run`] for a rootless jail, whose user is lamina's own user.
+fn this_user_may_run(
+    code_dir: &Path,
+    host_bootstrap: &Path,
+    bootstrap: &str,
+) -> Result<(), Failure> {
+    use nix::unistd::{AccessFlags, access};
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o7777);
+    let denied = |what: &Path, needs: &str| Failure::BootstrapNotExecutable {
+        path: bootstrap.to_owned(),
+        reason: format!(
+            "permission denied: {} is mode {:04o}, and the jail runs the function as you, who need {needs}",
+            what.display(),
+            mode(what)
+        ),
+    };
+    if access(code_dir, AccessFlags::R_OK | AccessFlags::X_OK).is_err() {
+        return Err(denied(code_dir, "read and search permission"));
+    }
+    if access(host_bootstrap, AccessFlags::X_OK).is_err() {
+        return Err(denied(host_bootstrap, "execute permission"));
+    }
+    Ok(())
 }
 
 /// Whether the sandbox's user (unprivileged, neither owner nor group of the host's files) may

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::cgroup::Cgroups;
 use super::shell::HostTraces;
 use crate::sandbox::{Control, Stop};
 
@@ -143,16 +142,18 @@ impl Control for JailControl {
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {
-        self.traces
-            .cgroups
-            .as_ref()
-            .and_then(Cgroups::max_memory_bytes)
+        match (&self.traces.cgroups, &self.traces.watchdog) {
+            (Some(cgroups), _) => cgroups.max_memory_bytes(),
+            (None, Some(watchdog)) => watchdog.max_memory_bytes(),
+            (None, None) => None,
+        }
     }
 
     fn out_of_memory(&self) -> bool {
-        self.traces
-            .cgroups
-            .as_ref()
-            .is_some_and(Cgroups::oom_killed)
+        match (&self.traces.cgroups, &self.traces.watchdog) {
+            (Some(cgroups), _) => cgroups.oom_killed(),
+            (None, Some(watchdog)) => watchdog.killed(),
+            (None, None) => false,
+        }
     }
 }

@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lamina_bootstrap::{Network, ShellSpec};
+use lamina_bootstrap::{IdMap, Network, ShellSpec};
 
 use super::cgroup::{self, Cgroups};
 use super::helper::{Helper, host_failure, spawn_helper};
 use super::state::StateDirs;
 use super::uids::UidLease;
+use super::watchdog::Watchdog;
 use super::{SANDBOX_GID, SANDBOX_UID};
 use crate::error::Failure;
 use crate::run_dir::RunDir;
@@ -23,6 +24,7 @@ pub(super) struct ShellConfig {
     pub(super) dirs: StateDirs,
     pub(super) cgroups: Option<cgroup::Version>,
     pub(super) network: Network,
+    pub(super) rootless: Option<IdMap>,
 }
 
 /// A sandbox whose helper has the first half of the spec: it joins its cgroups, makes its
@@ -47,6 +49,8 @@ pub(super) struct HostTraces {
     pub(super) root: PathBuf,
     pub(super) cgroups: Option<Cgroups>,
     pub(super) uid: Option<UidLease>,
+    /// Rootless without cgroups: what holds the memory limit instead.
+    pub(super) watchdog: Option<Watchdog>,
 }
 
 impl Drop for HostTraces {
@@ -76,8 +80,9 @@ impl ShellConfig {
             root,
             cgroups: None,
             uid: None,
+            watchdog: None,
         };
-        if self.network == Network::Host {
+        if self.network == Network::Host && self.rootless.is_none() {
             // On the host's loopback the Runtime API tells its sandbox by the uid (see
             // `runtime_api::peer`); in a private network namespace nobody else can connect.
             let uids = (self.dirs)
@@ -104,8 +109,15 @@ impl ShellConfig {
             cgroups: cgroups.map(|c| c.sandbox_dirs.clone()).unwrap_or_default(),
             function_cgroups: cgroups.map(|c| c.function_dirs.clone()).unwrap_or_default(),
             network: self.network,
+            user_namespace: self.rootless,
+            // Without a pids cgroup, counted in the sandbox's own user namespace.
+            max_processes: (traces.cgroups.is_none() && self.rootless.is_some())
+                .then_some(u64::from(cgroup::PIDS_MAX)),
         };
         let (child, pid, control, logs) = spawn_helper(&self.helper, &shell)?;
+        if self.rootless.is_some() && traces.cgroups.is_none() {
+            traces.watchdog = Some(Watchdog::new(pid));
+        }
         Ok(Shell {
             child,
             pid,
