@@ -81,6 +81,16 @@ fn cargo_build(
     dir: &str,
 ) -> PathBuf {
     let target_dir = target_dir().join(dir);
+    let out = match target {
+        Some(target) => target_dir.join(target),
+        None => target_dir.clone(),
+    }
+    .join(if profile == "dev" { "debug" } else { profile });
+    // The rootless test run (tests/it/rootless.rs) may read the target directory, not build
+    // in it: root built everything it needs beforehand.
+    if std::env::var_os("LAMINA_TESTS_PREBUILT").is_some() {
+        return out;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);
     command
@@ -100,11 +110,7 @@ fn cargo_build(
         "building {} ({package:?}) for {target:?} failed",
         manifest.display()
     );
-    let out = match target {
-        Some(target) => target_dir.join(target),
-        None => target_dir,
-    };
-    out.join(if profile == "dev" { "debug" } else { profile })
+    out
 }
 
 /// Builds a WASM guest crate from source with cargo (`target`: `wasm32-wasip1` or

@@ -23,6 +23,9 @@ pub fn is_helper_invocation(args: &[OsString]) -> bool {
 
 /// Runs the helper with the arguments after [`HELPER_ARG`]; returns the process's exit code.
 pub fn main(args: &[OsString]) -> ExitCode {
+    if args.first().is_some_and(|a| a == crate::tmpfs::TMPFS_ARG) {
+        return ExitCode::from(u8::try_from(crate::tmpfs::serve()).unwrap_or(125));
+    }
     if args.first().is_some_and(|a| a == "--check") {
         // One line per capability; exit 1 if the jail cannot run here.
         let findings = crate::check::run();

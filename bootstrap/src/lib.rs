@@ -15,5 +15,7 @@ pub mod entry;
 pub mod check;
 #[cfg(target_os = "linux")]
 pub mod jail;
+#[cfg(target_os = "linux")]
+pub mod tmpfs;
 
 pub use spec::{FunctionSpec, IdMap, Network, OptMount, ShellSpec};

@@ -194,8 +194,13 @@ fn main() {
     runtime.block_on(async {
         let jail =
             native_sandbox(SandboxKind::Jail, NetworkKind::None, helper).expect("the native jail");
-        let wasm: Arc<dyn Sandbox> =
-            Arc::new(WasmSandbox::new(&shared::target_dir().join("bench-cache")).expect("wasm"));
+        let wasm: Arc<dyn Sandbox> = Arc::new(
+            WasmSandbox::new(
+                &shared::target_dir().join("bench-cache"),
+                &lamina_runtime::sandbox::jail::Helper::this_executable(),
+            )
+            .expect("wasm"),
+        );
         let mut functions: HashMap<_, _> = [
             function("native", native_dir.path(), jail),
             function("wasm", &module, Arc::clone(&wasm)),

@@ -130,7 +130,13 @@ fn main() {
 
     // 1. Warm.
     let warm_n = count("BENCH_WARM", 20_000);
-    let sandbox: Arc<dyn Sandbox> = Arc::new(WasmSandbox::new(&cache).expect("wasm backend"));
+    let sandbox: Arc<dyn Sandbox> = Arc::new(
+        WasmSandbox::new(
+            &cache,
+            &lamina_runtime::sandbox::jail::Helper::this_executable(),
+        )
+        .expect("wasm backend"),
+    );
     let code = function_dir(&echo);
     let pool_sandbox = Arc::clone(&sandbox);
     let warm_payload = payload.clone();
@@ -170,7 +176,13 @@ fn main() {
     let cold_n = count("BENCH_COLD", 30);
     let first_invocation = |cache: &std::path::Path| {
         // A new engine and code map each time, as a new lamina process would have.
-        let sandbox: Arc<dyn Sandbox> = Arc::new(WasmSandbox::new(cache).expect("wasm backend"));
+        let sandbox: Arc<dyn Sandbox> = Arc::new(
+            WasmSandbox::new(
+                cache,
+                &lamina_runtime::sandbox::jail::Helper::this_executable(),
+            )
+            .expect("wasm backend"),
+        );
         runtime.block_on(async {
             let pool = pool(code.path(), sandbox);
             let started = Instant::now();

@@ -44,8 +44,12 @@ fn test_user() -> (u32, u32) {
 fn the_jails_tests_pass_rootless() {
     use std::os::unix::process::CommandExt;
     let (uid, gid) = test_user();
-    // Installed by root beforehand: the test user may read the target directory, not write it.
+    // Installed and built by root beforehand: the test user may read the target directory, not
+    // write it (LAMINA_TESTS_PREBUILT).
     crate::support::python_ric();
+    for target in ["wasm32-wasip1", "wasm32-wasip2"] {
+        crate::support::wasm_guest(target);
+    }
     let home = tempfile::tempdir().unwrap();
     // Only its user may enter it, as a real home; the tests' binaries are read from the target
     // directory, which others may read.
@@ -64,6 +68,7 @@ fn the_jails_tests_pass_rootless() {
             "sandbox_native::",
             "clients::python_awslambdaric_runs_jailed_from_layers",
             "clients::rust_lambda_runtime_runs_jailed_as_a_layer",
+            "wasm::",
             "--test-threads",
             "1",
         ])
@@ -73,6 +78,7 @@ fn the_jails_tests_pass_rootless() {
         .env("XDG_RUNTIME_DIR", home.path().join("run"))
         .env("TMPDIR", home.path().join("tmp"))
         .env("LAMINA_TESTS_CACHE", home.path().join("cache"))
+        .env("LAMINA_TESTS_PREBUILT", "1")
         .current_dir(home.path())
         .uid(uid)
         .gid(gid);

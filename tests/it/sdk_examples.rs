@@ -137,7 +137,10 @@ async fn compiling_a_module_does_not_count_against_the_init_timeout() {
 
     let module = build("http-hello", Some("wasm32-wasip1"));
     let cache = tempfile::tempdir().unwrap();
-    let sandbox = Arc::new(WasmSandbox::new(cache.path()).expect("the WASM backend runs here"));
+    let sandbox = Arc::new(
+        WasmSandbox::new(cache.path(), &crate::support::lamina_helper())
+            .expect("the WASM backend runs here"),
+    );
     let code = crate::support::function_with_module(&module);
     let harness = crate::support::Harness::start_in(sandbox, code, |config| {
         config.init_timeout_secs = Some(1);

@@ -136,7 +136,10 @@ impl Harness {
     pub fn wasm(code: TempDir, tweak: impl FnOnce(&mut FunctionConfig)) -> Harness {
         static WASM: std::sync::OnceLock<Arc<WasmSandbox>> = std::sync::OnceLock::new();
         let sandbox = WASM.get_or_init(|| {
-            Arc::new(WasmSandbox::new(&test_cache()).expect("the WASM backend runs here"))
+            Arc::new(
+                WasmSandbox::new(&test_cache(), &lamina_helper())
+                    .expect("the WASM backend runs here"),
+            )
         });
         Harness::start_in(sandbox.clone(), code, tweak)
     }

@@ -287,7 +287,8 @@ fn warn_unisolated() {
 /// The WASM backend, its compiled code cached under `cache_root`.
 fn wasm_sandbox(cache_root: &Path) -> anyhow::Result<Arc<dyn Sandbox>> {
     Ok(Arc::new(
-        WasmSandbox::new(cache_root).context("the WASM backend cannot run on this host")?,
+        WasmSandbox::new(cache_root, &Helper::this_executable())
+            .context("the WASM backend cannot run on this host")?,
     ))
 }
 

@@ -29,6 +29,7 @@ mod watchdog;
 pub use helper::Helper;
 
 use control::{JailControl, JailTmp, receive_listener, reset_tmp_over};
+
 use helper::check_cached;
 use helper::host_failure;
 use shell::{Shell, ShellConfig};
@@ -415,6 +416,12 @@ impl Sandbox for JailSandbox {
             if let Some(listener) = listener {
                 let _ = listener_tx.send(written.and(listener));
             }
+            // Without a cgroup to watch empty (rootless), the sandbox has ended once its PID 1
+            // has: the kernel ends every other process of a PID namespace before its first.
+            let pid1 = match &sandbox_procs {
+                Some(_) => None,
+                None => control::pid1_handle(pid).await,
+            };
             // Serve /tmp resets (asked for only when the function wrote there: `JailTmp`)
             // until the sandbox ends.
             let waited = loop {
@@ -433,6 +440,9 @@ impl Sandbox for JailSandbox {
             // its process cgroup is empty.
             if let Some(procs) = &sandbox_procs {
                 settle(procs).await;
+            }
+            if let Some(pid1) = pid1 {
+                control::wait_exit(pid1).await;
             }
             let status = super::exit_status_of(waited);
             reaped_flag.store(true, Ordering::Release);

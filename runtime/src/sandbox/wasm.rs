@@ -54,7 +54,7 @@ pub enum WasmUnavailable {
     Engine(#[from] EngineError),
     /// `/tmp` filesystems cannot be mounted.
     #[error(
-        "the WASM backend mounts a size-limited tmpfs as each environment's /tmp and cannot: {0} (it needs root)"
+        "the WASM backend mounts a size-limited tmpfs as each environment's /tmp and cannot: {0} (as root it mounts one itself; otherwise it needs unprivileged user namespaces, as the rootless jail does)"
     )]
     Tmp(std::io::Error),
     /// lamina's run directory cannot be used.
@@ -63,6 +63,10 @@ pub enum WasmUnavailable {
     /// The cache of compiled code cannot be trusted.
     #[error(transparent)]
     Cache(crate::run_dir::CacheDirError),
+}
+
+fn helper_error(helper: &super::jail::Helper, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{helper} --tmpfs: {e}"))
 }
 
 /// A bootstrap's compilation, shared by the environments that run it; compiled once even
@@ -74,24 +78,28 @@ type CodeCell = Arc<OnceLock<Result<Guest, String>>>;
 pub struct WasmSandbox {
     engine: Engine,
     cache: CodeCache,
-    /// `wasm/` in the run directory: the environments' `/tmp` mounts.
-    tmp_state: Arc<RunDir>,
+    /// Where the environments' `/tmp` filesystems come from.
+    tmp_source: tmp::TmpSource,
     /// By the bootstrap's host path, size and modification time.
     code: Mutex<HashMap<(PathBuf, u64, i64), CodeCell>>,
 }
 
 impl WasmSandbox {
     /// Sets up the engine (compiled code cached under `cache_root/wasm`) and checks that
-    /// environments' `/tmp` filesystems can be mounted.
-    pub fn new(cache_root: &Path) -> Result<WasmSandbox, WasmUnavailable> {
+    /// environments' `/tmp` filesystems can be made: mounted by lamina under root, else by
+    /// `helper` (`lamina __sandbox --tmpfs`) in a user namespace of its own.
+    pub fn new(
+        cache_root: &Path,
+        helper: &super::jail::Helper,
+    ) -> Result<WasmSandbox, WasmUnavailable> {
         let engine = code::engine()?;
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err(WasmUnavailable::Tmp(std::io::Error::other(format!(
-                "running as uid {}",
-                nix::unistd::Uid::effective()
-            ))));
-        }
-        let tmp_state = tmp::prepare(&RunDir::open_default()?)?;
+        let tmp_source = match nix::unistd::Uid::effective().is_root() {
+            true => tmp::prepare(&RunDir::open_default()?)?,
+            false => tmp::TmpSource::Helper(
+                tmp::TmpfsHelper::start(helper.command())
+                    .map_err(|e| WasmUnavailable::Tmp(helper_error(helper, e)))?,
+            ),
+        };
         // Compiled code is loaded from the cache and run: nobody else may write there.
         let (cache_root, _) = crate::run_dir::trusted_dir(cache_root)
             .map_err(|e| WasmUnavailable::Cache(crate::run_dir::CacheDirError::Untrusted(e)))?;
@@ -111,7 +119,7 @@ impl WasmSandbox {
         Ok(WasmSandbox {
             cache: CodeCache::new(&engine, cache_root),
             engine,
-            tmp_state,
+            tmp_source,
             code: Mutex::default(),
         })
     }
@@ -166,7 +174,7 @@ impl Sandbox for WasmSandbox {
         env.retain(|(k, _)| k != "AWS_LAMBDA_RUNTIME_API");
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Failure::Sandbox(format!("starting a WASM environment: {e}")))?;
-        let tmp = EnvTmp::mount(&self.tmp_state, spec.ephemeral_storage_mb)
+        let tmp = EnvTmp::new(&self.tmp_source, spec.ephemeral_storage_mb)
             .map_err(|e| Failure::Sandbox(format!("mounting the environment's /tmp: {e}")))?;
         let shared = Arc::new(Shared::default());
         let (exit_tx, exited) = oneshot::channel();

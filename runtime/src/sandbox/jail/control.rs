@@ -1,6 +1,7 @@
 //! A running sandbox from the host's side: its control socket to PID 1 (the Runtime API
 //! listener handed over, `/tmp` resets), its `/tmp` as the host checks it, and stopping it.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,6 +19,40 @@ pub(super) fn pid1_of(helper: i32) -> Option<u32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// A handle on the sandbox's PID 1 (a pidfd), found once the helper has started it: polled
+/// for a few milliseconds at most, since the helper forks PID 1 first thing.
+pub(super) async fn pid1_handle(helper: i32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    for _ in 0..200 {
+        if let Some(pid1) = pid1_of(helper) {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+            let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid1, 0) };
+            let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+            // SAFETY: the descriptor was just returned to us and nothing else owns it.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // SAFETY: an OwnedFd stays open, on the same pidfd, for as long as the AsyncFd
+            // holds it.
+            return unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }
+            .ok();
+        }
+        if std::fs::metadata(format!("/proc/{helper}")).is_err() {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// Waits (up to 5 s: a process stuck in the kernel must not hold the environment forever)
+/// until the process behind `pidfd` has exited; a pidfd turns readable then.
+pub(super) async fn wait_exit(pidfd: tokio::io::unix::AsyncFd<OwnedFd>) {
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(5), pidfd.readable()).await;
+    if waited.is_err() {
+        tracing::warn!("the sandbox's PID 1 still runs 5 s after its helper ended");
+    }
 }
 
 /// `path` opened only as a place (`O_PATH`): enough to ask about its filesystem.

@@ -57,7 +57,7 @@ impl Helper {
         ))
     }
 
-    pub(super) fn command(&self) -> std::process::Command {
+    pub(crate) fn command(&self) -> std::process::Command {
         let mut command = std::process::Command::new(&self.program);
         command.arg(lamina_bootstrap::entry::HELPER_ARG);
         command

@@ -5,9 +5,12 @@
 //! "Untouched" is one `fstatfs`: the filesystem holds only the directory, so any file, link or
 //! directory made in it (and still there) shows as an inode in use.
 //!
-//! Mounts are `wasm/<host pid>-<n>` in lamina's run directory ([`crate::run_dir`]): at
-//! start-up, those of lamina processes that are gone (killed before they could unmount) are
-//! unmounted and removed, and nothing else is touched.
+//! Under root, mounts are `wasm/<host pid>-<n>` in lamina's run directory
+//! ([`crate::run_dir`]): at start-up, those of lamina processes that are gone (killed before
+//! they could unmount) are unmounted and removed, and nothing else is touched. Rootless, lamina
+//! may not mount: a helper in a user namespace of its own mounts each tmpfs and hands over its
+//! root, open, with the mount already detached ([`TmpfsHelper`], `lamina_bootstrap::tmpfs`);
+//! lamina works in it through that descriptor, and nothing is mounted anywhere.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -25,13 +28,22 @@ pub const MOUNT_SOURCE: &str = "lamina-wasm-tmp";
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// One environment's tmpfs, unmounted and removed when dropped.
+/// Where environments' tmpfs filesystems come from.
+#[derive(Debug)]
+pub enum TmpSource {
+    /// Mounted by lamina in its run directory's `wasm/` (root).
+    Mount(Arc<RunDir>),
+    /// Made by the tmpfs helper (rootless).
+    Helper(TmpfsHelper),
+}
+
+/// One environment's tmpfs, unmounted and removed when dropped (rootless: closed, which ends
+/// it, as it was never mounted anywhere).
 #[derive(Debug)]
 pub struct EnvTmp {
-    /// The directory the mount point is in.
-    state: Arc<RunDir>,
-    /// The mount point's name in it.
-    name: String,
+    /// The directory the mount point is in and its name there; `None` for a detached tmpfs.
+    mounted: Option<(Arc<RunDir>, String)>,
+    /// The mount point, or `/proc/self/fd/<root>` for a detached tmpfs.
     mount: PathBuf,
     /// The directory the guest sees as `/tmp`.
     dir: PathBuf,
@@ -50,10 +62,25 @@ fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
 }
 
 impl EnvTmp {
+    /// A fresh tmpfs of `size_mb` for one environment, from `source`.
+    pub fn new(source: &TmpSource, size_mb: u32) -> io::Result<EnvTmp> {
+        match source {
+            TmpSource::Mount(state) => EnvTmp::mount(state, size_mb),
+            TmpSource::Helper(helper) => {
+                let root = helper.tmpfs(size_mb)?;
+                let mount = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&root)
+                ));
+                EnvTmp::finish(None, mount, root)
+            }
+        }
+    }
+
     /// Mounts a tmpfs of `size_mb` for one environment in `state`.
     pub fn mount(state: &Arc<RunDir>, size_mb: u32) -> io::Result<EnvTmp> {
         let (name, mount_point) = state.make_own_entry(&SEQUENCE)?;
-        let inodes = u64::from(size_mb.max(1)) * INODES_PER_MB;
+        let inodes = inodes_for(size_mb);
         let options = format!("size={size_mb}m,nr_inodes={inodes},mode=0700");
         if let Err(e) = mount(
             Some(MOUNT_SOURCE),
@@ -77,11 +104,19 @@ impl EnvTmp {
                 return Err(with_path(&mount_point)(e));
             }
         };
+        EnvTmp::finish(Some((Arc::clone(state), name)), mount_point, root)
+    }
+
+    /// Makes the guest's directory in a new tmpfs.
+    fn finish(
+        mounted: Option<(Arc<RunDir>, String)>,
+        mount: PathBuf,
+        root: OwnedFd,
+    ) -> io::Result<EnvTmp> {
         let mut tmp = EnvTmp {
-            state: Arc::clone(state),
-            name,
-            dir: mount_point.join("tmp"),
-            mount: mount_point,
+            mounted,
+            dir: mount.join("tmp"),
+            mount,
             root,
             free_inodes: 0,
         };
@@ -124,26 +159,105 @@ impl EnvTmp {
 
 impl Drop for EnvTmp {
     fn drop(&mut self) {
+        let Some((state, name)) = &self.mounted else {
+            return;
+        };
         // Lazily: a run still holding a preopened directory keeps nothing mounted in view.
         let _ = umount2(
             &self.mount,
             MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
         );
-        let _ = self.state.remove_entry(&self.name);
+        let _ = state.remove_entry(name);
+    }
+}
+
+fn inodes_for(size_mb: u32) -> u64 {
+    u64::from(size_mb.max(1)) * INODES_PER_MB
+}
+
+/// The rootless source of tmpfs filesystems: `lamina __sandbox --tmpfs`, started once per
+/// backend, asked over a socket (one request at a time).
+#[derive(Debug)]
+pub struct TmpfsHelper {
+    socket: std::sync::Mutex<std::os::unix::net::UnixStream>,
+    child: std::sync::Mutex<std::process::Child>,
+}
+
+impl TmpfsHelper {
+    /// Starts the helper (`program __sandbox --tmpfs`) and checks it works with one tmpfs.
+    pub fn start(mut command: std::process::Command) -> io::Result<TmpfsHelper> {
+        use std::process::Stdio;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let child = command
+            .arg(lamina_bootstrap::tmpfs::TMPFS_ARG)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .spawn()?;
+        let helper = TmpfsHelper {
+            socket: std::sync::Mutex::new(ours),
+            child: std::sync::Mutex::new(child),
+        };
+        helper.tmpfs(1)?;
+        Ok(helper)
+    }
+
+    /// A fresh tmpfs of `size_mb`, its root open and mounted nowhere.
+    pub fn tmpfs(&self, size_mb: u32) -> io::Result<OwnedFd> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+        let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut request = size_mb.to_le_bytes().to_vec();
+        request.extend_from_slice(&inodes_for(size_mb).to_le_bytes());
+        socket.write_all(&request)?;
+        let mut answer = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut answer)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let message = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let fd = message
+            .cmsgs()
+            .map_err(io::Error::from)?
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            });
+        match (message.bytes, fd) {
+            // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
+            (1, Some(fd)) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            (0, _) => Err(io::Error::other("the tmpfs helper has exited")),
+            _ => Err(io::Error::other(
+                "the tmpfs helper could not make a tmpfs (its message above says why)",
+            )),
+        }
+    }
+}
+
+impl Drop for TmpfsHelper {
+    fn drop(&mut self) {
+        // Closing our end ends it; reaped here so that it does not stay a zombie.
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
 /// Opens `wasm/` in the run directory and removes the mounts of lamina processes that are
 /// gone (what it leaves alone is logged, once, with why); fails when this host cannot mount a
-/// tmpfs there (the backend needs that privilege).
-pub fn prepare(run_dir: &RunDir) -> Result<Arc<RunDir>, super::WasmUnavailable> {
+/// tmpfs there.
+pub fn prepare(run_dir: &RunDir) -> Result<TmpSource, super::WasmUnavailable> {
     let state = Arc::new(run_dir.subdir("wasm")?);
     for note in state.sweep_dead(Some(MOUNT_SOURCE)) {
         tracing::warn!("cleaning up after lamina processes that are gone: {note}");
     }
     // One real mount shows the privilege is there.
     EnvTmp::mount(&state, 1).map_err(super::WasmUnavailable::Tmp)?;
-    Ok(state)
+    Ok(TmpSource::Mount(state))
 }
 
 #[cfg(test)]
