@@ -261,8 +261,9 @@ fn the_jail_is_the_default_and_process_mode_warns() {
     );
 }
 
-/// On a host where the jail cannot run (here: as an unprivileged user, who may neither
-/// unshare namespaces nor mount), lamina says what is missing before doing anything else.
+/// On a host where the jail cannot run (here: as `nobody`, with no place for lamina's state:
+/// no `XDG_RUNTIME_DIR`, and not root for `/run/lamina`), lamina says what is missing before
+/// doing anything else.
 #[test]
 fn a_host_without_what_the_jail_needs_is_told_what_is_missing() {
     use std::os::unix::fs::PermissionsExt;
@@ -284,11 +285,7 @@ fn a_host_without_what_the_jail_needs_is_told_what_is_missing() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("\n  - root: running as uid 65534"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("\n  - namespaces: unshare(mount, pid, ipc, uts, net): EPERM"),
+        stderr.contains("\n  - run directory: ") && stderr.contains("XDG_RUNTIME_DIR"),
         "{stderr}"
     );
     assert!(stderr.contains("--sandbox process"), "{stderr}");
@@ -296,7 +293,8 @@ fn a_host_without_what_the_jail_needs_is_told_what_is_missing() {
 }
 
 /// `lamina doctor` says what the host allows and which jail results: as root here, the root
-/// jail with cgroup limits (exit 0); as an unprivileged user, what is missing (exit 1).
+/// jail with cgroup limits (exit 0); as an unprivileged user, the rootless jail (exit 0), or
+/// what is missing (exit 1).
 #[test]
 fn doctor_shows_what_the_host_allows_and_the_resulting_jail() {
     use std::os::unix::fs::PermissionsExt;
@@ -321,24 +319,38 @@ fn doctor_shows_what_the_host_allows_and_the_resulting_jail() {
                 || stdout.contains("cgroup v2: memory, pids, cpu enforced")),
         "{stdout}"
     );
-    let bin = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::copy(lamina(), bin.path().join("lamina")).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin.path().join("lamina"))
-        .arg("doctor")
-        .output()
-        .unwrap();
+    // As an unprivileged user with a run directory of its own: the rootless jail, and WASM.
+    let (uid, gid) = crate::rootless::test_user();
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let as_user = |xdg: bool| {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(lamina());
+        command.arg("doctor").env_clear().uid(uid).gid(gid);
+        if xdg {
+            command.env("XDG_RUNTIME_DIR", home.path());
+        }
+        command.output().unwrap()
+    };
+    let out = as_user(true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for line in [
+        format!("user                   uid {uid} (not root)"),
+        "jail                   available: rootless jail (user, mount".into(),
+        "memory by lamina's watchdog, processes by RLIMIT_NPROC".into(),
+        "wasm                   available: wasmtime".into(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} in {stdout}");
+    }
+    // Without any place for its state, the jail cannot run, and doctor names why (exit 1).
+    let out = as_user(false);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("user                   uid 65534 (not root)"),
-        "{stdout}"
-    );
     assert!(
         stdout.contains("jail                   NOT available here:"),
         "{stdout}"
     );
-    assert!(stdout.contains("- root: running as uid 65534"), "{stdout}");
+    assert!(stdout.contains("- run directory: "), "{stdout}");
 }

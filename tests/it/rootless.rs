@@ -13,7 +13,7 @@ const USER: &str = "lamina-rootless";
 
 /// The user's uid and gid, creating the user (a system user without a home or shell) if this
 /// machine does not have it yet.
-fn test_user() -> (u32, u32) {
+pub fn test_user() -> (u32, u32) {
     let id = |flag: &str| {
         Command::new("id")
             .args([flag, USER])

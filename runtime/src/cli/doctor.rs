@@ -50,6 +50,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
     // children, cgroups prepared, the run directory checked.
     let jail = JailSandbox::new(Helper::this_executable());
     match &jail {
+        Ok(jail) if jail.is_rootless() => line(
+            &mut out,
+            "jail",
+            "available: rootless jail (user, mount, PID, IPC, UTS, network namespaces; \
+             seccomp; no cgroup delegated: memory by lamina's watchdog, processes by \
+             RLIMIT_NPROC, CPU shares not enforced)"
+                .into(),
+        )?,
         Ok(_) => {
             let limits = match version {
                 Some(Version::V1) => "cgroup v1: memory, pids, cpu enforced",
@@ -82,7 +90,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
         "wasm",
         match uid.is_root() {
             true => "available: wasmtime, a size-limited tmpfs /tmp per environment".into(),
-            false => "needs root here (each environment's /tmp is a tmpfs mount)".into(),
+            // What the backend starts with rootless: the tmpfs helper, tried for real.
+            false => match crate::sandbox::wasm::tmp::TmpfsHelper::start(
+                Helper::this_executable().command(),
+            ) {
+                Ok(_) => "available: wasmtime, a size-limited tmpfs /tmp per environment \
+                          (made in a user namespace)"
+                    .into(),
+                Err(e) => format!("NOT available here: each environment's /tmp: {e}"),
+            },
         },
     )?;
     Ok(match jail {
@@ -101,7 +117,7 @@ fn user_namespaces() -> String {
         (_, Some("0")) => {
             "unprivileged ones disabled (kernel.unprivileged_userns_clone = 0)".into()
         }
-        (Some(max), _) => format!("available (up to {max}; lamina's jail does not use them yet)"),
+        (Some(max), _) => format!("available (up to {max}; the rootless jail uses them)"),
         (None, _) => "unknown (no /proc/sys/user/max_user_namespaces)".into(),
     }
 }
