@@ -9,6 +9,7 @@ mod shared;
 mod support;
 mod zipcraft;
 
+mod cgroup_delegation;
 mod cli;
 mod clients;
 mod crash_cleanup;

@@ -50,27 +50,33 @@ pub fn run() -> anyhow::Result<ExitCode> {
     // children, cgroups prepared, the run directory checked.
     let jail = JailSandbox::new(Helper::this_executable());
     match &jail {
-        Ok(jail) if jail.is_rootless() => line(
-            &mut out,
-            "jail",
-            "available: rootless jail (user, mount, PID, IPC, UTS, network namespaces; \
-             seccomp; no cgroup delegated: memory by lamina's watchdog, processes by \
-             RLIMIT_NPROC, CPU shares not enforced)"
-                .into(),
-        )?,
-        Ok(_) => {
-            let limits = match version {
-                Some(Version::V1) => "cgroup v1: memory, pids, cpu enforced",
-                Some(Version::V2) => "cgroup v2: memory, pids, cpu enforced",
-                None => "no cgroups",
+        Ok(jail) => {
+            let kind = match jail.is_rootless() {
+                true => "rootless jail (user, mount, PID, IPC, UTS, network namespaces",
+                false => "root jail (mount, PID, IPC, UTS, network namespaces",
+            };
+            let limits = match jail.cgroups() {
+                Some(place) => {
+                    let version = match place.version {
+                        Version::V1 => "cgroup v1",
+                        Version::V2 => "cgroup v2",
+                    };
+                    match &place.delegated {
+                        Some(group) => format!(
+                            "{version} delegated ({}): memory, pids, cpu enforced",
+                            group.display()
+                        ),
+                        None => format!("{version}: memory, pids, cpu enforced"),
+                    }
+                }
+                None => "no cgroup delegated: memory by lamina's watchdog, processes by \
+                         RLIMIT_NPROC, CPU shares not enforced"
+                    .into(),
             };
             line(
                 &mut out,
                 "jail",
-                format!(
-                    "available: root jail (mount, PID, IPC, UTS, network namespaces; seccomp; \
-                     {limits})"
-                ),
+                format!("available: {kind}; seccomp; {limits})"),
             )?;
         }
         Err(e) => {

@@ -50,7 +50,7 @@ const SANDBOX_GID: u32 = 990;
 pub struct JailSandbox {
     helper: Helper,
     dirs: StateDirs,
-    cgroups: Option<cgroup::Version>,
+    cgroups: Option<cgroup::Place>,
     network: Network,
     /// Rootless: each sandbox gets a user namespace, in which this host user is its uid.
     rootless: Option<IdMap>,
@@ -69,25 +69,19 @@ impl JailSandbox {
         let dirs = StateDirs::open();
         let mut missing = check_cached(&helper, dirs.as_ref().ok().map(|d| d.jails.as_ref()));
         let rootless = Self::rootless_ids();
-        let cgroups = match rootless {
-            // No cgroup is writable without root (delegation to a user comes later): memory is
-            // held by the watchdog, processes by RLIMIT_NPROC.
-            Some(_) => {
-                tracing::warn!("{}", ROOTLESS_LIMITS);
-                None
-            }
-            None => cgroup::detect(),
-        };
-        match (cgroups, rootless) {
-            (_, Some(_)) => {}
-            (Some(version), None) => {
-                if let Err(e) = cgroup::prepare(version) {
+        let cgroups = cgroup::place(rootless.is_some());
+        match (&cgroups, rootless) {
+            (Some(place), _) => {
+                if let Err(e) = cgroup::prepare(place) {
                     missing.push(format!("cgroups: {e}"));
                 }
-                for note in cgroup::sweep_dead(version) {
+                for note in cgroup::sweep_dead(place) {
                     tracing::warn!("cleaning up after lamina processes that are gone: {note}");
                 }
             }
+            // Without a delegated cgroup: memory is held by the watchdog, processes by
+            // RLIMIT_NPROC.
+            (None, Some(_)) => tracing::warn!("{}", ROOTLESS_LIMITS),
             (None, None) => missing.push(
                 "cgroups: neither cgroup v2 with the memory and pids controllers nor cgroup v1 \
                  memory and pids hierarchies are mounted under /sys/fs/cgroup, so memory and \
@@ -122,7 +116,8 @@ impl JailSandbox {
 pub const ROOTLESS_LIMITS: &str = "rootless jail: no cgroup is delegated to this user, so \
     lamina's watchdog enforces the memory limit (it samples the sandbox's memory and kills it \
     past the limit, reported as Runtime.OutOfMemory), RLIMIT_NPROC caps processes at 1,024, and \
-    CPU shares are not enforced; run as root for cgroup limits";
+    CPU shares are not enforced; for cgroup limits, start lamina in a delegated cgroup v2 group \
+    (systemd-run --user --scope -p Delegate=yes lamina …) or as root";
 
 impl JailSandbox {
     /// The host ids of a rootless jail: `None` under root.
@@ -137,6 +132,12 @@ impl JailSandbox {
     /// Whether this jail runs without root, in user namespaces.
     pub fn is_rootless(&self) -> bool {
         self.rootless.is_some()
+    }
+
+    /// Where the environments' cgroups go; `None` when there are none (rootless, nothing
+    /// delegated: the watchdog and RLIMIT_NPROC hold the limits).
+    pub fn cgroups(&self) -> Option<&cgroup::Place> {
+        self.cgroups.as_ref()
     }
 }
 
@@ -254,7 +255,7 @@ impl JailSandbox {
         ShellConfig {
             helper: self.helper.clone(),
             dirs: self.dirs.clone(),
-            cgroups: self.cgroups,
+            cgroups: self.cgroups.clone(),
             network: self.network,
             rootless: self.rootless,
         }

@@ -2,8 +2,13 @@
 //! 1,024 processes and threads, and a CPU share proportional to memory, as Lambda scales CPU
 //! with memory. cgroup v1 (one directory per controller, as on our machines) and v2 (one leaf).
 //!
-//! The groups live under `lamina/` at the top of each hierarchy, never under the group the
-//! host itself was placed in by its supervisor.
+//! The groups live under `lamina/` at the top of each hierarchy, or, when lamina's own v2
+//! group was delegated to it (systemd's `Delegate=yes`; for a user, `systemd-run --user --scope
+//! -p Delegate=yes`, or anything under `user@UID.service`), under `lamina/` inside that group:
+//! lamina then moves itself into a leaf, `lamina-supervisor`, so that the delegated group holds
+//! no process of its own and may hand its controllers down (cgroup v2's "no internal
+//! processes" rule), and it writes nothing outside the group it was given. A rootless lamina
+//! uses a delegated group when it has one, and no cgroup otherwise ([`place`]).
 
 use std::fs;
 use std::io;
@@ -26,6 +31,93 @@ pub enum Version {
     V2,
 }
 
+/// Where this lamina's environment groups live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The hierarchy.
+    pub version: Version,
+    /// v2: the group whose children are the environments' groups (`/sys/fs/cgroup/lamina`,
+    /// or `lamina` inside the delegated group). v1 uses `<controller>/lamina`.
+    v2_base: PathBuf,
+    /// The delegated group lamina runs in, when it was given one.
+    pub delegated: Option<PathBuf>,
+}
+
+/// The leaf a lamina in a delegated group moves itself into.
+const SUPERVISOR: &str = "lamina-supervisor";
+
+/// Where environments' groups go on this host: the top of the hierarchy for root (v1, or v2
+/// outside any delegated group), a delegated v2 group when lamina runs in one (root or not),
+/// `None` when there is no usable hierarchy or, rootless, no delegated group.
+pub fn place(rootless: bool) -> Option<Place> {
+    let version = detect()?;
+    let delegated = (version == Version::V2)
+        .then(|| delegated_group(rootless))
+        .flatten();
+    match (&delegated, rootless, version) {
+        (Some(group), _, _) => Some(Place {
+            version,
+            v2_base: group.join("lamina"),
+            delegated: delegated.clone(),
+        }),
+        (None, true, _) => None,
+        (None, false, _) => Some(Place {
+            version,
+            v2_base: Path::new(ROOT).join("lamina"),
+            delegated: None,
+        }),
+    }
+}
+
+/// The v2 group delegated to this process, if it runs in one: its own group (or, once it
+/// moved itself into [`SUPERVISOR`], that leaf's parent). Root: systemd marks a delegated
+/// group with the `trusted.delegate` attribute. Rootless: the group is this user's, and it may
+/// move processes there and hand controllers down.
+fn delegated_group(rootless: bool) -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let own = own.strip_suffix(&format!("/{SUPERVISOR}")).unwrap_or(own);
+    if own == "/" || own.is_empty() {
+        return None;
+    }
+    let group = Path::new(ROOT).join(own.trim_start_matches('/'));
+    let delegated = match rootless {
+        false => xattr_is_one(&group, "trusted.delegate"),
+        true => {
+            use std::os::unix::fs::MetadataExt;
+            let mine = fs::metadata(&group)
+                .is_ok_and(|m| m.uid() == nix::unistd::Uid::effective().as_raw());
+            mine && ["cgroup.procs", "cgroup.subtree_control"]
+                .iter()
+                .all(|f| writable(&group.join(f)).is_ok())
+        }
+    };
+    delegated.then_some(group)
+}
+
+/// Whether the extended attribute `name` of `path` is "1".
+fn xattr_is_one(path: &Path, name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(path), Ok(name)) = (
+        std::ffi::CString::new(path.as_os_str().as_bytes()),
+        std::ffi::CString::new(name),
+    ) else {
+        return false;
+    };
+    let mut value = [0u8; 8];
+    // SAFETY: getxattr reads the two C strings we own and writes at most `value.len()` bytes
+    // into `value`.
+    let n = unsafe {
+        nix::libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    usize::try_from(n).is_ok_and(|n| &value[..n] == b"1")
+}
+
 /// Detects the hierarchy: v2 when `/sys/fs/cgroup` is cgroup2 with memory and pids enabled,
 /// v1 when the memory and pids controllers are mounted separately, else none.
 pub fn detect() -> Option<Version> {
@@ -46,23 +138,53 @@ pub fn detect() -> Option<Version> {
 /// the controllers must be handed down to them: from the root group (whose
 /// `cgroup.subtree_control` a fresh system leaves empty) to `lamina/`, and from `lamina/` to
 /// each environment's group; a controller that cannot be is named.
-pub fn prepare(version: Version) -> io::Result<()> {
-    let parents = match version {
-        Version::V1 => vec!["memory", "pids"],
-        Version::V2 => vec![""],
+pub fn prepare(place: &Place) -> io::Result<()> {
+    if let Some(group) = &place.delegated {
+        return prepare_delegated(group, &place.v2_base);
+    }
+    let parents = match place.version {
+        Version::V1 => vec![
+            Path::new(ROOT).join("memory/lamina"),
+            Path::new(ROOT).join("pids/lamina"),
+        ],
+        Version::V2 => vec![place.v2_base.clone()],
     };
-    for controller in parents {
-        let dir = Path::new(ROOT).join(controller).join("lamina");
+    for dir in parents {
         fs::create_dir_all(&dir)
             .and_then(|()| writable(&dir))
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     }
-    if version == Version::V2 {
-        let lamina = Path::new(ROOT).join("lamina");
+    if place.version == Version::V2 {
         hand_down(Path::new(ROOT), &V2_CONTROLLERS)?;
-        hand_down(&lamina, &V2_CONTROLLERS)?;
+        hand_down(&place.v2_base, &V2_CONTROLLERS)?;
     }
     Ok(())
+}
+
+/// In a delegated group: lamina moves itself into a leaf of its own, then hands the
+/// controllers down to `base` and from it to the environments.
+fn prepare_delegated(group: &Path, base: &Path) -> io::Result<()> {
+    let named = |path: &Path| {
+        let path = path.to_owned();
+        move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    };
+    let supervisor = group.join(SUPERVISOR);
+    fs::create_dir_all(&supervisor).map_err(named(&supervisor))?;
+    let procs = supervisor.join("cgroup.procs");
+    fs::write(&procs, std::process::id().to_string()).map_err(named(&procs))?;
+    hand_down(group, &V2_CONTROLLERS).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{e}; other processes share lamina's delegated group {}: give lamina a group of \
+                 its own (a service of its own with Delegate=yes, or systemd-run --user --scope \
+                 -p Delegate=yes lamina …)",
+                group.display()
+            ),
+        )
+    })?;
+    fs::create_dir_all(base).map_err(named(base))?;
+    hand_down(base, &V2_CONTROLLERS)
 }
 
 /// The v2 controllers an environment's group needs: `memory` and `pids` for its limits, `cpu`
@@ -112,13 +234,13 @@ fn hand_down(dir: &Path, controllers: &[(&str, bool)]) -> io::Result<()> {
 /// Groups of live lamina processes are never touched. A process still in such a group (none
 /// should be: a sandbox's PID 1 ends when its host does) is killed first. Returns what could
 /// not be removed, with why.
-pub fn sweep_dead(version: Version) -> Vec<String> {
-    let parents: Vec<PathBuf> = match version {
+pub fn sweep_dead(place: &Place) -> Vec<String> {
+    let parents: Vec<PathBuf> = match place.version {
         Version::V1 => ["memory", "pids", "cpu"]
             .iter()
             .map(|c| Path::new(ROOT).join(c).join("lamina"))
             .collect(),
-        Version::V2 => vec![Path::new(ROOT).join("lamina")],
+        Version::V2 => vec![place.v2_base.clone()],
     };
     let mut notes = Vec::new();
     for parent in parents {
@@ -198,7 +320,8 @@ impl Cgroups {
     /// Creates the environment's groups (limits follow with [`Cgroups::set_limits`]; until
     /// then the process limit holds and memory is capped at Lambda's smallest size). A group
     /// made before a later step failed is removed again.
-    pub fn create(version: Version, name: &str) -> io::Result<Self> {
+    pub fn create(place: &Place, name: &str) -> io::Result<Self> {
+        let version = place.version;
         let cgroups = match version {
             Version::V1 => {
                 let dir =
@@ -223,7 +346,7 @@ impl Cgroups {
             }
             Version::V2 => {
                 // `prepare` handed the controllers down to `lamina/`'s children.
-                let leaf = Path::new(ROOT).join("lamina").join(name);
+                let leaf = place.v2_base.join(name);
                 fs::create_dir_all(&leaf)?;
                 // One leaf holds every controller in v2: the helpers share the function's memory
                 // group there (they are small, and PID 1 keeps reporting unless it is chosen).

@@ -22,7 +22,7 @@ use crate::sandbox::Stop;
 pub(super) struct ShellConfig {
     pub(super) helper: Helper,
     pub(super) dirs: StateDirs,
-    pub(super) cgroups: Option<cgroup::Version>,
+    pub(super) cgroups: Option<cgroup::Place>,
     pub(super) network: Network,
     pub(super) rootless: Option<IdMap>,
 }
@@ -93,9 +93,9 @@ impl ShellConfig {
                     .map_err(|e| host_failure("leasing the sandbox's uid", e))?,
             );
         }
-        if let Some(version) = self.cgroups {
+        if let Some(place) = &self.cgroups {
             traces.cgroups = Some(
-                Cgroups::create(version, &name)
+                Cgroups::create(place, &name)
                     .map_err(|e| host_failure("creating the environment's cgroups", e))?,
             );
         }
