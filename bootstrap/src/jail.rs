@@ -113,8 +113,9 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
         Some(map) => userns::enter(map, spec.uid, spec.gid, flags)?,
         None => unshare(flags).map_err(step_err("unshare", format!("{flags:?}")))?,
     }
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         // The network namespace applies to this process at once: loopback, then the listener.
+        // (In mode `Outbound`, the host attaches the user-mode network to it from outside.)
         network::loopback_up()?;
         network::plain_congestion_control();
         network::hand_over_listener(0)?;
@@ -146,14 +147,14 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
     }
 }
 
-/// The namespaces a sandbox gets: its own network namespace only in mode `none`.
+/// The namespaces a sandbox gets: its own network namespace unless in mode `host`.
 pub(crate) fn namespaces(network: Network) -> CloneFlags {
     let all = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
     match network {
-        Network::None => all | CloneFlags::CLONE_NEWNET,
+        Network::None | Network::Outbound => all | CloneFlags::CLONE_NEWNET,
         Network::Host => all,
     }
 }

@@ -78,7 +78,16 @@ pub enum Network {
     None,
     /// The host's network namespace (egress allowed).
     Host,
+    /// As `None`, plus outbound access: the host runs a user-mode network stack
+    /// (slirp4netns) attached to the sandbox's namespace, which configures a `tap0` there with
+    /// a default route; the host's loopback and every other sandbox stay out of reach. Its
+    /// name server is slirp4netns's forwarder, so the jail's `/etc/resolv.conf` names it.
+    Outbound,
 }
+
+/// The name server a sandbox in network mode `Outbound` uses: slirp4netns's forwarder to the
+/// host's own.
+pub const OUTBOUND_NAMESERVER: &str = "10.0.2.3";
 
 /// Reads one frame. Unbuffered on purpose: the next frame is read later, by another process
 /// (PID 1), from the same descriptor, so nothing past this frame may be consumed here.

@@ -230,6 +230,50 @@ fn a_zip_escaping_its_root_is_refused_with_exit_2() {
     assert!(!dir.path().parent().unwrap().join("escaped").exists());
 }
 
+/// The jail's default network is `outbound` (slirp4netns); on a host without slirp4netns the
+/// default falls back to `none`, saying what is missing, while an explicit `--network
+/// outbound` is refused with the same words.
+#[test]
+fn outbound_is_the_default_network_and_a_missing_slirp4netns_is_named() {
+    let dir = probe_dir();
+    let path = dir.path().to_str().unwrap();
+    let with_path = |search: &str, extra: &[&str]| {
+        Command::new(lamina())
+            .args(["invoke", "--payload", r#"{"action":"jail"}"#])
+            .args(extra)
+            .arg(path)
+            .env("PATH", search)
+            .env("LAMINA_CACHE_DIR", crate::support::test_cache())
+            .output()
+            .unwrap()
+    };
+    let system_path = std::env::var("PATH").unwrap();
+    let out = with_path(&system_path, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("no network"), "{stderr}");
+    // A directory without slirp4netns on PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let out = with_path(empty.path().to_str().unwrap(), &[]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "lamina: functions get no network (--network none): network mode outbound needs \
+             slirp4netns, which is not on PATH"
+        ),
+        "{stderr}"
+    );
+    let out = with_path(empty.path().to_str().unwrap(), &["--network", "outbound"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("network mode outbound needs slirp4netns")
+            && stderr.contains("apt install slirp4netns"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_jail_is_the_default_and_process_mode_warns() {
     let dir = probe_dir();

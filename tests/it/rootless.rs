@@ -79,6 +79,11 @@ fn the_jails_tests_pass_rootless() {
         .env("TMPDIR", home.path().join("tmp"))
         .env("LAMINA_TESTS_CACHE", home.path().join("cache"))
         .env("LAMINA_TESTS_PREBUILT", "1")
+        // Made by root (a veth pair), served by a thread of this process while the run lasts.
+        .env(
+            "LAMINA_TESTS_TEST_HOST",
+            crate::support::test_host().to_string(),
+        )
         .current_dir(home.path())
         .uid(uid)
         .gid(gid);

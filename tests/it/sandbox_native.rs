@@ -342,6 +342,68 @@ async fn network_none_reaches_nothing_outside_the_sandbox() {
     drop(server);
 }
 
+/// Network mode `outbound`, the CLI's default: the function reaches a host of the tests' own
+/// on a network of its own (never an outside address), as it would an AWS service or a
+/// database, but not the host's loopback (directly or through slirp4netns's gateway), nor
+/// another environment's Runtime API. Its Runtime API is its own, inside its namespace.
+#[tokio::test(flavor = "multi_thread")]
+async fn network_outbound_reaches_out_but_not_the_hosts_loopback_nor_other_sandboxes() {
+    let _serial = JAIL.lock().await;
+    let test_host = crate::support::test_host();
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let loopback_port = loopback.local_addr().unwrap().port();
+    let unjailed = Harness::start(function_with(&program("probe")), |_| {});
+    let (_, other) = unjailed.invoke_json("{}").await;
+    let other_api = other["env"]["AWS_LAMBDA_RUNTIME_API"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jail = lamina_runtime::sandbox::jail::JailSandbox::new(lamina_helper())
+        .expect("the native jail runs here")
+        .with_outbound_network()
+        .expect("slirp4netns is installed (scripts/test)")
+        .with_ready(1);
+    let jailed = Harness::start_in(
+        std::sync::Arc::new(jail),
+        function_with(&program("probe")),
+        |_| {},
+    );
+    let (_, inside) = jailed.invoke_json("{}").await;
+    assert_eq!(inside["env"]["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+    let ask = |action: &str, addr: String| format!(r#"{{"action":"{action}","addr":"{addr}"}}"#);
+    // Out: the test host answers.
+    let (_, r) = jailed
+        .invoke_json(&ask("http", test_host.to_string()))
+        .await;
+    assert_eq!(r["http"], "answered", "the test host at {test_host}");
+    // Not the host's loopback, whether asked for directly or through the gateway.
+    for addr in [
+        format!("127.0.0.1:{loopback_port}"),
+        format!("10.0.2.2:{loopback_port}"),
+        other_api.clone(),
+    ] {
+        let (_, r) = jailed.invoke_json(&ask("connect", addr.clone())).await;
+        // slirp4netns refuses its gateway's loopback as unreachable.
+        assert!(
+            ["connection refused", "network unreachable"].contains(&r["connect"].as_str().unwrap()),
+            "{addr}: {r}"
+        );
+    }
+    // The controls: unjailed, the same host loopback addresses answer.
+    for addr in [format!("127.0.0.1:{loopback_port}"), other_api] {
+        let (_, r) = unjailed.invoke_json(&ask("connect", addr.clone())).await;
+        assert_eq!(r["connect"], "ok", "{addr}");
+    }
+    // And the jail's own API is still served to its own runtime.
+    let (_, r) = jailed
+        .invoke_json(&ask("http", "127.0.0.1:9001".into()))
+        .await;
+    assert_eq!(r["http"], "answered");
+    jailed.finish().await;
+    unjailed.finish().await;
+    drop(loopback);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn network_host_reaches_out_but_its_api_serves_only_its_own_sandbox() {
     let _serial = JAIL.lock().await;

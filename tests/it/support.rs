@@ -266,3 +266,76 @@ pub fn boto3() -> (PathBuf, PathBuf) {
     }
     (python, site)
 }
+
+/// A host of the tests' own on a network of its own: a network namespace made by a thread of
+/// this process (so it ends with the process, with nothing to clean up), joined to the host by
+/// a veth pair (`10.203.N.1` here, `10.203.N.2` there), with an HTTP server that answers every
+/// request `200 test-host`. Returns the server's address. The rootless run gets the one its
+/// root parent made (`LAMINA_TESTS_TEST_HOST`): an unprivileged user may not make a veth pair.
+pub fn test_host() -> std::net::SocketAddr {
+    static HOST: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    *HOST.get_or_init(|| {
+        if let Some(addr) = std::env::var_os("LAMINA_TESTS_TEST_HOST") {
+            return addr
+                .to_str()
+                .unwrap()
+                .parse()
+                .expect("LAMINA_TESTS_TEST_HOST");
+        }
+        make_test_host()
+    })
+}
+
+fn make_test_host() -> std::net::SocketAddr {
+    use std::process::Command;
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let n = std::process::id() % 250 + 1;
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: unshare and gettid change or read only this thread's own state.
+        let tid = unsafe {
+            assert_eq!(libc::unshare(libc::CLONE_NEWNET), 0, "unshare(net)");
+            libc::gettid()
+        };
+        tid_tx.send(tid).unwrap();
+        go_rx.recv().unwrap();
+        let listener = std::net::TcpListener::bind(format!("10.203.{n}.2:0")).unwrap();
+        addr_tx.send(listener.local_addr().unwrap()).unwrap();
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut stream = stream;
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntest-host",
+                );
+            });
+        }
+    });
+    let tid = tid_rx.recv().unwrap().to_string();
+    let (outside, netns) = (format!("ltest{n}"), format!("/proc/{tid}/ns/net"));
+    let _ = Command::new("ip").args(["link", "del", &outside]).output();
+    run(&[
+        "ip", "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &tid,
+    ]);
+    run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("10.203.{n}.1/24"),
+        "dev",
+        &outside,
+    ]);
+    run(&["ip", "link", "set", &outside, "up"]);
+    let inside =
+        format!("ip addr add 10.203.{n}.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    run(&["nsenter", &format!("--net={netns}"), "sh", "-c", &inside]);
+    go_tx.send(()).unwrap();
+    addr_rx.recv().unwrap()
+}

@@ -9,7 +9,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{chdir, pivot_root};
 
 use super::{BootstrapError, io_step_err, step_err};
-use crate::spec::{FunctionSpec, OptMount, ShellSpec};
+use crate::spec::{FunctionSpec, Network, OptMount, ShellSpec};
 
 /// Host directories the function sees read-only (a symlink on the host, as with merged
 /// `/usr`, becomes the same symlink).
@@ -131,6 +131,13 @@ pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
     for entry in ETC_ENTRIES {
         let host = Path::new("/etc").join(entry);
         let inside = etc.join(entry);
+        if *entry == "resolv.conf" && spec.network == Network::Outbound {
+            // The host's may name a resolver on its own loopback (systemd-resolved's
+            // 127.0.0.53), which is not the sandbox's: slirp4netns forwards this one there.
+            let text = format!("nameserver {}\n", crate::spec::OUTBOUND_NAMESERVER);
+            fs::write(&inside, text).map_err(io_step_err("write", inside.display()))?;
+            continue;
+        }
         // Follow links (resolv.conf often is one): the file they name is what is bound.
         let Ok(meta) = fs::metadata(&host) else {
             continue;

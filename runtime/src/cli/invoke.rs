@@ -77,11 +77,12 @@ pub struct InvokeArgs {
     /// environment (warm invocations see what earlier ones left, as on Lambda).
     #[arg(long, value_enum, default_value_t = TmpMode::PerInvocation)]
     pub tmp: TmpMode,
-    /// The function's network in the jail. With `none` it can reach nothing outside its own
-    /// sandbox: a call to any other service fails (curl reports status 000). `host` gives it
-    /// the host's network.
-    #[arg(long, value_enum, default_value_t = NetworkKind::None)]
-    pub network: NetworkKind,
+    /// The function's network in the jail: `outbound` reaches out as a Lambda function outside
+    /// a VPC does (not the host's loopback, nor other sandboxes; needs slirp4netns), `none`
+    /// reaches nothing outside its own sandbox, `host` is the host's network, its loopback
+    /// services included [default: outbound]
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkKind>,
 }
 
 /// How long `/tmp` lives.
@@ -96,6 +97,8 @@ pub enum TmpMode {
 /// The jail's network modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkKind {
+    /// Outbound access through the sandbox's own network namespace (slirp4netns).
+    Outbound,
     /// No network: only the sandbox's own loopback.
     None,
     /// The host's network: the internet, and the host's own loopback services too.
@@ -294,9 +297,13 @@ fn wasm_sandbox(cache_root: &Path) -> anyhow::Result<Arc<dyn Sandbox>> {
 
 /// The chosen native backend, after checking that this host supports it; jails are built by
 /// `helper` (the CLI's own executable, [`Helper::this_executable`]).
+///
+/// `network` is the mode chosen (`--network` or `lamina.toml`), `None` when nobody chose one:
+/// the default, `outbound`, then falls back to `none`, saying so, on a host without
+/// slirp4netns, so that a first run on a fresh machine works.
 pub fn native_sandbox(
     kind: SandboxKind,
-    network: NetworkKind,
+    network: Option<NetworkKind>,
     helper: Helper,
 ) -> anyhow::Result<Arc<dyn Sandbox>> {
     Ok(match kind {
@@ -309,8 +316,16 @@ pub fn native_sandbox(
                 )
             })?;
             let jail = match network {
-                NetworkKind::None => jail,
-                NetworkKind::Host => jail.with_host_network(),
+                Some(NetworkKind::Outbound) => jail.with_outbound_network()?,
+                None => match crate::sandbox::jail::network::find() {
+                    Ok(_) => jail.with_outbound_network()?,
+                    Err(missing) => {
+                        eprintln!("lamina: functions get no network (--network none): {missing}");
+                        jail
+                    }
+                },
+                Some(NetworkKind::None) => jail,
+                Some(NetworkKind::Host) => jail.with_host_network(),
             };
             // Built while the function's archives are checked and extracted.
             jail.prepare_one();

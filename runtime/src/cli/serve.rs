@@ -13,6 +13,7 @@ use clap::Args;
 
 use super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
 use crate::config::FunctionConfig;
+use crate::config::file::NetworkMode;
 use crate::config::file::{FILE_NAME, ListenAddr, Manifest};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
@@ -45,10 +46,10 @@ pub struct ServeArgs {
     /// How native bootstraps are isolated (see `lamina invoke --help`).
     #[arg(long, value_enum, default_value_t = SandboxKind::Jail)]
     pub sandbox: SandboxKind,
-    /// The functions' network in the jail: `none` reaches nothing outside the sandbox, `host`
-    /// is the host's network.
-    #[arg(long, value_enum, default_value_t = NetworkKind::None)]
-    pub network: NetworkKind,
+    /// The functions' network in the jail (see `lamina invoke --help`): `outbound`, `none` or
+    /// `host` [default: `network` in lamina.toml's [serve], else outbound]
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkKind>,
 }
 
 /// The bundled examples' configuration, used when there is no `lamina.toml` and lamina was
@@ -132,10 +133,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
+    let network = args
+        .network
+        .or(manifest.serve.network.map(|mode| match mode {
+            NetworkMode::Outbound => NetworkKind::Outbound,
+            NetworkMode::None => NetworkKind::None,
+            NetworkMode::Host => NetworkKind::Host,
+        }));
     let sandboxes = Sandboxes::for_functions(
         specs.iter().map(|(s, _)| s.as_ref()),
         args.sandbox,
-        || native_sandbox(args.sandbox, args.network, Helper::this_executable()),
+        || native_sandbox(args.sandbox, network, Helper::this_executable()),
         &cache_root,
     )?;
     let mut functions = HashMap::new();

@@ -117,6 +117,34 @@ pub struct ServeSettings {
     /// The wait before the first retry of a failed `Event` invocation; the second waits twice
     /// as long. Lambda waits 1 and 2 minutes.
     pub retry_delay: Option<Duration>,
+    /// The jailed functions' network.
+    pub network: Option<NetworkMode>,
+}
+
+/// A jailed function's network, as `network` in `[serve]` and `--network` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Outbound access from the sandbox's own network namespace, as a Lambda function outside
+    /// a VPC has; the host's loopback and other sandboxes out of reach. The default.
+    Outbound,
+    /// Nothing outside the sandbox's own loopback.
+    None,
+    /// The host's network, its loopback services included.
+    Host,
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "outbound" => Ok(NetworkMode::Outbound),
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            other => Err(format!(
+                "{other:?} is not a network mode: \"outbound\", \"none\" or \"host\""
+            )),
+        }
+    }
 }
 
 /// Why a `lamina.toml` cannot be used: every problem found, one per line.
@@ -142,7 +170,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "max_retry_attempts",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "function", "payload"];
-const SERVE_KEYS: &[&str] = &["listen", "state_dir", "retry_delay"];
+const SERVE_KEYS: &[&str] = &["listen", "state_dir", "retry_delay", "network"];
 const METHODS: &[&str] = &[
     "ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
 ];
@@ -497,6 +525,14 @@ impl Checker {
                 Err(e) => self.problem("serve.listen", e),
             }
         }
+        if let Some(v) = t.get("network")
+            && let Some(s) = self.string("serve.network", v)
+        {
+            match s.parse() {
+                Ok(mode) => settings.network = Some(mode),
+                Err(e) => self.problem("serve.network", e),
+            }
+        }
         if let Some(v) = t.get("state_dir") {
             let dir = self.string("serve.state_dir", v);
             settings.state_dir = dir.map(|s| self.base.join(s));
@@ -632,6 +668,7 @@ mod tests {
             [serve]
             listen = "127.0.0.1:9999"
             retry_delay = 0.5
+            network = "none"
             "#,
             dir.path(),
         )
@@ -647,6 +684,7 @@ mod tests {
         assert_eq!(m.routes[0].method, "GET");
         assert_eq!(m.routes[0].payload, PayloadVersion::V1);
         assert_eq!(m.serve.retry_delay, Some(Duration::from_millis(500)));
+        assert_eq!(m.serve.network, Some(NetworkMode::None));
     }
 
     #[test]
@@ -667,6 +705,8 @@ mod tests {
             path = "/x/{proxy+}/y"
             function = "nope"
             method = "FETCH"
+            [serve]
+            network = "vpc"
             "#,
             dir.path(),
         )
@@ -682,6 +722,7 @@ mod tests {
             "routes[0].method: \"FETCH\"",
             "routes[0].path: ",
             "routes[0].function: no function \"nope\"",
+            "serve.network: \"vpc\" is not a network mode: \"outbound\", \"none\" or \"host\"",
         ] {
             assert!(all.contains(expected), "{expected:?} not in:\n{all}");
         }

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 pub mod cgroup;
 mod control;
 mod helper;
+pub mod network;
 mod shell;
 mod state;
 pub mod uids;
@@ -54,6 +55,8 @@ pub struct JailSandbox {
     network: Network,
     /// Rootless: each sandbox gets a user namespace, in which this host user is its uid.
     rootless: Option<IdMap>,
+    /// slirp4netns, found when network mode `outbound` was chosen.
+    slirp: Option<std::path::PathBuf>,
     /// Sandboxes built up to the function's own mounts, waiting to be used.
     ready: Arc<(std::sync::Mutex<Ready>, std::sync::Condvar)>,
     /// How many to keep ready (refilled in the background as environments take them).
@@ -105,6 +108,7 @@ impl JailSandbox {
             cgroups,
             network: Network::None,
             rootless,
+            slirp: None,
             ready: Arc::default(),
             keep_ready: 0,
             building: Arc::default(),
@@ -155,6 +159,15 @@ impl JailSandbox {
     pub fn with_host_network(mut self) -> Self {
         self.network = Network::Host;
         self
+    }
+
+    /// Outbound access from the sandbox's own network namespace (`--network outbound`,
+    /// [`network`]); fails naming what is missing when slirp4netns is not installed.
+    pub fn with_outbound_network(mut self) -> Result<Self, JailUnavailable> {
+        let program = network::find().map_err(|e| JailUnavailable { missing: vec![e] })?;
+        self.network = Network::Outbound;
+        self.slirp = Some(program);
+        Ok(self)
     }
 
     /// Keeps `count` sandboxes built ahead, up to the function's own mounts, and builds more in
@@ -258,6 +271,7 @@ impl JailSandbox {
             cgroups: self.cgroups.clone(),
             network: self.network,
             rootless: self.rootless,
+            slirp: self.slirp.clone(),
         }
     }
 
@@ -307,7 +321,7 @@ impl Sandbox for JailSandbox {
 
     fn runtime_api(&self) -> ApiPlacement {
         match self.network {
-            Network::None => {
+            Network::None | Network::Outbound => {
                 ApiPlacement::Inside(lamina_bootstrap::jail::network::RUNTIME_API_ADDR)
             }
             Network::Host => ApiPlacement::HostLoopback,
@@ -392,7 +406,7 @@ impl Sandbox for JailSandbox {
         };
         let reaped_flag = Arc::clone(&jail_control.reaped);
         let (listener_tx, listener_rx) = oneshot::channel();
-        let expects_listener = self.network == Network::None;
+        let expects_listener = self.network != Network::Host;
         let (exit_tx, exited) = oneshot::channel();
         let (reset_tx, mut resets) =
             tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();

@@ -9,6 +9,7 @@ use lamina_bootstrap::{IdMap, Network, ShellSpec};
 
 use super::cgroup::{self, Cgroups};
 use super::helper::{Helper, host_failure, spawn_helper};
+use super::network::Slirp;
 use super::state::StateDirs;
 use super::uids::UidLease;
 use super::watchdog::Watchdog;
@@ -25,6 +26,8 @@ pub(super) struct ShellConfig {
     pub(super) cgroups: Option<cgroup::Place>,
     pub(super) network: Network,
     pub(super) rootless: Option<IdMap>,
+    /// slirp4netns, in network mode `outbound`.
+    pub(super) slirp: Option<PathBuf>,
 }
 
 /// A sandbox whose helper has the first half of the spec: it joins its cgroups, makes its
@@ -51,6 +54,8 @@ pub(super) struct HostTraces {
     pub(super) uid: Option<UidLease>,
     /// Rootless without cgroups: what holds the memory limit instead.
     pub(super) watchdog: Option<Watchdog>,
+    /// In network mode `outbound`: the sandbox's user-mode network.
+    pub(super) network: Option<Slirp>,
 }
 
 impl Drop for HostTraces {
@@ -81,6 +86,7 @@ impl ShellConfig {
             cgroups: None,
             uid: None,
             watchdog: None,
+            network: None,
         };
         if self.network == Network::Host && self.rootless.is_none() {
             // On the host's loopback the Runtime API tells its sandbox by the uid (see
@@ -114,7 +120,17 @@ impl ShellConfig {
             max_processes: (traces.cgroups.is_none() && self.rootless.is_some())
                 .then_some(u64::from(cgroup::PIDS_MAX)),
         };
-        let (child, pid, control, logs) = spawn_helper(&self.helper, &shell)?;
+        let (mut child, pid, control, logs) = spawn_helper(&self.helper, &shell)?;
+        if let (Network::Outbound, Some(program)) = (self.network, &self.slirp) {
+            match Slirp::attach(program, pid, self.rootless.is_some()) {
+                Ok(slirp) => traces.network = Some(slirp),
+                Err(e) => {
+                    crate::sandbox::signal_group(pid, Stop::Kill);
+                    let _ = child.start_kill();
+                    return Err(host_failure("attaching the sandbox's network", e));
+                }
+            }
+        }
         if self.rootless.is_some() && traces.cgroups.is_none() {
             traces.watchdog = Some(Watchdog::new(pid));
         }
