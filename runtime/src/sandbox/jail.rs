@@ -6,9 +6,15 @@
 //! Scope: one `JailSandbox` per runtime; each environment gets a root mount point under the
 //! state directory, removed when the environment is dropped.
 //!
+//! Root or rootless is decided here, once: without root every sandbox gets a user namespace
+//! of its own (`lamina_bootstrap::jail`), and what root would hold with cgroups, a delegated
+//! v2 group or else the watchdog and `RLIMIT_NPROC` hold.
+//!
 //! Rooms: [`helper`] the program that builds a jail and its check, [`shell`] a sandbox built
 //! ahead and its traces on the host, [`control`] a running sandbox's control socket and
-//! `/tmp`, [`state`] the jail's directories, [`cgroup`] its limits, [`uids`] uid leases.
+//! `/tmp`, [`state`] the jail's directories, [`limits`] the memory limit behind one trait, with
+//! [`cgroup`] (v1, v2, delegated) and [`watchdog`] (no cgroup) as its implementations,
+//! [`network`] network mode `outbound`, [`uids`] uid leases.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use tokio::sync::oneshot;
 pub mod cgroup;
 mod control;
 mod helper;
+mod limits;
 pub mod network;
 mod shell;
 mod state;
@@ -286,8 +293,9 @@ impl JailSandbox {
     }
 }
 
-/// How long taking a sandbox waits for one being built ahead; building one costs about this.
-const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(30);
+/// How long taking a sandbox waits for one being built ahead (rather than building a second).
+/// Bounded only against a stuck build: one being built always finishes before a new one would.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a refill waits before building (see `build_in_background`).
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -368,8 +376,9 @@ impl Sandbox for JailSandbox {
             pid,
             control,
             logs,
-            traces,
+            mut traces,
         } = self.take_shell()?;
+        let network_ready = traces.network.as_mut().and_then(|n| n.take_ready());
         // From here on the sandbox is this environment's: dropping its control removes it.
         let jail_control = JailControl {
             pid,
@@ -382,14 +391,11 @@ impl Sandbox for JailSandbox {
             (Network::Host, Some(ids)) => Some(ids.outside_uid),
             _ => jail_control.traces.uid.as_ref().map(UidLease::uid),
         };
-        if let Some(watchdog) = &jail_control.traces.watchdog {
-            watchdog.set_limit(spec.memory_mb);
-        }
         let sandbox_procs = cgroups
             .and_then(|c| c.sandbox_dirs.first())
             .map(|dir| dir.join("cgroup.procs"));
-        let prepared = cgroups
-            .map_or(Ok(()), |c| c.set_limits(spec.memory_mb))
+        let prepared = (jail_control.traces.limits())
+            .map_or(Ok(()), |l| l.set_memory(spec.memory_mb))
             .map_err(|e| host_failure("setting the environment's limits", e))
             .and_then(|()| {
                 control
@@ -420,10 +426,27 @@ impl Sandbox for JailSandbox {
         tokio::spawn(async move {
             // The listener was sent while the shell was built; the function's half of the spec
             // follows on the socket, which then stays open as the control channel.
-            let listener = if expects_listener {
+            let mut listener = if expects_listener {
                 Some(receive_listener(&control).await)
             } else {
                 None
+            };
+            // Outbound: the function starts once its network is up.
+            if let Some(ready) = network_ready
+                && let Err(e) = network::wait_ready(ready).await
+            {
+                listener = Some(Err(e));
+            }
+            let listener = match listener {
+                // Without its network the function is never started: the environment fails.
+                Some(Err(e)) => {
+                    let _ = listener_tx.send(Err(e));
+                    let status = super::exit_status_of(child.wait().await);
+                    reaped_flag.store(true, Ordering::Release);
+                    let _ = exit_tx.send(status);
+                    return;
+                }
+                other => other,
             };
             let written = control
                 .write_all(&lamina_bootstrap::spec::frame(&function_json))

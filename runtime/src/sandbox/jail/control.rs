@@ -177,18 +177,10 @@ impl Control for JailControl {
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {
-        match (&self.traces.cgroups, &self.traces.watchdog) {
-            (Some(cgroups), _) => cgroups.max_memory_bytes(),
-            (None, Some(watchdog)) => watchdog.max_memory_bytes(),
-            (None, None) => None,
-        }
+        self.traces.limits()?.max_memory_bytes()
     }
 
     fn out_of_memory(&self) -> bool {
-        match (&self.traces.cgroups, &self.traces.watchdog) {
-            (Some(cgroups), _) => cgroups.oom_killed(),
-            (None, Some(watchdog)) => watchdog.killed(),
-            (None, None) => false,
-        }
+        self.traces.limits().is_some_and(|l| l.out_of_memory())
     }
 }

@@ -50,12 +50,15 @@ pub(super) struct Slirp {
     child: Child,
     /// slirp4netns exits when this, the write end of its `--exit-fd`, closes.
     _exit: OwnedFd,
+    /// Its ready pipe, until someone waits on it ([`Slirp::take_ready`]).
+    ready: Option<OwnedFd>,
 }
 
 impl Slirp {
     /// Attaches slirp4netns to the network namespace of the sandbox whose helper is `helper`
-    /// (rootless: through the sandbox's user namespace, which owns it), and waits until the
-    /// sandbox's side is configured.
+    /// (rootless: through the sandbox's user namespace, which owns it). It configures the
+    /// sandbox's side while the sandbox goes on being built; [`wait_ready`] waits for that,
+    /// before the function is started.
     pub(super) fn attach(program: &Path, helper: i32, rootless: bool) -> std::io::Result<Slirp> {
         wait_for_own_namespace(helper)?;
         let pipe =
@@ -96,33 +99,49 @@ impl Slirp {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|e| {
+        let child = command.spawn().map_err(|e| {
             std::io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
         })?;
         drop((ready_w, exit_r));
-        let slirp = Slirp {
-            child: {
-                let ready = wait_ready(ready_r);
-                if let Err(e) = ready {
-                    let _ = child.kill();
-                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    return Err(std::io::Error::new(
-                        e.kind(),
-                        format!("{PROGRAM} did not bring the sandbox's network up ({status}): {e}"),
-                    ));
-                }
-                child
-            },
+        Ok(Slirp {
+            child,
             _exit: exit_w,
-        };
-        Ok(slirp)
+            ready: Some(ready_r),
+        })
     }
+
+    /// The ready pipe, to wait on with [`wait_ready`] (once).
+    pub(super) fn take_ready(&mut self) -> Option<OwnedFd> {
+        self.ready.take()
+    }
+}
+
+/// Waits until slirp4netns has configured the sandbox's network (on a blocking thread).
+pub(super) async fn wait_ready(ready: OwnedFd) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || read_ready(ready))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("{PROGRAM} did not bring the sandbox's network up: {e}"),
+            )
+        })
 }
 
 impl Drop for Slirp {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Reaped on a thread of its own: a killed slirp4netns takes ~15 ms to die (closing its
+        // tap device unregisters a network device, which waits for RCU grace periods), which
+        // a `lamina invoke` would otherwise add to every run. Nothing waits for that: the
+        // sandbox is gone already, and the thread ends once the process has.
+        let pid = self.child.id();
+        let _ = std::thread::Builder::new()
+            .name("lamina-slirp-reaper".into())
+            .spawn(move || {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            });
     }
 }
 
@@ -148,7 +167,7 @@ fn wait_for_own_namespace(helper: i32) -> std::io::Result<()> {
 }
 
 /// Waits for slirp4netns's one byte on its ready pipe.
-fn wait_ready(ready: OwnedFd) -> std::io::Result<()> {
+fn read_ready(ready: OwnedFd) -> std::io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];

@@ -58,6 +58,17 @@ pub(super) struct HostTraces {
     pub(super) network: Option<Slirp>,
 }
 
+impl HostTraces {
+    /// What holds the sandbox's memory limit: its cgroups, or the watchdog.
+    pub(super) fn limits(&self) -> Option<&dyn super::limits::Limits> {
+        match (&self.cgroups, &self.watchdog) {
+            (Some(cgroups), _) => Some(cgroups),
+            (None, Some(watchdog)) => Some(watchdog),
+            (None, None) => None,
+        }
+    }
+}
+
 impl Drop for HostTraces {
     fn drop(&mut self) {
         let _ = self.jails.remove_entry(&self.name);
