@@ -318,17 +318,17 @@ fn help_shows_every_default_in_plain_words() {
         "[default: 128]",
         "[default: 512]",
         "[default: 10, as on Lambda]",
-        "[default: none]",
+        "[default: outbound]",
         "[default: per-invocation]",
         "[default: jail]",
-        "curl reports status 000",
+        "not the host's loopback",
     ] {
         assert!(invoke.contains(shown), "{shown:?} in {invoke}");
     }
     let serve = help(&["serve", "--help"]);
     for shown in [
         "[default: 127.0.0.1:9000]",
-        "[default: none]",
+        "[default: `network` in lamina.toml's [serve], else outbound]",
         "[default: ./lamina.toml]",
     ] {
         assert!(serve.contains(shown), "{shown:?} in {serve}");

@@ -263,7 +263,18 @@ fn try_drop_and_exec(spec: &ShellSpec, exec: &Exec) -> Result<Never, BootstrapEr
     // Sets no_new_privs, then the filters: last, so that everything above was still allowed.
     seccompiler::apply_filter(&exec.nosys).map_err(seccomp_err)?;
     seccompiler::apply_filter(&exec.deny).map_err(seccomp_err)?;
-    execve(&exec.path, &exec.argv, &exec.env)
-        .map_err(step_err("execve", exec.path.to_string_lossy()))?;
-    unreachable!("execve returned without an error")
+    // "Text file busy": some process on the host holds the bootstrap open for writing. Most
+    // often that is a moment's overlap (a file just copied, whose descriptor a process forked
+    // meanwhile still holds until its own exec), so it is tried again for up to 200 ms.
+    let mut busy = 0;
+    loop {
+        match execve(&exec.path, &exec.argv, &exec.env) {
+            Err(nix::Error::ETXTBSY) if busy < 100 => {
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(step_err("execve", exec.path.to_string_lossy())(e)),
+            Ok(never) => match never {},
+        }
+    }
 }
