@@ -28,6 +28,13 @@ const READY_WAIT: Duration = Duration::from_secs(5);
 
 /// Finds slirp4netns, or says what is missing and how to get it.
 pub fn find() -> Result<PathBuf, String> {
+    if !Path::new("/dev/net/tun").exists() {
+        return Err(
+            "network mode outbound needs /dev/net/tun, which this host lacks: load the tun \
+             module (modprobe tun), or choose --network none (no network) or host"
+                .to_owned(),
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
     std::env::var_os("PATH")
         .iter()
@@ -77,7 +84,7 @@ impl Slirp {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         if rootless {
             command.arg(format!("--userns-path=/proc/{helper}/ns/user"));
         }
@@ -99,9 +106,12 @@ impl Slirp {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| {
+        let mut child = command.spawn().map_err(|e| {
             std::io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
         })?;
+        if let Some(stderr) = child.stderr.take() {
+            relay_messages(stderr);
+        }
         drop((ready_w, exit_r));
         Ok(Slirp {
             child,
@@ -114,6 +124,24 @@ impl Slirp {
     pub(super) fn take_ready(&mut self) -> Option<OwnedFd> {
         self.ready.take()
     }
+}
+
+/// Passes what slirp4netns says on to lamina's log, but for its routine lines about the tap
+/// device, on a thread that ends when slirp4netns does.
+fn relay_messages(stderr: std::process::ChildStderr) {
+    use std::io::BufRead;
+    let _ = std::thread::Builder::new()
+        .name("lamina-slirp-log".into())
+        .spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !(line.starts_with("sent tapfd=") || line.starts_with("received tapfd=")) {
+                    tracing::warn!("{PROGRAM}: {line}");
+                }
+            }
+        });
 }
 
 /// Waits until slirp4netns has configured the sandbox's network (on a blocking thread).
@@ -181,6 +209,8 @@ fn read_ready(ready: OwnedFd) -> std::io::Result<()> {
     let mut byte = [0u8; 1];
     match std::fs::File::from(ready).read(&mut byte)? {
         1 => Ok(()),
-        _ => Err(std::io::Error::other("it exited before it was ready")),
+        _ => Err(std::io::Error::other(
+            "it exited before it was ready (its message, if any, is in lamina's log)",
+        )),
     }
 }
