@@ -306,3 +306,32 @@ pub(crate) fn signal_group(pgid: i32, how: Stop) {
     // ESRCH just means nothing is left.
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
 }
+
+/// Receives one message from a Unix socket: how many bytes of its one-byte body arrived (0 at
+/// the end of the stream) and the descriptor it carried (`SCM_RIGHTS`), if any. How a sandbox's
+/// helpers hand the host what they made inside their namespaces (a Runtime API listener, a
+/// tmpfs). A non-blocking socket gives `WouldBlock` as any read does.
+pub(crate) fn receive_fd(socket: std::os::fd::RawFd) -> std::io::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let message = recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let fd = message
+        .cmsgs()
+        .map_err(std::io::Error::from)?
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok((message.bytes, fd))
+}

@@ -192,8 +192,8 @@ fn main() {
         );
     }
     runtime.block_on(async {
-        let jail =
-            native_sandbox(SandboxKind::Jail, NetworkKind::None, helper).expect("the native jail");
+        let jail = native_sandbox(SandboxKind::Jail, Some(NetworkKind::None), helper)
+            .expect("the native jail");
         let wasm: Arc<dyn Sandbox> = Arc::new(
             WasmSandbox::new(
                 &shared::target_dir().join("bench-cache"),

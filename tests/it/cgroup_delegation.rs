@@ -118,6 +118,16 @@ const OOM: &[&str] = &[
     r#"{"action":"alloc","mb":400}"#,
 ];
 
+/// A run's output and status, for a message.
+fn everything(out: &Output) -> String {
+    format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    )
+}
+
 fn assert_oom_by_the_kernel(out: &Output, group: &Path) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -169,12 +179,7 @@ fn a_delegated_group_holds_the_environments_and_lamina_keeps_to_it() {
     // of a stopped one is removed with everything below it).
     let root_again = Delegated::new("lamina-test-delegated-again", None);
     let doctor = root_again.run(None, &["doctor"]);
-    let doctor = format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&doctor.stdout),
-        String::from_utf8_lossy(&doctor.stderr),
-        doctor.status
-    );
+    let doctor = everything(&doctor);
     assert!(
         doctor.contains(&format!(
             "root jail (mount, PID, IPC, UTS, network namespaces; seccomp; cgroup v2 delegated ({})",
@@ -194,12 +199,7 @@ fn a_delegated_group_holds_the_environments_and_lamina_keeps_to_it() {
     assert_eq!(user_group.environments(), Vec::<String>::new());
     let user_again = Delegated::new("lamina-test-user-delegated-again", Some((uid, gid)));
     let doctor = user_again.run(Some((uid, gid, home.path())), &["doctor"]);
-    let doctor = format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&doctor.stdout),
-        String::from_utf8_lossy(&doctor.stderr),
-        doctor.status
-    );
+    let doctor = everything(&doctor);
     assert!(
         doctor.contains(&format!(
             "rootless jail (user, mount, PID, IPC, UTS, network namespaces; seccomp; cgroup v2 delegated ({})",

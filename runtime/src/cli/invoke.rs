@@ -111,7 +111,8 @@ pub enum SandboxKind {
     /// A plain child process: no isolation.
     Process,
     /// The jail: the function sees only its code, its layers and a fresh /tmp, runs as an
-    /// unprivileged user with memory and process limits; needs root.
+    /// unprivileged user with memory and process limits; the best one this host allows, as
+    /// root or rootless (`lamina doctor` shows which).
     Jail,
 }
 

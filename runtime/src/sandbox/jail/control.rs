@@ -119,36 +119,15 @@ pub(super) async fn reset_tmp_over(control: &mut tokio::net::UnixStream) -> std:
 pub(super) async fn receive_listener(
     control: &tokio::net::UnixStream,
 ) -> std::io::Result<std::net::TcpListener> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    use std::os::fd::AsRawFd;
     loop {
         control.readable().await?;
         let received = control.try_io(tokio::io::Interest::READABLE, || {
-            let mut byte = [0u8; 1];
-            let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-            let mut space = nix::cmsg_space!([RawFd; 1]);
-            let message = recvmsg::<()>(
-                control.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(std::io::Error::from)?;
-            let fd = message
-                .cmsgs()
-                .map_err(std::io::Error::from)?
-                .find_map(|c| match c {
-                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                    _ => None,
-                });
-            Ok(fd)
+            crate::sandbox::receive_fd(control.as_raw_fd())
         });
         match received {
-            Ok(Some(fd)) => {
-                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
-                return Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) });
-            }
-            Ok(None) => {
+            Ok((_, Some(fd))) => return Ok(std::net::TcpListener::from(fd)),
+            Ok((_, None)) => {
                 return Err(std::io::Error::other(
                     "the jail closed its control socket without a listener",
                 ));

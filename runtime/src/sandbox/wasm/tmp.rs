@@ -203,33 +203,14 @@ impl TmpfsHelper {
 
     /// A fresh tmpfs of `size_mb`, its root open and mounted nowhere.
     pub fn tmpfs(&self, size_mb: u32) -> io::Result<OwnedFd> {
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
         use std::io::Write;
-        use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+        use std::os::fd::AsRawFd;
         let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         let mut request = size_mb.to_le_bytes().to_vec();
         request.extend_from_slice(&inodes_for(size_mb).to_le_bytes());
         socket.write_all(&request)?;
-        let mut answer = [0u8; 1];
-        let mut iov = [std::io::IoSliceMut::new(&mut answer)];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let message = recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
-        let fd = message
-            .cmsgs()
-            .map_err(io::Error::from)?
-            .find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                _ => None,
-            });
-        match (message.bytes, fd) {
-            // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
-            (1, Some(fd)) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        match crate::sandbox::receive_fd(socket.as_raw_fd())? {
+            (1, Some(fd)) => Ok(fd),
             (0, _) => Err(io::Error::other("the tmpfs helper has exited")),
             _ => Err(io::Error::other(
                 "the tmpfs helper could not make a tmpfs (its message above says why)",
