@@ -94,17 +94,26 @@ pub const OUTBOUND_NAMESERVER: &str = "10.0.2.3";
 /// `Ok(None)` at a clean end of input before the frame starts.
 pub fn read_frame(mut input: impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
-    let mut got = 0;
-    while got < len.len() {
-        match input.read(&mut len[got..])? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => got += n,
-        }
+    if !read_whole(&mut input, &mut len)? {
+        return Ok(None);
     }
     let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
     input.read_exact(&mut bytes)?;
     Ok(Some(bytes))
+}
+
+/// Fills `buf` from `input`; `false` at a clean end of input before the first byte, an
+/// error at an end inside it. Unbuffered, as [`read_frame`] needs.
+pub fn read_whole(mut input: impl std::io::Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..])? {
+            0 if got == 0 => return Ok(false),
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    Ok(true)
 }
 
 /// One frame's bytes: length, then the JSON.

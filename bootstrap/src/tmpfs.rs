@@ -13,7 +13,7 @@
 //! end, or dying, which closes it too. (Not a parent-death signal: that fires when the host
 //! thread that started the helper ends, not the host.)
 
-use std::io::{IoSlice, Read};
+use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -73,16 +73,8 @@ fn read_request(request: &mut [u8; 12]) -> std::io::Result<bool> {
     use std::os::fd::FromRawFd;
     // SAFETY: fd 0 is our stdin, open for the life of the process; ManuallyDrop keeps this
     // handle from closing it.
-    let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
-    let mut got = 0;
-    while got < request.len() {
-        match stdin.read(&mut request[got..])? {
-            0 if got == 0 => return Ok(false),
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => got += n,
-        }
-    }
-    Ok(true)
+    let stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    crate::spec::read_whole(&*stdin, request)
 }
 
 /// Mounts a tmpfs on `/tmp` of this helper's own mount namespace, opens its root and detaches

@@ -111,3 +111,35 @@ pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
         n => format!("{n} {many}"),
     }
 }
+
+/// The bundled examples' configuration, used when there is no `lamina.toml` and lamina was
+/// started by `cargo run` in its own source tree (cargo then sets `CARGO_MANIFEST_DIR` to the
+/// directory lamina was built from). A binary copied or installed elsewhere has no examples
+/// beside it, and must not find a source tree's by a path compiled into it.
+fn bundled_examples() -> Option<std::path::PathBuf> {
+    let built_from = env!("CARGO_MANIFEST_DIR");
+    let run_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some_and(|d| d == built_from);
+    let examples = std::path::Path::new(built_from).join("../examples/lamina.toml");
+    (run_by_cargo && examples.is_file()).then_some(examples)
+}
+
+/// The configuration `--config` names, else `./lamina.toml`, else (under `cargo run`) the
+/// bundled examples.
+pub fn find_config(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    use crate::config::file::FILE_NAME;
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let here = std::path::Path::new(FILE_NAME);
+    if here.is_file() {
+        return Ok(here.to_owned());
+    }
+    if let Some(examples) = bundled_examples() {
+        return Ok(examples);
+    }
+    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+    anyhow::bail!(
+        "no configuration: no --config was given and there is no {FILE_NAME} in {cwd} (the \
+         bundled examples are served only by `cargo run` in lamina's source tree)"
+    )
+}

@@ -360,8 +360,10 @@ async fn network_outbound_reaches_out_but_not_the_hosts_loopback_nor_other_sandb
         .to_owned();
     let jail = lamina_runtime::sandbox::jail::JailSandbox::new(lamina_helper())
         .expect("the native jail runs here")
-        .with_outbound_network()
-        .expect("slirp4netns is installed (scripts/test)")
+        .with_outbound_network(
+            lamina_runtime::sandbox::jail::network::find()
+                .expect("slirp4netns is installed (scripts/test)"),
+        )
         .with_ready(1);
     let jailed = Harness::start_in(
         std::sync::Arc::new(jail),

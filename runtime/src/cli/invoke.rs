@@ -220,7 +220,7 @@ fn configured(args: &InvokeArgs) -> anyhow::Result<Option<FunctionConfig>> {
         return Ok(None);
     }
     let name = given.to_string_lossy();
-    let path = super::serve::find_config(args.config.as_deref())
+    let path = super::find_config(args.config.as_deref())
         .with_context(|| format!("{name}: no such file or directory"))?;
     let mut manifest = crate::config::file::Manifest::load(&path)?;
     match manifest.functions.remove(name.as_ref()) {
@@ -317,9 +317,16 @@ pub fn native_sandbox(
                 )
             })?;
             let jail = match network {
-                Some(NetworkKind::Outbound) => jail.with_outbound_network()?,
+                Some(NetworkKind::Outbound) => {
+                    let slirp = crate::sandbox::jail::network::find().map_err(|missing| {
+                        crate::sandbox::jail::JailUnavailable {
+                            missing: vec![missing],
+                        }
+                    })?;
+                    jail.with_outbound_network(slirp)
+                }
                 None => match crate::sandbox::jail::network::find() {
-                    Ok(_) => jail.with_outbound_network()?,
+                    Ok(slirp) => jail.with_outbound_network(slirp),
                     Err(missing) => {
                         eprintln!("lamina: functions get no network (--network none): {missing}");
                         jail

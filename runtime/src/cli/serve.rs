@@ -3,7 +3,7 @@
 //! front until Ctrl-C or SIGTERM.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use clap::Args;
 use super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
 use crate::config::FunctionConfig;
 use crate::config::file::NetworkMode;
-use crate::config::file::{FILE_NAME, ListenAddr, Manifest};
+use crate::config::file::{ListenAddr, Manifest};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::jail::Helper;
@@ -52,40 +52,9 @@ pub struct ServeArgs {
     pub network: Option<NetworkKind>,
 }
 
-/// The bundled examples' configuration, used when there is no `lamina.toml` and lamina was
-/// started by `cargo run` in its own source tree (cargo then sets `CARGO_MANIFEST_DIR` to the
-/// directory lamina was built from). A binary copied or installed elsewhere has no examples
-/// beside it, and must not find a source tree's by a path compiled into it.
-fn bundled_examples() -> Option<PathBuf> {
-    let built_from = env!("CARGO_MANIFEST_DIR");
-    let run_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some_and(|d| d == built_from);
-    let examples = Path::new(built_from).join("../examples/lamina.toml");
-    (run_by_cargo && examples.is_file()).then_some(examples)
-}
-
-/// The configuration `--config` names, else `./lamina.toml`, else (under `cargo run`) the
-/// bundled examples.
-pub fn find_config(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        return Ok(path.to_owned());
-    }
-    let here = Path::new(FILE_NAME);
-    if here.is_file() {
-        return Ok(here.to_owned());
-    }
-    if let Some(examples) = bundled_examples() {
-        return Ok(examples);
-    }
-    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
-    bail!(
-        "no configuration: no --config was given and there is no {FILE_NAME} in {cwd} (the \
-         bundled examples are served only by `cargo run` in lamina's source tree)"
-    )
-}
-
 /// Runs `lamina serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let path = find_config(args.config.as_deref())?;
+    let path = super::find_config(args.config.as_deref())?;
     let mut manifest = Manifest::load(&path)?;
     if manifest.functions.is_empty() {
         bail!("{}: no [functions] to serve", path.display());

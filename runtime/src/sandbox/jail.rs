@@ -169,12 +169,11 @@ impl JailSandbox {
     }
 
     /// Outbound access from the sandbox's own network namespace (`--network outbound`,
-    /// [`network`]); fails naming what is missing when slirp4netns is not installed.
-    pub fn with_outbound_network(mut self) -> Result<Self, JailUnavailable> {
-        let program = network::find().map_err(|e| JailUnavailable { missing: vec![e] })?;
+    /// [`network`]), through `slirp4netns` (as [`network::find`] found it).
+    pub fn with_outbound_network(mut self, slirp4netns: std::path::PathBuf) -> Self {
         self.network = Network::Outbound;
-        self.slirp = Some(program);
-        Ok(self)
+        self.slirp = Some(slirp4netns);
+        self
     }
 
     /// Keeps `count` sandboxes built ahead, up to the function's own mounts, and builds more in
@@ -344,11 +343,12 @@ impl Sandbox for JailSandbox {
         } else {
             "/opt/bootstrap"
         };
-        match self.rootless {
-            None => sandbox_user_may_run(&spec.code_dir, &host_bootstrap, bootstrap)?,
-            // Rootless, the sandbox's user is this very user (and its groups).
-            Some(_) => this_user_may_run(&spec.code_dir, &host_bootstrap, bootstrap)?,
-        }
+        sandbox_user_may_run(
+            &spec.code_dir,
+            &host_bootstrap,
+            bootstrap,
+            self.rootless.is_some(),
+        )?;
         let paths = Paths {
             task_root: "/var/task".into(),
             runtime_dir: "/var/runtime".into(),
@@ -511,58 +511,63 @@ async fn settle(procs: &Path) {
     tracing::warn!(cgroup = %procs.display(), "processes still in the sandbox's cgroup after 5 s");
 }
 
-/// [`sandbox_user_may_run`] for a rootless jail, whose user is lamina's own user.
-fn this_user_may_run(
-    code_dir: &Path,
-    host_bootstrap: &Path,
-    bootstrap: &str,
-) -> Result<(), Failure> {
-    use nix::unistd::{AccessFlags, access};
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o7777);
-    let denied = |what: &Path, needs: &str| Failure::BootstrapNotExecutable {
-        path: bootstrap.to_owned(),
-        reason: format!(
-            "permission denied: {} is mode {:04o}, and the jail runs the function as you, who need {needs}",
-            what.display(),
-            mode(what)
-        ),
-    };
-    if access(code_dir, AccessFlags::R_OK | AccessFlags::X_OK).is_err() {
-        return Err(denied(code_dir, "read and search permission"));
-    }
-    if access(host_bootstrap, AccessFlags::X_OK).is_err() {
-        return Err(denied(host_bootstrap, "execute permission"));
-    }
-    Ok(())
-}
-
 /// Whether the sandbox's user (unprivileged, neither owner nor group of the host's files) may
 /// enter the code directory and run the bootstrap. Checked on the host, so that the error names
 /// the host path and its mode: inside the jail it would be a bare "Permission denied" from
 /// PID 1's `chdir` and an exit status. (A zip's tree is extracted readable; a directory is
 /// mounted as it is.)
+///
+/// Rootless, the sandbox's user is lamina's own user (with its groups), so the question is
+/// whether this process may: `access(2)` answers it.
 fn sandbox_user_may_run(
     code_dir: &Path,
     host_bootstrap: &Path,
     bootstrap: &str,
+    rootless: bool,
 ) -> Result<(), Failure> {
+    use nix::unistd::{AccessFlags, access};
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).map_or(0o777, |m| m.permissions().mode() & 0o7777);
-    let denied = |what: &Path, mode: u32, needs: &str| Failure::BootstrapNotExecutable {
+    let (who, example) = match rootless {
+        false => (
+            "an unprivileged user, which needs",
+            " (for example chmod 755)",
+        ),
+        true => ("you, who need", ""),
+    };
+    let denied = |what: &Path, needs: &str| Failure::BootstrapNotExecutable {
         path: bootstrap.to_owned(),
         reason: format!(
-            "permission denied: {} is mode {mode:04o}, and the jail runs the function as an unprivileged user, which needs {needs} (for example chmod 755)",
-            what.display()
+            "permission denied: {} is mode {:04o}, and the jail runs the function as {who} {needs}{example}",
+            what.display(),
+            mode(what)
         ),
     };
-    let dir = mode(code_dir);
-    if dir & 0o005 != 0o005 {
-        return Err(denied(code_dir, dir, "others' read and search permission"));
+    let (dir_ok, file_ok) = match rootless {
+        false => (
+            mode(code_dir) & 0o005 == 0o005,
+            mode(host_bootstrap) & 0o001 != 0,
+        ),
+        true => (
+            access(code_dir, AccessFlags::R_OK | AccessFlags::X_OK).is_ok(),
+            access(host_bootstrap, AccessFlags::X_OK).is_ok(),
+        ),
+    };
+    if !dir_ok {
+        let needs = if rootless {
+            "read and search permission"
+        } else {
+            "others' read and search permission"
+        };
+        return Err(denied(code_dir, needs));
     }
-    let file = mode(host_bootstrap);
-    if file & 0o001 == 0 {
-        return Err(denied(host_bootstrap, file, "others' execute permission"));
+    if !file_ok {
+        let needs = if rootless {
+            "execute permission"
+        } else {
+            "others' execute permission"
+        };
+        return Err(denied(host_bootstrap, needs));
     }
     Ok(())
 }

@@ -11,15 +11,7 @@ use tokio::sync::oneshot;
 use super::shell::HostTraces;
 use crate::sandbox::{Control, Stop};
 
-/// PID 1 of a sandbox, seen from the host: the helper's only child.
-pub(super) fn pid1_of(helper: i32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{helper}/task/{helper}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
+use super::helper::pid1_of;
 
 /// A handle on the sandbox's PID 1 (a pidfd), found once the helper has started it: polled
 /// for a few milliseconds at most, since the helper forks PID 1 first thing.

@@ -171,6 +171,16 @@ pub(super) fn spawn_helper(
     Ok((child, pid, ours, reader))
 }
 
+/// PID 1 of a sandbox, seen from the host: the helper's only child.
+pub(super) fn pid1_of(helper: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{helper}/task/{helper}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A host-side step of starting a sandbox failed.
 pub(super) fn host_failure(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::Sandbox(format!("{what}: {e}"))

@@ -41,7 +41,7 @@ struct Shared {
     killed: AtomicBool,
     stopped: AtomicBool,
     /// The sandbox's `/proc`, once PID 1 has pivoted into its root.
-    proc: std::sync::Mutex<Option<OwnedFd>>,
+    proc: std::sync::OnceLock<OwnedFd>,
 }
 
 impl Watchdog {
@@ -87,14 +87,18 @@ impl Watchdog {
     /// The highest memory use seen so far, bytes; looked at once more now, with each process's
     /// own high-water mark.
     pub(super) fn max_memory_bytes(&self) -> Option<u64> {
-        let _ = self.shared.sample(self.helper);
-        if let Some(proc) = self.shared.proc_fd() {
-            let hwm = sandbox_pids(&proc)
-                .into_iter()
-                .filter_map(|pid| high_water_mark(&proc, &pid))
-                .max()
-                .unwrap_or(0);
-            self.shared.peak_bytes.fetch_max(hwm, Ordering::AcqRel);
+        if let Some(proc) = self.shared.proc(self.helper) {
+            // One read of each process's status: its resident memory now and its peak.
+            let (mut now, mut hwm) = (0, 0);
+            for pid in sandbox_pids(proc) {
+                if let Some(status) = read_at(proc, &format!("{pid}/status")) {
+                    now += status_kb(&status, "VmRSS:") * 1024;
+                    hwm = hwm.max(status_kb(&status, "VmHWM:") * 1024);
+                }
+            }
+            self.shared
+                .peak_bytes
+                .fetch_max(now.max(hwm), Ordering::AcqRel);
         }
         Some(self.shared.peak_bytes.load(Ordering::Acquire))
     }
@@ -115,27 +119,23 @@ impl Shared {
     /// The sandbox's resident memory now (and the peak updated), or `None` before its root
     /// exists.
     fn sample(&self, helper: i32) -> Option<u64> {
-        let proc = match self.proc_fd() {
-            Some(proc) => proc,
-            None => {
-                let opened = open_sandbox_proc(helper)?;
-                let mut slot = self.proc.lock().unwrap_or_else(|p| p.into_inner());
-                slot.insert(opened).try_clone().ok()?
-            }
-        };
-        let page = page_size();
-        let used = sandbox_pids(&proc)
+        let proc = self.proc(helper)?;
+        let used = sandbox_pids(proc)
             .iter()
-            .filter_map(|pid| resident_pages(&proc, pid))
+            .filter_map(|pid| resident_pages(proc, pid))
             .sum::<u64>()
-            * page;
+            * page_size();
         self.peak_bytes.fetch_max(used, Ordering::AcqRel);
         Some(used)
     }
 
-    fn proc_fd(&self) -> Option<OwnedFd> {
-        let slot = self.proc.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref().and_then(|fd| fd.try_clone().ok())
+    /// The sandbox's `/proc`, opened once it exists.
+    fn proc(&self, helper: i32) -> Option<&OwnedFd> {
+        if let Some(proc) = self.proc.get() {
+            return Some(proc);
+        }
+        let opened = open_sandbox_proc(helper)?;
+        Some(self.proc.get_or_init(|| opened))
     }
 }
 
@@ -155,7 +155,7 @@ fn page_size() -> u64 {
 /// is the host's, whose `/proc` lists every process of the machine).
 fn open_sandbox_proc(helper: i32) -> Option<OwnedFd> {
     use std::os::unix::fs::MetadataExt;
-    let pid1 = super::control::pid1_of(helper)?;
+    let pid1 = super::helper::pid1_of(helper)?;
     let root = format!("/proc/{pid1}/root");
     let host_root = std::fs::metadata("/").ok()?.dev();
     if std::fs::metadata(&root).ok()?.dev() == host_root {
@@ -198,16 +198,11 @@ fn resident_pages(proc: &OwnedFd, pid: &str) -> Option<u64> {
         .ok()
 }
 
-/// A process's peak resident memory (`VmHWM`), bytes.
-fn high_water_mark(proc: &OwnedFd, pid: &str) -> Option<u64> {
-    let status = read_at(proc, &format!("{pid}/status"))?;
-    let kb: u64 = status
+/// A `kB` field of a process's `status` (`VmRSS:`, `VmHWM:`); 0 when absent.
+fn status_kb(status: &str, field: &str) -> u64 {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
