@@ -166,6 +166,17 @@ fn a_delegated_group_holds_the_environments_and_lamina_keeps_to_it() {
             "{doctor}"
         );
         assert!(!doctor.contains("delegated ("), "{doctor}");
+        // A root lamina on v1 has made moves into cgroups cheap for this boot: its own named
+        // hierarchy, mounted with favordynmods, is listed for every process.
+        assert!(
+            doctor.contains("moves into cgroups favored (favordynmods"),
+            "{doctor}"
+        );
+        let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        assert!(
+            mine.lines().any(|l| l.contains(":name=lamina-dynmods:")),
+            "{mine}"
+        );
         return;
     }
     // Root, in a group systemd marked delegated.

@@ -66,6 +66,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
                             "{version} delegated ({}): memory, pids, cpu enforced",
                             group.display()
                         ),
+                        None if place.version == Version::V1 => format!(
+                            "{version}: memory, pids, cpu enforced; {}",
+                            match cgroup::favors_dynamic_moves() {
+                                true =>
+                                    "moves into cgroups favored (favordynmods, set by lamina \
+                                         once per boot)",
+                                false =>
+                                    "each move into a cgroup waits for an RCU grace \
+                                          period (this kernel refused favordynmods; Linux ≥ 6.0 \
+                                          has it)",
+                            }
+                        ),
                         None => format!("{version}: memory, pids, cpu enforced"),
                     }
                 }

@@ -154,11 +154,66 @@ pub fn prepare(place: &Place) -> io::Result<()> {
             .and_then(|()| writable(&dir))
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     }
-    if place.version == Version::V2 {
-        hand_down(Path::new(ROOT), &V2_CONTROLLERS)?;
-        hand_down(&place.v2_base, &V2_CONTROLLERS)?;
+    match place.version {
+        Version::V2 => {
+            hand_down(Path::new(ROOT), &V2_CONTROLLERS)?;
+            hand_down(&place.v2_base, &V2_CONTROLLERS)?;
+        }
+        Version::V1 => {
+            if let Err(e) = favor_dynamic_moves() {
+                tracing::debug!("cgroup v1 moves stay slow: {e}");
+            }
+        }
     }
     Ok(())
+}
+
+/// The name of the v1 hierarchy whose mount option turns on [`favor_dynamic_moves`].
+const DYNMODS_HIERARCHY: &str = "name=lamina-dynmods";
+
+/// On cgroup v1 every move of a process into a cgroup (each sandbox's PID 1 joins its
+/// environment's groups) waits for an RCU grace period, 5–16 ms on our machines, because the
+/// kernel's threadgroup lock favors forks over moves. The `favordynmods` mount option (Linux
+/// ≥ 6.0, v1 and v2) turns that around, for every hierarchy: moves take ~1 ms, forks and exits
+/// take a slightly slower path. A root lamina on v1 sets it once per boot by mounting a named,
+/// controller-less hierarchy of its own with the option and unmounting it again; the child
+/// group it leaves keeps that hierarchy (and with it the mode, on kernels where the mode does
+/// not outlive the mount) alive without a mount point, and tells the next lamina it is done.
+/// docs/design/001 has the measurements and the trade-off.
+pub fn favor_dynamic_moves() -> io::Result<()> {
+    if favors_dynamic_moves() {
+        return Ok(());
+    }
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let dir = tempfile::Builder::new()
+        .prefix("lamina-dynmods-")
+        .tempdir()?;
+    let options = format!("none,{DYNMODS_HIERARCHY},favordynmods");
+    mount(
+        Some("cgroup"),
+        dir.path(),
+        Some("cgroup"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(options.as_str()),
+    )
+    .map_err(|e| {
+        io::Error::other(format!(
+            "mounting a cgroup v1 hierarchy with {options}: {e}"
+        ))
+    })?;
+    let held = fs::create_dir(dir.path().join("held"));
+    let unmounted = umount2(dir.path(), MntFlags::MNT_DETACH);
+    held?;
+    unmounted.map_err(io::Error::from)
+}
+
+/// Whether lamina's `favordynmods` hierarchy exists this boot (every process lists every v1
+/// hierarchy in `/proc/self/cgroup`, mounted or not).
+pub fn favors_dynamic_moves() -> bool {
+    fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').nth(1) == Some(DYNMODS_HIERARCHY))
 }
 
 /// In a delegated group: lamina moves itself into a leaf of its own, then hands the
