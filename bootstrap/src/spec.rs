@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The spec's format version; the bootstrap refuses any other.
-pub const SPEC_VERSION: u32 = 3;
+pub const SPEC_VERSION: u32 = 4;
 
 /// The function-independent half of a sandbox: enough to build everything but the function's
 /// own mounts, so that a sandbox can be prepared before anyone asks for it (the cgroup moves
@@ -61,6 +61,14 @@ pub struct FunctionSpec {
     pub env: Vec<(String, String)>,
     /// The function's bootstrap, as a path inside the jail.
     pub bootstrap: String,
+    /// Arguments after the bootstrap's own name: a managed runtime's interpreter is the
+    /// bootstrap, and these name its runtime client and the handler.
+    pub args: Vec<String>,
+    /// A managed runtime's client (lamina's cache), mounted read-only at `/var/runtime`.
+    pub runtime_dir: Option<PathBuf>,
+    /// A managed runtime's interpreter installation, mounted read-only at `/var/lang`, when it
+    /// lives outside the host's `/usr` (which the jail shows anyway).
+    pub lang_dir: Option<PathBuf>,
 }
 
 /// How `/opt` is made.

@@ -201,15 +201,22 @@ impl Cache {
     /// stored under the module's digest like an extracted archive (so the function sees
     /// `/var/task/bootstrap.wasm`, and never the module's neighbours on the host).
     pub fn module_tree(&self, module: &Path) -> Result<CacheEntry, CacheError> {
-        let digest = self.digest(module)?;
-        let tree = self.root.join("trees").join(format!("wasm-{digest}"));
-        self.record_use(&format!("wasm-{digest}"), &module.display().to_string());
+        self.file_tree(module, "wasm", "bootstrap.wasm")
+    }
+
+    /// A lone file as a function's code (`lamina invoke app.py --runtime python3.12`): a tree
+    /// holding just that file as `name`, stored as `trees/<kind>-<digest>`, so the function
+    /// never sees the file's neighbours on the host.
+    pub fn file_tree(&self, file: &Path, kind: &str, name: &str) -> Result<CacheEntry, CacheError> {
+        let digest = self.digest(file)?;
+        let tree = self.root.join("trees").join(format!("{kind}-{digest}"));
+        self.record_use(&format!("{kind}-{digest}"), &file.display().to_string());
         if !tree.is_dir() {
             let work = self.tmp_dir()?;
             let staged = work.path().join("tree");
             fs::create_dir(&staged).map_err(io_err(&staged))?;
-            let copy = staged.join("bootstrap.wasm");
-            fs::copy(module, &copy).map_err(io_err(module))?;
+            let copy = staged.join(name);
+            fs::copy(file, &copy).map_err(io_err(file))?;
             // Read-only, as every extracted file is.
             fs::set_permissions(&copy, fs::Permissions::from_mode(0o444)).map_err(io_err(&copy))?;
             publish(&staged, &tree)?;
@@ -220,6 +227,36 @@ impl Cache {
             tree,
             bytes,
         })
+    }
+
+    /// A tree lamina builds itself, such as a managed runtime's client installed by pip or
+    /// npm: `trees/<name>`, built once by `build` into an empty staging directory and
+    /// published only when `build` succeeds (an interrupted build leaves only `tmp/`, which
+    /// `prune` clears). `origin` is what `lamina cache ls` shows it came from.
+    pub fn built_tree<E: From<CacheError>>(
+        &self,
+        name: &str,
+        origin: &str,
+        build: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<PathBuf, E> {
+        let tree = self.root.join("trees").join(name);
+        self.record_use(name, origin);
+        if !tree.is_dir() {
+            // One builder at a time (a build can take a minute): the others wait here, then
+            // find the tree built.
+            let lock_path = self.memo_path(name, "building");
+            let lock = fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+            lock.lock().map_err(io_err(&lock_path))?;
+            if tree.is_dir() {
+                return Ok(tree);
+            }
+            let work = self.tmp_dir()?;
+            let staged = work.path().join("tree");
+            fs::create_dir(&staged).map_err(io_err(&staged))?;
+            build(&staged)?;
+            publish(&staged, &tree)?;
+        }
+        Ok(tree)
     }
 
     /// Notes that the entry `name` (a tree's directory name, or `opt-<chain>`) was used now,

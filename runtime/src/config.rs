@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use lamina_layers::{Cache, CacheError, Composed, Limits};
 
+use crate::managed::RuntimeName;
+
 /// Lambda's memory range, MB.
 pub const MEMORY_RANGE_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
 /// Lambda's timeout range, seconds.
@@ -59,6 +61,13 @@ pub struct FunctionConfig {
     /// Whether `/tmp` survives across warm invocations (Lambda's behaviour) instead of being
     /// fresh for each (lamina's default, in the jail).
     pub tmp_per_environment: bool,
+    /// Lambda's `Runtime`: `python3.N` and `nodejsN.x` run without a bootstrap
+    /// ([`crate::managed`]); `provided.al2023` (the default) runs the function's own.
+    pub runtime: Option<String>,
+    /// Run a managed runtime with the host's interpreter even when its version differs.
+    pub accept_host_runtime: bool,
+    /// A local package to install the managed runtime's client from, instead of the registry.
+    pub runtime_package: Option<PathBuf>,
 }
 
 /// Called with (archive, bytes written, bytes in all).
@@ -107,6 +116,8 @@ pub struct FunctionSpec {
     pub shutdown_grace: Duration,
     /// How long an environment may stay idle before it is shut down.
     pub idle_timeout: Duration,
+    /// The managed runtime that runs the function, when it names one (no bootstrap then).
+    pub managed: Option<crate::managed::Managed>,
     /// The cached trees this function runs from, held so that `lamina cache prune` leaves
     /// them while it may still start environments (`lamina_layers::Cache::hold`).
     pub cache_holds: Vec<std::sync::Arc<std::fs::File>>,
@@ -150,6 +161,9 @@ pub enum ConfigError {
     /// A package or layer is refused, or the cache failed; every problem is listed.
     #[error(transparent)]
     Package(#[from] CacheError),
+    /// A managed runtime that cannot be had on this host.
+    #[error(transparent)]
+    Runtime(#[from] crate::managed::ManagedError),
     /// A value outside its allowed range or form.
     #[error("{field}: {reason}")]
     Invalid {
@@ -176,6 +190,7 @@ struct Checked {
     concurrency: u32,
     idle_timeout: u32,
     region: String,
+    runtime: RuntimeName,
 }
 
 impl FunctionConfig {
@@ -255,7 +270,12 @@ impl FunctionConfig {
                 ),
             ));
         }
+        let runtime = match &self.runtime {
+            Some(text) => text.parse().map_err(|e: String| invalid("runtime", e))?,
+            None => RuntimeName::Provided,
+        };
         Ok(Checked {
+            runtime,
             memory_mb,
             timeout,
             init_timeout,
@@ -277,7 +297,9 @@ impl FunctionConfig {
         let limits = Limits::default();
         // The cache is touched only when there is an archive or a layer: a plain directory
         // function runs even where the user's cache directory cannot be written.
-        let needs_cache = is_zip(&self.code) || is_wasm(&self.code) || !self.layers.is_empty();
+        let managed = checked.runtime != RuntimeName::Provided;
+        let needs_cache =
+            is_zip(&self.code) || is_wasm(&self.code) || !self.layers.is_empty() || managed;
         let cache = match needs_cache {
             true => Some(
                 crate::run_dir::open_cache(&self.cache_dir.unwrap_or_else(Cache::default_root))
@@ -289,8 +311,15 @@ impl FunctionConfig {
             false => None,
         };
         let progress = self.progress.as_ref();
-        let (code_dir, mut unzipped) =
-            locate(&self.code, "code", cache.as_ref(), &limits, progress)?;
+        let (code_dir, mut unzipped) = match (&cache, managed && is_lone_file(&self.code)) {
+            // `lamina invoke app.py --runtime python3.12`: the file alone is the code.
+            (Some(cache), true) => {
+                let file_name = self.code.file_name().unwrap_or_default().to_string_lossy();
+                let entry = cache.file_tree(&self.code, "file", &file_name)?;
+                (entry.tree, entry.bytes)
+            }
+            _ => locate(&self.code, "code", cache.as_ref(), &limits, progress)?,
+        };
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (tree, bytes) = locate(layer, "layer", cache.as_ref(), &limits, progress)?;
@@ -320,11 +349,21 @@ impl FunctionConfig {
             Some(cache) if !layers.is_empty() => Some(lamina_layers::compose(cache, &layers)?),
             _ => None,
         };
+        let managed = match &cache {
+            Some(cache) => crate::managed::resolve(
+                checked.runtime,
+                cache,
+                self.accept_host_runtime,
+                self.runtime_package.as_deref(),
+            )?,
+            None => None,
+        };
         // Trees from the cache (a directory given as code or layer is used in place).
         let cache_holds = match &cache {
             Some(cache) => std::iter::once(&code_dir)
                 .chain(layers.iter().map(|(_, tree)| tree))
                 .chain(opt.iter().map(|o| &o.merged))
+                .chain(managed.iter().map(|m| &m.runtime_dir))
                 .filter(|tree| tree.starts_with(cache.root()))
                 .filter_map(|tree| cache.hold(tree).map(std::sync::Arc::new))
                 .collect(),
@@ -335,7 +374,10 @@ impl FunctionConfig {
             name,
             code_dir,
             opt,
-            handler: self.handler.unwrap_or_else(|| "bootstrap".to_owned()),
+            handler: self
+                .handler
+                .unwrap_or_else(|| checked.runtime.default_handler().to_owned()),
+            managed,
             memory_mb: checked.memory_mb,
             timeout: Duration::from_secs(u64::from(checked.timeout)),
             init_timeout: Duration::from_secs(u64::from(checked.init_timeout)),
@@ -400,6 +442,11 @@ fn is_wasm(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("wasm"))
         && path.is_file()
+}
+
+/// A file that is neither an archive nor a module: a managed runtime's lone source file.
+fn is_lone_file(path: &Path) -> bool {
+    path.is_file() && !is_zip(path) && !is_wasm(path)
 }
 
 fn is_zip(path: &Path) -> bool {

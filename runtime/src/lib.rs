@@ -19,6 +19,9 @@ pub mod error;
 pub mod invoke;
 /// The function's log stream: its own output and Lambda's START/END/REPORT lines.
 pub mod logs;
+
+/// Managed runtimes (`python3.N`, `nodejsN.x`): the host's interpreter and AWS's runtime client.
+pub mod managed;
 /// Per-function pools of execution environments.
 pub mod pool;
 /// lamina's directories on the host (run, state, cache): trusted, swept and removed safely.

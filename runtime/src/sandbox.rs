@@ -195,6 +195,9 @@ pub fn is_wasm_file(path: &std::path::Path) -> bool {
 /// order is a WebAssembly binary; native otherwise (including when there is none, so that
 /// the error is Lambda's own).
 pub fn bootstrap_kind(spec: &FunctionSpec) -> BootstrapKind {
+    if spec.managed.is_some() {
+        return BootstrapKind::Native;
+    }
     wasm_candidates(spec)
         .find_map(|(host, _)| {
             if is_wasm_file(&host) {

@@ -17,6 +17,7 @@ mod first_hour;
 mod host_dirs;
 mod invoke_errors;
 mod layers;
+mod managed_runtimes;
 mod readme;
 mod rootless;
 mod runtime_api;

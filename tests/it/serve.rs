@@ -886,3 +886,51 @@ fn a_copied_binary_without_a_config_says_there_is_none_and_where_it_looked() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_runtimes_named_in_lamina_toml_are_served_jailed() {
+    let py = tempfile::tempdir().unwrap();
+    std::fs::write(
+        py.path().join("app.py"),
+        "import sys\ndef handler(event, context):\n    \
+         return {'event': event, 'python': '%d.%d' % sys.version_info[:2]}\n",
+    )
+    .unwrap();
+    let js = tempfile::tempdir().unwrap();
+    std::fs::write(
+        js.path().join("index.mjs"),
+        "export const handler = async (event) => ({ event, node: process.versions.node });\n",
+    )
+    .unwrap();
+    let node = Command::new("node")
+        .args(["-p", "process.versions.node.split('.')[0]"])
+        .output()
+        .unwrap();
+    let major = String::from_utf8_lossy(&node.stdout).trim().to_owned();
+    let config = format!(
+        "[functions.py]\ncode = {:?}\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\n\
+         [functions.js]\ncode = {:?}\nruntime = \"nodejs{major}.x\"\n",
+        py.path().display().to_string(),
+        js.path().display().to_string()
+    );
+    // The default backend: the jail.
+    let server = Server::start(&config, &[]);
+    let r = server.invoke("py", &[], r#"{"to":"python"}"#).await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    let got = json_of(&r);
+    assert_eq!(got["event"], json!({"to": "python"}));
+    assert_eq!(got["python"], "3.11");
+    let r = server.invoke("js", &[], r#"{"to":"node"}"#).await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    let got = json_of(&r);
+    assert_eq!(got["event"], json!({"to": "node"}));
+    assert!(
+        got["node"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{major}.")),
+        "{got}"
+    );
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+}

@@ -98,7 +98,8 @@ pub(crate) fn make_private() -> Result<(), BootstrapError> {
 }
 
 /// Builds the function-independent part of the new root at `spec.root`: everything but
-/// `/var/task`, `/opt` and `/tmp`, whose mount points it leaves empty.
+/// `/var/task`, `/opt`, `/tmp` and a managed runtime's `/var/runtime` and `/var/lang`, whose
+/// mount points it leaves empty.
 pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
     make_private()?;
     let root = spec.root.as_path();
@@ -159,7 +160,7 @@ pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
     let group = format!("root:x:0:\nsbx_user1051:x:{}:\n", spec.gid);
     fs::write(etc.join("group"), group).map_err(io_step_err("write", "/etc/group"))?;
 
-    for dir in ["var/task", "var/runtime", "opt", "tmp"] {
+    for dir in ["var/task", "var/runtime", "var/lang", "opt", "tmp"] {
         mkdir(&root.join(dir))?;
     }
     let dev = root.join("dev");
@@ -212,6 +213,12 @@ pub(crate) fn finish_root(root: &Path, spec: &FunctionSpec) -> Result<(), Bootst
     match &spec.opt {
         Some(OptMount::Merged(tree)) => bind_ro(tree, &root.join("opt"))?,
         None => {}
+    }
+    if let Some(runtime) = &spec.runtime_dir {
+        bind_ro(runtime, &root.join("var/runtime"))?;
+    }
+    if let Some(lang) = &spec.lang_dir {
+        bind_ro(lang, &root.join("var/lang"))?;
     }
     mount_tmp(&root.join("tmp"), spec.tmp_bytes)?;
     chdir(root).map_err(step_err("chdir", root.display()))?;

@@ -123,7 +123,9 @@ pub(crate) fn prepare_exec(spec: &FunctionSpec) -> Result<Exec, BootstrapError> 
     )
     .map_err(seccomp_err)?;
     Ok(Exec {
-        argv: vec![path.clone()],
+        argv: std::iter::once(Ok(path.clone()))
+            .chain(spec.args.iter().map(|a| cstring("bootstrap argument", a)))
+            .collect::<Result<_, _>>()?,
         path,
         env,
         deny: deny.try_into().map_err(seccomp_err)?,

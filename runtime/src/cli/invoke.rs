@@ -23,8 +23,9 @@ use crate::sandbox::{BootstrapKind, Sandbox, bootstrap_kind};
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
     /// The function: a directory or .zip holding an executable `bootstrap` or a
-    /// `bootstrap.wasm` (or whose layers do), a lone `.wasm` module, or the name of a function
-    /// in lamina.toml (flags given here override its settings).
+    /// `bootstrap.wasm` (or whose layers do), a lone `.wasm` module, with `--runtime python3.N`
+    /// or `nodejsN.x` a directory, .zip or lone source file of handler code, or the name of a
+    /// function in lamina.toml (flags given here override its settings).
     pub function: PathBuf,
     /// The configuration a function name is looked up in [default: ./lamina.toml]
     #[arg(long, value_name = "FILE")]
@@ -51,9 +52,24 @@ pub struct InvokeArgs {
     /// An environment variable for the function, `KEY=VALUE`; repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// The handler setting, passed to the runtime as `_HANDLER` [default: bootstrap]
+    /// The handler setting, passed to the runtime as `_HANDLER`: `app.handler` for a managed
+    /// runtime [default: bootstrap; lambda_function.lambda_handler for python3.N;
+    /// index.handler for nodejsN.x]
     #[arg(long)]
     pub handler: Option<String>,
+    /// Lambda's runtime: `python3.N` or `nodejsN.x` run the function without a bootstrap, with
+    /// this host's interpreter and AWS's runtime client (installed once into the cache);
+    /// `provided.al2023` runs its own bootstrap [default: provided.al2023]
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
+    /// Run a managed runtime with the host's interpreter even when its version is not the one
+    /// asked for (a warning says so).
+    #[arg(long)]
+    pub accept_host_runtime: bool,
+    /// Install the managed runtime's client from this local package instead of the registry:
+    /// a wheel or a directory of wheels (Python), a tarball (Node.js).
+    #[arg(long, value_name = "PATH")]
+    pub runtime_package: Option<PathBuf>,
     /// The function's name (default: from the code path).
     #[arg(long)]
     pub name: Option<String>,
@@ -155,6 +171,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal().then(terminal_progress),
         ephemeral_storage_mb: args.ephemeral_storage.or(base.ephemeral_storage_mb),
         tmp_per_environment: args.tmp == TmpMode::PerEnvironment,
+        runtime: args.runtime.or(base.runtime),
+        accept_host_runtime: args.accept_host_runtime || base.accept_host_runtime,
+        runtime_package: args.runtime_package.or(base.runtime_package),
     };
     // Every flag is checked before anything is started: a usage error is one line, with no
     // sandbox half-built behind it.

@@ -168,6 +168,9 @@ const FUNCTION_KEYS: &[&str] = &[
     "idle_timeout",
     "region",
     "max_retry_attempts",
+    "runtime",
+    "accept_host_runtime",
+    "runtime_package",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "function", "payload"];
 const SERVE_KEYS: &[&str] = &["listen", "state_dir", "retry_delay", "network"];
@@ -396,6 +399,18 @@ impl Checker {
         let mut opt_string = |k: &str| t.get(k).and_then(|v| self.string(&key(k), v));
         let handler = opt_string("handler");
         let region = opt_string("region");
+        let runtime = opt_string("runtime");
+        let runtime_package = t
+            .get("runtime_package")
+            .and_then(|v| self.path(&key("runtime_package"), v));
+        let accept_host_runtime = match t.get("accept_host_runtime") {
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.wrong(&key("accept_host_runtime"), "true or false", other);
+                false
+            }
+            None => false,
+        };
         let mut opt_number = |k: &str| t.get(k).and_then(|v| self.number(&key(k), v));
         let memory_mb = opt_number("memory");
         let timeout_secs = opt_number("timeout");
@@ -426,6 +441,9 @@ impl Checker {
             idle_timeout_secs,
             layers,
             ephemeral_storage_mb,
+            runtime,
+            accept_host_runtime,
+            runtime_package,
             ..Default::default()
         };
         // Ranges, names and the environment are checked where every function is checked; a

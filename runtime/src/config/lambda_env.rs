@@ -81,6 +81,8 @@ pub struct Paths {
     pub task_root: String,
     /// `LAMBDA_RUNTIME_DIR`.
     pub runtime_dir: String,
+    /// A managed runtime's paths as the function sees them (with `spec.managed`).
+    pub managed: Option<crate::managed::Seen>,
 }
 
 /// The complete environment of one execution environment, in the order it is applied:
@@ -95,9 +97,16 @@ pub fn environment(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    for (key, value) in &spec.environment {
+    let runtime_vars = match (&spec.managed, &paths.managed) {
+        (Some(managed), Some(seen)) => managed.environment(seen),
+        _ => Vec::new(),
+    };
+    for (key, value) in runtime_vars.iter().chain(&spec.environment) {
         vars.retain(|(k, _)| k != key);
         vars.push((key.clone(), value.clone()));
+    }
+    if let Some(managed) = &spec.managed {
+        vars.push(("AWS_EXECUTION_ENV".to_owned(), managed.execution_env()));
     }
     let reserved = [
         ("_HANDLER", spec.handler.clone()),

@@ -337,21 +337,37 @@ impl Sandbox for JailSandbox {
 
     fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
         let spec = start.spec;
-        let host_bootstrap = find_bootstrap(spec)?;
-        let bootstrap = if host_bootstrap.starts_with(&spec.code_dir) {
-            "/var/task/bootstrap"
-        } else {
-            "/opt/bootstrap"
+        // A managed runtime's bootstrap is its interpreter, with the client and handler as
+        // arguments; otherwise the function's (or a layer's) own.
+        let seen = spec.managed.as_ref().map(|m| m.seen_in_jail());
+        let (host_bootstrap, bootstrap) = match (&spec.managed, &seen) {
+            (Some(managed), Some(seen)) => (
+                managed.interpreter.executable.clone(),
+                seen.interpreter.clone(),
+            ),
+            _ => {
+                let host = find_bootstrap(spec)?;
+                let inside = match host.starts_with(&spec.code_dir) {
+                    true => "/var/task/bootstrap",
+                    false => "/opt/bootstrap",
+                };
+                (host, inside.to_owned())
+            }
         };
         sandbox_user_may_run(
             &spec.code_dir,
             &host_bootstrap,
-            bootstrap,
+            &bootstrap,
             self.rootless.is_some(),
         )?;
+        let args = match (&spec.managed, &seen) {
+            (Some(managed), Some(seen)) => managed.args(seen, &spec.handler),
+            _ => Vec::new(),
+        };
         let paths = Paths {
             task_root: "/var/task".into(),
             runtime_dir: "/var/runtime".into(),
+            managed: seen,
         };
         let env = lambda_env::environment(
             spec,
@@ -367,7 +383,14 @@ impl Sandbox for JailSandbox {
                 .map(|o| OptMount::Merged(o.merged.clone())),
             tmp_bytes: u64::from(spec.ephemeral_storage_mb) * 1024 * 1024,
             env,
-            bootstrap: bootstrap.into(),
+            bootstrap,
+            args,
+            runtime_dir: spec.managed.as_ref().map(|m| m.runtime_dir.clone()),
+            lang_dir: spec
+                .managed
+                .as_ref()
+                .and_then(|m| m.lang_mount())
+                .map(Path::to_owned),
         };
         let function_json =
             serde_json::to_vec(&function).map_err(|e| host_failure("encoding the jail spec", e))?;

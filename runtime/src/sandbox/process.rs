@@ -23,11 +23,25 @@ impl Sandbox for ProcessSandbox {
 
     fn start(&self, start: StartSpec<'_>) -> Result<Started, Failure> {
         let spec = start.spec;
-        let bootstrap = find_bootstrap(spec)?;
         // Without a jail there is no /var/task: the variables point at the real directories.
+        let seen = spec
+            .managed
+            .as_ref()
+            .map(|m| m.seen_on_host(&spec.code_dir));
+        let (bootstrap, args) = match (&spec.managed, &seen) {
+            (Some(managed), Some(seen)) => (
+                managed.interpreter.executable.clone(),
+                managed.args(seen, &spec.handler),
+            ),
+            _ => (find_bootstrap(spec)?, Vec::new()),
+        };
         let paths = Paths {
             task_root: spec.code_dir.display().to_string(),
-            runtime_dir: spec.code_dir.display().to_string(),
+            runtime_dir: match &seen {
+                Some(seen) => seen.runtime_dir.clone(),
+                None => spec.code_dir.display().to_string(),
+            },
+            managed: seen,
         };
         let env = lambda_env::environment(
             spec,
@@ -39,6 +53,7 @@ impl Sandbox for ProcessSandbox {
         let mut command =
             super::base_command(std::process::Command::new(&bootstrap), writer, writer2);
         command
+            .args(args)
             .envs(env)
             .current_dir(&spec.code_dir)
             .stdin(Stdio::null());

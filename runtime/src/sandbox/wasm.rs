@@ -168,6 +168,7 @@ impl Sandbox for WasmSandbox {
         let paths = Paths {
             task_root: "/var/task".into(),
             runtime_dir: "/var/runtime".into(),
+            managed: None,
         };
         let mut env = lambda_env::environment(spec, "", start.log_stream, &paths);
         // A WASM runtime is handed its events; it has no Runtime API to call.
