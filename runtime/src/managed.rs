@@ -295,7 +295,7 @@ pub fn resolve(
     if name == RuntimeName::Provided {
         return Ok(None);
     }
-    let interpreter = interpreter::find(name, accept_host)?;
+    let interpreter = interpreter::find(name, accept_host, Some(&cache.root().join("index")))?;
     let runtime_dir = install::ensure(cache, name, &interpreter, package)?;
     Ok(Some(Managed {
         name,

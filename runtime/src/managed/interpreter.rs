@@ -113,9 +113,76 @@ fn probe(command: &str, name: RuntimeName) -> Option<Interpreter> {
     })
 }
 
+/// Where the interpreter that answered for `name` under this `PATH` is remembered: asking
+/// costs a process start, and through a version manager's shim (pyenv's are shell scripts)
+/// ~70 ms, more than the rest of a cold `lamina invoke`.
+fn memo_path(memos: &Path, name: RuntimeName) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::env::var_os("PATH").hash(&mut hasher);
+    memos.join(format!("interpreter-{name}-{:016x}", hasher.finish()))
+}
+
+/// The executable's identity as the memo checks it: a rebuilt or replaced interpreter at the
+/// same path is asked again.
+fn stamp(executable: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(executable).ok()?;
+    Some(format!(
+        "{} {} {}",
+        meta.ino(),
+        meta.size(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+    ))
+}
+
+fn remembered(memo: &Path, name: RuntimeName) -> Option<Interpreter> {
+    let text = std::fs::read_to_string(memo).ok()?;
+    let mut lines = text.lines();
+    let interpreter = Interpreter {
+        executable: PathBuf::from(lines.next()?),
+        prefix: PathBuf::from(lines.next()?),
+        version: lines.next()?.to_owned(),
+    };
+    (stamp(&interpreter.executable)? == lines.next()? && interpreter.matches(name))
+        .then_some(interpreter)
+}
+
+fn remember(memo: &Path, interpreter: &Interpreter) {
+    let Some(stamp) = stamp(&interpreter.executable) else {
+        return;
+    };
+    let text = format!(
+        "{}\n{}\n{}\n{stamp}\n",
+        interpreter.executable.display(),
+        interpreter.prefix.display(),
+        interpreter.version
+    );
+    let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
+    // Best effort: without the memo the next start asks again.
+    let _ = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, memo));
+}
+
 /// The interpreter for `name`: the first found of its version; with `accept_host`, else the
-/// first found at all (with a warning).
-pub fn find(name: RuntimeName, accept_host: bool) -> Result<Interpreter, ManagedError> {
+/// first found at all (with a warning). An answer of the right version is remembered in
+/// `memos` (the cache's index) for the same `PATH`.
+pub fn find(
+    name: RuntimeName,
+    accept_host: bool,
+    memos: Option<&Path>,
+) -> Result<Interpreter, ManagedError> {
+    let memo = memos.map(|dir| memo_path(dir, name));
+    if let Some(found) = memo.as_deref().and_then(|m| remembered(m, name)) {
+        return Ok(found);
+    }
+    let found = find_asking(name, accept_host)?;
+    if let Some(memo) = memo.filter(|_| found.matches(name)) {
+        remember(&memo, &found);
+    }
+    Ok(found)
+}
+
+fn find_asking(name: RuntimeName, accept_host: bool) -> Result<Interpreter, ManagedError> {
     let commands = commands(name);
     let mut found: Vec<Interpreter> = Vec::new();
     for command in &commands {
@@ -185,7 +252,7 @@ mod tests {
         assert!(found.prefix.is_dir(), "{found:?}");
         assert_eq!(found.major(), 3, "{found:?}");
         let wrong = RuntimeName::Python { minor: 99 };
-        let err = find(wrong, false).unwrap_err().to_string();
+        let err = find(wrong, false, None).unwrap_err().to_string();
         assert!(
             err.contains("python3.99")
                 && err.contains("Python 3.99")
@@ -193,7 +260,31 @@ mod tests {
                 && err.contains("--accept-host-runtime"),
             "{err}"
         );
-        let accepted = find(wrong, true).unwrap();
+        let accepted = find(wrong, true, None).unwrap();
         assert_eq!(accepted.major(), 3);
+    }
+
+    #[test]
+    fn an_answer_is_remembered_and_checked_against_the_executable() {
+        let memos = tempfile::tempdir().unwrap();
+        let host = probe("python3", RuntimeName::Python { minor: 0 }).unwrap();
+        let name = RuntimeName::Python {
+            minor: host.minor(),
+        };
+        let found = find(name, false, Some(memos.path())).unwrap();
+        assert!(found.matches(name));
+        let memo = memo_path(memos.path(), name);
+        assert_eq!(remembered(&memo, name).as_ref(), Some(&found));
+        // A memo naming an executable that changed is not believed.
+        let text = std::fs::read_to_string(&memo).unwrap();
+        let stale = text.replace(&stamp(&found.executable).unwrap(), "1 2 3");
+        std::fs::write(&memo, stale).unwrap();
+        assert_eq!(remembered(&memo, name), None);
+        // Nor one for another version.
+        std::fs::write(&memo, text).unwrap();
+        let other = RuntimeName::Python {
+            minor: host.minor() + 1,
+        };
+        assert_eq!(remembered(&memo, other), None);
     }
 }
