@@ -123,8 +123,9 @@ fn bundled_examples() -> Option<std::path::PathBuf> {
     (run_by_cargo && examples.is_file()).then_some(examples)
 }
 
-/// The configuration `--config` names, else `./lamina.toml`, else (under `cargo run`) the
-/// bundled examples.
+/// The configuration `--config` (or `--template`) names, else `./lamina.toml`, else a SAM
+/// template in the current directory (`template.yaml`, `template.yml`, `template.json`), else
+/// (under `cargo run`) the bundled examples.
 pub fn find_config(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
     use crate::config::file::FILE_NAME;
     if let Some(path) = given {
@@ -134,12 +135,70 @@ pub fn find_config(given: Option<&std::path::Path>) -> anyhow::Result<std::path:
     if here.is_file() {
         return Ok(here.to_owned());
     }
+    if let Some(template) = crate::config::template::FILE_NAMES
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_file())
+    {
+        return Ok(template.to_owned());
+    }
     if let Some(examples) = bundled_examples() {
         return Ok(examples);
     }
     let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
     anyhow::bail!(
-        "no configuration: no --config was given and there is no {FILE_NAME} in {cwd} (the \
-         bundled examples are served only by `cargo run` in lamina's source tree)"
+        "no configuration: no --config or --template was given and there is no {FILE_NAME} or \
+         template.yaml in {cwd} (the bundled examples are served only by `cargo run` in \
+         lamina's source tree)"
     )
+}
+
+/// How a template is read: the flags `lamina serve` and `lamina invoke` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TemplateArgs {
+    /// A SAM template to run instead of lamina.toml [default: ./template.yaml when there is no
+    /// lamina.toml]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub template: Option<std::path::PathBuf>,
+    /// The template's parameters: `Key=Value` (or SAM's `ParameterKey=K,ParameterValue=V`),
+    /// one or more.
+    #[arg(long, value_name = "KEY=VALUE", num_args = 1..)]
+    pub parameter_overrides: Vec<String>,
+    /// A local directory or .zip standing for a layer ARN the template names; repeatable.
+    #[arg(long = "layer-arn", value_name = "ARN=PATH")]
+    pub layer_arns: Vec<String>,
+}
+
+/// A configuration read: `lamina.toml`, or a SAM template (whose notes, one per resource or
+/// property lamina does not use, are printed here, once).
+pub fn load_config(
+    path: &std::path::Path,
+    template: &TemplateArgs,
+    region: Option<&str>,
+) -> anyhow::Result<crate::config::file::Manifest> {
+    use crate::config::template;
+    if !template::is_template(path) {
+        return Ok(crate::config::file::Manifest::load(path)?);
+    }
+    let mut layer_arns = Vec::new();
+    for pair in &template.layer_arns {
+        match pair.rsplit_once('=') {
+            Some((arn, p)) if !arn.is_empty() && !p.is_empty() => {
+                layer_arns.push((arn.to_owned(), std::path::PathBuf::from(p)));
+            }
+            _ => anyhow::bail!("--layer-arn {pair:?}: expected ARN=PATH"),
+        }
+    }
+    let loaded = template::load(
+        path,
+        &template::Options {
+            parameter_overrides: template.parameter_overrides.clone(),
+            layer_arns,
+            region: region.map(str::to_owned),
+        },
+    )?;
+    for note in &loaded.notes {
+        eprintln!("lamina: note: {note}");
+    }
+    Ok(loaded.manifest)
 }

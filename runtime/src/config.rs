@@ -9,6 +9,7 @@
 
 pub mod file;
 pub mod lambda_env;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -99,6 +99,9 @@ pub struct InvokeArgs {
     /// services included [default: outbound]
     #[arg(long, value_enum)]
     pub network: Option<NetworkKind>,
+    /// A SAM template (FUNCTION is then a logical id), its parameters and layer mappings.
+    #[command(flatten)]
+    pub template: super::TemplateArgs,
 }
 
 /// How long `/tmp` lives.
@@ -235,15 +238,26 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
 fn configured(args: &InvokeArgs) -> anyhow::Result<Option<FunctionConfig>> {
     let given = &args.function;
     let is_name = given.components().count() == 1 && given.extension().is_none();
-    if given.exists() || !is_name {
+    // Named with --template, it is a logical id even where a file of that name exists.
+    if args.template.template.is_none() && (given.exists() || !is_name) {
         return Ok(None);
     }
     let name = given.to_string_lossy();
-    let path = super::find_config(args.config.as_deref())
+    let path = super::find_config(args.template.template.as_deref().or(args.config.as_deref()))
         .with_context(|| format!("{name}: no such file or directory"))?;
-    let mut manifest = crate::config::file::Manifest::load(&path)?;
-    match manifest.functions.remove(name.as_ref()) {
+    let mut manifest = super::load_config(&path, &args.template, args.region.as_deref())?;
+    // A template's functions go by logical id; its FunctionName finds them too.
+    let key = manifest
+        .functions
+        .iter()
+        .find(|(key, entry)| *key == &name || entry.config.name.as_deref() == Some(&name))
+        .map(|(key, _)| key.clone());
+    match key.and_then(|k| manifest.functions.remove(&k)) {
         Some(entry) => Ok(Some(entry.config)),
+        None if crate::config::template::is_template(&path) => bail!(
+            "{name}: no such file or directory, and {} has no AWS::Serverless::Function {name}",
+            path.display()
+        ),
         None => bail!(
             "{name}: no such file or directory, and {} has no [functions.{name}]",
             path.display()

@@ -13,8 +13,8 @@ use clap::Args;
 
 use super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
 use crate::config::FunctionConfig;
+use crate::config::file::ListenAddr;
 use crate::config::file::NetworkMode;
-use crate::config::file::{ListenAddr, Manifest};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::jail::Helper;
@@ -28,7 +28,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 /// Arguments of `lamina serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The configuration [default: ./lamina.toml]
+    /// The configuration [default: ./lamina.toml, else ./template.yaml]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where to listen, HOST:PORT (an address or a name such as localhost; port 0 picks a
@@ -50,14 +50,22 @@ pub struct ServeArgs {
     /// `host` [default: `network` in lamina.toml's [serve], else outbound]
     #[arg(long, value_enum)]
     pub network: Option<NetworkKind>,
+    /// A SAM template, its parameters and layer mappings.
+    #[command(flatten)]
+    pub template: super::TemplateArgs,
 }
 
 /// Runs `lamina serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let path = super::find_config(args.config.as_deref())?;
-    let mut manifest = Manifest::load(&path)?;
+    let given = args.template.template.as_deref().or(args.config.as_deref());
+    let path = super::find_config(given)?;
+    let mut manifest = super::load_config(&path, &args.template, None)?;
+    let is_template = crate::config::template::is_template(&path);
     if manifest.functions.is_empty() {
-        bail!("{}: no [functions] to serve", path.display());
+        match is_template {
+            true => bail!("{}: no AWS::Serverless::Function to serve", path.display()),
+            false => bail!("{}: no [functions] to serve", path.display()),
+        }
     }
     let cache_root = args
         .cache_dir
@@ -96,6 +104,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for (name, max_retry_attempts, spec) in resolved {
         match spec {
             Ok(spec) => specs.push((Arc::new(spec), max_retry_attempts)),
+            Err(e) if is_template => problems.push(format!("{file}: Resources.{name}: {e}")),
             Err(e) => problems.push(format!("{file}: functions.{name}: {e}")),
         }
     }
