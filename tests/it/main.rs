@@ -24,4 +24,5 @@ mod runtime_api;
 mod sandbox_native;
 mod sdk_examples;
 mod serve;
+mod templates;
 mod wasm;

@@ -934,3 +934,52 @@ async fn managed_runtimes_named_in_lamina_toml_are_served_jailed() {
     let (clean, logs) = server.stop();
     assert!(clean, "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sam_project_is_served_from_its_template_as_it_is() {
+    // template.yaml in the directory lamina serve starts in; no lamina.toml.
+    let project = crate::templates::project();
+    let server = Server::start_in(project, &[]);
+    let logs = server.logs();
+    assert!(
+        logs.contains(
+            "template.yaml: Resources.Table: AWS::Serverless::SimpleTable: not created by lamina"
+        ),
+        "{logs}"
+    );
+    // An Api event: payload format 1.0, with its path parameter.
+    let r = server.get("/hello/world").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    let body = json_of(&r);
+    assert_eq!(body["method"], "GET");
+    assert_eq!(body["name"], "world");
+    assert_eq!(
+        body["version"],
+        Value::Null,
+        "1.0 events have no version field"
+    );
+    assert_eq!(body["env"]["STAGE"], "dev");
+    // An HttpApi event: format 2.0.
+    let r = server
+        .request(
+            http::Request::post("/v2/hello")
+                .header("host", server.addr.to_string())
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(&r)["version"], "2.0");
+    // An HttpApi event without Path or Method: the catch-all, to the Node.js function.
+    let r = server.get("/anything/else").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    assert_eq!(
+        json_of(&r),
+        json!({"node": true, "function": "lamina-node-dev", "route": "$default"})
+    );
+    // The Invoke API, by the function's name.
+    let r = server.invoke("HelloFunction", &[], "{}").await;
+    assert_eq!(r.status(), 200);
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
+}

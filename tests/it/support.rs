@@ -339,3 +339,71 @@ fn make_test_host() -> std::net::SocketAddr {
     go_tx.send(()).unwrap();
     addr_rx.recv().unwrap()
 }
+
+/// AWS's own SAM translator (`aws-sam-translator` on PyPI, pinned, with PyYAML for its
+/// template reader), installed once per target directory: the checker that every template
+/// lamina's tests run is one SAM itself accepts.
+pub fn sam_translator() -> (PathBuf, PathBuf) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let (python, _) = python_ric();
+    let site = target_dir()
+        .join("test-deps")
+        .join("python-aws-sam-translator-1.115.0");
+    if !site.join("samtranslator").exists() {
+        let staging = tempfile::tempdir_in(target_dir()).expect("staging dir");
+        crate::shared::pip_install(
+            &python,
+            staging.path(),
+            &["aws-sam-translator==1.115.0", "PyYAML==6.0.3"],
+        );
+        std::fs::create_dir_all(site.parent().unwrap()).unwrap();
+        let _ = std::fs::rename(staging.keep(), &site);
+    }
+    (python, site)
+}
+
+/// What AWS's SAM translator says of the template at `path` with `parameters` (a JSON
+/// object): `Ok(())` when it accepts it, else its reasons. Local `CodeUri` and `ContentUri`
+/// paths stand for the S3 objects a deploy would upload, as `sam validate` treats them.
+pub fn sam_translates(path: &Path, parameters: &str) -> Result<(), String> {
+    const CHECK: &str = r#"
+import json, sys
+from samtranslator.yaml_helper import yaml_parse
+from samtranslator.translator.transform import transform
+from samtranslator.model.exceptions import InvalidDocumentException
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+template = yaml_parse(open(sys.argv[1]).read())
+for resource in (template.get("Resources") or {}).values():
+    props = resource.get("Properties") or {}
+    for key in ("CodeUri", "ContentUri"):
+        if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
+            props[key] = "s3://bucket/key"
+try:
+    transform(template, json.loads(sys.argv[2]), NoManagedPolicies())
+except InvalidDocumentException as e:
+    print("; ".join(str(c) for c in e.causes))
+    sys.exit(1)
+"#;
+    let (python, site) = sam_translator();
+    let out = std::process::Command::new(python)
+        .args(["-c", CHECK])
+        .arg(path)
+        .arg(parameters)
+        .env("PYTHONPATH", site)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("run the SAM translator");
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(String::from_utf8_lossy(&out.stdout).into_owned()),
+        _ => panic!(
+            "the SAM translator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}

@@ -867,24 +867,26 @@ impl Reader {
                 .get("Type")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let properties = match self
-                .scope
-                .resolve(event.get("Properties").unwrap_or(&Value::Null))
-            {
-                Ok(p) => p.unwrap_or(Value::Null),
-                Err(e) => {
-                    self.problem(&format!("{at}.Properties"), e);
-                    continue;
-                }
-            };
-            let text = |key: &str| {
-                properties
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            };
             match kind {
                 "Api" | "HttpApi" => {
+                    // Only the events lamina runs are evaluated: the others may name
+                    // resources (a queue's ARN) that exist only in an AWS account.
+                    let properties = match self
+                        .scope
+                        .resolve(event.get("Properties").unwrap_or(&Value::Null))
+                    {
+                        Ok(p) => p.unwrap_or(Value::Null),
+                        Err(e) => {
+                            self.problem(&format!("{at}.Properties"), e);
+                            continue;
+                        }
+                    };
+                    let text = |key: &str| {
+                        properties
+                            .get(key)
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
                     let (path, method) = (text("Path"), text("Method"));
                     let payload = match (kind, text("PayloadFormatVersion").as_deref()) {
                         ("Api", _) | (_, Some("1.0")) => PayloadVersion::V1,

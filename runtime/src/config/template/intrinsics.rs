@@ -284,7 +284,7 @@ impl Scope {
                 reference: Some(r), ..
             }) => Ok(Some(Value::String(r.clone()))),
             Some(resource) => Err(ExprError::Unknowable(format!(
-                "Ref {target}: {target} is a {}, which lamina does not create",
+                "Ref {target}: {target} is an {}, which lamina does not create",
                 resource.kind
             ))),
             None => invalid(format!(
@@ -298,7 +298,7 @@ impl Scope {
             Some(r) => match r.attributes.get(attribute) {
                 Some(v) => Ok(v.clone()),
                 None => Err(ExprError::Unknowable(format!(
-                    "Fn::GetAtt {resource}.{attribute}: {resource} is a {}, which lamina does \
+                    "Fn::GetAtt {resource}.{attribute}: {resource} is an {}, which lamina does \
                      not create",
                     r.kind
                 ))),
