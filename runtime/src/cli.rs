@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod doctor;
+pub mod event;
 pub mod invoke;
 pub mod layers;
 pub mod serve;
@@ -42,6 +43,9 @@ enum Command {
     /// Show what this host allows and what each backend enforces here (exit 1 if the jail
     /// cannot run).
     Doctor,
+    /// Sample events of Lambda's event sources.
+    #[command(subcommand)]
+    Event(event::EventCommand),
 }
 
 /// Exit code for usage and configuration errors.
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Layers(command) => layers::run(command),
             Command::Cache(command) => cache::run(command),
             Command::Doctor => doctor::run(),
+            Command::Event(command) => event::run(command),
         }
     });
     match result {

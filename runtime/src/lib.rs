@@ -28,6 +28,9 @@ pub mod pool;
 pub mod run_dir;
 /// The Runtime API (2018-06-01) served to one environment.
 pub mod runtime_api;
+
+/// Sample events of Lambda's event sources (`lamina event generate`).
+pub mod sample_events;
 /// Where a bootstrap runs: the seam between the pool and the operating system.
 pub mod sandbox;
 /// `lamina serve`: the Invoke API and the API Gateway-style HTTP front.

@@ -23,6 +23,7 @@ mod rootless;
 mod runtime_api;
 mod sandbox_native;
 mod sdk_examples;
+mod sample_events;
 mod serve;
 mod templates;
 mod wasm;

@@ -43,6 +43,11 @@ pub struct InvokeArgs {
     /// The event as a JSON string [default: {}]
     #[arg(long)]
     pub payload: Option<String>,
+    /// A sample event of this kind as the payload (`lamina event generate NAME` shows it):
+    /// apigw-v2, apigw-v1, alb, sqs, sns, s3, dynamodb, eventbridge, schedule,
+    /// s3-object-lambda, kinesis.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["payload", "event"])]
+    pub event_template: Option<String>,
     /// How long one invocation may run, in seconds (1–900) [default: 3]
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u32>,
@@ -414,7 +419,17 @@ fn read_payload(args: &InvokeArgs) -> anyhow::Result<Bytes> {
             std::fs::read(path).with_context(|| format!("--event {}", path.display()))?,
             format!("--event {}", path.display()),
         ),
-        (None, None) => (b"{}".to_vec(), String::new()),
+        (None, None) => match &args.event_template {
+            Some(name) => {
+                let event = crate::sample_events::generate(name, &Default::default())
+                    .map_err(|e| anyhow::anyhow!("--event-template {name}: {e}"))?;
+                (
+                    serde_json::to_vec(&event)?,
+                    format!("--event-template {name}"),
+                )
+            }
+            None => (b"{}".to_vec(), String::new()),
+        },
     };
     if bytes.len() > MAX_PAYLOAD_BYTES {
         bail!(

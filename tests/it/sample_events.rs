@@ -1,0 +1,1 @@
+//! Sample events (being written).
