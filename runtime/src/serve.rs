@@ -9,6 +9,7 @@
 //! its environments (runtimes get SIGTERM).
 
 pub mod apigw;
+pub mod control_plane;
 pub mod event_queue;
 pub mod invoke_api;
 pub mod routes;
@@ -184,7 +185,9 @@ async fn handle(
     peer: SocketAddr,
 ) -> Reply {
     let (parts, body) = request.into_parts();
-    let reply = if parts.uri.path().starts_with(invoke_api::PREFIX) {
+    let reply = if parts.method == http::Method::GET && control_plane::answers(parts.uri.path()) {
+        control_plane::handle(app, &parts)
+    } else if parts.uri.path().starts_with(invoke_api::PREFIX) {
         invoke_api::handle(app, &parts, body).await
     } else {
         front(app, &parts, body, peer).await

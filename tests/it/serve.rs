@@ -983,3 +983,91 @@ async fn a_sam_project_is_served_from_its_template_as_it_is() {
     let (clean, logs) = server.stop();
     assert!(clean, "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_reads_the_served_functions_configuration() {
+    let code = python_function();
+    let mut config = python_config("py", code.path(), "memory = 256");
+    let probe = function_with(&program("probe"));
+    for name in ["a1", "a2", "a3"] {
+        config.push_str(&probe_function(name, probe.path(), ""));
+    }
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let (python, site) = boto3();
+    let script = r#"
+import json, os
+import boto3
+from botocore.config import Config
+client = boto3.client("lambda", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                      aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
+                      config=Config(retries={"max_attempts": 1}))
+out = {}
+out["all"] = [f["FunctionName"] for f in client.list_functions()["Functions"]]
+page = client.list_functions(MaxItems=2)
+out["page1"] = [f["FunctionName"] for f in page["Functions"]]
+out["page2"] = [f["FunctionName"] for f in client.list_functions(Marker=page["NextMarker"])["Functions"]]
+out["paginated"] = [f["FunctionName"] for p in client.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 1}) for f in p["Functions"]]
+c = client.get_function_configuration(FunctionName="py")
+out["configuration"] = {k: c[k] for k in ["FunctionName", "FunctionArn", "Handler", "MemorySize", "Timeout", "Runtime", "Version", "State", "PackageType", "Architectures", "EphemeralStorage", "Environment"]}
+out["last_modified"] = c["LastModified"]
+f = client.get_function(FunctionName="arn:aws:lambda:us-east-1:000000000000:function:py")
+out["get"] = {"name": f["Configuration"]["FunctionName"], "code": f["Code"]["Location"], "concurrency": f["Concurrency"]["ReservedConcurrentExecutions"]}
+try:
+    client.get_function(FunctionName="nope")
+    out["missing"] = "no error"
+except client.exceptions.ResourceNotFoundException as e:
+    out["missing"] = e.response["Error"]["Message"]
+print(json.dumps(out))
+"#;
+    let output = Command::new(&python)
+        .args(["-c", script])
+        .env("PYTHONPATH", &site)
+        .env("ENDPOINT", format!("http://{}", server.addr))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.logs()
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["all"], json!(["a1", "a2", "a3", "py"]));
+    assert_eq!(out["page1"], json!(["a1", "a2"]));
+    assert_eq!(out["page2"], json!(["a3", "py"]));
+    assert_eq!(out["paginated"], json!(["a1", "a2", "a3", "py"]));
+    let c = &out["configuration"];
+    assert_eq!(c["FunctionName"], "py");
+    assert_eq!(
+        c["FunctionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:py"
+    );
+    assert_eq!(c["Handler"], "app.handler");
+    assert_eq!(c["MemorySize"], 256);
+    assert_eq!(c["Timeout"], 2);
+    assert_eq!(c["Runtime"], "provided.al2023");
+    assert_eq!(c["Version"], "$LATEST");
+    assert_eq!(c["State"], "Active");
+    assert_eq!(c["PackageType"], "Zip");
+    assert_eq!(c["EphemeralStorage"], json!({"Size": 512}));
+    assert!(
+        c["Environment"]["Variables"]["PROBE_PYTHON"].is_string(),
+        "{c}"
+    );
+    // Lambda's timestamp form, which botocore leaves as text.
+    let modified = out["last_modified"].as_str().unwrap();
+    assert!(
+        modified.ends_with("+0000") && modified.len() == 28,
+        "{modified}"
+    );
+    assert_eq!(out["get"]["name"], "py");
+    assert_eq!(
+        out["get"]["code"],
+        format!("file://{}", code.path().canonicalize().unwrap().display())
+    );
+    assert_eq!(out["get"]["concurrency"], 1);
+    assert_eq!(
+        out["missing"],
+        "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope"
+    );
+}

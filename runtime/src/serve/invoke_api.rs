@@ -30,7 +30,7 @@ const MAX_CLIENT_CONTEXT: usize = 3583;
 
 /// A service error, as Lambda reports it.
 #[derive(Debug)]
-struct ServiceError {
+pub(super) struct ServiceError {
     status: StatusCode,
     kind: &'static str,
     message: String,
@@ -38,7 +38,7 @@ struct ServiceError {
 }
 
 impl ServiceError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ServiceError {
             status,
             kind,
@@ -47,7 +47,7 @@ impl ServiceError {
         }
     }
 
-    fn not_found(arn: &str) -> Self {
+    pub(super) fn not_found(arn: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
@@ -55,7 +55,7 @@ impl ServiceError {
         )
     }
 
-    fn invalid_parameter(message: impl Into<String>) -> Self {
+    pub(super) fn invalid_parameter(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
@@ -63,7 +63,7 @@ impl ServiceError {
         )
     }
 
-    fn into_reply(self) -> Reply {
+    pub(super) fn into_reply(self) -> Reply {
         let mut body = serde_json::json!({ "Type": "User", "Message": self.message });
         if let Some(reason) = self.reason {
             body["Reason"] = reason.into();
@@ -234,7 +234,7 @@ async fn invoke(
 /// The name and qualifier of a `FunctionName`: `name`, `name:qualifier`, a full ARN
 /// (`arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`) or a partial one
 /// (`ACCOUNT:function:NAME[:QUALIFIER]`).
-fn function_name(given: &str) -> (String, Option<String>) {
+pub(super) fn function_name(given: &str) -> (String, Option<String>) {
     let rest = match given.split_once(":function:") {
         Some((_, rest)) => rest,
         None => given,
