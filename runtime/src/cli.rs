@@ -207,3 +207,44 @@ pub fn load_config(
     }
     Ok(loaded.manifest)
 }
+
+/// What the functions get from the caller's environment: the flags `lamina serve` and
+/// `lamina invoke` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EnvArgs {
+    /// Environment variables for the functions: SAM's `--env-vars` JSON
+    /// (`{"FunctionId": {"K": "v"}, "Parameters": {"K": "v"}}`) or a `.env` file of
+    /// `KEY=VALUE` lines; its values win over the configuration's.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<std::path::PathBuf>,
+    /// The AWS profile whose credentials the functions get (from ~/.aws/credentials or
+    /// ~/.aws/config) [default: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the
+    /// environment, else AWS_PROFILE, else the default profile]
+    #[arg(long, value_name = "NAME", conflicts_with = "no_credentials")]
+    pub profile: Option<String>,
+    /// Give the functions no AWS credentials.
+    #[arg(long)]
+    pub no_credentials: bool,
+}
+
+impl EnvArgs {
+    /// The env file, read.
+    pub fn env_file(&self) -> anyhow::Result<Option<crate::config::env_file::EnvFile>> {
+        Ok(match &self.env_file {
+            Some(path) => Some(crate::config::env_file::EnvFile::load(path)?),
+            None => None,
+        })
+    }
+
+    /// The caller's credentials, unless turned off.
+    pub fn credentials(&self) -> anyhow::Result<Option<crate::config::credentials::Credentials>> {
+        use crate::config::credentials;
+        if self.no_credentials {
+            return Ok(None);
+        }
+        Ok(credentials::from_caller(
+            self.profile.as_deref(),
+            &credentials::Sources::of_this_process(),
+        )?)
+    }
+}

@@ -7,6 +7,8 @@
 //! Scope: a `FunctionSpec` lives as long as its function is loaded and is shared by `Arc`
 //! between the pool and every environment.
 
+pub mod credentials;
+pub mod env_file;
 pub mod file;
 pub mod lambda_env;
 pub mod template;
@@ -69,6 +71,8 @@ pub struct FunctionConfig {
     pub accept_host_runtime: bool,
     /// A local package to install the managed runtime's client from, instead of the registry.
     pub runtime_package: Option<PathBuf>,
+    /// The AWS credentials the function gets, as Lambda gives its role's.
+    pub credentials: Option<credentials::Credentials>,
 }
 
 /// Called with (archive, bytes written, bytes in all).
@@ -119,6 +123,8 @@ pub struct FunctionSpec {
     pub idle_timeout: Duration,
     /// The managed runtime that runs the function, when it names one (no bootstrap then).
     pub managed: Option<crate::managed::Managed>,
+    /// The AWS credentials the function gets (never logged).
+    pub credentials: Option<credentials::Credentials>,
     /// The cached trees this function runs from, held so that `lamina cache prune` leaves
     /// them while it may still start environments (`lamina_layers::Cache::hold`).
     pub cache_holds: Vec<std::sync::Arc<std::fs::File>>,
@@ -379,6 +385,7 @@ impl FunctionConfig {
                 .handler
                 .unwrap_or_else(|| checked.runtime.default_handler().to_owned()),
             managed,
+            credentials: self.credentials,
             memory_mb: checked.memory_mb,
             timeout: Duration::from_secs(u64::from(checked.timeout)),
             init_timeout: Duration::from_secs(u64::from(checked.init_timeout)),
@@ -395,7 +402,7 @@ impl FunctionConfig {
 }
 
 /// `my-fn.zip` → `my-fn`, `path/to/dir/` → `dir`; characters Lambda refuses become `-`.
-fn derive_name(code: &Path) -> String {
+pub(crate) fn derive_name(code: &Path) -> String {
     let stem = code
         .canonicalize()
         .ok()

@@ -14,6 +14,7 @@ mod cli;
 mod clients;
 mod crash_cleanup;
 mod first_hour;
+mod function_env;
 mod host_dirs;
 mod invoke_errors;
 mod layers;

@@ -56,7 +56,7 @@ pub struct InvokeArgs {
     pub memory: Option<u32>,
     /// An environment variable for the function, `KEY=VALUE`; repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    pub env_vars: Vec<String>,
     /// The handler setting, passed to the runtime as `_HANDLER`: `app.handler` for a managed
     /// runtime [default: bootstrap; lambda_function.lambda_handler for python3.N;
     /// index.handler for nodejsN.x]
@@ -107,6 +107,9 @@ pub struct InvokeArgs {
     /// A SAM template (FUNCTION is then a logical id), its parameters and layer mappings.
     #[command(flatten)]
     pub template: super::TemplateArgs,
+    /// The env file and AWS credentials.
+    #[command(flatten)]
+    pub env: super::EnvArgs,
 }
 
 /// How long `/tmp` lives.
@@ -146,7 +149,7 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let configured = configured(&args)?;
     let code = configured
         .as_ref()
-        .map_or(args.function.clone(), |c| c.code.clone());
+        .map_or(args.function.clone(), |(_, c)| c.code.clone());
     let lone_module = code
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
@@ -155,22 +158,36 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(lamina_layers::Cache::default_root);
     let environment = args
-        .env
+        .env_vars
         .iter()
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
             _ => bail!("--env {pair:?}: expected KEY=VALUE"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let base = configured.unwrap_or_default();
+    let (key, base) = configured.unwrap_or_default();
+    let name = args.name.or(base.name);
+    // The env file's values, then --env's: the command line wins.
+    let mut env = base.environment;
+    if let Some(file) = args.env.env_file()? {
+        let shown = name
+            .clone()
+            .unwrap_or_else(|| crate::config::derive_name(&code));
+        let key = if key.is_empty() { shown.clone() } else { key };
+        file.apply(&key, &shown, &mut env);
+    }
+    for (k, v) in environment {
+        env.retain(|(existing, _)| *existing != k);
+        env.push((k, v));
+    }
     let config = FunctionConfig {
-        name: args.name.or(base.name),
+        name,
         code,
         handler: args.handler.or(base.handler),
         memory_mb: args.memory.or(base.memory_mb),
         timeout_secs: args.timeout.or(base.timeout_secs),
         init_timeout_secs: args.init_timeout.or(base.init_timeout_secs),
-        environment: base.environment.into_iter().chain(environment).collect(),
+        environment: env,
         region: args.region.or(base.region),
         concurrency: Some(1),
         idle_timeout_secs: None,
@@ -182,6 +199,7 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         runtime: args.runtime.or(base.runtime),
         accept_host_runtime: args.accept_host_runtime || base.accept_host_runtime,
         runtime_package: args.runtime_package.or(base.runtime_package),
+        credentials: args.env.credentials()?,
     };
     // Every flag is checked before anything is started: a usage error is one line, with no
     // sandbox half-built behind it.
@@ -240,7 +258,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
 
 /// The configured function `lamina invoke NAME` names, when NAME is not a path: looked up in
 /// `--config`, `./lamina.toml` or the bundled examples.
-fn configured(args: &InvokeArgs) -> anyhow::Result<Option<FunctionConfig>> {
+/// The function named in the configuration (its key there, and its settings), when the
+/// argument is a name rather than a path.
+fn configured(args: &InvokeArgs) -> anyhow::Result<Option<(String, FunctionConfig)>> {
     let given = &args.function;
     let is_name = given.components().count() == 1 && given.extension().is_none();
     // Named with --template, it is a logical id even where a file of that name exists.
@@ -257,8 +277,8 @@ fn configured(args: &InvokeArgs) -> anyhow::Result<Option<FunctionConfig>> {
         .iter()
         .find(|(key, entry)| *key == &name || entry.config.name.as_deref() == Some(&name))
         .map(|(key, _)| key.clone());
-    match key.and_then(|k| manifest.functions.remove(&k)) {
-        Some(entry) => Ok(Some(entry.config)),
+    match key.and_then(|k| Some((k.clone(), manifest.functions.remove(&k)?))) {
+        Some((key, entry)) => Ok(Some((key, entry.config))),
         None if crate::config::template::is_template(&path) => bail!(
             "{name}: no such file or directory, and {} has no AWS::Serverless::Function {name}",
             path.display()

@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// A SAM template, its parameters and layer mappings.
     #[command(flatten)]
     pub template: super::TemplateArgs,
+    /// The env file and AWS credentials.
+    #[command(flatten)]
+    pub env: super::EnvArgs,
 }
 
 /// Runs `lamina serve`.
@@ -84,14 +87,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Every function is resolved (archives extracted, layers composed) before anything
     // starts; every problem is reported.
     let file = path.display().to_string();
-    let entries = std::mem::take(&mut manifest.functions);
+    let mut entries = std::mem::take(&mut manifest.functions);
     let cache_dir = args.cache_dir.clone();
+    let credentials = args.env.credentials()?;
+    if let Some(env_file) = args.env.env_file()? {
+        let known: Vec<(String, String)> = entries
+            .iter()
+            .map(|(key, e)| {
+                (
+                    key.clone(),
+                    e.config.name.clone().unwrap_or_else(|| key.clone()),
+                )
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = known
+            .iter()
+            .map(|(k, n)| (k.as_str(), n.as_str()))
+            .collect();
+        for unknown in env_file.unknown_functions(&pairs) {
+            eprintln!(
+                "lamina: note: --env-file: {unknown}: no such function; its variables are not used"
+            );
+        }
+        for (key, name) in &known {
+            if let Some(entry) = entries.get_mut(key) {
+                env_file.apply(key, name, &mut entry.config.environment);
+            }
+        }
+    }
     let resolved = tokio::task::spawn_blocking(move || {
         entries
             .into_iter()
             .map(|(name, entry)| {
                 let config = FunctionConfig {
                     cache_dir: cache_dir.clone(),
+                    credentials: credentials.clone(),
                     ..entry.config
                 };
                 (name, entry.max_retry_attempts, config.resolve())

@@ -129,6 +129,9 @@ pub fn environment(
         ("LAMBDA_RUNTIME_DIR", paths.runtime_dir.clone()),
     ];
     vars.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    if let Some(credentials) = &spec.credentials {
+        vars.extend(credentials.environment());
+    }
     vars
 }
 
