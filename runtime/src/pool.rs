@@ -73,6 +73,10 @@ pub(crate) enum PoolMsg {
     /// The environment is gone.
     Gone(u64),
     Shutdown(oneshot::Sender<()>),
+    /// A newer version of the function took over (`lamina serve --watch`): idle environments
+    /// shut down now, busy ones when their invocation has ended; what still arrives is
+    /// served. The pool ends when the last handle to it is gone.
+    Retire,
 }
 
 /// A handle to a function's pool. Cheap to clone.
@@ -94,8 +98,10 @@ impl FunctionPool {
             spec: Arc::clone(&spec),
             sandbox,
             logs,
-            tx: tx.clone(),
+            // Weak: the pool lives for as long as a handle (or an environment) can reach it.
+            tx: tx.downgrade(),
             envs: HashMap::new(),
+            retired: false,
             retiring: HashMap::new(),
             idle: Vec::new(),
             queue: VecDeque::new(),
@@ -155,6 +161,11 @@ impl FunctionPool {
         done.await.unwrap_or_else(|_| lost(request_id))
     }
 
+    /// Retires the pool: a newer version of its function took over (see [`PoolMsg::Retire`]).
+    pub fn retire(&self) {
+        let _ = self.tx.send(PoolMsg::Retire);
+    }
+
     /// Stops every environment (runtimes get SIGTERM, then SIGKILL after the grace period) and
     /// waits until they are gone. Invocations still waiting for an environment fail.
     pub async fn shutdown(&self) {
@@ -200,7 +211,9 @@ struct PoolTask {
     spec: Arc<FunctionSpec>,
     sandbox: Arc<dyn Sandbox>,
     logs: Arc<dyn LogSink>,
-    tx: mpsc::UnboundedSender<PoolMsg>,
+    tx: mpsc::WeakUnboundedSender<PoolMsg>,
+    /// A newer version took over: environments end as soon as they are idle.
+    retired: bool,
     /// Environments that count against the concurrency.
     envs: HashMap<u64, Slot>,
     /// Environments on their way out; awaited at shutdown.
@@ -231,8 +244,15 @@ impl PoolTask {
                 PoolMsg::Invoke(invocation) => self.place(invocation),
                 PoolMsg::Idle(id) => match self.queue.pop_front() {
                     Some(next) => self.dispatch(id, next),
+                    None if self.retired => self.end(id),
                     None => self.idle.push((id, Instant::now())),
                 },
+                PoolMsg::Retire => {
+                    self.retired = true;
+                    for (id, _) in std::mem::take(&mut self.idle) {
+                        self.end(id);
+                    }
+                }
                 PoolMsg::Retiring(id) => {
                     self.idle.retain(|&(i, _)| i != id);
                     if let Some(slot) = self.envs.remove(&id) {
@@ -278,12 +298,18 @@ impl PoolTask {
             .iter()
             .take_while(|&&(_, since)| since + timeout <= now)
             .count();
-        for (id, _) in self.idle.drain(..stale) {
-            if let Some(slot) = self.envs.remove(&id) {
-                tracing::debug!(function = %self.spec.name, env = id, "reaping an idle environment");
-                slot.handle.shutdown();
-                self.retiring.insert(id, slot.task);
-            }
+        let stale: Vec<u64> = self.idle.drain(..stale).map(|(id, _)| id).collect();
+        for id in stale {
+            tracing::debug!(function = %self.spec.name, env = id, "reaping an idle environment");
+            self.end(id);
+        }
+    }
+
+    /// Shuts an idle environment down.
+    fn end(&mut self, id: u64) {
+        if let Some(slot) = self.envs.remove(&id) {
+            slot.handle.shutdown();
+            self.retiring.insert(id, slot.task);
         }
     }
 
@@ -300,6 +326,12 @@ impl PoolTask {
     }
 
     fn spawn(&mut self, first: Invocation) {
+        // The pool runs only while something can reach it, which this message is proof of.
+        let Some(tx) = self.tx.upgrade() else {
+            return first.finish(InvokeOutcome::Failure(Failure::Sandbox(
+                "the function's pool is gone".into(),
+            )));
+        };
         let id = self.next_env;
         self.next_env += 1;
         let (handle, task) = environment::spawn(
@@ -307,7 +339,7 @@ impl PoolTask {
             Arc::clone(&self.spec),
             Arc::clone(&self.sandbox),
             Arc::clone(&self.logs),
-            self.tx.clone(),
+            tx,
             first,
         );
         self.envs.insert(id, Slot { handle, task });

@@ -13,12 +13,13 @@ pub mod control_plane;
 pub mod event_queue;
 pub mod invoke_api;
 pub mod routes;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -45,6 +46,9 @@ pub struct Function {
     pub pool: FunctionPool,
     /// Retries of a failed asynchronous invocation (0–2).
     pub max_retry_attempts: u32,
+    /// Its configuration and files' state when it was loaded: a reload keeps the function
+    /// (and its warm environments) when this is unchanged.
+    pub identity: String,
 }
 
 impl Function {
@@ -54,38 +58,91 @@ impl Function {
     }
 }
 
-/// Everything a request handler reads. Immutable once serving starts.
+/// The functions and routes being served: replaced as a whole when `lamina serve --watch`
+/// reloads, so that one request sees one version of everything.
 #[derive(Debug)]
-pub struct App {
+pub struct Served {
     /// By name.
     pub functions: HashMap<String, Arc<Function>>,
     /// The HTTP front's routes.
     pub routes: RouteTable,
+}
+
+/// Everything a request handler reads.
+#[derive(Debug)]
+pub struct App {
+    /// The current version; a handler takes a snapshot ([`App::served`]) and keeps to it.
+    served: RwLock<Arc<Served>>,
+    /// Pools of versions that were replaced, still finishing what they had.
+    retired: Mutex<Vec<FunctionPool>>,
     /// Asynchronous invocations.
     pub events: EventQueue,
 }
 
 impl App {
-    /// Drains the event queue, then stops every function's environments.
+    /// Serves `served`.
+    pub fn new(served: Served, events: EventQueue) -> App {
+        App {
+            served: RwLock::new(Arc::new(served)),
+            retired: Mutex::new(Vec::new()),
+            events,
+        }
+    }
+
+    /// The current version of everything served.
+    pub fn served(&self) -> Arc<Served> {
+        Arc::clone(&self.served.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `next` in place of the current version. Every function it does not carry over
+    /// unchanged (the same `Arc<Function>`) is retired: its idle environments shut down now,
+    /// busy ones when their invocation ends.
+    pub fn replace(&self, next: Served) {
+        let next = Arc::new(next);
+        let old = std::mem::replace(
+            &mut *self.served.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::clone(&next),
+        );
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, function) in &old.functions {
+            let kept = next
+                .functions
+                .get(name)
+                .is_some_and(|f| Arc::ptr_eq(f, function));
+            if !kept {
+                function.pool.retire();
+                retired.push(function.pool.clone());
+            }
+        }
+    }
+
+    /// Drains the event queue, then stops every function's environments (also those of
+    /// replaced versions).
     pub async fn shutdown(&self) {
         self.events.shutdown().await;
-        for function in self.functions.values() {
+        for function in self.served().functions.values() {
             function.pool.shutdown().await;
+        }
+        let retired =
+            std::mem::take(&mut *self.retired.lock().unwrap_or_else(PoisonError::into_inner));
+        for pool in retired {
+            pool.shutdown().await;
         }
     }
 
     /// The region in the ARN of a function that does not exist: the one every function
     /// names, or lamina's default when they differ (or there are none).
-    fn region(&self) -> &str {
-        let mut regions = self
+    fn region(&self) -> String {
+        let served = self.served();
+        let mut regions = served
             .functions
             .values()
             .map(|f| f.pool.spec().region.as_str());
         let first = regions.next().unwrap_or(crate::config::DEFAULT_REGION);
         if regions.all(|r| r == first) {
-            first
+            first.to_owned()
         } else {
-            crate::config::DEFAULT_REGION
+            crate::config::DEFAULT_REGION.to_owned()
         }
     }
 }
@@ -165,6 +222,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     // Every invocation in flight ends by its deadline; this bound only keeps a client that
     // never finishes sending its request from holding the shutdown.
     let longest = app
+        .served()
         .functions
         .values()
         .map(|f| f.pool.spec().timeout + f.pool.spec().init_timeout)
@@ -228,7 +286,8 @@ async fn front(
     peer: SocketAddr,
 ) -> Reply {
     let path = parts.uri.path();
-    let Some(matched) = app.routes.find(parts.method.as_str(), path) else {
+    let served = app.served();
+    let Some(matched) = served.routes.find(parts.method.as_str(), path) else {
         return refused(
             send(
                 apigw::gateway_error(StatusCode::NOT_FOUND, PayloadVersion::V2),
@@ -283,7 +342,7 @@ async fn front(
             invoke_api::MAX_SYNC_PAYLOAD
         ));
     }
-    let Some(function) = app.functions.get(&matched.route.function) else {
+    let Some(function) = served.functions.get(&matched.route.function) else {
         // The configuration check makes every route's function exist.
         return send(
             apigw::gateway_error(StatusCode::INTERNAL_SERVER_ERROR, version),

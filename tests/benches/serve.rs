@@ -37,7 +37,7 @@ use lamina_runtime::sandbox::jail::Helper;
 use lamina_runtime::sandbox::wasm::WasmSandbox;
 use lamina_runtime::serve::event_queue::EventQueue;
 use lamina_runtime::serve::routes::RouteTable;
-use lamina_runtime::serve::{App, Function};
+use lamina_runtime::serve::{App, Function, Served};
 use shared::Discard;
 
 fn ensure_wrk() {
@@ -68,6 +68,7 @@ fn function(name: &str, code: &Path, sandbox: Arc<dyn Sandbox>) -> (String, Arc<
         Arc::new(Function {
             pool,
             max_retry_attempts: 2,
+            identity: String::new(),
         }),
     )
 }
@@ -212,11 +213,13 @@ fn main() {
             functions.insert(name, f);
         }
         let state = tempfile::tempdir().unwrap();
-        let app = Arc::new(App {
-            functions,
-            routes: RouteTable::default(),
-            events: EventQueue::start(state.path().to_owned(), std::time::Duration::from_secs(60)),
-        });
+        let app = Arc::new(App::new(
+            Served {
+                functions,
+                routes: RouteTable::default(),
+            },
+            EventQueue::start(state.path().to_owned(), std::time::Duration::from_secs(60)),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1071,3 +1071,118 @@ print(json.dumps(out))
         "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_mode_swaps_in_an_edited_handler_under_load_and_keeps_a_broken_edit_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = dir.path().join("py");
+    std::fs::create_dir(&code).unwrap();
+    let handler = |version: u32| {
+        format!("def handler(event, context):\n    return {{\"version\": {version}}}\n")
+    };
+    std::fs::write(code.join("app.py"), handler(1)).unwrap();
+    let probe = function_with(&program("probe"));
+    let config = format!(
+        "[functions.py]\ncode = \"py\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\
+         concurrency = 4\n\n{}",
+        probe_function("probe", probe.path(), "")
+    );
+    std::fs::write(dir.path().join("lamina.toml"), &config).unwrap();
+    let server = Arc::new(Server::start_in(dir, &["--watch"]));
+    server.wait_for_log("watching", 1);
+    let pid_of_probe = |r: http::Response<Bytes>| json_of(&r)["pid"].as_u64().unwrap();
+    let probe_pid = pid_of_probe(server.invoke("probe", &[], "{}").await);
+
+    // Load: four clients invoking without pause, each answer recorded with when it came.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::<(Instant, u16, Value)>::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (server, stop, answers) =
+            (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&answers));
+        clients.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = server.invoke("py", &[], "{}").await;
+                let failed = header(&r, "x-amz-function-error").is_some();
+                let status = if failed { 599 } else { r.status().as_u16() };
+                let body = serde_json::from_slice(r.body()).unwrap_or(Value::Null);
+                answers.lock().unwrap().push((Instant::now(), status, body));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let project = server.dir.path().to_owned();
+    std::fs::write(project.join("py/app.py"), handler(2)).unwrap();
+    let edited = Instant::now();
+    let deadline = edited + Duration::from_secs(5);
+    let first_new = loop {
+        let seen = answers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, _, body)| *at > edited && body["version"] == 2)
+            .map(|(at, _, _)| *at);
+        if let Some(at) = seen {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer of the new version:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        first_new - edited < Duration::from_secs(1),
+        "the new answer came {:?} after the edit",
+        first_new - edited
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A broken configuration: reported, and the running version goes on.
+    std::fs::write(project.join("lamina.toml"), format!("{config}\nbroken = [")).unwrap();
+    server.wait_for_log("reload failed", 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    assert!(answers.len() > 20, "{} answers", answers.len());
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed under reload: {failed:?}\n{}",
+        server.logs()
+    );
+    // Once the new version answered, and the invocations already under way had ended, only
+    // it answers, also after the broken edit.
+    let settled = first_new + Duration::from_millis(300);
+    let stale: Vec<_> = answers
+        .iter()
+        .filter(|(at, _, body)| *at > settled && body["version"] != 2)
+        .collect();
+    assert!(stale.is_empty(), "old answers after the switch: {stale:?}");
+    let logs = server.logs();
+    assert_eq!(
+        logs.matches("lamina: reloaded in ").count(),
+        1,
+        "one reload for one edit:\n{logs}"
+    );
+    assert!(logs.contains("py (changed)"), "{logs}");
+    assert!(
+        logs.contains("still serving the previous version"),
+        "{logs}"
+    );
+    // The function that did not change kept its warm environment.
+    assert_eq!(
+        pid_of_probe(server.invoke("probe", &[], "{}").await),
+        probe_pid
+    );
+    // Fixed again: it loads.
+    std::fs::write(project.join("lamina.toml"), &config).unwrap();
+    server.wait_for_log("lamina: reloaded in ", 2);
+}

@@ -324,6 +324,28 @@ impl Sandboxes {
         Ok(Sandboxes { native, wasm })
     }
 
+    /// Sets up each kind of backend `specs` need that is not set up yet (a reload may bring
+    /// the first WebAssembly function).
+    pub(crate) fn cover<'a>(
+        &mut self,
+        specs: impl IntoIterator<Item = &'a FunctionSpec>,
+        native: SandboxKind,
+        make_native: impl FnOnce() -> anyhow::Result<Arc<dyn Sandbox>>,
+        cache_root: &Path,
+    ) -> anyhow::Result<()> {
+        let kinds: Vec<BootstrapKind> = specs.into_iter().map(bootstrap_kind).collect();
+        if self.native.is_none() && kinds.contains(&BootstrapKind::Native) {
+            if native == SandboxKind::Process {
+                warn_unisolated();
+            }
+            self.native = Some(make_native()?);
+        }
+        if self.wasm.is_none() && kinds.contains(&BootstrapKind::Wasm) {
+            self.wasm = Some(wasm_sandbox(cache_root)?);
+        }
+        Ok(())
+    }
+
     /// The backend for `spec`, one of those [`Sandboxes::for_functions`] was given.
     pub(crate) fn for_spec(&self, spec: &FunctionSpec) -> Arc<dyn Sandbox> {
         let chosen = match bootstrap_kind(spec) {

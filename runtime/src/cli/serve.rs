@@ -1,8 +1,10 @@
-//! `lamina serve`: reads `lamina.toml` (or serves the bundled examples when there is none),
-//! resolves every function before anything starts, and serves the Invoke API and the HTTP
-//! front until Ctrl-C or SIGTERM.
+//! `lamina serve`: reads `lamina.toml` or a SAM template (or serves the bundled examples when
+//! there is none), resolves every function before anything starts ([`loader`]), and serves
+//! the Invoke API and the HTTP front until Ctrl-C or SIGTERM; with `--watch`, reloading on
+//! every change.
 
-use std::collections::HashMap;
+mod loader;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,16 +13,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
-use crate::config::FunctionConfig;
+use super::invoke::{NetworkKind, SandboxKind, Sandboxes};
 use crate::config::file::ListenAddr;
-use crate::config::file::NetworkMode;
-use crate::logs::NamedStderrSink;
-use crate::pool::FunctionPool;
-use crate::sandbox::jail::Helper;
+use crate::serve::App;
 use crate::serve::event_queue::EventQueue;
-use crate::serve::routes::RouteTable;
-use crate::serve::{App, Function};
+use crate::serve::watch::Watcher;
+use loader::{Loaded, Loader};
 
 /// The listener's default address: loopback only, as the Invoke API checks no credentials.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
@@ -56,24 +54,39 @@ pub struct ServeArgs {
     /// The env file and AWS credentials.
     #[command(flatten)]
     pub env: super::EnvArgs,
+    /// Reload when a function's code or layers, the configuration or the env file change:
+    /// new invocations go to the new version, the old one's environments finish what they
+    /// are doing; a change that does not load leaves the previous version serving.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Runs `lamina serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let given = args.template.template.as_deref().or(args.config.as_deref());
     let path = super::find_config(given)?;
-    let mut manifest = super::load_config(&path, &args.template, None)?;
-    let is_template = crate::config::template::is_template(&path);
-    if manifest.functions.is_empty() {
-        match is_template {
-            true => bail!("{}: no AWS::Serverless::Function to serve", path.display()),
-            false => bail!("{}: no [functions] to serve", path.display()),
-        }
-    }
     let cache_root = args
         .cache_dir
         .clone()
         .unwrap_or_else(lamina_layers::Cache::default_root);
+    let loader = Loader {
+        path: path.clone(),
+        template: args.template.clone(),
+        env: args.env.clone(),
+        cache_dir: args.cache_dir.clone(),
+        cache_root,
+        sandbox: args.sandbox,
+        network: args.network,
+    };
+    // Every function is resolved (archives extracted, layers composed) before anything
+    // starts; every problem is reported.
+    let mut sandboxes = None;
+    let Loaded {
+        served,
+        manifest,
+        watched,
+        ..
+    } = loader.load(&mut sandboxes, None).await?;
     let state_dir = match args.state_dir.clone().or(manifest.serve.state_dir.clone()) {
         Some(dir) => dir,
         None => default_state_dir()?,
@@ -84,99 +97,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok((resolved, _)) => resolved,
         Err(e) => bail!("state directory {e}"),
     };
-    // Every function is resolved (archives extracted, layers composed) before anything
-    // starts; every problem is reported.
-    let file = path.display().to_string();
-    let mut entries = std::mem::take(&mut manifest.functions);
-    let cache_dir = args.cache_dir.clone();
-    let credentials = args.env.credentials()?;
-    if let Some(env_file) = args.env.env_file()? {
-        let known: Vec<(String, String)> = entries
-            .iter()
-            .map(|(key, e)| {
-                (
-                    key.clone(),
-                    e.config.name.clone().unwrap_or_else(|| key.clone()),
-                )
-            })
-            .collect();
-        let pairs: Vec<(&str, &str)> = known
-            .iter()
-            .map(|(k, n)| (k.as_str(), n.as_str()))
-            .collect();
-        for unknown in env_file.unknown_functions(&pairs) {
-            eprintln!(
-                "lamina: note: --env-file: {unknown}: no such function; its variables are not used"
-            );
-        }
-        for (key, name) in &known {
-            if let Some(entry) = entries.get_mut(key) {
-                env_file.apply(key, name, &mut entry.config.environment);
-            }
-        }
-    }
-    let resolved = tokio::task::spawn_blocking(move || {
-        entries
-            .into_iter()
-            .map(|(name, entry)| {
-                let config = FunctionConfig {
-                    cache_dir: cache_dir.clone(),
-                    credentials: credentials.clone(),
-                    ..entry.config
-                };
-                (name, entry.max_retry_attempts, config.resolve())
-            })
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    let mut problems = Vec::new();
-    let mut specs = Vec::new();
-    for (name, max_retry_attempts, spec) in resolved {
-        match spec {
-            Ok(spec) => specs.push((Arc::new(spec), max_retry_attempts)),
-            Err(e) if is_template => problems.push(format!("{file}: Resources.{name}: {e}")),
-            Err(e) => problems.push(format!("{file}: functions.{name}: {e}")),
-        }
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("\n"));
-    }
-    let network = args
-        .network
-        .or(manifest.serve.network.map(|mode| match mode {
-            NetworkMode::Outbound => NetworkKind::Outbound,
-            NetworkMode::None => NetworkKind::None,
-            NetworkMode::Host => NetworkKind::Host,
-        }));
-    let sandboxes = Sandboxes::for_functions(
-        specs.iter().map(|(s, _)| s.as_ref()),
-        args.sandbox,
-        || native_sandbox(args.sandbox, network, Helper::this_executable()),
-        &cache_root,
-    )?;
-    let mut functions = HashMap::new();
-    for (spec, max_retry_attempts) in specs {
-        let sandbox = sandboxes.for_spec(&spec);
-        let name = spec.name.clone();
-        let pool = FunctionPool::start(spec, sandbox, Arc::new(NamedStderrSink::new(&name)));
-        functions.insert(
-            name,
-            Arc::new(Function {
-                pool,
-                max_retry_attempts,
-            }),
-        );
-    }
-
     let retry_delay = manifest
         .serve
         .retry_delay
         .unwrap_or(Duration::from_secs(60));
-    let app = Arc::new(App {
-        functions,
-        routes: RouteTable::new(&manifest.routes),
-        events: EventQueue::start(state_dir.clone(), retry_delay),
-    });
+    let app = Arc::new(App::new(
+        served,
+        EventQueue::start(state_dir.clone(), retry_delay),
+    ));
     let listen = args
         .listen
         .or(manifest.serve.listen.clone())
@@ -194,7 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let addr = listener.local_addr().context("the listener's address")?;
-    let mut names: Vec<_> = app.functions.keys().cloned().collect();
+    let mut names: Vec<_> = app.served().functions.keys().cloned().collect();
     names.sort();
     eprintln!(
         "lamina: serving {} from {} on http://{addr} (Invoke API at /2015-03-31/functions/NAME/invocations; {}; state in {})",
@@ -209,9 +137,84 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
              this address can invoke these functions."
         );
     }
+    let watching = match args.watch {
+        true => {
+            let mut watcher = Watcher::new()?;
+            watcher.watch_only(&watched)?;
+            eprintln!(
+                "lamina: watching {} for changes",
+                super::plural(watched.len(), "path", "paths")
+            );
+            Some(tokio::spawn(reload_on_change(
+                Arc::clone(&app),
+                loader,
+                sandboxes,
+                watcher,
+            )))
+        }
+        false => None,
+    };
     crate::serve::serve(listener, Arc::clone(&app), stop_signal()).await;
+    if let Some(watching) = watching {
+        watching.abort();
+    }
     eprintln!("lamina: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--watch`: after each change, the configuration is loaded again; what loads replaces what
+/// is served (unchanged functions keep their environments), what does not is reported and
+/// the previous version goes on serving.
+async fn reload_on_change(
+    app: Arc<App>,
+    loader: Loader,
+    mut sandboxes: Option<Sandboxes>,
+    mut watcher: Watcher,
+) {
+    loop {
+        let changed = watcher.changed().await;
+        if changed.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let current = app.served();
+        match loader.load(&mut sandboxes, Some(&current)).await {
+            Ok(loaded) => {
+                drop(current);
+                let what = match loaded.changes.is_empty() {
+                    true => "nothing that is served changed".to_owned(),
+                    false => loaded.changes.join(", "),
+                };
+                app.replace(loaded.served);
+                if let Err(e) = watcher.watch_only(&loaded.watched) {
+                    eprintln!("lamina: {e}");
+                }
+                eprintln!(
+                    "lamina: reloaded in {} ms after a change to {}: {what}",
+                    started.elapsed().as_millis(),
+                    shown_paths(&changed)
+                );
+            }
+            Err(e) => eprintln!(
+                "lamina: reload failed after a change to {}; still serving the previous \
+                 version: {e:#}",
+                shown_paths(&changed)
+            ),
+        }
+    }
+}
+
+/// The first few changed paths, for the reload line.
+fn shown_paths(paths: &[PathBuf]) -> String {
+    let mut shown: Vec<String> = paths
+        .iter()
+        .take(3)
+        .map(|p| p.display().to_string())
+        .collect();
+    if paths.len() > 3 {
+        shown.push(format!("{} more", paths.len() - 3));
+    }
+    shown.join(", ")
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM.

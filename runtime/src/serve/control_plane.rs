@@ -71,8 +71,9 @@ fn read(app: &App, parts: &http::request::Parts) -> Result<Value, ServiceError> 
     if let Some(q) = param("Qualifier") {
         qualifier = Some(q.to_owned());
     }
-    let Some(function) = app.functions.get(&name) else {
-        let arn = crate::config::function_arn(app.region(), &name, qualifier.as_deref());
+    let served = app.served();
+    let Some(function) = served.functions.get(&name) else {
+        let arn = crate::config::function_arn(&app.region(), &name, qualifier.as_deref());
         return Err(ServiceError::not_found(&arn));
     };
     if let Some(q) = qualifier.as_deref().filter(|q| *q != FUNCTION_VERSION) {
@@ -111,7 +112,8 @@ fn list(app: &App, max_items: Option<&str>, marker: Option<&str>) -> Result<Valu
             }
         },
     };
-    let mut names: Vec<&String> = app.functions.keys().collect();
+    let served = app.served();
+    let mut names: Vec<&String> = served.functions.keys().collect();
     names.sort();
     let start = match marker {
         Some(marker) => names
@@ -122,7 +124,7 @@ fn list(app: &App, max_items: Option<&str>, marker: Option<&str>) -> Result<Valu
     };
     let page: Vec<&String> = names[start..].iter().take(max).copied().collect();
     let mut body = json!({
-        "Functions": page.iter().map(|n| configuration(&app.functions[*n])).collect::<Vec<_>>(),
+        "Functions": page.iter().map(|n| configuration(&served.functions[*n])).collect::<Vec<_>>(),
     });
     if start + page.len() < names.len()
         && let Some(last) = page.last()

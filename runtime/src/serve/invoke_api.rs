@@ -138,8 +138,8 @@ async fn invoke(
             qualifier = Some(super::routes::decode(q));
         }
     }
-    let Some(function) = app.functions.get(&name) else {
-        let arn = function_arn(app.region(), &name, qualifier.as_deref());
+    let Some(function) = app.served().functions.get(&name).cloned() else {
+        let arn = function_arn(&app.region(), &name, qualifier.as_deref());
         return Err(ServiceError::not_found(&arn));
     };
     // lamina has no published versions or aliases: only $LATEST exists.
@@ -201,7 +201,7 @@ async fn invoke(
             .body(Bytes::new())),
         InvocationType::Event => {
             let request_id = uuid::Uuid::new_v4().to_string();
-            let event = AsyncEvent::new(Arc::clone(function), request_id.clone(), request);
+            let event = AsyncEvent::new(Arc::clone(&function), request_id.clone(), request);
             if !app.events.enqueue(event) {
                 return Err(ServiceError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -69,6 +69,19 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
+    /// How many routes there are.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Each route's key and function, in order: what a reload compares.
+    pub fn keys(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .map(|r| format!("{} -> {} ({:?})", r.key, r.function, r.payload))
+            .collect()
+    }
+
     /// The most specific route for `method` and `path` (the raw path, before decoding).
     pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
         // Decoded once, not per route: `/` is never part of an escape, so segments stay apart.
