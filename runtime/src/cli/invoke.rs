@@ -463,7 +463,12 @@ fn read_payload(args: &InvokeArgs) -> anyhow::Result<Bytes> {
         ),
         (None, None) => match &args.event_template {
             Some(name) => {
-                let event = crate::sample_events::generate(name, &Default::default())
+                // In the region the function is told it runs in.
+                let options = crate::sample_events::Options {
+                    region: args.region.clone(),
+                    ..Default::default()
+                };
+                let event = crate::sample_events::generate(name, &options)
                     .map_err(|e| anyhow::anyhow!("--event-template {name}: {e}"))?;
                 (
                     serde_json::to_vec(&event)?,
