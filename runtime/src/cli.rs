@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod doctor;
 pub mod event;
+pub mod init;
 pub mod invoke;
 pub mod layers;
 pub mod serve;
@@ -46,6 +47,8 @@ enum Command {
     /// Sample events of Lambda's event sources.
     #[command(subcommand)]
     Event(event::EventCommand),
+    /// Start a project: a SAM template, a handler and a sample event, ready for `lamina serve`.
+    Init(init::InitArgs),
 }
 
 /// Exit code for usage and configuration errors.
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
             Command::Cache(command) => cache::run(command),
             Command::Doctor => doctor::run(),
             Command::Event(command) => event::run(command),
+            Command::Init(args) => init::run(args),
         }
     });
     match result {

@@ -16,6 +16,7 @@ mod crash_cleanup;
 mod first_hour;
 mod function_env;
 mod host_dirs;
+mod init;
 mod invoke_errors;
 mod layers;
 mod managed_runtimes;

@@ -1,0 +1,1 @@
+//! `lamina init` (being written).
