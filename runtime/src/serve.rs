@@ -13,6 +13,7 @@ pub mod control_plane;
 pub mod event_queue;
 pub mod invoke_api;
 pub mod routes;
+pub mod schedule;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -66,6 +67,8 @@ pub struct Served {
     pub functions: HashMap<String, Arc<Function>>,
     /// The HTTP front's routes.
     pub routes: RouteTable,
+    /// The schedules that invoke functions (run by [`schedule::start`]).
+    pub schedules: Vec<schedule::Schedule>,
 }
 
 /// Everything a request handler reads.

@@ -217,6 +217,7 @@ fn main() {
             Served {
                 functions,
                 routes: RouteTable::default(),
+                schedules: Vec::new(),
             },
             EventQueue::start(state.path().to_owned(), std::time::Duration::from_secs(60)),
         ));

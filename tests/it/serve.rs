@@ -1186,3 +1186,85 @@ async fn watch_mode_swaps_in_an_edited_handler_under_load_and_keeps_a_broken_edi
     std::fs::write(project.join("lamina.toml"), &config).unwrap();
     server.wait_for_log("lamina: reloaded in ", 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_templates_schedule_invokes_its_function_with_eventbridges_event() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tick")).unwrap();
+    std::fs::write(
+        dir.path().join("tick/app.py"),
+        "import json\ndef handler(event, context):\n    print('EVENT ' + json.dumps(event, sort_keys=True))\n",
+    )
+    .unwrap();
+    let template = r#"
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Tick:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: tick/
+      Handler: app.handler
+      Runtime: python3.11
+      Events:
+        EveryMinute:
+          Type: Schedule
+          Properties:
+            Schedule: cron(* * * * ? *)
+        WithInput:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: cron(* * * * ? *)
+            Input: '{"from": "scheduler"}'
+        Paused:
+          Type: Schedule
+          Properties:
+            Schedule: rate(1 minute)
+            Enabled: false
+"#;
+    std::fs::write(dir.path().join("template.yaml"), template).unwrap();
+    crate::templates::sam_accepts(&dir.path().join("template.yaml"));
+    let server = Server::start_in(dir, &[]);
+    assert!(
+        server
+            .logs()
+            .contains("Events.Paused: Schedule: disabled, so not run"),
+        "{}",
+        server.logs()
+    );
+    // Both fire at the next minute; up to a minute and a little.
+    let deadline = Instant::now() + Duration::from_secs(75);
+    let logs = loop {
+        let logs = server.logs();
+        if logs.matches("EVENT ").count() >= 2 {
+            break logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled invocations:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let events: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| {
+            l.split_once("EVENT ")
+                .map(|(_, e)| serde_json::from_str(e).unwrap())
+        })
+        .collect();
+    let scheduled = events
+        .iter()
+        .find(|e| e["detail-type"] == "Scheduled Event")
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(scheduled["source"], "aws.events");
+    assert_eq!(scheduled["detail"], json!({}));
+    assert_eq!(
+        scheduled["resources"],
+        json!(["arn:aws:events:us-east-1:000000000000:rule/Tick-EveryMinute"])
+    );
+    // It fired on a minute boundary.
+    assert!(
+        scheduled["time"].as_str().unwrap().ends_with(":00Z"),
+        "{scheduled}"
+    );
+    assert!(events.contains(&json!({"from": "scheduler"})), "{logs}");
+}

@@ -85,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         served,
         manifest,
         watched,
+        schedules,
         ..
     } = loader.load(&mut sandboxes, None).await?;
     let state_dir = match args.state_dir.clone().or(manifest.serve.state_dir.clone()) {
@@ -122,6 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let addr = listener.local_addr().context("the listener's address")?;
+    let scheduled = crate::serve::schedule::start(&app, schedules);
     let mut names: Vec<_> = app.served().functions.keys().cloned().collect();
     names.sort();
     eprintln!(
@@ -150,9 +152,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 loader,
                 sandboxes,
                 watcher,
+                scheduled,
             )))
         }
-        false => None,
+        false => {
+            // Without reloads the schedules run for as long as the server does.
+            drop(scheduled);
+            None
+        }
     };
     crate::serve::serve(listener, Arc::clone(&app), stop_signal()).await;
     if let Some(watching) = watching {
@@ -170,6 +177,7 @@ async fn reload_on_change(
     loader: Loader,
     mut sandboxes: Option<Sandboxes>,
     mut watcher: Watcher,
+    mut scheduled: Vec<tokio::task::JoinHandle<()>>,
 ) {
     loop {
         let changed = watcher.changed().await;
@@ -185,7 +193,14 @@ async fn reload_on_change(
                     true => "nothing that is served changed".to_owned(),
                     false => loaded.changes.join(", "),
                 };
+                let schedules_changed = loaded.changes.iter().any(|c| c == "schedules");
                 app.replace(loaded.served);
+                if schedules_changed {
+                    for task in scheduled.drain(..) {
+                        task.abort();
+                    }
+                    scheduled = crate::serve::schedule::start(&app, loaded.schedules);
+                }
                 if let Err(e) = watcher.watch_only(&loaded.watched) {
                     eprintln!("lamina: {e}");
                 }

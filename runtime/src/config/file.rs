@@ -37,6 +37,22 @@ pub struct FunctionEntry {
     pub config: FunctionConfig,
     /// How often a failed asynchronous (`Event`) invocation is retried: 0–2, default 2.
     pub max_retry_attempts: u32,
+    /// When the function is invoked on a schedule.
+    pub schedules: Vec<ScheduleEntry>,
+}
+
+/// A schedule as written: `schedule = "rate(1 minute)"` (or a list), or a template's
+/// `Schedule` event. The expression is checked where schedules are started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleEntry {
+    /// The rule's name.
+    pub name: String,
+    /// `rate(…)` or `cron(…)`.
+    pub expression: String,
+    /// The event, when not EventBridge's "Scheduled Event".
+    pub input: Option<String>,
+    /// Where it was written, for messages (`functions.nightly.schedule`).
+    pub at: String,
 }
 
 /// One `[[routes]]` entry.
@@ -171,6 +187,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "runtime",
     "accept_host_runtime",
     "runtime_package",
+    "schedule",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "function", "payload"];
 const SERVE_KEYS: &[&str] = &["listen", "state_dir", "retry_delay", "network"];
@@ -425,6 +442,33 @@ impl Checker {
                 format!("{max_retry_attempts} is outside Lambda's 0–2"),
             );
         }
+        let mut schedules = Vec::new();
+        let written = match t.get("schedule") {
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            Some(toml::Value::Array(list)) => list
+                .iter()
+                .filter_map(|v| match v {
+                    toml::Value::String(s) => Some(s.clone()),
+                    other => {
+                        self.wrong(&key("schedule"), "a string", other);
+                        None
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                self.wrong(&key("schedule"), "a string or an array of strings", other);
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        for (i, expression) in written.into_iter().enumerate() {
+            schedules.push(ScheduleEntry {
+                name: format!("{name}-schedule-{}", i + 1),
+                expression,
+                input: None,
+                at: format!("{}: {}", self.file, key("schedule")),
+            });
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -455,6 +499,7 @@ impl Checker {
         Some(FunctionEntry {
             config,
             max_retry_attempts,
+            schedules,
         })
     }
 
@@ -765,5 +810,26 @@ mod tests {
         assert!(check_route_path("/{proxy+}/b").is_err());
         assert!(check_route_path("/x{y}").is_err());
         assert!(check_route_path("/{a}/{a}").is_err());
+    }
+    #[test]
+    fn schedules_are_read_as_one_or_a_list() {
+        let text = "[functions.a]\ncode = \".\"\nschedule = \"rate(1 minute)\"\n\n[functions.b]\ncode = \".\"\nschedule = [\"cron(0 12 * * ? *)\", \"rate(2 hours)\"]\n";
+        let manifest = Manifest::parse(Path::new("lamina.toml"), text).unwrap();
+        let a = &manifest.functions["a"].schedules;
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].expression, "rate(1 minute)");
+        assert_eq!(a[0].at, "lamina.toml: functions.a.schedule");
+        let b: Vec<&str> = manifest.functions["b"]
+            .schedules
+            .iter()
+            .map(|s| s.expression.as_str())
+            .collect();
+        assert_eq!(b, ["cron(0 12 * * ? *)", "rate(2 hours)"]);
+        let bad = Manifest::parse(
+            Path::new("lamina.toml"),
+            "[functions.a]\ncode = \".\"\nschedule = 5\n",
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("functions.a.schedule"), "{bad}");
     }
 }

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::file::{
-    FunctionEntry, Manifest, ManifestError, PayloadVersion, RouteConfig, ServeSettings,
+    FunctionEntry, Manifest, ManifestError, PayloadVersion, RouteConfig, ScheduleEntry,
+    ServeSettings,
 };
 use super::{ACCOUNT_ID, DEFAULT_REGION, FunctionConfig};
 use intrinsics::{ExprError, Resource, Scope};
@@ -716,7 +717,7 @@ impl Reader {
             );
         }
         let function_name = name.clone().unwrap_or_else(|| id.to_owned());
-        let routes = self.events(id, &function_name, props.get("Events"));
+        let (routes, schedules) = self.events(id, &function_name, props.get("Events"));
         if self.problems.len() > before {
             return None;
         }
@@ -760,6 +761,7 @@ impl Reader {
             FunctionEntry {
                 config,
                 max_retry_attempts,
+                schedules,
             },
             routes,
         ))
@@ -849,17 +851,23 @@ impl Reader {
     }
 
     /// `Events`: `Api` and `HttpApi` become routes; the rest is noted.
-    fn events(&mut self, id: &str, function: &str, value: Option<&Value>) -> Vec<RouteConfig> {
+    fn events(
+        &mut self,
+        id: &str,
+        function: &str,
+        value: Option<&Value>,
+    ) -> (Vec<RouteConfig>, Vec<ScheduleEntry>) {
         let mut routes = Vec::new();
+        let mut schedules = Vec::new();
         let Some(events) = value else {
-            return routes;
+            return (routes, schedules);
         };
         let Some(events) = events.as_object() else {
             self.problem(
                 &format!("Resources.{id}.Properties.Events"),
                 "expected a mapping of events",
             );
-            return routes;
+            return (routes, schedules);
         };
         for (name, event) in events {
             let at = format!("Resources.{id}.Properties.Events.{name}");
@@ -933,15 +941,82 @@ impl Reader {
                     &at,
                     "SQS: not yet: SQS event sources come with lamina's durable asynchronous queue",
                 ),
-                "Schedule" | "ScheduleV2" => self.note(
-                    &at,
-                    format!("{kind}: not yet: lamina does not run schedules"),
-                ),
+                "Schedule" | "ScheduleV2" => {
+                    if let Some(schedule) = self.schedule(&at, kind, function, name, event) {
+                        schedules.push(schedule);
+                    }
+                }
                 "" => self.problem(&format!("{at}.Type"), "missing"),
                 other => self.note(&at, format!("{other}: an event source lamina does not run")),
             }
         }
-        routes
+        (routes, schedules)
+    }
+
+    /// A `Schedule` (EventBridge rule) or `ScheduleV2` (EventBridge Scheduler) event.
+    fn schedule(
+        &mut self,
+        at: &str,
+        kind: &str,
+        function: &str,
+        event_name: &str,
+        event: &Value,
+    ) -> Option<ScheduleEntry> {
+        let properties = match self
+            .scope
+            .resolve(event.get("Properties").unwrap_or(&Value::Null))
+        {
+            Ok(p) => p.unwrap_or(Value::Null),
+            Err(e) => {
+                self.problem(&format!("{at}.Properties"), e);
+                return None;
+            }
+        };
+        let text = |key: &str| {
+            properties
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let expression_key = match kind {
+            "Schedule" => "Schedule",
+            _ => "ScheduleExpression",
+        };
+        let Some(expression) = text(expression_key) else {
+            self.problem(&format!("{at}.Properties.{expression_key}"), "missing");
+            return None;
+        };
+        let disabled = properties.get("Enabled") == Some(&Value::Bool(false))
+            || text("State").as_deref() == Some("DISABLED");
+        if disabled {
+            self.note(at, format!("{kind}: disabled, so not run"));
+            return None;
+        }
+        for key in properties.as_object().into_iter().flat_map(|m| m.keys()) {
+            let used = matches!(
+                key.as_str(),
+                "Schedule"
+                    | "ScheduleExpression"
+                    | "Input"
+                    | "Name"
+                    | "Description"
+                    | "Enabled"
+                    | "State"
+            );
+            let utc = key == "ScheduleExpressionTimezone" && text(key).as_deref() == Some("UTC");
+            if !used && !utc {
+                self.note(
+                    &format!("{at}.Properties.{key}"),
+                    "not used by lamina (schedules run in UTC, once per firing)",
+                );
+            }
+        }
+        Some(ScheduleEntry {
+            name: text("Name").unwrap_or_else(|| format!("{function}-{event_name}")),
+            expression,
+            input: text("Input"),
+            at: format!("{}: {at}", self.file),
+        })
     }
 
     fn no_route_twice(&mut self, routes: &[RouteConfig]) {

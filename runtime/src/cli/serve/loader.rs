@@ -18,6 +18,7 @@ use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::jail::Helper;
 use crate::serve::routes::RouteTable;
+use crate::serve::schedule::Schedule;
 use crate::serve::{Function, Served};
 
 /// Everything needed to (re)load the configuration.
@@ -51,6 +52,8 @@ pub struct Loaded {
     /// What differs from the previous version: `name (new)`, `name (changed)`,
     /// `name (removed)`.
     pub changes: Vec<String>,
+    /// The functions' schedules.
+    pub schedules: Vec<Schedule>,
 }
 
 /// A function's identity for reuse: its configuration as written and the state of its files.
@@ -127,6 +130,28 @@ impl Loader {
         // Each function: carried over when nothing about it changed, else resolved anew.
         let mut kept: HashMap<String, Arc<Function>> = HashMap::new();
         let mut fresh = Vec::new();
+        let mut schedules = Vec::new();
+        let mut problems = Vec::new();
+        for (key, entry) in &entries {
+            let function = entry.config.name.clone().unwrap_or_else(|| key.clone());
+            let region = entry
+                .config
+                .region
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_REGION.to_owned());
+            for written in &entry.schedules {
+                match written.expression.parse() {
+                    Ok(expression) => schedules.push(Schedule {
+                        function: function.clone(),
+                        name: written.name.clone(),
+                        expression,
+                        input: written.input.clone(),
+                        region: region.clone(),
+                    }),
+                    Err(e) => problems.push(format!("{}: {e}", written.at)),
+                }
+            }
+        }
         for (key, entry) in entries {
             let config = FunctionConfig {
                 cache_dir: self.cache_dir.clone(),
@@ -155,7 +180,6 @@ impl Loader {
                 .collect::<Vec<_>>()
         })
         .await?;
-        let mut problems = Vec::new();
         let mut specs = Vec::new();
         for (key, id, retries, spec) in resolved {
             match spec {
@@ -223,16 +247,21 @@ impl Loader {
             if before != after.keys() {
                 changes.push("routes".into());
             }
+            if previous.schedules != schedules {
+                changes.push("schedules".into());
+            }
         }
         changes.sort();
         Ok(Loaded {
             served: Served {
                 functions,
                 routes: RouteTable::new(&manifest.routes),
+                schedules: schedules.clone(),
             },
             manifest,
             watched,
             changes,
+            schedules,
         })
     }
 }
