@@ -980,6 +980,16 @@ async fn a_sam_project_is_served_from_its_template_as_it_is() {
     // The Invoke API, by the function's name.
     let r = server.invoke("HelloFunction", &[], "{}").await;
     assert_eq!(r.status(), 200);
+    // The template's settings, as the control plane reports them.
+    let r = server.get("/2015-03-31/functions/HelloFunction").await;
+    let got = json_of(&r);
+    let c = &got["Configuration"];
+    assert_eq!(c["MemorySize"], 256, "{got}");
+    assert_eq!(c["Timeout"], 5, "Globals.Function.Timeout");
+    assert_eq!(c["Runtime"], "python3.11");
+    assert_eq!(c["Handler"], "app.handler");
+    assert_eq!(c["EphemeralStorage"], json!({"Size": 1024}));
+    assert_eq!(got["Concurrency"]["ReservedConcurrentExecutions"], 2);
     let (clean, logs) = server.stop();
     assert!(clean, "{logs}");
 }

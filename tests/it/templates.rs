@@ -56,6 +56,15 @@ Resources:
       Layers: [!Ref Greeting]
       Policies: [AWSLambdaBasicExecutionRole]
       Tracing: Active
+      EphemeralStorage:
+        Size: 1024
+      ReservedConcurrentExecutions: 2
+      Architectures: [x86_64]
+      LoggingConfig:
+        LogFormat: Text
+      EventInvokeConfig:
+        MaximumRetryAttempts: 1
+        MaximumEventAgeInSeconds: 600
       Environment:
         Variables:
           SHARED: from-the-function
@@ -66,6 +75,11 @@ Resources:
           MODE: !If [IsProd, production, development]
           TABLE: !Ref Table
           OPTIONAL: !If [IsDev, !Ref "AWS::NoValue", set]
+          SPLIT: !Select [1, !Split [",", "x,y,z"]]
+          ENCODED: !Base64 hi
+          ZONE: !Select [0, !GetAZs ""]
+          LONG_FORM:
+            Fn::Join: ["/", [{"Ref": "Stage"}, {"Fn::Sub": "${AWS::AccountId}"}]]
       Events:
         Rest:
           Type: Api
@@ -108,11 +122,14 @@ const PYTHON_APP: &str = r#"
 import json, os, greeting
 
 def handler(event, context):
-    names = ["STAGE", "SHARED", "SECOND", "JOINED", "SUBBED", "NODE_ARN", "MODE", "TABLE", "OPTIONAL"]
+    names = ["STAGE", "SHARED", "SECOND", "JOINED", "SUBBED", "NODE_ARN", "MODE", "TABLE", "OPTIONAL",
+             "SPLIT", "ENCODED", "ZONE", "LONG_FORM"]
+    tmp = os.statvfs("/tmp")
     return {"statusCode": 200, "headers": {"content-type": "application/json"},
             "body": json.dumps({"env": {n: os.environ.get(n) for n in names},
                                 "greeting": greeting.TEXT,
                                 "memory": context.memory_limit_in_mb,
+                                "tmp_mb": tmp.f_blocks * tmp.f_frsize // (1024 * 1024),
                                 "function": context.function_name,
                                 "version": event.get("version"),
                                 "method": event.get("httpMethod"),
@@ -211,8 +228,13 @@ fn lamina_invoke_runs_a_templates_function_as_sam_describes_it() {
             "MODE": "development",
             "TABLE": "",
             "OPTIONAL": null,
+            "SPLIT": "y",
+            "ENCODED": "aGk=",
+            "ZONE": "us-east-1a",
+            "LONG_FORM": "dev/000000000000",
         })
     );
+    assert_eq!(body["tmp_mb"], 1024, "EphemeralStorage.Size");
     assert_eq!(body["greeting"], "from the layer");
     assert_eq!(body["memory"], "256");
     assert_eq!(body["function"], "HelloFunction");
@@ -221,10 +243,10 @@ fn lamina_invoke_runs_a_templates_function_as_sam_describes_it() {
     for note in [
         "template.yaml: Resources.HelloFunction: not used by lamina (AWS account settings): Policies, Tracing",
         "template.yaml: Resources.HelloFunction.Properties.Environment.Variables.TABLE: Ref Table: Table is an AWS::Serverless::SimpleTable",
-        "template.yaml: Resources.HelloFunction.Properties.Events.Nightly: Schedule: not yet",
         "template.yaml: Resources.HelloFunction.Properties.Events.Jobs: SQS: not yet",
         "template.yaml: Resources.Table: AWS::Serverless::SimpleTable: not created by lamina",
         "template.yaml: Resources.Jobs: AWS::SQS::Queue: not created by lamina",
+        "template.yaml: Resources.HelloFunction.Properties.EventInvokeConfig.MaximumEventAgeInSeconds: not yet used by lamina",
     ] {
         assert_eq!(
             stderr.matches(note).count(),
@@ -308,10 +330,7 @@ fn a_broken_template_is_refused_naming_file_resource_and_property() {
             "broken.yaml: Transform: AWS::Serverless::* resources need",
         ),
         (
-            base.replace(
-                "      Tracing: Active\n",
-                "      Tracing: Active\n      Architectures: [arm64]\n",
-            ),
+            base.replace("Architectures: [x86_64]", "Architectures: [arm64]"),
             vec![],
             "broken.yaml: Resources.HelloFunction.Properties.Architectures: arm64: this host runs x86_64 functions only",
         ),
