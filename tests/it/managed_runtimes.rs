@@ -337,3 +337,85 @@ fn a_version_this_host_lacks_is_named_with_the_way_on() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_runtime_client_installs_once_from_a_local_package_without_the_registry() {
+    // The wheels of awslambdaric and its dependencies, downloaded beforehand as a user with no
+    // registry at hand would bring them.
+    let wheels = tempfile::tempdir().unwrap();
+    let download = Command::new("python3.11")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-d",
+        ])
+        .arg(wheels.path())
+        .arg("awslambdaric==4.2.2")
+        .output()
+        .unwrap();
+    assert!(download.status.success(), "{}", text(&download.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "app.py", PYTHON_APP);
+    // A cache of its own, empty: the client must be installed now, from the wheels only
+    // (pip is told --no-index, so the registry is not asked).
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(lamina())
+            .arg("invoke")
+            .arg(dir.path())
+            .args(["--runtime", "python3.11", "--handler", "app.handler"])
+            .arg("--runtime-package")
+            .arg(wheels.path())
+            .env("LAMINA_CACHE_DIR", cache.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(answer(&first)["python"], "3.11");
+    let stderr = text(&first.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "lamina: installing awslambdaric for python3.11, from {} into the cache (once)",
+            wheels.path().display()
+        )) && stderr.contains("lamina: awslambdaric installed in "),
+        "{stderr}"
+    );
+    // Once: the second run finds it.
+    let second = run();
+    assert_eq!(answer(&second)["python"], "3.11");
+    assert!(
+        !text(&second.stderr).contains("installing"),
+        "{}",
+        text(&second.stderr)
+    );
+    // `lamina cache ls` shows where it came from.
+    let ls = Command::new(lamina())
+        .args(["cache", "ls"])
+        .env("LAMINA_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&ls.stdout).contains("awslambdaric for python3.11, from"),
+        "{}",
+        text(&ls.stdout)
+    );
+    // A package that is not there is named, with the way on.
+    let missing = Command::new(lamina())
+        .arg("invoke")
+        .arg(dir.path())
+        .args(["--runtime", "python3.11", "--handler", "app.handler"])
+        .args(["--runtime-package", "/nonexistent/wheels"])
+        .env("LAMINA_CACHE_DIR", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("/nonexistent/wheels"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
