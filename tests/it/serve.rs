@@ -878,7 +878,8 @@ fn a_copied_binary_without_a_config_says_there_is_none_and_where_it_looked() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains(&format!(
-                "no --config was given and there is no lamina.toml in {}",
+                "no --config or --template was given and there is no lamina.toml or \
+                 template.yaml in {}",
                 dir.path().canonicalize().unwrap().display()
             )),
             "{args:?}: {stderr}"
