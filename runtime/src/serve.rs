@@ -288,9 +288,16 @@ async fn front(
     body: hyper::body::Incoming,
     peer: SocketAddr,
 ) -> Reply {
-    let path = parts.uri.path();
     let served = app.served();
-    let Some(matched) = served.routes.find(parts.method.as_str(), path) else {
+    // A function URL's function sees the path after its prefix, on the `$default` route.
+    let (found, path) = match served.routes.find_url(parts.uri.path()) {
+        Some((matched, rest)) => (Some(matched), rest),
+        None => (
+            served.routes.find(parts.method.as_str(), parts.uri.path()),
+            parts.uri.path(),
+        ),
+    };
+    let Some(matched) = found else {
         return refused(
             send(
                 apigw::gateway_error(StatusCode::NOT_FOUND, PayloadVersion::V2),

@@ -44,7 +44,10 @@ fn malformed_and_wrong_version_specs_are_refused() {
     let (code, stderr) = run(&serde_json::to_vec(&spec).unwrap());
     assert_eq!(code, Some(125));
     assert!(
-        stderr.contains("version 99 is not the supported 3"),
+        stderr.contains(&format!(
+            "version 99 is not the supported {}",
+            lamina_bootstrap::spec::SPEC_VERSION
+        )),
         "{stderr}"
     );
 }

@@ -976,8 +976,23 @@ async fn a_sam_project_is_served_from_its_template_as_it_is() {
     assert_eq!(r.status(), 200, "{}", server.logs());
     assert_eq!(
         json_of(&r),
-        json!({"node": true, "function": "lamina-node-dev", "route": "$default"})
+        json!({"node": true, "function": "lamina-node-dev", "route": "$default",
+               "path": "/anything/else"})
     );
+    // Its function URL: the path after the prefix, on the `$default` route.
+    assert!(
+        logs.contains("function URL of lamina-node-dev: http://"),
+        "{logs}"
+    );
+    let r = server.get("/lambda-url/lamina-node-dev/x/y?z=1").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    assert_eq!(
+        json_of(&r),
+        json!({"node": true, "function": "lamina-node-dev", "route": "$default", "path": "/x/y"})
+    );
+    // A function without a URL has none: the path is an ordinary one (here the catch-all's).
+    let r = server.get("/lambda-url/HelloFunction/").await;
+    assert_eq!(json_of(&r)["path"], "/lambda-url/HelloFunction/");
     // The Invoke API, by the function's name.
     let r = server.invoke("HelloFunction", &[], "{}").await;
     assert_eq!(r.status(), 200);

@@ -106,6 +106,8 @@ Resources:
       Handler: index.handler
       Runtime: !Sub "nodejs${NodeMajor}.x"
       FunctionName: !Sub "${AWS::StackName}-node-${Stage}"
+      FunctionUrlConfig:
+        AuthType: NONE
       Events:
         Everything:
           Type: HttpApi
@@ -139,7 +141,8 @@ def handler(event, context):
 const NODE_APP: &str = r#"
 export const handler = async (event, context) => ({
   statusCode: 200,
-  body: JSON.stringify({ node: true, function: context.functionName, route: event.routeKey }),
+  body: JSON.stringify({ node: true, function: context.functionName, route: event.routeKey,
+                         path: event.rawPath ?? null }),
 });
 "#;
 
@@ -288,7 +291,7 @@ fn lamina_invoke_runs_a_templates_function_as_sam_describes_it() {
     let body = body_of(&out);
     assert_eq!(
         body,
-        json!({"node": true, "function": "lamina-node-dev", "route": "x"})
+        json!({"node": true, "function": "lamina-node-dev", "route": "x", "path": null})
     );
 }
 

@@ -133,6 +133,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         super::plural(manifest.routes.len(), "route", "routes"),
         state_dir.display()
     );
+    for name in &manifest.function_urls {
+        eprintln!(
+            "lamina: function URL of {name}: http://{addr}{}{name}/",
+            crate::serve::routes::URL_PREFIX
+        );
+    }
     if !addr.ip().is_loopback() {
         eprintln!(
             "WARNING: listening on {addr}: lamina checks no credentials; anyone who can reach \

@@ -26,6 +26,9 @@ pub struct Manifest {
     pub functions: BTreeMap<String, FunctionEntry>,
     /// The HTTP front's routes, in the order written.
     pub routes: Vec<RouteConfig>,
+    /// The functions with a function URL (`function_url = true`, a template's
+    /// `FunctionUrlConfig`): served at `/lambda-url/NAME/` with payload 2.0 events.
+    pub function_urls: Vec<String>,
     /// `[serve]`.
     pub serve: ServeSettings,
 }
@@ -39,6 +42,8 @@ pub struct FunctionEntry {
     pub max_retry_attempts: u32,
     /// When the function is invoked on a schedule.
     pub schedules: Vec<ScheduleEntry>,
+    /// Whether it has a function URL.
+    pub function_url: bool,
 }
 
 /// A schedule as written: `schedule = "rate(1 minute)"` (or a list), or a template's
@@ -188,6 +193,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "accept_host_runtime",
     "runtime_package",
     "schedule",
+    "function_url",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "function", "payload"];
 const SERVE_KEYS: &[&str] = &["listen", "state_dir", "retry_delay", "network"];
@@ -265,10 +271,16 @@ impl Manifest {
                 problems: check.problems,
             });
         }
+        let function_urls = functions
+            .iter()
+            .filter(|(_, entry)| entry.function_url)
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(Manifest {
             path: path.to_owned(),
             functions,
             routes,
+            function_urls,
             serve,
         })
     }
@@ -496,10 +508,19 @@ impl Checker {
             self.problem(&at, e.to_string());
             return None;
         }
+        let function_url = match t.get("function_url") {
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.wrong(&key("function_url"), "true or false", other);
+                return None;
+            }
+            None => false,
+        };
         Some(FunctionEntry {
             config,
             max_retry_attempts,
             schedules,
+            function_url,
         })
     }
 
@@ -825,6 +846,12 @@ mod tests {
             .map(|s| s.expression.as_str())
             .collect();
         assert_eq!(b, ["cron(0 12 * * ? *)", "rate(2 hours)"]);
+        let urls = Manifest::parse(
+            Path::new("lamina.toml"),
+            "[functions.a]\ncode = \".\"\nfunction_url = true\n[functions.b]\ncode = \".\"\n",
+        )
+        .unwrap();
+        assert_eq!(urls.function_urls, ["a"]);
         let bad = Manifest::parse(
             Path::new("lamina.toml"),
             "[functions.a]\ncode = \".\"\nschedule = 5\n",

@@ -136,6 +136,11 @@ pub fn parse(path: &Path, text: &str, options: &Options) -> Result<Loaded, Manif
     Ok(Loaded {
         manifest: Manifest {
             path: path.to_owned(),
+            function_urls: functions
+                .values()
+                .filter(|e| e.function_url)
+                .filter_map(|e| e.config.name.clone())
+                .collect(),
             functions,
             routes,
             serve: ServeSettings::default(),
@@ -710,12 +715,37 @@ impl Reader {
                 }
             }
         }
-        if props.contains_key("FunctionUrlConfig") {
-            self.note(
-                &at("FunctionUrlConfig"),
-                "not yet: invoke the function through a route or the Invoke API",
-            );
-        }
+        let function_url = match get(self, "FunctionUrlConfig") {
+            Some(url) => {
+                match url.get("AuthType").and_then(Value::as_str) {
+                    Some("NONE") => {}
+                    Some("AWS_IAM") => self.note(
+                        &at("FunctionUrlConfig.AuthType"),
+                        "AWS_IAM: lamina checks no signatures; the URL is open to whoever reaches it",
+                    ),
+                    other => self.problem(
+                        &at("FunctionUrlConfig.AuthType"),
+                        format!("{}: expected NONE or AWS_IAM", other.unwrap_or("missing")),
+                    ),
+                }
+                if url.get("InvokeMode").and_then(Value::as_str) == Some("RESPONSE_STREAM") {
+                    self.note(
+                        &at("FunctionUrlConfig.InvokeMode"),
+                        "RESPONSE_STREAM: not yet; answered buffered",
+                    );
+                }
+                for key in url.as_object().into_iter().flat_map(|m| m.keys()) {
+                    if !matches!(key.as_str(), "AuthType" | "InvokeMode") {
+                        self.note(
+                            &at(&format!("FunctionUrlConfig.{key}")),
+                            "not used by lamina",
+                        );
+                    }
+                }
+                true
+            }
+            None => false,
+        };
         let function_name = name.clone().unwrap_or_else(|| id.to_owned());
         let (routes, schedules) = self.events(id, &function_name, props.get("Events"));
         if self.problems.len() > before {
@@ -762,6 +792,7 @@ impl Reader {
                 config,
                 max_retry_attempts,
                 schedules,
+                function_url,
             },
             routes,
         ))

@@ -42,7 +42,14 @@ pub struct Matched<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Function URLs, by function name: `$default` routes of payload 2.0, reached under
+    /// [`URL_PREFIX`]`NAME/`.
+    urls: Vec<Route>,
 }
+
+/// Where a function's URL is served: `/lambda-url/NAME/…` (a Lambda function URL is a host
+/// of its own; lamina has one listener, so each gets a path prefix instead).
+pub const URL_PREFIX: &str = "/lambda-url/";
 
 impl RouteTable {
     /// Parses routes that `lamina.toml` checking has already accepted.
@@ -61,7 +68,44 @@ impl RouteTable {
                 }
             })
             .collect();
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            urls: Vec::new(),
+        }
+    }
+
+    /// Adds a function URL for each function named.
+    pub fn with_function_urls(mut self, functions: &[String]) -> Self {
+        self.urls = functions
+            .iter()
+            .map(|function| Route {
+                key: "$default".to_owned(),
+                path: "$default".to_owned(),
+                method: None,
+                segments: None,
+                function: function.clone(),
+                payload: PayloadVersion::V2,
+            })
+            .collect();
+        self
+    }
+
+    /// The function URL `path` is under, and the path the function sees (what follows
+    /// `/lambda-url/NAME`, at least `/`).
+    pub fn find_url<'a>(&'a self, path: &'a str) -> Option<(Matched<'a>, &'a str)> {
+        let rest = path.strip_prefix(URL_PREFIX)?;
+        let (name, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let route = self.urls.iter().find(|r| r.function == name)?;
+        Some((
+            Matched {
+                route,
+                params: Vec::new(),
+            },
+            tail,
+        ))
     }
 
     /// Whether there are no routes at all.
@@ -74,11 +118,13 @@ impl RouteTable {
         self.routes.len()
     }
 
-    /// Each route's key and function, in order: what a reload compares.
+    /// Each route's key and function, in order, and the function URLs: what a reload
+    /// compares.
     pub fn keys(&self) -> Vec<String> {
         self.routes
             .iter()
             .map(|r| format!("{} -> {} ({:?})", r.key, r.function, r.payload))
+            .chain(self.urls.iter().map(|r| format!("url -> {}", r.function)))
             .collect()
     }
 

@@ -272,39 +272,27 @@ struct Civil {
 
 impl Civil {
     fn of(unix_secs: u64) -> Civil {
-        let days = unix_secs / 86_400;
-        let rem = unix_secs % 86_400;
-        // Howard Hinnant's civil-from-days, for the proleptic Gregorian calendar.
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as u32;
+        use chrono::{Datelike, Timelike};
+        let t = chrono::DateTime::from_timestamp(i64::try_from(unix_secs).unwrap_or(i64::MAX), 0)
+            .unwrap_or_default();
         Civil {
-            year,
-            month,
-            day,
-            hour: (rem / 3600) as u32,
-            minute: (rem % 3600 / 60) as u32,
-            // 1970-01-01 was a Thursday (5 counting Sunday as 1).
-            weekday: ((days + 4) % 7) as u32 + 1,
+            year: u32::try_from(t.year()).unwrap_or(0),
+            month: t.month(),
+            day: t.day(),
+            hour: t.hour(),
+            minute: t.minute(),
+            weekday: t.weekday().number_from_sunday(),
         }
     }
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
-        2 => 28,
-        _ => 31,
-    }
+    use chrono::Datelike;
+    let first = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).unwrap_or(1970), month, 1);
+    first
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .and_then(|d| d.pred_opt())
+        .map_or(31, |d| d.day())
 }
 
 /// A schedule of one served function.

@@ -243,7 +243,8 @@ impl Loader {
                 }
             }
             let before: Vec<String> = previous.routes.keys();
-            let after = RouteTable::new(&manifest.routes);
+            let after =
+                RouteTable::new(&manifest.routes).with_function_urls(&manifest.function_urls);
             if before != after.keys() {
                 changes.push("routes".into());
             }
@@ -255,7 +256,8 @@ impl Loader {
         Ok(Loaded {
             served: Served {
                 functions,
-                routes: RouteTable::new(&manifest.routes),
+                routes: RouteTable::new(&manifest.routes)
+                    .with_function_urls(&manifest.function_urls),
                 schedules: schedules.clone(),
             },
             manifest,
