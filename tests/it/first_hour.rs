@@ -329,7 +329,7 @@ fn help_shows_every_default_in_plain_words() {
     for shown in [
         "[default: 127.0.0.1:9000]",
         "[default: `network` in lamina.toml's [serve], else outbound]",
-        "[default: ./lamina.toml]",
+        "[default: ./lamina.toml, else ./template.yaml]",
     ] {
         assert!(serve.contains(shown), "{shown:?} in {serve}");
     }

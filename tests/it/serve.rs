@@ -980,10 +980,7 @@ async fn a_sam_project_is_served_from_its_template_as_it_is() {
                "path": "/anything/else"})
     );
     // Its function URL: the path after the prefix, on the `$default` route.
-    assert!(
-        logs.contains("function URL of lamina-node-dev: http://"),
-        "{logs}"
-    );
+    server.wait_for_log("function URL of lamina-node-dev: http://", 1);
     let r = server.get("/lambda-url/lamina-node-dev/x/y?z=1").await;
     assert_eq!(r.status(), 200, "{}", server.logs());
     assert_eq!(
