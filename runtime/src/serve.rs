@@ -11,6 +11,7 @@
 pub mod apigw;
 pub mod control_plane;
 pub mod event_queue;
+pub mod event_store;
 pub mod invoke_api;
 pub mod routes;
 pub mod schedule;

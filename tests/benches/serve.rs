@@ -219,7 +219,13 @@ fn main() {
                 routes: RouteTable::default(),
                 schedules: Vec::new(),
             },
-            EventQueue::start(state.path().to_owned(), std::time::Duration::from_secs(60)),
+            EventQueue::start(
+                state.path().to_owned(),
+                std::time::Duration::from_secs(60),
+                lamina_runtime::serve::event_store::Committer::start(
+                    lamina_runtime::serve::event_store::Volatile,
+                ),
+            ),
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

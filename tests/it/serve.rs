@@ -151,6 +151,19 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `kill -9`, as a crash or the OOM killer ends a server: nothing of lamina's own shutdown
+    /// runs. Returns its log and its directory (for a restart on the same state).
+    fn kill9(mut self) -> (String, TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The log's last lines are in the pipe when the process dies.
+        std::thread::sleep(Duration::from_millis(100));
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (self.logs(), dir)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1290,4 +1303,139 @@ Resources:
         "{scheduled}"
     );
     assert!(events.contains(&json!({"from": "scheduler"})), "{logs}");
+}
+
+/// The request ids whose invocation ended (`END RequestId: …`) in `logs`.
+fn ended(logs: &str) -> std::collections::BTreeSet<String> {
+    logs.lines()
+        .filter_map(|l| l.split("END RequestId: ").nth(1))
+        .map(|id| id.trim().to_owned())
+        .collect()
+}
+
+/// Sends `n` `Event` invocations with `payload`; the request ids of their 202s.
+async fn send_events(server: &Server, function: &str, n: usize, payload: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let r = server
+            .invoke(
+                function,
+                &[("x-amz-invocation-type", "Event")],
+                payload.to_owned(),
+            )
+            .await;
+        assert_eq!(r.status(), 202, "{}", server.logs());
+        ids.push(header(&r, "x-amzn-RequestId").unwrap().to_owned());
+    }
+    ids
+}
+
+/// Waits until every id in `ids` has ended in `before` or in the server's log.
+fn wait_all_ended(server: &Server, before: &str, ids: &[String]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let logs = server.logs();
+        let done: std::collections::BTreeSet<String> =
+            ended(before).union(&ended(&logs)).cloned().collect();
+        let missing: Vec<&String> = ids.iter().filter(|id| !done.contains(*id)).collect();
+        if missing.is_empty() {
+            return logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} accepted events never ran: {missing:?}\n{logs}",
+            missing.len(),
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accepted_events_survive_kill_9_and_run_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("slow")).unwrap();
+    std::fs::write(
+        dir.path().join("slow/app.py"),
+        "import time\ndef handler(event, context):\n    time.sleep(0.05)\n    return event\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        "[functions.slow]\ncode = \"slow\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n",
+    )
+    .unwrap();
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    // 40 accepted; one environment at 50 ms each: most are still queued at the kill.
+    let ids = send_events(&server, "slow", 40, "{}").await;
+    let (before, dir) = server.kill9();
+    let ran_before = ended(&before).len();
+    assert!(
+        ran_before < 40,
+        "all ran before the kill: the test shows nothing"
+    );
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    let logs = wait_all_ended(&server, &before, &ids);
+    assert!(
+        logs.contains("resuming")
+            && logs.contains("asynchronous invocations accepted before the last stop"),
+        "{logs}"
+    );
+    // Once all have run, the store holds none: a third start resumes nothing.
+    let (_, dir) = server.kill9();
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!server.logs().contains("resuming"), "{}", server.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_killed_mid_retry_are_retried_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("flaky")).unwrap();
+    let marker = dir.path().join("healed");
+    std::fs::write(
+        dir.path().join("flaky/app.py"),
+        format!(
+            "import os\ndef handler(event, context):\n    if not os.path.exists({:?}):\n        raise RuntimeError('not yet')\n    print('HEALED ' + context.aws_request_id)\n    return {{}}\n",
+            marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        "[functions.flaky]\ncode = \"flaky\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\
+         concurrency = 4\n\n[serve]\nretry_delay = 1\n",
+    )
+    .unwrap();
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    let ids = send_events(&server, "flaky", 10, "{}").await;
+    // Every event has failed its first attempt and waits for its retry.
+    server.wait_for_log("RuntimeError: not yet", 10);
+    let (_, dir) = server.kill9();
+    std::fs::write(&marker, "").unwrap();
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = server.logs();
+        let healed = ids
+            .iter()
+            .filter(|id| logs.contains(&format!("HEALED {id}")))
+            .count();
+        if healed == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{healed} of {} retried:\n{logs}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !server
+            .dir
+            .path()
+            .join("state/dead-letters/flaky.jsonl")
+            .exists()
+    );
 }

@@ -17,6 +17,8 @@ use super::invoke::{NetworkKind, SandboxKind, Sandboxes};
 use crate::config::file::ListenAddr;
 use crate::serve::App;
 use crate::serve::event_queue::EventQueue;
+use crate::serve::event_store::sqlite::SqliteStore;
+use crate::serve::event_store::{Committer, StoredEvent, Volatile};
 use crate::serve::watch::Watcher;
 use loader::{Loaded, Loader};
 
@@ -102,10 +104,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .serve
         .retry_delay
         .unwrap_or(Duration::from_secs(60));
+    // The asynchronous queue's store: accepted events survive stops and crashes there, and
+    // what a previous run left is resumed below.
+    let (committer, pending) = open_event_store(&state_dir)?;
     let app = Arc::new(App::new(
         served,
-        EventQueue::start(state_dir.clone(), retry_delay),
+        EventQueue::start(state_dir.clone(), retry_delay, committer),
     ));
+    app.events.resume(pending, &app.served().functions);
     let listen = args
         .listen
         .or(manifest.serve.listen.clone())
@@ -173,6 +179,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("lamina: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The event store in `state_dir` (or, for the queue benchmark's floor only,
+/// `LAMINA_TEST_QUEUE=volatile`: none), its writer, and the events it still holds.
+fn open_event_store(state_dir: &std::path::Path) -> anyhow::Result<(Committer, Vec<StoredEvent>)> {
+    use crate::serve::event_store::EventStore as _;
+    if std::env::var_os("LAMINA_TEST_QUEUE").is_some_and(|v| v == "volatile") {
+        eprintln!(
+            "WARNING: LAMINA_TEST_QUEUE=volatile: accepted events are not kept (a test switch)"
+        );
+        return Ok((Committer::start(Volatile), Vec::new()));
+    }
+    let mut store = SqliteStore::open(state_dir)?;
+    let pending = store.pending()?;
+    Ok((Committer::start(store), pending))
 }
 
 /// `--watch`: after each change, the configuration is loaded again; what loads replaces what

@@ -1,13 +1,18 @@
-//! Asynchronous (`Event`) invocations: accepted at once, run when the function has room, retried
-//! on error as Lambda retries them, and written to a dead-letter file when they cannot succeed.
+//! Asynchronous (`Event`) invocations: accepted once durable, run when the function has room,
+//! retried on error as Lambda retries them, and written to a dead-letter file when they cannot
+//! succeed.
+//!
+//! Every accepted event is in the [`event_store`](super::event_store) before its `202` is
+//! sent and leaves it only once it has run or been dead-lettered; a start resumes what the
+//! store still holds ([`EventQueue::resume`]), so neither a stop nor a `kill -9` loses one.
 //!
 //! One task owns the whole queue: the waiting events of every function, the retries due later,
 //! and the dead-letter files. Attempts run as tasks of their own and report back to it. An
 //! event waits its turn when its function is at its concurrency (a throttle is not a failed
 //! attempt, as on Lambda), and after a function error it is retried twice (the function's
-//! `max_retry_attempts`) after `retry_delay`, then twice that. An event that still fails, or
-//! that has not run when lamina stops, is appended to `<state dir>/dead-letters/<function>.jsonl`
-//! as a record in the shape of Lambda's on-failure destination, so nothing accepted is lost.
+//! `max_retry_attempts`) after `retry_delay`, then twice that. An event that still fails is
+//! appended to `<state dir>/dead-letters/<function>.jsonl` as a record in the shape of Lambda's
+//! on-failure destination.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -19,6 +24,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Function;
+use super::event_store::{Committer, StoreError, StoredEvent, epoch_ms};
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::invoke::{Completed, InvokeRequest, Throttled};
 use crate::pool::sleep_until;
@@ -33,6 +39,8 @@ pub struct AsyncEvent {
     pub request: InvokeRequest,
     /// Attempts made so far.
     attempts: u32,
+    /// When it was accepted (ms since the epoch).
+    accepted_ms: u64,
 }
 
 impl AsyncEvent {
@@ -43,6 +51,21 @@ impl AsyncEvent {
             function,
             request,
             attempts: 0,
+            accepted_ms: epoch_ms(SystemTime::now()),
+        }
+    }
+
+    /// The event as the store keeps it.
+    fn stored(&self) -> StoredEvent {
+        StoredEvent {
+            request_id: self.request_id().to_owned(),
+            function: self.function.name().to_owned(),
+            payload: self.request.payload.clone(),
+            client_context: self.request.client_context.clone(),
+            trace_id: self.request.trace_id.clone(),
+            accepted_ms: self.accepted_ms,
+            attempts: self.attempts,
+            due_ms: 0,
         }
     }
 
@@ -54,6 +77,8 @@ impl AsyncEvent {
 
 enum Msg {
     Enqueue(AsyncEvent),
+    /// Resumed from the store: due at this time.
+    Resume(AsyncEvent, SystemTime),
     Throttled(AsyncEvent),
     Done(AsyncEvent, Completed),
     Shutdown(oneshot::Sender<()>),
@@ -63,12 +88,25 @@ enum Msg {
 #[derive(Debug, Clone)]
 pub struct EventQueue {
     tx: mpsc::UnboundedSender<Msg>,
+    store: Committer,
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// lamina is stopping.
+    #[error("lamina is shutting down")]
+    Stopping,
+    /// The store could not keep it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Msg::Enqueue(_) => "Enqueue",
+            Msg::Resume(..) => "Resume",
             Msg::Throttled(_) => "Throttled",
             Msg::Done(..) => "Done",
             Msg::Shutdown(_) => "Shutdown",
@@ -81,32 +119,77 @@ const THROTTLE_BACKOFF: Duration = Duration::from_millis(10);
 const THROTTLE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl EventQueue {
-    /// Starts the queue's task. Dead letters go under `state_dir`.
-    pub fn start(state_dir: PathBuf, retry_delay: Duration) -> Self {
+    /// Starts the queue's task over `store`. Dead letters go under `state_dir`.
+    pub fn start(state_dir: PathBuf, retry_delay: Duration, store: Committer) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let owner = Owner {
             tx: tx.clone(),
+            store: store.clone(),
             dead_letters: state_dir.join("dead-letters"),
             retry_delay,
             waiting: HashMap::new(),
             delayed: Vec::new(),
         };
         tokio::spawn(owner.run(rx));
-        EventQueue { tx }
+        EventQueue { tx, store }
     }
 
-    /// Accepts an event; false if the queue has stopped (lamina is shutting down).
-    pub fn enqueue(&self, event: AsyncEvent) -> bool {
-        self.tx.send(Msg::Enqueue(event)).is_ok()
+    /// Accepts an event: resolves once it is durable (then a `202` may promise it).
+    pub async fn enqueue(&self, event: AsyncEvent) -> Result<(), Refused> {
+        if self.tx.is_closed() {
+            return Err(Refused::Stopping);
+        }
+        self.store.append(event.stored()).await?;
+        // Stored: if the queue stopped meanwhile, the next start runs it.
+        self.tx
+            .send(Msg::Enqueue(event))
+            .map_err(|_| Refused::Stopping)
     }
 
-    /// Stops taking new attempts, waits for the running ones, and writes what is left to the
-    /// dead-letter files.
+    /// Queues what a previous run left in the store, for the functions served now. Events of
+    /// a function no longer served stay in the store, and are said once per function.
+    pub fn resume(&self, pending: Vec<StoredEvent>, functions: &HashMap<String, Arc<Function>>) {
+        let mut missing: HashMap<String, usize> = HashMap::new();
+        let mut resumed = 0;
+        for stored in pending {
+            let Some(function) = functions.get(&stored.function) else {
+                *missing.entry(stored.function).or_default() += 1;
+                continue;
+            };
+            let request = InvokeRequest {
+                payload: stored.payload,
+                client_context: stored.client_context,
+                trace_id: stored.trace_id,
+                ..Default::default()
+            };
+            let mut event = AsyncEvent::new(Arc::clone(function), stored.request_id, request);
+            event.attempts = stored.attempts;
+            event.accepted_ms = stored.accepted_ms;
+            let due = super::event_store::from_epoch_ms(stored.due_ms);
+            if self.tx.send(Msg::Resume(event, due)).is_ok() {
+                resumed += 1;
+            }
+        }
+        if resumed > 0 {
+            tracing::warn!(
+                "resuming {resumed} asynchronous invocations accepted before the last stop"
+            );
+        }
+        for (function, n) in missing {
+            tracing::warn!(
+                "{n} asynchronous invocations of {function} wait in the event store for it to be served again"
+            );
+        }
+    }
+
+    /// Stops taking new attempts and waits for the running ones; what has not run stays in
+    /// the store for the next start.
     pub async fn shutdown(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(ack)).is_ok() {
             let _ = done.await;
         }
+        self.store.flush().await;
     }
 }
 
@@ -121,6 +204,7 @@ struct Waiting {
 
 struct Owner {
     tx: mpsc::UnboundedSender<Msg>,
+    store: Committer,
     dead_letters: PathBuf,
     retry_delay: Duration,
     /// By function name.
@@ -140,6 +224,10 @@ impl Owner {
             };
             match msg {
                 Some(Msg::Enqueue(event)) => self.push_back(event),
+                Some(Msg::Resume(event, due)) => {
+                    let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+                    self.delayed.push((Instant::now() + wait, event));
+                }
                 Some(Msg::Throttled(event)) => {
                     let w = self.attempt_ended(&event);
                     let next = w
@@ -158,7 +246,8 @@ impl Owner {
                 None => break None,
             }
         };
-        // Attempts under way finish (within their deadlines); their failures are not retried.
+        // Attempts under way finish (within their deadlines); a failure is recorded for the
+        // next start to retry. Whatever has not run stays in the store.
         while self.waiting.values().any(|w| w.running > 0) {
             match rx.recv().await {
                 Some(Msg::Done(event, completed)) => {
@@ -167,23 +256,13 @@ impl Owner {
                 }
                 Some(Msg::Throttled(event)) => {
                     self.attempt_ended(&event);
-                    self.dead_letter(&event, "Shutdown", None);
                 }
-                Some(Msg::Enqueue(event)) => self.dead_letter(&event, "Shutdown", None),
+                Some(Msg::Enqueue(_) | Msg::Resume(..)) => {}
                 Some(Msg::Shutdown(ack)) => {
                     let _ = ack.send(());
                 }
                 None => break,
             }
-        }
-        let left: Vec<AsyncEvent> = self
-            .waiting
-            .drain()
-            .flat_map(|(_, w)| w.events)
-            .chain(self.delayed.drain(..).map(|(_, e)| e))
-            .collect();
-        for event in &left {
-            self.dead_letter(event, "Shutdown", None);
         }
         if let Some(ack) = stopped {
             let _ = ack.send(());
@@ -256,22 +335,25 @@ impl Owner {
     fn done(&mut self, mut event: AsyncEvent, completed: Completed, stopping: bool) {
         event.attempts += 1;
         if completed.error_type().is_none() {
+            self.store.remove(event.request_id());
             return;
         }
         let retries_left = event.function.max_retry_attempts + 1 > event.attempts;
-        if retries_left && !stopping {
+        if retries_left {
             // Lambda waits a minute, then two; `retry_delay`, then twice it.
             let wait = self.retry_delay * event.attempts;
+            let due = epoch_ms(SystemTime::now() + wait);
+            self.store
+                .reschedule(event.request_id(), event.attempts, due);
+            if stopping {
+                return;
+            }
             tracing::info!(request_id = %event.request_id(), function = event.function.name(), attempt = event.attempts, "asynchronous invocation failed; retrying in {wait:?}");
             self.delayed.push((Instant::now() + wait, event));
             return;
         }
-        let condition = if stopping && retries_left {
-            "Shutdown"
-        } else {
-            "RetriesExhausted"
-        };
-        self.dead_letter(&event, condition, Some(&completed));
+        self.dead_letter(&event, "RetriesExhausted", Some(&completed));
+        self.store.remove(event.request_id());
     }
 
     /// Appends the event's record to its function's dead-letter file. If even that fails, the

@@ -12,7 +12,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use super::event_queue::AsyncEvent;
+use super::event_queue::{AsyncEvent, Refused};
 use super::{App, Reply, reply};
 use crate::body::{self, BodyError};
 use crate::config::function_arn;
@@ -202,12 +202,23 @@ async fn invoke(
         InvocationType::Event => {
             let request_id = uuid::Uuid::new_v4().to_string();
             let event = AsyncEvent::new(Arc::clone(&function), request_id.clone(), request);
-            if !app.events.enqueue(event) {
-                return Err(ServiceError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceException",
-                    "lamina is shutting down",
-                ));
+            // The 202 is a promise: it is sent only once the event is durable.
+            match app.events.enqueue(event).await {
+                Ok(()) => {}
+                Err(Refused::Stopping) => {
+                    return Err(ServiceError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceException",
+                        "lamina is shutting down",
+                    ));
+                }
+                Err(Refused::Store(e)) => {
+                    return Err(ServiceError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "ServiceException",
+                        format!("the event was not accepted: {e}"),
+                    ));
+                }
             }
             Ok(reply(StatusCode::ACCEPTED)
                 .header("x-amzn-RequestId", request_id)

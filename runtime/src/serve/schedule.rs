@@ -363,12 +363,15 @@ async fn run(app: Arc<App>, schedule: Schedule) {
             ..Default::default()
         };
         let request_id = uuid::Uuid::new_v4().to_string();
-        if !app
+        if let Err(e) = app
             .events
             .enqueue(AsyncEvent::new(function, request_id.clone(), request))
+            .await
         {
-            tracing::warn!(schedule = %schedule.name, "schedule of {}: the event queue is closed", schedule.function);
-            return;
+            tracing::warn!(schedule = %schedule.name, "schedule of {}: {e}", schedule.function);
+            if matches!(e, super::event_queue::Refused::Stopping) {
+                return;
+            }
         }
     }
 }

@@ -1,0 +1,223 @@
+//! Where accepted `Event` invocations are kept until they have run: the durable half of the
+//! asynchronous queue. An event is in the store before its `202` is sent, and leaves it only
+//! when it has run (or gone to its failure destination), so a `kill -9` or a power loss between
+//! the two loses nothing: on the next start every event still in the store runs again. That is
+//! Lambda's at-least-once: an event that had run but was not yet removed runs twice; none runs
+//! zero times.
+//!
+//! The store is a trait, [`EventStore`], with the embedded SQLite store in [`sqlite`]; writes go
+//! through one thread, the [`Committer`], which commits whatever has gathered while the
+//! previous commit was syncing in a single transaction (group commit): one fsync covers many
+//! accepts, which is what makes durability cheap.
+
+pub mod sqlite;
+
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// An event as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The request id returned with `202`; every attempt runs under it.
+    pub request_id: String,
+    /// The function's name.
+    pub function: String,
+    /// The event.
+    pub payload: Bytes,
+    /// `X-Amz-Client-Context`, decoded.
+    pub client_context: Option<String>,
+    /// The caller's trace header.
+    pub trace_id: Option<String>,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub accepted_ms: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due, in milliseconds since the Unix epoch (0: at once).
+    pub due_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub fn from_epoch_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A store that cannot do what was asked, naming the file or server at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the event store {place}: {reason}")]
+pub struct StoreError {
+    /// The file (or server).
+    pub place: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Durable storage of accepted events. Every method may block (a disk write, a sync); the
+/// [`Committer`] calls them on a thread of its own.
+pub trait EventStore: Send + 'static {
+    /// Makes `events` durable, all or none, before it returns.
+    fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError>;
+    /// Records the next attempt of an event that failed.
+    fn reschedule(
+        &mut self,
+        request_id: &str,
+        attempts: u32,
+        due_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Forgets events that have run, or gone to their failure destination.
+    fn remove(&mut self, request_ids: &[String]) -> Result<(), StoreError>;
+    /// Every event still to run, oldest first: what a start resumes.
+    fn pending(&mut self) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// A store that keeps nothing: durability off, for the benchmark that measures what it
+/// costs (`LAMINA_TEST_QUEUE=volatile`). Never a default: a `202` from it promises nothing.
+#[derive(Debug, Default)]
+pub struct Volatile;
+
+impl EventStore for Volatile {
+    fn append(&mut self, _: &[StoredEvent]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn reschedule(&mut self, _: &str, _: u32, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn remove(&mut self, _: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn pending(&mut self) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+enum Write {
+    Append(StoredEvent, oneshot::Sender<Result<(), StoreError>>),
+    Reschedule(String, u32, u64),
+    Remove(String),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The one writer of a store: a thread that batches every write that arrives while it is
+/// committing, and answers each append once its batch is durable. Cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    tx: std_mpsc::Sender<Write>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Committer")
+    }
+}
+
+impl Committer {
+    /// Starts the writer thread over `store`.
+    pub fn start(mut store: impl EventStore) -> Committer {
+        let (tx, rx) = std_mpsc::channel::<Write>();
+        std::thread::Builder::new()
+            .name("lamina-event-store".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Everything that came in while the last commit was syncing: one batch.
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    commit(&mut store, batch);
+                }
+            })
+            .expect("spawn the event store's writer thread");
+        Committer { tx }
+    }
+
+    /// Stores `event`; resolves once it is durable.
+    pub async fn append(&self, event: StoredEvent) -> Result<(), StoreError> {
+        let (done, durable) = oneshot::channel();
+        let gone = || StoreError {
+            place: "writer".into(),
+            reason: "the store's writer has stopped".into(),
+        };
+        self.tx
+            .send(Write::Append(event, done))
+            .map_err(|_| gone())?;
+        durable.await.map_err(|_| gone())?
+    }
+
+    /// Records a retry. Not waited for: a retry lost in a crash is an attempt run again.
+    pub fn reschedule(&self, request_id: &str, attempts: u32, due_ms: u64) {
+        let _ = self
+            .tx
+            .send(Write::Reschedule(request_id.to_owned(), attempts, due_ms));
+    }
+
+    /// Forgets an event. Not waited for: an event not yet forgotten at a crash runs again.
+    pub fn remove(&self, request_id: &str) {
+        let _ = self.tx.send(Write::Remove(request_id.to_owned()));
+    }
+
+    /// Resolves when every write sent before it has been committed.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.tx.send(Write::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
+}
+
+/// Applies one batch: the appends together (their callers learn the outcome), then retries
+/// and removals, in order.
+fn commit(store: &mut impl EventStore, batch: Vec<Write>) {
+    let mut appends = Vec::new();
+    let mut waiting = Vec::new();
+    let mut removals = Vec::new();
+    let mut flushes = Vec::new();
+    for write in batch {
+        match write {
+            Write::Append(event, done) => {
+                appends.push(event);
+                waiting.push(done);
+            }
+            Write::Reschedule(id, attempts, due) => {
+                // A retry of an event appended in this same batch must follow its append.
+                if !appends.is_empty() {
+                    let outcome = store.append(&std::mem::take(&mut appends));
+                    for done in waiting.drain(..) {
+                        let _ = done.send(outcome.clone());
+                    }
+                }
+                if let Err(e) = store.reschedule(&id, attempts, due) {
+                    tracing::error!(request_id = %id, "recording a retry: {e}; the event will run again at the next start");
+                }
+            }
+            Write::Remove(id) => removals.push(id),
+            Write::Flush(done) => flushes.push(done),
+        }
+    }
+    if !appends.is_empty() {
+        let outcome = store.append(&appends);
+        if let Err(e) = &outcome {
+            tracing::error!("{e}: {} accepted events refused", appends.len());
+        }
+        for done in waiting {
+            let _ = done.send(outcome.clone());
+        }
+    }
+    if !removals.is_empty()
+        && let Err(e) = store.remove(&removals)
+    {
+        tracing::error!(
+            "{e}: {} finished events will run again at the next start",
+            removals.len()
+        );
+    }
+    for done in flushes {
+        let _ = done.send(());
+    }
+}
