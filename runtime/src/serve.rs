@@ -46,8 +46,8 @@ pub const MAX_HTTP_REQUEST: usize = 10 * 1024 * 1024;
 pub struct Function {
     /// Its pool of environments.
     pub pool: FunctionPool,
-    /// Retries of a failed asynchronous invocation (0–2).
-    pub max_retry_attempts: u32,
+    /// Lambda's asynchronous invocation configuration: retries, event age, destinations.
+    pub asynchronous: crate::config::file::AsyncConfig,
     /// Its configuration and files' state when it was loaded: a reload keeps the function
     /// (and its warm environments) when this is unchanged.
     pub identity: String,

@@ -67,7 +67,7 @@ fn function(name: &str, code: &Path, sandbox: Arc<dyn Sandbox>) -> (String, Arc<
         name.to_owned(),
         Arc::new(Function {
             pool,
-            max_retry_attempts: 2,
+            asynchronous: Default::default(),
             identity: String::new(),
         }),
     )

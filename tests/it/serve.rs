@@ -1439,3 +1439,107 @@ async fn events_killed_mid_retry_are_retried_after_the_restart() {
             .exists()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destinations_get_lambdas_records_for_success_failure_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, app) in [
+        (
+            "worker",
+            "def handler(event, context):\n    if event.get('fail'):\n        raise ValueError('no')\n    return {'done': event['n']}\n",
+        ),
+        (
+            "audit",
+            "import json\ndef handler(event, context):\n    print('AUDIT ' + json.dumps(event, sort_keys=True))\n",
+        ),
+    ] {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("app.py"), app).unwrap();
+    }
+    let config = "[functions.worker]\ncode = \"worker\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\
+                  maximum_retry_attempts = 0\nmaximum_event_age = 60\non_success = \"function:audit\"\n\
+                  on_failure = \"file:failed.jsonl\"\n\n\
+                  [functions.audit]\ncode = \"audit\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n";
+    std::fs::write(dir.path().join("lamina.toml"), config).unwrap();
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    let ok = send_events(&server, "worker", 1, r#"{"n": 7}"#).await;
+    let failed = send_events(&server, "worker", 1, r#"{"fail": true}"#).await;
+    // Success: a record to the audit function, invoked asynchronously.
+    let logs = server.wait_for_log("AUDIT ", 1);
+    let record: Value = logs
+        .lines()
+        .find_map(|l| {
+            l.split_once("AUDIT ")
+                .map(|(_, r)| serde_json::from_str(r).unwrap())
+        })
+        .unwrap();
+    assert_eq!(record["version"], "1.0");
+    assert_eq!(record["requestContext"]["requestId"], ok[0].as_str());
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
+    assert_eq!(
+        record["requestContext"]["functionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:worker:$LATEST"
+    );
+    assert_eq!(record["requestPayload"], json!({"n": 7}));
+    assert_eq!(
+        record["responseContext"],
+        json!({"statusCode": 200, "executedVersion": "$LATEST"})
+    );
+    assert_eq!(record["responsePayload"], json!({"done": 7}));
+    // Failure, no retries: a record in the file, with the function's error.
+    let file = server.dir.path().join("failed.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let record: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], failed[0].as_str());
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(record["responsePayload"]["errorType"], "ValueError");
+    // An event older than maximum_event_age (60 s): accepted 2 minutes ago, found in the
+    // store at a start, sent to the failure destination without running.
+    let (_, dir) = server.kill9();
+    let store = dir.path().join("state/events.sqlite3");
+    let accepted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 120_000;
+    let insert = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+             c.execute(\"INSERT INTO events VALUES ('old-event', 'worker', ?, NULL, NULL, ?, 0, 0)\", (b'{\"n\": 1}', int(sys.argv[2])))\nc.commit()\n",
+        ])
+        .arg(&store)
+        .arg(accepted.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        insert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&insert.stderr)
+    );
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(server.dir.path().join("failed.jsonl")).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("old-event")) {
+            let record: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["requestContext"]["condition"], "EventAgeExceeded");
+            assert_eq!(record["requestContext"]["approximateInvokeCount"], 0);
+            assert!(record.get("responseContext").is_none(), "{record}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !server.logs().contains("START RequestId: old-event"),
+        "it never ran"
+    );
+}

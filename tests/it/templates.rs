@@ -65,6 +65,13 @@ Resources:
       EventInvokeConfig:
         MaximumRetryAttempts: 1
         MaximumEventAgeInSeconds: 600
+        DestinationConfig:
+          OnSuccess:
+            Type: Lambda
+            Destination: !GetAtt NodeFunction.Arn
+          OnFailure:
+            Type: SQS
+            Destination: !GetAtt Jobs.Arn
       Environment:
         Variables:
           SHARED: from-the-function
@@ -249,7 +256,7 @@ fn lamina_invoke_runs_a_templates_function_as_sam_describes_it() {
         "template.yaml: Resources.HelloFunction.Properties.Events.Jobs: SQS: not yet",
         "template.yaml: Resources.Table: AWS::Serverless::SimpleTable: not created by lamina",
         "template.yaml: Resources.Jobs: AWS::SQS::Queue: not created by lamina",
-        "template.yaml: Resources.HelloFunction.Properties.EventInvokeConfig.MaximumEventAgeInSeconds: not yet used by lamina",
+        "template.yaml: Resources.HelloFunction.Properties.EventInvokeConfig.DestinationConfig.OnFailure: SQS: not yet",
     ] {
         assert_eq!(
             stderr.matches(note).count(),

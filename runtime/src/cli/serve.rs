@@ -111,6 +111,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         served,
         EventQueue::start(state_dir.clone(), retry_delay, committer),
     ));
+    app.events.connect(&app);
     app.events.resume(pending, &app.served().functions);
     let listen = args
         .listen

@@ -38,12 +38,72 @@ pub struct Manifest {
 pub struct FunctionEntry {
     /// What resolves into the function's spec.
     pub config: FunctionConfig,
-    /// How often a failed asynchronous (`Event`) invocation is retried: 0–2, default 2.
-    pub max_retry_attempts: u32,
+    /// Lambda's asynchronous invocation configuration.
+    pub asynchronous: AsyncConfig,
     /// When the function is invoked on a schedule.
     pub schedules: Vec<ScheduleEntry>,
     /// Whether it has a function URL.
     pub function_url: bool,
+}
+
+/// Lambda's asynchronous invocation configuration of a function (`PutFunctionEventInvokeConfig`,
+/// a template's `EventInvokeConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncConfig {
+    /// Retries after a function error: 0–2, default 2.
+    pub maximum_retry_attempts: u32,
+    /// How long an event may wait for a successful attempt: 60 s–6 h, default 6 h; older ones
+    /// go to the failure destination (`EventAgeExceeded`).
+    pub maximum_event_age: Duration,
+    /// Where a record of each success goes.
+    pub on_success: Option<Destination>,
+    /// Where a record of each event that cannot succeed goes (else the dead-letter file).
+    pub on_failure: Option<Destination>,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        AsyncConfig {
+            maximum_retry_attempts: 2,
+            maximum_event_age: Duration::from_secs(MAX_EVENT_AGE_SECS),
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
+/// Lambda's limit on `maximum_event_age`, seconds.
+pub const MAX_EVENT_AGE_SECS: u64 = 21_600;
+
+/// A destination of asynchronous invocation records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `function:NAME`: another served function, invoked asynchronously with the record.
+    Function(String),
+    /// `file:PATH`: a JSON Lines file, one record per line.
+    File(PathBuf),
+}
+
+impl Destination {
+    /// Parses `function:NAME`, `file:PATH` (relative to `base`), or a function's ARN.
+    pub fn parse(text: &str, base: &Path) -> Result<Destination, String> {
+        if let Some(name) = text.strip_prefix("function:") {
+            return Ok(Destination::Function(name.to_owned()));
+        }
+        if let Some(path) = text.strip_prefix("file:") {
+            return Ok(Destination::File(base.join(path)));
+        }
+        if let Some((_, rest)) = text.split_once(":function:") {
+            let name = rest.split(':').next().unwrap_or(rest);
+            return Ok(Destination::Function(name.to_owned()));
+        }
+        if text.contains("sqs") {
+            return Err(format!("{text}: SQS destinations are not yet supported"));
+        }
+        Err(format!(
+            "{text:?}: expected function:NAME, file:PATH or a function's ARN"
+        ))
+    }
 }
 
 /// A schedule as written: `schedule = "rate(1 minute)"` (or a list), or a template's
@@ -189,6 +249,10 @@ const FUNCTION_KEYS: &[&str] = &[
     "idle_timeout",
     "region",
     "max_retry_attempts",
+    "maximum_retry_attempts",
+    "maximum_event_age",
+    "on_success",
+    "on_failure",
     "runtime",
     "accept_host_runtime",
     "runtime_package",
@@ -266,6 +330,19 @@ impl Manifest {
             }
         }
         check.no_route_twice(&routes);
+        for (name, entry) in &functions {
+            let a = &entry.asynchronous;
+            for (k, d) in [("on_success", &a.on_success), ("on_failure", &a.on_failure)] {
+                if let Some(Destination::Function(target)) = d
+                    && !declared.contains(target)
+                {
+                    check.problem(
+                        &format!("functions.{name}.{k}"),
+                        format!("function:{target}: no such function in this file"),
+                    );
+                }
+            }
+        }
         if !check.problems.is_empty() {
             return Err(ManifestError {
                 problems: check.problems,
@@ -447,13 +524,42 @@ impl Checker {
         let ephemeral_storage_mb = opt_number("ephemeral_storage");
         let concurrency = opt_number("concurrency");
         let idle_timeout_secs = opt_number("idle_timeout");
-        let max_retry_attempts = opt_number("max_retry_attempts").unwrap_or(2);
+        // Lambda's name, and lamina's earlier one.
+        let retries_key = match t.contains_key("maximum_retry_attempts") {
+            true => "maximum_retry_attempts",
+            false => "max_retry_attempts",
+        };
+        let max_retry_attempts = opt_number(retries_key).unwrap_or(2);
+        let maximum_event_age =
+            opt_number("maximum_event_age").map_or(MAX_EVENT_AGE_SECS, u64::from);
         if max_retry_attempts > 2 {
             self.problem(
-                &key("max_retry_attempts"),
+                &key(retries_key),
                 format!("{max_retry_attempts} is outside Lambda's 0–2"),
             );
         }
+        if !(60..=MAX_EVENT_AGE_SECS).contains(&maximum_event_age) {
+            self.problem(
+                &key("maximum_event_age"),
+                format!("{maximum_event_age} s is outside Lambda's 60–21600 s"),
+            );
+        }
+        let mut destination = |k: &str| {
+            let text = t.get(k).and_then(|v| self.string(&key(k), v))?;
+            match Destination::parse(&text, &self.base.clone()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.problem(&key(k), e);
+                    None
+                }
+            }
+        };
+        let asynchronous = AsyncConfig {
+            maximum_retry_attempts: max_retry_attempts,
+            maximum_event_age: Duration::from_secs(maximum_event_age),
+            on_success: destination("on_success"),
+            on_failure: destination("on_failure"),
+        };
         let mut schedules = Vec::new();
         let written = match t.get("schedule") {
             Some(toml::Value::String(s)) => vec![s.clone()],
@@ -518,7 +624,7 @@ impl Checker {
         };
         Some(FunctionEntry {
             config,
-            max_retry_attempts,
+            asynchronous,
             schedules,
             function_url,
         })
@@ -715,7 +821,8 @@ fn allowed_range(at: &str) -> String {
         "ephemeral_storage" => "Lambda's 512–10240 MB".into(),
         "concurrency" => format!("1–{MAX_CONCURRENCY}"),
         "idle_timeout" => format!("1–{} s", u32::MAX),
-        "max_retry_attempts" => "Lambda's 0–2".into(),
+        "max_retry_attempts" | "maximum_retry_attempts" => "Lambda's 0–2".into(),
+        "maximum_event_age" => "Lambda's 60–21600 s".into(),
         _ => format!("0–{}", u32::MAX),
     }
 }
@@ -764,7 +871,7 @@ mod tests {
             hello.environment,
             [("GREETING".into(), "hi".into()), ("N".into(), "3".into())]
         );
-        assert_eq!(m.functions["hello"].max_retry_attempts, 2);
+        assert_eq!(m.functions["hello"].asynchronous.maximum_retry_attempts, 2);
         assert_eq!(m.routes[0].method, "GET");
         assert_eq!(m.routes[0].payload, PayloadVersion::V1);
         assert_eq!(m.serve.retry_delay, Some(Duration::from_millis(500)));

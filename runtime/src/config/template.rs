@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::file::{
-    FunctionEntry, Manifest, ManifestError, PayloadVersion, RouteConfig, ScheduleEntry,
-    ServeSettings,
+    AsyncConfig, Destination, FunctionEntry, Manifest, ManifestError, PayloadVersion, RouteConfig,
+    ScheduleEntry, ServeSettings,
 };
 use super::{ACCOUNT_ID, DEFAULT_REGION, FunctionConfig};
 use intrinsics::{ExprError, Resource, Scope};
@@ -672,27 +672,11 @@ impl Reader {
         }
         let environment = self.environment(id, props.get("Environment"));
         let function_layers = self.function_layers(id, props.get("Layers"), layers);
-        let max_retry_attempts = match get(self, "EventInvokeConfig") {
-            Some(config) => {
-                for key in config.as_object().into_iter().flat_map(|m| m.keys()) {
-                    if key != "MaximumRetryAttempts" {
-                        self.note(
-                            &at(&format!("EventInvokeConfig.{key}")),
-                            "not yet used by lamina",
-                        );
-                    }
-                }
-                let retries = config.get("MaximumRetryAttempts").cloned();
-                let retries = number(self, "EventInvokeConfig.MaximumRetryAttempts", retries);
-                if retries.is_some_and(|r| r > 2) {
-                    self.problem(
-                        &at("EventInvokeConfig.MaximumRetryAttempts"),
-                        "outside Lambda's 0–2",
-                    );
-                }
-                retries.unwrap_or(2)
-            }
-            None => 2,
+        // Field by field: a destination lamina does not deliver to may name a resource only
+        // an AWS account has.
+        let asynchronous = match props.get("EventInvokeConfig") {
+            Some(config) => self.event_invoke_config(id, config),
+            None => AsyncConfig::default(),
         };
         if let Some(logging) = get(self, "LoggingConfig") {
             match logging.get("LogFormat").and_then(Value::as_str) {
@@ -790,12 +774,105 @@ impl Reader {
         Some((
             FunctionEntry {
                 config,
-                max_retry_attempts,
+                asynchronous,
                 schedules,
                 function_url,
             },
             routes,
         ))
+    }
+
+    /// `EventInvokeConfig`: retries, the event age, and destinations (functions; the other
+    /// destination types are noted).
+    fn event_invoke_config(&mut self, id: &str, config: &Value) -> AsyncConfig {
+        let at = |key: &str| format!("Resources.{id}.Properties.EventInvokeConfig.{key}");
+        let mut out = AsyncConfig::default();
+        let number = |v: Option<&Value>| match v {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        for (key, written) in config.as_object().into_iter().flatten() {
+            let value = &match key.as_str() {
+                "DestinationConfig" => written.clone(),
+                _ => match self.scope.resolve(written) {
+                    Ok(v) => v.unwrap_or(Value::Null),
+                    Err(e) => {
+                        self.problem(&at(key), e);
+                        continue;
+                    }
+                },
+            };
+            match key.as_str() {
+                "MaximumRetryAttempts" => match number(Some(value)).filter(|r| *r <= 2) {
+                    Some(r) => out.maximum_retry_attempts = u32::try_from(r).unwrap_or(2),
+                    None => self.problem(&at(key), format!("{value}: expected Lambda's 0–2")),
+                },
+                "MaximumEventAgeInSeconds" => match number(Some(value))
+                    .filter(|a| (60..=super::file::MAX_EVENT_AGE_SECS).contains(a))
+                {
+                    Some(a) => out.maximum_event_age = std::time::Duration::from_secs(a),
+                    None => {
+                        self.problem(&at(key), format!("{value}: expected Lambda's 60–21600 s"))
+                    }
+                },
+                "DestinationConfig" => {
+                    for (which, target) in value.as_object().into_iter().flatten() {
+                        let here = at(&format!("DestinationConfig.{which}"));
+                        let kind = target
+                            .get("Type")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let arn = match kind {
+                            "Lambda" => {
+                                match target.get("Destination").map(|d| self.scope.string(d)) {
+                                    Some(Ok(arn)) => Some(arn),
+                                    Some(Err(e)) => {
+                                        self.problem(&here, e);
+                                        continue;
+                                    }
+                                    None => None,
+                                }
+                            }
+                            _ => None,
+                        };
+                        let arn = arn.as_deref();
+                        let destination = match (kind, arn) {
+                            ("Lambda", Some(arn)) => match Destination::parse(arn, &self.base) {
+                                Ok(d) => Some(d),
+                                Err(e) => {
+                                    self.problem(&here, e);
+                                    None
+                                }
+                            },
+                            ("Lambda", None) => {
+                                self.problem(&here, "a Lambda destination needs Destination");
+                                None
+                            }
+                            (other, _) => {
+                                self.note(
+                                    &here,
+                                    format!(
+                                        "{other}: not yet; lamina delivers to functions and files"
+                                    ),
+                                );
+                                None
+                            }
+                        };
+                        match which.as_str() {
+                            "OnSuccess" => out.on_success = destination,
+                            "OnFailure" => out.on_failure = destination,
+                            other => self.problem(
+                                &here,
+                                format!("{other}: expected OnSuccess or OnFailure"),
+                            ),
+                        }
+                    }
+                }
+                other => self.note(&at(other), "not used by lamina"),
+            }
+        }
+        out
     }
 
     /// `Environment.Variables`: values that cannot be known here (another resource's

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Function;
 use super::event_store::{Committer, StoreError, StoredEvent, epoch_ms};
+use crate::config::file::Destination;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::invoke::{Completed, InvokeRequest, Throttled};
 use crate::pool::sleep_until;
@@ -53,6 +54,13 @@ impl AsyncEvent {
             attempts: 0,
             accepted_ms: epoch_ms(SystemTime::now()),
         }
+    }
+
+    /// How long ago it was accepted.
+    fn age(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(super::event_store::from_epoch_ms(self.accepted_ms))
+            .unwrap_or_default()
     }
 
     /// The event as the store keeps it.
@@ -89,6 +97,7 @@ enum Msg {
 pub struct EventQueue {
     tx: mpsc::UnboundedSender<Msg>,
     store: Committer,
+    app: Arc<std::sync::OnceLock<std::sync::Weak<super::App>>>,
 }
 
 /// Why an event was not accepted.
@@ -122,16 +131,23 @@ impl EventQueue {
     /// Starts the queue's task over `store`. Dead letters go under `state_dir`.
     pub fn start(state_dir: PathBuf, retry_delay: Duration, store: Committer) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let app = Arc::new(std::sync::OnceLock::new());
         let owner = Owner {
             tx: tx.clone(),
             store: store.clone(),
+            app: Arc::clone(&app),
             dead_letters: state_dir.join("dead-letters"),
             retry_delay,
             waiting: HashMap::new(),
             delayed: Vec::new(),
         };
         tokio::spawn(owner.run(rx));
-        EventQueue { tx, store }
+        EventQueue { tx, store, app }
+    }
+
+    /// Lets destinations reach the functions `app` serves (at the time of each delivery).
+    pub fn connect(&self, app: &Arc<super::App>) {
+        let _ = self.app.set(Arc::downgrade(app));
     }
 
     /// Accepts an event: resolves once it is durable (then a `202` may promise it).
@@ -205,6 +221,8 @@ struct Waiting {
 struct Owner {
     tx: mpsc::UnboundedSender<Msg>,
     store: Committer,
+    /// The server, for destinations that are functions (set by [`EventQueue::connect`]).
+    app: Arc<std::sync::OnceLock<std::sync::Weak<super::App>>>,
     dead_letters: PathBuf,
     retry_delay: Duration,
     /// By function name.
@@ -315,6 +333,7 @@ impl Owner {
         for (_, event) in due {
             self.push_back(event);
         }
+        let mut expired = Vec::new();
         for w in self.waiting.values_mut() {
             if w.backoff.is_some_and(|(at, _)| at > now) {
                 continue;
@@ -326,19 +345,31 @@ impl Owner {
                 let Some(event) = w.events.pop_front() else {
                     break;
                 };
+                // Too old to run: Lambda gives up on it, to the failure destination.
+                if event.age() > event.function.asynchronous.maximum_event_age {
+                    expired.push(event);
+                    continue;
+                }
                 w.running += 1;
                 tokio::spawn(attempt(event, self.tx.clone()));
             }
+        }
+        for event in expired {
+            self.fail(&event, "EventAgeExceeded", None);
         }
     }
 
     fn done(&mut self, mut event: AsyncEvent, completed: Completed, stopping: bool) {
         event.attempts += 1;
         if completed.error_type().is_none() {
+            if let Some(destination) = event.function.asynchronous.on_success.clone() {
+                let record = destination_record(&event, "Success", Some(&completed));
+                self.deliver(&event, &destination, record);
+            }
             self.store.remove(event.request_id());
             return;
         }
-        let retries_left = event.function.max_retry_attempts + 1 > event.attempts;
+        let retries_left = event.function.asynchronous.maximum_retry_attempts + 1 > event.attempts;
         if retries_left {
             // Lambda waits a minute, then two; `retry_delay`, then twice it.
             let wait = self.retry_delay * event.attempts;
@@ -352,25 +383,70 @@ impl Owner {
             self.delayed.push((Instant::now() + wait, event));
             return;
         }
-        self.dead_letter(&event, "RetriesExhausted", Some(&completed));
+        self.fail(&event, "RetriesExhausted", Some(&completed));
+    }
+
+    /// An event that will not succeed: its record to the failure destination (else the
+    /// dead-letter file), and out of the store.
+    fn fail(&self, event: &AsyncEvent, condition: &str, completed: Option<&Completed>) {
+        match event.function.asynchronous.on_failure.clone() {
+            Some(destination) => {
+                let record = destination_record(event, condition, completed);
+                self.deliver(event, &destination, record);
+            }
+            None => self.dead_letter(event, condition, completed),
+        }
         self.store.remove(event.request_id());
+    }
+
+    /// Sends a record to a destination: appended to a file, or an asynchronous invocation of
+    /// another function (durable like any). A destination that cannot take it is reported
+    /// with the whole record, never dropped silently.
+    fn deliver(&self, event: &AsyncEvent, destination: &Destination, record: serde_json::Value) {
+        match destination {
+            Destination::File(path) => {
+                if let Err(e) = append_line(path, &record) {
+                    tracing::error!(request_id = %event.request_id(), "destination {}: {e}; the record: {record}", path.display());
+                }
+            }
+            Destination::Function(name) => {
+                let name = name.clone();
+                let target = self
+                    .app
+                    .get()
+                    .and_then(std::sync::Weak::upgrade)
+                    .and_then(|app| app.served().functions.get(&name).cloned());
+                let Some(target) = target else {
+                    tracing::error!(request_id = %event.request_id(), "destination function:{name} is not served; the record: {record}");
+                    return;
+                };
+                let queue = EventQueue {
+                    tx: self.tx.clone(),
+                    store: self.store.clone(),
+                    app: Arc::clone(&self.app),
+                };
+                let request = InvokeRequest {
+                    payload: Bytes::from(record.to_string()),
+                    ..Default::default()
+                };
+                let next = AsyncEvent::new(target, uuid::Uuid::new_v4().to_string(), request);
+                tokio::spawn(async move {
+                    if let Err(e) = queue.enqueue(next).await {
+                        tracing::error!("destination function:{name}: {e}; the record: {record}");
+                    }
+                });
+            }
+        }
     }
 
     /// Appends the event's record to its function's dead-letter file. If even that fails, the
     /// record goes to lamina's log, whole.
     fn dead_letter(&self, event: &AsyncEvent, condition: &str, completed: Option<&Completed>) {
-        let record = dead_letter_record(event, condition, completed);
+        let record = destination_record(event, condition, completed);
         let path = self
             .dead_letters
             .join(format!("{}.jsonl", event.function.name()));
-        let written = std::fs::create_dir_all(&self.dead_letters).and_then(|()| {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            // One write per record: appends of whole lines do not interleave.
-            file.write_all(format!("{record}\n").as_bytes())
-        });
+        let written = append_line(&path, &record);
         match written {
             Ok(()) => tracing::warn!(
                 request_id = %event.request_id(),
@@ -388,6 +464,19 @@ impl Owner {
     }
 }
 
+/// Appends `record` to the JSON Lines file at `path` (its directory made if missing). One
+/// write per record: appends of whole lines do not interleave.
+fn append_line(path: &std::path::Path, record: &serde_json::Value) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(format!("{record}\n").as_bytes())
+}
+
 async fn attempt(event: AsyncEvent, tx: mpsc::UnboundedSender<Msg>) {
     let msg = match event.function.pool.try_invoke(event.request.clone()).await {
         Ok(completed) => Msg::Done(event, completed),
@@ -396,8 +485,9 @@ async fn attempt(event: AsyncEvent, tx: mpsc::UnboundedSender<Msg>) {
     let _ = tx.send(msg);
 }
 
-/// A record in the shape of Lambda's on-failure destination records.
-fn dead_letter_record(
+/// A record in the shape of Lambda's destination records: `condition` is `Success`,
+/// `RetriesExhausted` or `EventAgeExceeded`.
+fn destination_record(
     event: &AsyncEvent,
     condition: &str,
     completed: Option<&Completed>,
@@ -421,8 +511,10 @@ fn dead_letter_record(
         record["responseContext"] = serde_json::json!({
             "statusCode": 200,
             "executedVersion": FUNCTION_VERSION,
-            "functionError": "Unhandled",
         });
+        if completed.error_type().is_some() {
+            record["responseContext"]["functionError"] = "Unhandled".into();
+        }
         record["responsePayload"] = payload(&completed.body());
     }
     record

@@ -13,7 +13,7 @@ use anyhow::bail;
 use super::super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
 use super::super::{EnvArgs, TemplateArgs};
 use crate::config::FunctionConfig;
-use crate::config::file::{Manifest, NetworkMode};
+use crate::config::file::{AsyncConfig, Manifest, NetworkMode};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::jail::Helper;
@@ -57,8 +57,8 @@ pub struct Loaded {
 }
 
 /// A function's identity for reuse: its configuration as written and the state of its files.
-fn identity(config: &FunctionConfig, max_retry_attempts: u32) -> String {
-    let mut id = format!("{config:?}|{max_retry_attempts}");
+fn identity(config: &FunctionConfig, asynchronous: &AsyncConfig) -> String {
+    let mut id = format!("{config:?}|{asynchronous:?}");
     for path in std::iter::once(&config.code)
         .chain(&config.layers)
         .chain(&config.runtime_package)
@@ -128,10 +128,28 @@ impl Loader {
             }
         }
         // Each function: carried over when nothing about it changed, else resolved anew.
+        // A destination names a function served here.
+        let names: Vec<String> = entries
+            .iter()
+            .map(|(key, e)| e.config.name.clone().unwrap_or_else(|| key.clone()))
+            .collect();
+        let mut problems = Vec::new();
+        for (key, entry) in &entries {
+            let a = &entry.asynchronous;
+            for (which, d) in [("on_success", &a.on_success), ("on_failure", &a.on_failure)] {
+                if let Some(crate::config::file::Destination::Function(target)) = d
+                    && !names.contains(target)
+                {
+                    problems.push(format!(
+                        "{}: {key}: {which}: function:{target} is not served here",
+                        self.path.display()
+                    ));
+                }
+            }
+        }
         let mut kept: HashMap<String, Arc<Function>> = HashMap::new();
         let mut fresh = Vec::new();
         let mut schedules = Vec::new();
-        let mut problems = Vec::new();
         for (key, entry) in &entries {
             let function = entry.config.name.clone().unwrap_or_else(|| key.clone());
             let region = entry
@@ -160,7 +178,7 @@ impl Loader {
             };
             watched.push(config.code.clone());
             watched.extend(config.layers.iter().cloned());
-            let id = identity(&config, entry.max_retry_attempts);
+            let id = identity(&config, &entry.asynchronous);
             let name = config.name.clone().unwrap_or_else(|| key.clone());
             let same = previous
                 .and_then(|p| p.functions.get(&name))
@@ -169,7 +187,7 @@ impl Loader {
                 Some(function) => {
                     kept.insert(name, Arc::clone(function));
                 }
-                None => fresh.push((key, id, entry.max_retry_attempts, config)),
+                None => fresh.push((key, id, entry.asynchronous.clone(), config)),
             }
         }
         let file = self.path.display().to_string();
@@ -216,7 +234,7 @@ impl Loader {
         let backends = sandboxes.as_ref().expect("made above");
         let mut changes = Vec::new();
         let mut functions = kept;
-        for (spec, id, max_retry_attempts) in specs {
+        for (spec, id, asynchronous) in specs {
             let name = spec.name.clone();
             let existed = previous.is_some_and(|p| p.functions.contains_key(&name));
             if previous.is_some() {
@@ -231,7 +249,7 @@ impl Loader {
                 name,
                 Arc::new(Function {
                     pool,
-                    max_retry_attempts,
+                    asynchronous,
                     identity: id,
                 }),
             );

@@ -137,9 +137,17 @@ fn relay_messages(stderr: std::process::ChildStderr) {
                 .lines()
                 .map_while(Result::ok)
             {
-                if !(line.starts_with("sent tapfd=") || line.starts_with("received tapfd=")) {
-                    tracing::warn!("{PROGRAM}: {line}");
+                if line.starts_with("sent tapfd=") || line.starts_with("received tapfd=") {
+                    continue;
                 }
+                // The sandbox ended before slirp4netns could attach to its namespace (a
+                // runtime that fails at once): nothing to connect, and the invocation's own
+                // error says why.
+                if line.contains("existing path expected when --netns-type=path") {
+                    tracing::debug!("{PROGRAM}: {line}");
+                    continue;
+                }
+                tracing::warn!("{PROGRAM}: {line}");
             }
         });
 }
