@@ -133,6 +133,11 @@ fn relay_messages(stderr: std::process::ChildStderr) {
     let _ = std::thread::Builder::new()
         .name("lamina-slirp-log".into())
         .spawn(move || {
+            // Set once slirp4netns found the sandbox's namespace gone: the sandbox ended
+            // before it could attach (a runtime that fails at once). Nothing was left to
+            // connect, the invocation's own error says why, and what slirp4netns says about it
+            // is no warning.
+            let mut sandbox_gone = false;
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
@@ -140,10 +145,9 @@ fn relay_messages(stderr: std::process::ChildStderr) {
                 if line.starts_with("sent tapfd=") || line.starts_with("received tapfd=") {
                     continue;
                 }
-                // The sandbox ended before slirp4netns could attach to its namespace (a
-                // runtime that fails at once): nothing to connect, and the invocation's own
-                // error says why.
-                if line.contains("existing path expected when --netns-type=path") {
+                sandbox_gone |= line.contains("existing path expected when --netns-type=path")
+                    || (line.contains("/ns/net") && line.contains("No such file or directory"));
+                if sandbox_gone {
                     tracing::debug!("{PROGRAM}: {line}");
                     continue;
                 }
