@@ -442,11 +442,15 @@ async fn failed_event_invocations_are_retried_twice_then_dead_lettered() {
     // Three attempts, one request id.
     server.wait_for_log(&format!("END RequestId: {id}"), 3);
     let letters = server.dir.path().join("state/dead-letters/failing.jsonl");
+    // The file is made, then the line written: wait for a whole line.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !letters.exists() && Instant::now() < deadline {
+    let text = loop {
+        let text = std::fs::read_to_string(&letters).unwrap_or_default();
+        if text.ends_with('\n') || Instant::now() > deadline {
+            break text;
+        }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let text = std::fs::read_to_string(&letters).unwrap();
+    };
     let records: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -1490,11 +1494,15 @@ async fn destinations_get_lambdas_records_for_success_failure_and_age() {
     // Failure, no retries: a record in the file, with the function's error.
     let file = server.dir.path().join("failed.jsonl");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !file.exists() {
+    // The file is made, then the line written: wait for a whole line.
+    let text = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.ends_with('\n') {
+            break text;
+        }
         assert!(Instant::now() < deadline, "{}", server.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let text = std::fs::read_to_string(&file).unwrap();
+    };
     let record: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(record["requestContext"]["requestId"], failed[0].as_str());
     assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
@@ -1528,7 +1536,10 @@ async fn destinations_get_lambdas_records_for_success_failure_and_age() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(server.dir.path().join("failed.jsonl")).unwrap();
-        if let Some(line) = text.lines().find(|l| l.contains("old-event")) {
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("old-event") && l.ends_with('}'))
+        {
             let record: Value = serde_json::from_str(line).unwrap();
             assert_eq!(record["requestContext"]["condition"], "EventAgeExceeded");
             assert_eq!(record["requestContext"]["approximateInvokeCount"], 0);
