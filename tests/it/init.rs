@@ -13,22 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{lamina, test_cache};
+use crate::support::{lamina, lamina_in, test_cache, text};
 use crate::templates::{node_major, sam_accepts};
-
-fn lamina_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(lamina())
-        .current_dir(dir)
-        .args(args)
-        .env("LAMINA_CACHE_DIR", test_cache())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn succeeded(out: &Output) {
     assert!(

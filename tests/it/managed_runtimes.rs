@@ -10,21 +10,14 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{lamina, test_cache};
+use crate::support::{lamina, lamina_in, text};
 
 /// `lamina invoke ARGS` with the tests' cache.
 fn invoke(args: &[&str]) -> Output {
-    Command::new(lamina())
-        .arg("invoke")
-        .args(args)
-        .env("LAMINA_CACHE_DIR", test_cache())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    let argv: Vec<&str> = std::iter::once("invoke")
+        .chain(args.iter().copied())
+        .collect();
+    lamina_in(Path::new("."), &argv)
 }
 
 /// The payload of a successful invocation, as JSON.

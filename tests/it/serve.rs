@@ -206,6 +206,25 @@ fn probe_function(name: &str, dir: &Path, extra: &str) -> String {
     )
 }
 
+/// Runs a Python `script` with boto3 against `server` (its address in `ENDPOINT`); the JSON
+/// it prints.
+fn run_boto3(server: &Server, script: &str) -> Value {
+    let (python, site) = boto3();
+    let output = Command::new(&python)
+        .args(["-c", script])
+        .env("PYTHONPATH", &site)
+        .env("ENDPOINT", format!("http://{}", server.addr))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.logs()
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// A Python function (the official runtime interface client) whose handler answers the HTTP
 /// front by path, and the Invoke API with what it got.
 fn python_function() -> TempDir {
@@ -264,7 +283,6 @@ async fn boto3_invokes_all_three_ways_and_sees_function_errors() {
     let code = python_function();
     let config = python_config("py", code.path(), "concurrency = 2");
     let server = Server::start(&config, &["--sandbox", "process"]);
-    let (python, site) = boto3();
     let script = r#"
 import base64, json, os, sys, time
 import boto3, botocore
@@ -297,19 +315,7 @@ except client.exceptions.InvalidRequestContentException as e:
     out["bad_json"] = e.response["ResponseMetadata"]["HTTPStatusCode"]
 print(json.dumps(out))
 "#;
-    let output = Command::new(&python)
-        .args(["-c", script])
-        .env("PYTHONPATH", &site)
-        .env("ENDPOINT", format!("http://{}", server.addr))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        server.logs()
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = run_boto3(&server, script);
     let sync = &out["sync"];
     assert_eq!(sync["status"], 200);
     assert_eq!(sync["version"], "$LATEST");
@@ -1033,7 +1039,6 @@ async fn boto3_reads_the_served_functions_configuration() {
         config.push_str(&probe_function(name, probe.path(), ""));
     }
     let server = Server::start(&config, &["--sandbox", "process"]);
-    let (python, site) = boto3();
     let script = r#"
 import json, os
 import boto3
@@ -1059,19 +1064,7 @@ except client.exceptions.ResourceNotFoundException as e:
     out["missing"] = e.response["Error"]["Message"]
 print(json.dumps(out))
 "#;
-    let output = Command::new(&python)
-        .args(["-c", script])
-        .env("PYTHONPATH", &site)
-        .env("ENDPOINT", format!("http://{}", server.addr))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        server.logs()
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = run_boto3(&server, script);
     assert_eq!(out["all"], json!(["a1", "a2", "a3", "py"]));
     assert_eq!(out["page1"], json!(["a1", "a2"]));
     assert_eq!(out["page2"], json!(["a3", "py"]));

@@ -407,3 +407,19 @@ except InvalidDocumentException as e:
         ),
     }
 }
+
+/// `lamina ARGS` run in `dir` with the tests' cache and no stdin, to its end.
+pub fn lamina_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(lamina())
+        .current_dir(dir)
+        .args(args)
+        .env("LAMINA_CACHE_DIR", test_cache())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run lamina")
+}
+
+/// Bytes a process wrote, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -5,12 +5,12 @@
 //! translator: lamina must never accept what SAM rejects. (Serving one is in `serve.rs`.)
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::support::{lamina, sam_translates, test_cache};
+use crate::support::{lamina_in, sam_translates, text};
 
 /// A SAM project: a Python function with a layer, a Node.js function, globals, parameters,
 /// conditions, and intrinsic functions in every place they are commonly written.
@@ -191,20 +191,6 @@ pub fn sam_accepts(path: &Path) {
     if let Err(why) = sam_translates(path, "{}") {
         panic!("AWS's SAM translator rejects {}: {why}", path.display());
     }
-}
-
-fn lamina_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(lamina())
-        .current_dir(dir)
-        .args(args)
-        .env("LAMINA_CACHE_DIR", test_cache())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The JSON body of an API Gateway-shaped answer.

@@ -79,6 +79,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cache_root,
         sandbox: args.sandbox,
         network: args.network,
+        watch: args.watch,
     };
     // Every function is resolved (archives extracted, layers composed) before anything
     // starts; every problem is reported.

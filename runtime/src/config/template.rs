@@ -987,15 +987,8 @@ impl Reader {
                 "Api" | "HttpApi" => {
                     // Only the events lamina runs are evaluated: the others may name
                     // resources (a queue's ARN) that exist only in an AWS account.
-                    let properties = match self
-                        .scope
-                        .resolve(event.get("Properties").unwrap_or(&Value::Null))
-                    {
-                        Ok(p) => p.unwrap_or(Value::Null),
-                        Err(e) => {
-                            self.problem(&format!("{at}.Properties"), e);
-                            continue;
-                        }
+                    let Some(properties) = self.event_properties(&at, event) else {
+                        continue;
                     };
                     let text = |key: &str| {
                         properties
@@ -1061,6 +1054,20 @@ impl Reader {
         (routes, schedules)
     }
 
+    /// An event's `Properties`, evaluated; `None` (a problem reported) when they cannot be.
+    fn event_properties(&mut self, at: &str, event: &Value) -> Option<Value> {
+        match self
+            .scope
+            .resolve(event.get("Properties").unwrap_or(&Value::Null))
+        {
+            Ok(p) => Some(p.unwrap_or(Value::Null)),
+            Err(e) => {
+                self.problem(&format!("{at}.Properties"), e);
+                None
+            }
+        }
+    }
+
     /// A `Schedule` (EventBridge rule) or `ScheduleV2` (EventBridge Scheduler) event.
     fn schedule(
         &mut self,
@@ -1070,16 +1077,7 @@ impl Reader {
         event_name: &str,
         event: &Value,
     ) -> Option<ScheduleEntry> {
-        let properties = match self
-            .scope
-            .resolve(event.get("Properties").unwrap_or(&Value::Null))
-        {
-            Ok(p) => p.unwrap_or(Value::Null),
-            Err(e) => {
-                self.problem(&format!("{at}.Properties"), e);
-                return None;
-            }
-        };
+        let properties = self.event_properties(at, event)?;
         let text = |key: &str| {
             properties
                 .get(key)

@@ -38,6 +38,9 @@ pub struct Loader {
     pub sandbox: SandboxKind,
     /// `--network`.
     pub network: Option<NetworkKind>,
+    /// `--watch`: only then is each function's identity (a walk of its code and layers)
+    /// worth taking, for the next reload to compare.
+    pub watch: bool,
 }
 
 /// One load's result.
@@ -178,7 +181,10 @@ impl Loader {
             };
             watched.push(config.code.clone());
             watched.extend(config.layers.iter().cloned());
-            let id = identity(&config, &entry.asynchronous);
+            let id = match self.watch {
+                true => identity(&config, &entry.asynchronous),
+                false => String::new(),
+            };
             let name = config.name.clone().unwrap_or_else(|| key.clone());
             let same = previous
                 .and_then(|p| p.functions.get(&name))
