@@ -175,19 +175,8 @@ pub(super) fn apigw_v2(sample: &Sample<'_>, options: &Options) -> Built {
     // The type also models custom authorizer (v1) payloads and always writes their fields
     // (`type`, `methodArn`, a top-level `httpMethod` that is always GET, …), which a 2.0
     // request never has; and an HTTP API sends `stageVariables` only when the stage has some.
-    remove(
-        &mut json,
-        "",
-        &[
-            "type",
-            "methodArn",
-            "httpMethod",
-            "identitySource",
-            "authorizationToken",
-            "resource",
-            "stageVariables",
-        ],
-    );
+    remove(&mut json, "", &crate::serve::apigw::AUTHORIZER_ONLY_FIELDS);
+    remove(&mut json, "", &["stageVariables"]);
     Ok(json)
 }
 

@@ -25,6 +25,17 @@ pub const API_ID: &str = "lamina";
 /// The stage every route is served on.
 pub const STAGE: &str = "$default";
 
+/// Fields `ApiGatewayV2httpRequest` always writes because the type also models custom
+/// authorizer payloads, which no 2.0 request event has.
+pub const AUTHORIZER_ONLY_FIELDS: [&str; 6] = [
+    "type",
+    "methodArn",
+    "httpMethod",
+    "identitySource",
+    "authorizationToken",
+    "resource",
+];
+
 /// What the front knows of one HTTP request.
 #[derive(Debug)]
 pub struct HttpRequest<'a> {
@@ -55,14 +66,7 @@ pub fn event(request: &HttpRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
             |o| {
                 // The type also serves custom authorizer payloads; API Gateway's 2.0 events have
                 // none of these fields, and omit empty maps.
-                for key in [
-                    "type",
-                    "methodArn",
-                    "httpMethod",
-                    "identitySource",
-                    "authorizationToken",
-                    "resource",
-                ] {
+                for key in AUTHORIZER_ONLY_FIELDS {
                     o.remove(key);
                 }
                 for key in ["stageVariables", "pathParameters", "queryStringParameters"] {
