@@ -13,8 +13,10 @@ pub mod control_plane;
 pub mod event_queue;
 pub mod event_store;
 pub mod invoke_api;
+pub mod metrics;
 pub mod routes;
 pub mod schedule;
+pub mod sqs;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -249,6 +251,15 @@ async fn handle(
     let (parts, body) = request.into_parts();
     let reply = if parts.method == http::Method::GET && control_plane::answers(parts.uri.path()) {
         control_plane::handle(app, &parts)
+    } else if parts.method == http::Method::GET && parts.uri.path() == metrics::PATH {
+        let mut reply = Reply::new(Full::new(Bytes::from(metrics::render())));
+        reply.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        reply
     } else if parts.uri.path().starts_with(invoke_api::PREFIX) {
         invoke_api::handle(app, &parts, body).await
     } else {

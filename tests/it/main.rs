@@ -27,5 +27,6 @@ mod sample_events;
 mod sandbox_native;
 mod sdk_examples;
 mod serve;
+mod server;
 mod templates;
 mod wasm;

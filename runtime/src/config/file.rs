@@ -82,6 +82,18 @@ pub enum Destination {
     Function(String),
     /// `file:PATH`: a JSON Lines file, one record per line.
     File(PathBuf),
+    /// An SQS queue, by its URL (an ARN is turned into one): the record is sent as a message.
+    Sqs(String),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Function(name) => write!(f, "function:{name}"),
+            Destination::File(path) => write!(f, "file:{}", path.display()),
+            Destination::Sqs(queue) => f.write_str(queue),
+        }
+    }
 }
 
 impl Destination {
@@ -97,11 +109,11 @@ impl Destination {
             let name = rest.split(':').next().unwrap_or(rest);
             return Ok(Destination::Function(name.to_owned()));
         }
-        if text.contains("sqs") {
-            return Err(format!("{text}: SQS destinations are not yet supported"));
+        if let Some(queue) = crate::serve::sqs::queue_url(text) {
+            return Ok(Destination::Sqs(queue));
         }
         Err(format!(
-            "{text:?}: expected function:NAME, file:PATH or a function's ARN"
+            "{text:?}: expected function:NAME, file:PATH, a function's ARN, or an SQS queue's URL or ARN"
         ))
     }
 }

@@ -156,6 +156,7 @@ impl EventQueue {
             return Err(Refused::Stopping);
         }
         self.store.append(event.stored()).await?;
+        super::metrics::async_event_received(event.function.name());
         // Stored: if the queue stopped meanwhile, the next start runs it.
         self.tx
             .send(Msg::Enqueue(event))
@@ -389,6 +390,7 @@ impl Owner {
     /// An event that will not succeed: its record to the failure destination (else the
     /// dead-letter file), and out of the store.
     fn fail(&self, event: &AsyncEvent, condition: &str, completed: Option<&Completed>) {
+        super::metrics::async_event_dropped(event.function.name());
         match event.function.asynchronous.on_failure.clone() {
             Some(destination) => {
                 let record = destination_record(event, condition, completed);
@@ -399,44 +401,25 @@ impl Owner {
         self.store.remove(event.request_id());
     }
 
-    /// Sends a record to a destination: appended to a file, or an asynchronous invocation of
-    /// another function (durable like any). A destination that cannot take it is reported
-    /// with the whole record, never dropped silently.
+    /// Sends a record to a destination, on a task of its own: appended to a file, an
+    /// asynchronous invocation of another function (durable like any), or a message to an SQS
+    /// queue. A delivery that fails is retried twice; one that still fails is counted
+    /// (`DestinationDeliveryFailures`, as Lambda's metric) and logged with the whole record,
+    /// never dropped silently.
     fn deliver(&self, event: &AsyncEvent, destination: &Destination, record: serde_json::Value) {
-        match destination {
-            Destination::File(path) => {
-                if let Err(e) = append_line(path, &record) {
-                    tracing::error!(request_id = %event.request_id(), "destination {}: {e}; the record: {record}", path.display());
-                }
-            }
-            Destination::Function(name) => {
-                let name = name.clone();
-                let target = self
-                    .app
-                    .get()
-                    .and_then(std::sync::Weak::upgrade)
-                    .and_then(|app| app.served().functions.get(&name).cloned());
-                let Some(target) = target else {
-                    tracing::error!(request_id = %event.request_id(), "destination function:{name} is not served; the record: {record}");
-                    return;
-                };
-                let queue = EventQueue {
-                    tx: self.tx.clone(),
-                    store: self.store.clone(),
-                    app: Arc::clone(&self.app),
-                };
-                let request = InvokeRequest {
-                    payload: Bytes::from(record.to_string()),
-                    ..Default::default()
-                };
-                let next = AsyncEvent::new(target, uuid::Uuid::new_v4().to_string(), request);
-                tokio::spawn(async move {
-                    if let Err(e) = queue.enqueue(next).await {
-                        tracing::error!("destination function:{name}: {e}; the record: {record}");
-                    }
-                });
-            }
-        }
+        let delivery = Delivery {
+            request_id: event.request_id().to_owned(),
+            function: event.function.name().to_owned(),
+            destination: destination.clone(),
+            record,
+            queue: EventQueue {
+                tx: self.tx.clone(),
+                store: self.store.clone(),
+                app: Arc::clone(&self.app),
+            },
+            first_wait: self.retry_delay.min(DESTINATION_RETRY_MAX_FIRST_WAIT),
+        };
+        tokio::spawn(delivery.run());
     }
 
     /// Appends the event's record to its function's dead-letter file. If even that fails, the
@@ -460,6 +443,72 @@ impl Owner {
                 "cannot write the dead letter {}: {e}; the record: {record}",
                 path.display()
             ),
+        }
+    }
+}
+
+/// The first wait before a failed delivery to a destination is tried again (or the
+/// queue's `retry_delay`, if shorter); the second waits twice as long.
+const DESTINATION_RETRY_MAX_FIRST_WAIT: Duration = Duration::from_secs(1);
+
+/// Deliveries to a destination: the first and this many retries.
+const DESTINATION_ATTEMPTS: u32 = 3;
+
+/// One record on its way to a destination.
+struct Delivery {
+    request_id: String,
+    function: String,
+    destination: Destination,
+    record: serde_json::Value,
+    /// For destinations that are functions.
+    queue: EventQueue,
+    first_wait: Duration,
+}
+
+impl Delivery {
+    async fn run(self) {
+        let mut wait = self.first_wait;
+        for attempt in 1..=DESTINATION_ATTEMPTS {
+            let Err(e) = self.attempt().await else {
+                return;
+            };
+            if attempt == DESTINATION_ATTEMPTS {
+                super::metrics::destination_delivery_failed(&self.function);
+                tracing::error!(
+                    request_id = %self.request_id,
+                    function = %self.function,
+                    "destination {}: {e}; not delivered after {DESTINATION_ATTEMPTS} attempts; the record: {}",
+                    self.destination, self.record
+                );
+                return;
+            }
+            tracing::warn!(request_id = %self.request_id, "destination {}: {e}; trying again in {wait:?}", self.destination);
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+
+    async fn attempt(&self) -> Result<(), String> {
+        match &self.destination {
+            Destination::File(path) => append_line(path, &self.record).map_err(|e| e.to_string()),
+            Destination::Function(name) => {
+                let target = self
+                    .queue
+                    .app
+                    .get()
+                    .and_then(std::sync::Weak::upgrade)
+                    .and_then(|app| app.served().functions.get(name).cloned())
+                    .ok_or("the function is not served")?;
+                let request = InvokeRequest {
+                    payload: Bytes::from(self.record.to_string()),
+                    ..Default::default()
+                };
+                let next = AsyncEvent::new(target, uuid::Uuid::new_v4().to_string(), request);
+                self.queue.enqueue(next).await.map_err(|e| e.to_string())
+            }
+            Destination::Sqs(queue) => super::sqs::send_message(queue, self.record.to_string())
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }
