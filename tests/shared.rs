@@ -213,3 +213,142 @@ pub fn bare_hyper_server(runtime: &tokio::runtime::Runtime) -> std::net::SocketA
 /// The lamina binary's allocator, so that what runs lamina in process measures what ships.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A private PostgreSQL server from the host's Debian packages (`postgresql`, which
+/// `scripts/test` installs): a fresh cluster in a temporary directory, trusted on loopback,
+/// on a free port; stopped and removed on drop. As root it runs as the `postgres` user the
+/// package makes (PostgreSQL refuses to run as root).
+pub struct Postgres {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    bin: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// Makes and starts a cluster; waits until it answers.
+    pub fn start() -> Postgres {
+        use std::os::unix::process::CommandExt;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server is not installed (Debian's postgresql; scripts/test installs it)")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("postgres").exists())
+            .max()
+            .expect("no /usr/lib/postgresql/*/bin/postgres");
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: getuid cannot fail.
+        let root = unsafe { libc::getuid() } == 0;
+        let (uid, gid) = if root {
+            // SAFETY: getpwnam with a NUL-terminated name; the entry is read at once, before
+            // any other call could reuse its static buffer.
+            let entry = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+            assert!(
+                !entry.is_null(),
+                "no postgres user (Debian's postgresql package makes it)"
+            );
+            // SAFETY: checked non-null above.
+            unsafe { ((*entry).pw_uid, (*entry).pw_gid) }
+        } else {
+            // SAFETY: getuid/getgid cannot fail.
+            unsafe { (libc::getuid(), libc::getgid()) }
+        };
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        let data = dir.path().join("data");
+        let as_owner = |program: &str| {
+            let mut c = std::process::Command::new(bin.join(program));
+            c.uid(uid).gid(gid).current_dir(dir.path());
+            c
+        };
+        let out = as_owner("initdb")
+            .args(["-A", "trust", "-U", "lamina", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = as_owner("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-k",
+            ])
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Postgres {
+            child,
+            port,
+            bin,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while server.psql("SELECT 1").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL did not start on port {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// The URL lamina is given.
+    pub fn url(&self) -> String {
+        format!("postgres://lamina@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs `sql` with psql; its unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let out = std::process::Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "lamina",
+                "-d",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Stops it (a fast shutdown) and waits.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child, which we have not waited for.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

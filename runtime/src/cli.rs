@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod doctor;
 pub mod event;
+pub mod events;
 pub mod init;
 pub mod invoke;
 pub mod layers;
@@ -47,6 +48,10 @@ enum Command {
     /// Sample events of Lambda's event sources.
     #[command(subcommand)]
     Event(event::EventCommand),
+    /// The asynchronous queue of a state directory: list it (also while `lamina serve` runs),
+    /// replay failed events, purge queued ones.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Start a project: a SAM template, a handler and a sample event, ready for `lamina serve`.
     Init(init::InitArgs),
 }
@@ -86,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Cache(command) => cache::run(command),
             Command::Doctor => doctor::run(),
             Command::Event(command) => event::run(command),
+            Command::Events(command) => events::run(command).await,
             Command::Init(args) => init::run(args),
         }
     });

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod env_file;
 pub mod file;
 pub mod lambda_env;
+pub mod logging;
 pub mod template;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,8 @@ pub struct FunctionConfig {
     pub runtime_package: Option<PathBuf>,
     /// The AWS credentials the function gets, as Lambda gives its role's.
     pub credentials: Option<credentials::Credentials>,
+    /// Lambda's `LoggingConfig`: log format, application and system log levels.
+    pub logging: logging::LoggingConfig,
 }
 
 /// Called with (archive, bytes written, bytes in all).
@@ -125,6 +128,9 @@ pub struct FunctionSpec {
     pub managed: Option<crate::managed::Managed>,
     /// The AWS credentials the function gets (never logged).
     pub credentials: Option<credentials::Credentials>,
+    /// The log format and levels (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`, and how
+    /// the platform's lines are written).
+    pub logging: logging::Logging,
     /// The cached trees this function runs from, held so that `lamina cache prune` leaves
     /// them while it may still start environments (`lamina_layers::Cache::hold`).
     pub cache_holds: Vec<std::sync::Arc<std::fs::File>>,
@@ -198,6 +204,7 @@ struct Checked {
     idle_timeout: u32,
     region: String,
     runtime: RuntimeName,
+    logging: logging::Logging,
 }
 
 impl FunctionConfig {
@@ -281,8 +288,10 @@ impl FunctionConfig {
             Some(text) => text.parse().map_err(|e: String| invalid("runtime", e))?,
             None => RuntimeName::Provided,
         };
+        let logging = self.logging.resolve()?;
         Ok(Checked {
             runtime,
+            logging,
             memory_mb,
             timeout,
             init_timeout,
@@ -330,6 +339,16 @@ impl FunctionConfig {
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (tree, bytes) = locate(layer, "layer", cache.as_ref(), &limits, progress)?;
+            // A WebAssembly function has no processes beside it: an extension could never
+            // start, and Lambda's promise (it runs) would be silently broken.
+            if is_wasm(&self.code) && tree.join("extensions").is_dir() {
+                return Err(ConfigError::Layer {
+                    path: layer.clone(),
+                    reason: "it holds extensions/, and a WebAssembly function runs no \
+                             extensions (they are processes beside a native runtime)"
+                        .into(),
+                });
+            }
             unzipped += bytes;
             let id = if is_zip(layer) {
                 tree.file_name()
@@ -386,6 +405,7 @@ impl FunctionConfig {
                 .unwrap_or_else(|| checked.runtime.default_handler().to_owned()),
             managed,
             credentials: self.credentials,
+            logging: checked.logging,
             memory_mb: checked.memory_mb,
             timeout: Duration::from_secs(u64::from(checked.timeout)),
             init_timeout: Duration::from_secs(u64::from(checked.init_timeout)),
@@ -524,6 +544,7 @@ mod tests {
         assert_eq!(spec.memory_mb, 128);
         assert_eq!(spec.timeout, Duration::from_secs(3));
         assert_eq!(spec.region, "us-east-1");
+        assert_eq!(spec.logging.format, logging::LogFormat::Text);
         assert!(
             spec.arn
                 .starts_with("arn:aws:lambda:us-east-1:000000000000:function:")
@@ -561,6 +582,16 @@ mod tests {
                     ..config(dir.path())
                 },
                 "AWS_REGION",
+            ),
+            (
+                FunctionConfig {
+                    logging: logging::LoggingConfig {
+                        application_log_level: Some(logging::ApplicationLogLevel::Debug),
+                        ..Default::default()
+                    },
+                    ..config(dir.path())
+                },
+                "application-log-level",
             ),
             (config(&dir.path().join("missing")), "missing"),
         ];

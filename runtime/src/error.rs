@@ -74,6 +74,9 @@ pub enum Failure {
     Trapped(String),
     /// lamina itself failed; not the function's fault.
     Sandbox(String),
+    /// An extension failed (`Extension.Crash`, `Extension.InitError`, `Extension.ExitError`,
+    /// `Extension.LaunchError`): the environment is reset, as on Lambda.
+    Extension(crate::extensions::Fatal),
 }
 
 impl Failure {
@@ -91,6 +94,7 @@ impl Failure {
             // type of its own, as a native crash gets `Runtime.ExitError`.
             Failure::Trapped(_) => "Runtime.WasmTrap",
             Failure::Sandbox(_) => "Sandbox.Failure",
+            Failure::Extension(fatal) => fatal.error_type,
         }
     }
 
@@ -120,6 +124,7 @@ impl Failure {
             // wasmtime's own words: "wasm trap: …" and the backtrace.
             Failure::Trapped(trap) => trap.clone(),
             Failure::Sandbox(reason) => reason.clone(),
+            Failure::Extension(fatal) => fatal.message.clone(),
         };
         format!("RequestId: {request_id} Error: {detail}")
     }

@@ -15,6 +15,15 @@
 //! straight to the sink, and so do the environment's platform lines, each when it happens, so
 //! the log is in order with no task, queue or wait. A final line without a newline waits for
 //! its newline (or the environment's end).
+//!
+//! The environment names its platform lines ([`PlatformLine`]); the log writes them in the
+//! function's log format ([`PlatformFormat`], `platform.rs`): Lambda's text lines, or with
+//! `log_format = "JSON"` its JSON records, filtered by the system log level. The runtime's own
+//! output is never changed.
+
+mod platform;
+
+pub use platform::PlatformFormat;
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -111,6 +120,8 @@ impl LogSink for MemorySink {
 #[derive(Debug)]
 pub(crate) struct LogPump {
     lines: Arc<Mutex<Lines>>,
+    /// How platform lines are written.
+    format: PlatformFormat,
     /// The runtime's pipe, when it has one.
     pipe: Option<Arc<pipe::Receiver>>,
     /// Dropped with the pump: the pump task then drains the pipe a last time and ends.
@@ -155,6 +166,7 @@ impl Drop for Lines {
 #[derive(Debug)]
 pub(crate) struct LogSetup {
     lines: Arc<Mutex<Lines>>,
+    format: PlatformFormat,
 }
 
 /// Writes an in-process runtime's output (stdout and stderr alike) to its environment's log,
@@ -177,9 +189,11 @@ fn lock(lines: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
 }
 
 impl LogSetup {
-    pub(crate) fn new(sink: Arc<dyn LogSink>) -> LogSetup {
+    /// The log of an environment whose platform lines are written as `format` says.
+    pub(crate) fn new(sink: Arc<dyn LogSink>, format: PlatformFormat) -> LogSetup {
         LogSetup {
             lines: Arc::new(Mutex::new(Lines::new(sink))),
+            format,
         }
     }
 
@@ -196,6 +210,7 @@ impl LogSetup {
         let Some(read_end) = read_end else {
             return Ok(LogPump {
                 lines: self.lines,
+                format: self.format,
                 pipe: None,
                 _closed: None,
             });
@@ -205,6 +220,7 @@ impl LogSetup {
         tokio::spawn(pump(Arc::clone(&rx), on_close, Arc::clone(&self.lines)));
         Ok(LogPump {
             lines: self.lines,
+            format: self.format,
             pipe: Some(rx),
             _closed: Some(closed),
         })
@@ -215,22 +231,28 @@ impl LogSetup {
 pub const TAIL_BYTES: usize = 4 * 1024;
 
 impl LogPump {
-    /// Writes platform lines: after everything the runtime has written so far.
-    pub(crate) fn platform(&self, lines: &[&str]) {
+    /// Writes platform lines, in the function's log format: after everything the runtime
+    /// has written so far.
+    pub(crate) fn platform(&self, lines: &[&PlatformLine<'_>]) {
+        let written = self.format.lines(lines);
         let mut drained = self.drained();
-        for line in lines {
+        for line in &written {
             drained.tee.line(line.as_bytes());
         }
     }
 
     /// Writes an invocation's `START` line; with `keep_tail`, from it on lines are also kept
-    /// for its log tail (what the runtime wrote before is not).
-    pub(crate) fn start(&self, line: &str, keep_tail: bool) {
+    /// for its log tail (what the runtime wrote before is not), also when the function's
+    /// system log level leaves the line out.
+    pub(crate) fn start(&self, line: &PlatformLine<'_>, keep_tail: bool) {
+        let written = self.format.lines(&[line]);
         let mut drained = self.drained();
         if keep_tail {
             drained.tee.tail = Some(Vec::new());
         }
-        drained.tee.line(line.as_bytes());
+        for line in &written {
+            drained.tee.line(line.as_bytes());
+        }
     }
 
     /// Stops keeping lines and returns the last [`TAIL_BYTES`] of those kept since
@@ -370,23 +392,65 @@ impl LineBuffer {
     }
 }
 
+/// One of the platform's lines, as the environment names it. It is written in the function's
+/// log format when it reaches the log ([`PlatformFormat`]): as Lambda's text line
+/// ([`PlatformLine::text`]), as Lambda's JSON record, or not at all.
+#[derive(Debug, Clone, Copy)]
+pub enum PlatformLine<'a> {
+    /// An invocation is handed to the runtime.
+    Start {
+        /// The invocation.
+        request_id: &'a str,
+    },
+    /// An invocation has ended.
+    End {
+        /// The invocation.
+        request_id: &'a str,
+    },
+    /// An invocation's figures.
+    Report(&'a Report<'a>),
+    /// An invocation's deadline passed.
+    Timeout {
+        /// The invocation.
+        request_id: &'a str,
+        /// The timeout it had.
+        after: Duration,
+    },
+}
+
 /// `START RequestId: … Version: $LATEST`
-pub fn start_line(request_id: &str) -> String {
-    format!("START RequestId: {request_id} Version: {FUNCTION_VERSION}")
+pub fn start_line(request_id: &str) -> PlatformLine<'_> {
+    PlatformLine::Start { request_id }
 }
 
 /// `END RequestId: …`
-pub fn end_line(request_id: &str) -> String {
-    format!("END RequestId: {request_id}")
+pub fn end_line(request_id: &str) -> PlatformLine<'_> {
+    PlatformLine::End { request_id }
 }
 
 /// `<ISO time> <RequestId> Task timed out after N.NN seconds`, logged when a deadline passes.
-pub fn timeout_line(request_id: &str, after: Duration) -> String {
-    let now = humantime::format_rfc3339_millis(SystemTime::now());
-    format!(
-        "{now} {request_id} Task timed out after {:.2} seconds",
-        after.as_secs_f64()
-    )
+pub fn timeout_line(request_id: &str, after: Duration) -> PlatformLine<'_> {
+    PlatformLine::Timeout { request_id, after }
+}
+
+impl PlatformLine<'_> {
+    /// The line in Lambda's text format, as CloudWatch shows it, written now.
+    pub fn text(&self) -> String {
+        match self {
+            PlatformLine::Start { request_id } => {
+                format!("START RequestId: {request_id} Version: {FUNCTION_VERSION}")
+            }
+            PlatformLine::End { request_id } => format!("END RequestId: {request_id}"),
+            PlatformLine::Report(report) => report.text(),
+            PlatformLine::Timeout { request_id, after } => {
+                let now = humantime::format_rfc3339_millis(SystemTime::now());
+                format!(
+                    "{now} {request_id} Task timed out after {:.2} seconds",
+                    after.as_secs_f64()
+                )
+            }
+        }
+    }
 }
 
 /// The facts of one invocation's `REPORT` line.
@@ -407,14 +471,23 @@ pub struct Report<'a> {
 }
 
 impl Report<'_> {
-    /// The tab-separated line CloudWatch shows. Billed duration rounds up to the millisecond
-    /// and, for custom runtimes, includes init.
-    pub fn line(&self) -> String {
-        use fmt::Write as _;
-        let billed = (self.duration + self.init.unwrap_or_default())
+    /// The `REPORT` line, to be written in the function's log format.
+    pub fn line(&self) -> PlatformLine<'_> {
+        PlatformLine::Report(self)
+    }
+
+    /// Billed duration, ms: rounded up to the millisecond and, for custom runtimes, with init.
+    pub fn billed_ms(&self) -> u128 {
+        (self.duration + self.init.unwrap_or_default())
             .as_nanos()
             .div_ceil(1_000_000)
-            .max(1);
+            .max(1)
+    }
+
+    /// The tab-separated line CloudWatch shows.
+    pub fn text(&self) -> String {
+        use fmt::Write as _;
+        let billed = self.billed_ms();
         let mut line = format!(
             "REPORT RequestId: {}\tDuration: {} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
             self.request_id,
@@ -458,7 +531,7 @@ mod tests {
             failure: None,
         };
         assert_eq!(
-            r.line(),
+            r.text(),
             "REPORT RequestId: id\tDuration: 2.34 ms\tBilled Duration: 123 ms\tMemory Size: 128 MB\tMax Memory Used: 35 MB\tInit Duration: 120.12 ms"
         );
         // Rounded to the hundredth; billed rounds up, and is never 0.
@@ -473,7 +546,7 @@ mod tests {
                 ..r
             };
             assert!(
-                r.line().contains(&format!("\tDuration: {shown}\t")),
+                r.text().contains(&format!("\tDuration: {shown}\t")),
                 "{nanos}"
             );
         }

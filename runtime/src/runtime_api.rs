@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{self, BodyError};
 use crate::error::MAX_PAYLOAD_BYTES;
+use crate::extensions::{self, ErrorKind, ExtensionCall};
 use wire::{ApiError, Body, NextEvent};
 
 /// The answer the environment gives to a call.
@@ -71,6 +72,8 @@ pub enum ApiCall {
         /// Accepted, or why not.
         reply: Reply<()>,
     },
+    /// A call of the Extensions API (`/2020-01-01/extension/…`), served on the same listener.
+    Extension(crate::extensions::ExtensionCall),
     /// `POST /runtime/init/error`
     InitError {
         /// `Lambda-Runtime-Function-Error-Type`, when sent.
@@ -146,11 +149,29 @@ enum Route {
     Response(String),
     Error(String),
     InitError,
+    ExtensionRegister,
+    ExtensionNext,
+    ExtensionError(ErrorKind),
 }
 
 const PREFIX: &str = "/2018-06-01/runtime/";
+/// The Extensions API's prefix.
+const EXTENSION_PREFIX: &str = "/2020-01-01/extension/";
 
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    if let Some(rest) = path.strip_prefix(EXTENSION_PREFIX) {
+        let (route, allowed) = match rest {
+            "register" => (Route::ExtensionRegister, Method::POST),
+            "event/next" => (Route::ExtensionNext, Method::GET),
+            "init/error" => (Route::ExtensionError(ErrorKind::Init), Method::POST),
+            "exit/error" => (Route::ExtensionError(ErrorKind::Exit), Method::POST),
+            _ => return Err(ApiError::not_found(path)),
+        };
+        return match *method == allowed {
+            true => Ok(route),
+            false => Err(ApiError::method_not_allowed(method, path)),
+        };
+    }
     let rest = path
         .strip_prefix(PREFIX)
         .ok_or_else(|| ApiError::not_found(path))?;
@@ -180,12 +201,55 @@ async fn handle(
         Ok(route) => route,
         Err(e) => return Ok(e.into_response()),
     };
-    let error_type = req
-        .headers()
-        .get(wire::FUNCTION_ERROR_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let error_type = header(wire::FUNCTION_ERROR_TYPE);
+    let extension_id = header(extensions::IDENTIFIER);
     let response = match route {
+        Route::ExtensionRegister => {
+            let name = header(extensions::NAME).unwrap_or_default();
+            let accept_feature = header(extensions::ACCEPT_FEATURE);
+            match read_body(req).await {
+                Ok(body) => call(&calls, |reply| {
+                    ApiCall::Extension(ExtensionCall::Register {
+                        name,
+                        accept_feature,
+                        body,
+                        reply,
+                    })
+                })
+                .await
+                .map(wire::registered),
+                Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
+                Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+            }
+        }
+        Route::ExtensionNext => call(&calls, |reply| {
+            ApiCall::Extension(ExtensionCall::Next {
+                id: extension_id,
+                reply,
+            })
+        })
+        .await
+        .map(wire::extension_event),
+        Route::ExtensionError(kind) => {
+            // The body is not read: Lambda keeps only the error type.
+            let error_type = header(extensions::FUNCTION_ERROR_TYPE);
+            call(&calls, |reply| {
+                ApiCall::Extension(ExtensionCall::Error {
+                    kind,
+                    id: extension_id,
+                    error_type,
+                    reply,
+                })
+            })
+            .await
+            .map(|()| wire::accepted())
+        }
         Route::Next => call(&calls, ApiCall::Next)
             .await
             .map(NextEvent::into_response),
@@ -276,6 +340,21 @@ mod tests {
             Ok(Route::Error("abc".into()))
         );
         assert_eq!(route(&Method::POST, &p("init/error")), Ok(Route::InitError));
+        let x = |s: &str| format!("{EXTENSION_PREFIX}{s}");
+        assert_eq!(
+            route(&Method::POST, &x("register")),
+            Ok(Route::ExtensionRegister)
+        );
+        assert_eq!(
+            route(&Method::GET, &x("event/next")),
+            Ok(Route::ExtensionNext)
+        );
+        assert_eq!(
+            route(&Method::POST, &x("exit/error")),
+            Ok(Route::ExtensionError(ErrorKind::Exit))
+        );
+        assert_eq!(route(&Method::GET, &x("register")).unwrap_err().status, 405);
+        assert_eq!(route(&Method::GET, &x("other")).unwrap_err().status, 404);
         assert_eq!(
             route(&Method::POST, &p("invocation/next"))
                 .unwrap_err()

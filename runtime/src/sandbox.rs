@@ -83,6 +83,12 @@ pub enum Stop {
 pub trait Control: Send + Sync + fmt::Debug {
     /// Signals every process of the environment.
     fn stop(&self, how: Stop);
+    /// Signals the runtime and what it started, not the extensions (Lambda's shutdown sends
+    /// the runtime SIGTERM and the extensions a `SHUTDOWN` event). Backends that start no
+    /// extensions signal everything.
+    fn stop_runtime(&self, how: Stop) {
+        self.stop(how);
+    }
     /// The environment's peak memory use so far, in bytes, when the backend can tell.
     fn max_memory_bytes(&self) -> Option<u64>;
     /// Whether the environment ran out of memory (its runtime was killed for it).
@@ -109,6 +115,38 @@ pub struct Started {
     /// The uid the sandbox runs as when its Runtime API listens where others could reach it
     /// (the host's loopback from a jail in network mode `host`): only its sockets are served.
     pub runtime_api_peer_uid: Option<u32>,
+    /// The external extensions started (the file names in `/opt/extensions`), and each one's
+    /// exit as it happens.
+    pub extensions: Extensions,
+}
+
+/// The external extensions a backend started beside the runtime.
+#[derive(Debug, Default)]
+pub struct Extensions {
+    /// Their file names, in the order they were started.
+    pub launched: Vec<String>,
+    /// Those that could not be started, and why.
+    pub failed: Vec<(String, String)>,
+    /// `(file name, status)` as each exits.
+    pub exits: Option<tokio::sync::mpsc::UnboundedReceiver<(String, ExitStatus)>>,
+}
+
+/// The external extensions of a function: every file in its `/opt/extensions` (as Lambda,
+/// each is an executable to start; directories are skipped), sorted by name, as host paths.
+pub fn external_extensions(spec: &FunctionSpec) -> Vec<PathBuf> {
+    let Some(opt) = &spec.opt else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(opt.merged.join("extensions")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
 }
 
 /// An environment's `/tmp`, made fresh between invocations by a backend that does so. The

@@ -4,7 +4,8 @@
 //! `kill -9` with that backlog stored, how long a restart takes to the first resumed event.
 //! Run with `cargo bench -p lamina-tests --bench queue`; figures go in SPECIFICATION.md
 //! (targets: ≥ 10,000/s with p99 ≤ 10 ms, ≥ 50% of the volatile run; kill to first replayed
-//! event ≤ 1 s). wrk is the load generator (installed with apt when missing).
+//! event ≤ 1 s). Then the same load on the shared PostgreSQL queue (no target; for the note).
+//! wrk is the load generator (installed with apt when missing).
 
 #[path = "../shared.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
@@ -164,4 +165,26 @@ fn main() {
         "  durable / volatile: {:.0}%",
         100.0 * rates[1] / rates[0].max(1.0)
     );
+
+    // The shared queue (design note 006): the same load on a PostgreSQL queue, a fresh
+    // cluster of the host's server on loopback with its default durability (fsync on).
+    let postgres = shared::Postgres::start();
+    let run_dir = tempfile::tempdir_in(dir.path()).unwrap();
+    std::fs::write(
+        run_dir.path().join("lamina.toml"),
+        format!(
+            "[functions.sink]\ncode = \"sink\"\nconcurrency = 1\n\n[serve]\nqueue = \"{}\"\n",
+            postgres.url()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&code, run_dir.path().join("sink")).unwrap();
+    let (mut child, addr, _rx) = serve(&lamina, run_dir.path(), &[]);
+    let (per_second, p50, p99) = wrk(&url(addr), &script);
+    println!(
+        "  {:<28} {per_second:>9.0}/s  p50 {p50:>8}  p99 {p99:>8}",
+        "shared (PostgreSQL)"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

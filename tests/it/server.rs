@@ -61,8 +61,10 @@ impl Server {
                     .split("on http://")
                     .nth(1)
                     .and_then(|s| s.split_whitespace().next())
+                    // Other lines may hold "…on http://" too (a destination's URL).
+                    .and_then(|s| s.parse::<SocketAddr>().ok())
                 {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    let _ = tx.send(addr);
                 }
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
@@ -106,13 +108,20 @@ impl Server {
     }
 
     /// SIGTERM, then waits for the exit; returns whether it exited 0 and the whole log.
-    pub fn stop(mut self) -> (bool, String) {
+    pub fn stop(self) -> (bool, String) {
+        let (ok, logs, _) = self.stop_keeping_dir();
+        (ok, logs)
+    }
+
+    /// [`Server::stop`], keeping its directory (for a restart on the same state).
+    pub fn stop_keeping_dir(mut self) -> (bool, String, TempDir) {
         // SAFETY: kill(2) on our own child's pid, which it keeps until we wait for it.
         let sent = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         assert_eq!(sent, 0, "SIGTERM to lamina serve");
         let status = self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        (status.success(), self.logs())
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status.success(), self.logs(), dir)
     }
 
     pub async fn request(&self, request: http::Request<Full<Bytes>>) -> http::Response<Bytes> {
@@ -238,4 +247,23 @@ pub fn wait_all_ended(server: &Server, before: &str, ids: &[String]) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Checks Lambda's destination record of a successful event `{"n": 7}` of the tests' `worker`
+/// function (which answers `{"done": 7}`), accepted as `request_id`.
+pub fn assert_success_record(record: &Value, request_id: &str) {
+    assert_eq!(record["version"], "1.0");
+    assert_eq!(record["requestContext"]["requestId"], request_id);
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
+    assert_eq!(
+        record["requestContext"]["functionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:worker:$LATEST"
+    );
+    assert_eq!(record["requestPayload"], serde_json::json!({"n": 7}));
+    assert_eq!(
+        record["responseContext"],
+        serde_json::json!({"statusCode": 200, "executedVersion": "$LATEST"})
+    );
+    assert_eq!(record["responsePayload"], serde_json::json!({"done": 7}));
 }

@@ -239,10 +239,10 @@ fn lamina_invoke_runs_a_templates_function_as_sam_describes_it() {
     for note in [
         "template.yaml: Resources.HelloFunction: not used by lamina (AWS account settings): Policies, Tracing",
         "template.yaml: Resources.HelloFunction.Properties.Environment.Variables.TABLE: Ref Table: Table is an AWS::Serverless::SimpleTable",
-        "template.yaml: Resources.HelloFunction.Properties.Events.Jobs: SQS: not yet",
+        "template.yaml: Resources.HelloFunction.Properties.Events.Jobs: SQS: Fn::GetAtt Jobs.Arn: Jobs is an AWS::SQS::Queue, which lamina does not create; not polled",
         "template.yaml: Resources.Table: AWS::Serverless::SimpleTable: not created by lamina",
         "template.yaml: Resources.Jobs: AWS::SQS::Queue: not created by lamina",
-        "template.yaml: Resources.HelloFunction.Properties.EventInvokeConfig.DestinationConfig.OnFailure: SQS: not yet",
+        "template.yaml: Resources.HelloFunction.Properties.EventInvokeConfig.DestinationConfig.OnFailure: SQS: Fn::GetAtt Jobs.Arn: Jobs is an AWS::SQS::Queue, which lamina does not create; not delivered to",
     ] {
         assert_eq!(
             stderr.matches(note).count(),

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
+use crate::config::logging::{ApplicationLogLevel, LogFormat, LoggingConfig, SystemLogLevel};
 use crate::config::{FunctionConfig, FunctionSpec, Progress};
 use crate::error::MAX_PAYLOAD_BYTES;
 use crate::invoke::InvokeRequest;
@@ -104,6 +105,19 @@ pub struct InvokeArgs {
     /// services included [default: outbound]
     #[arg(long, value_enum)]
     pub network: Option<NetworkKind>,
+    /// Lambda's log format: `Text` (the classic START/END/REPORT lines) or `JSON` (Lambda's
+    /// `platform.*` records; the runtime is told, through `AWS_LAMBDA_LOG_FORMAT`, to log JSON
+    /// too) [default: Text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// With `--log-format JSON`: the least severe of the function's own log lines its runtime
+    /// keeps (`AWS_LAMBDA_LOG_LEVEL`): TRACE, DEBUG, INFO, WARN, ERROR or FATAL [default: INFO]
+    #[arg(long, value_name = "LEVEL")]
+    pub application_log_level: Option<ApplicationLogLevel>,
+    /// With `--log-format JSON`: the least severe of lamina's platform records shown: DEBUG,
+    /// INFO or WARN [default: INFO]
+    #[arg(long, value_name = "LEVEL")]
+    pub system_log_level: Option<SystemLogLevel>,
     /// A SAM template (FUNCTION is then a logical id), its parameters and layer mappings.
     #[command(flatten)]
     pub template: super::TemplateArgs,
@@ -200,6 +214,14 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         accept_host_runtime: args.accept_host_runtime || base.accept_host_runtime,
         runtime_package: args.runtime_package.or(base.runtime_package),
         credentials: args.env.credentials()?,
+        // Flag by flag over the configuration's, as every other setting.
+        logging: LoggingConfig {
+            log_format: args.log_format.or(base.logging.log_format),
+            application_log_level: args
+                .application_log_level
+                .or(base.logging.application_log_level),
+            system_log_level: args.system_log_level.or(base.logging.system_log_level),
+        },
     };
     // Every flag is checked before anything is started: a usage error is one line, with no
     // sandbox half-built behind it.

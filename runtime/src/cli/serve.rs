@@ -14,11 +14,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::invoke::{NetworkKind, SandboxKind, Sandboxes};
-use crate::config::file::ListenAddr;
+use crate::config::file::QueueSetting;
+use crate::config::file::{EventSourceEntry, ListenAddr};
 use crate::serve::App;
 use crate::serve::event_queue::EventQueue;
+use crate::serve::event_store::postgres::PostgresStore;
 use crate::serve::event_store::sqlite::SqliteStore;
 use crate::serve::event_store::{Committer, StoredEvent, Volatile};
+use crate::serve::sqs::Pollers;
 use crate::serve::watch::Watcher;
 use loader::{Loaded, Loader};
 
@@ -89,8 +92,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         manifest,
         watched,
         schedules,
+        event_sources,
         ..
     } = loader.load(&mut sandboxes, None).await?;
+    // lamina's own SQS calls (destinations, event sources) are made as the caller, with
+    // --profile if given (--no-credentials is about the functions' keys only).
+    crate::serve::sqs::configure(crate::serve::sqs::Settings::of_caller(
+        args.env.profile.as_deref(),
+    ));
     let state_dir = match args.state_dir.clone().or(manifest.serve.state_dir.clone()) {
         Some(dir) => dir,
         None => default_state_dir()?,
@@ -107,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(Duration::from_secs(60));
     // The asynchronous queue's store: accepted events survive stops and crashes there, and
     // what a previous run left is resumed below.
-    let (committer, pending) = open_event_store(&state_dir)?;
+    let (committer, pending) = open_event_store(&state_dir, &manifest.serve)?;
     let app = Arc::new(App::new(
         served,
         EventQueue::start(state_dir.clone(), retry_delay, committer),
@@ -132,8 +141,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let addr = listener.local_addr().context("the listener's address")?;
     let scheduled = crate::serve::schedule::start(&app, schedules);
+    // SQS event source mappings: their pollers run until the server stops (or a reload
+    // changes them); stopping lets the batches being invoked finish.
+    let pollers = Arc::new(tokio::sync::Mutex::new(crate::serve::sqs::start(
+        &app,
+        &event_sources,
+    )));
     let mut names: Vec<_> = app.served().functions.keys().cloned().collect();
     names.sort();
+    for source in &event_sources {
+        eprintln!("lamina: {}", describe_event_source(source));
+    }
     eprintln!(
         "lamina: serving {} from {} on http://{addr} (Invoke API at /2015-03-31/functions/NAME/invocations; {}; state in {})",
         names.join(", "),
@@ -167,6 +185,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 sandboxes,
                 watcher,
                 scheduled,
+                Arc::clone(&pollers),
+                event_sources,
             )))
         }
         false => {
@@ -175,7 +195,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    crate::serve::serve(listener, Arc::clone(&app), stop_signal()).await;
+    let stopping = async move {
+        stop_signal().await;
+        let running = std::mem::replace(&mut *pollers.lock().await, Pollers::none());
+        running.stop().await;
+    };
+    crate::serve::serve(listener, Arc::clone(&app), stopping).await;
     if let Some(watching) = watching {
         watching.abort();
     }
@@ -183,15 +208,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The event store in `state_dir` (or, for the queue benchmark's floor only,
-/// `LAMINA_TEST_QUEUE=volatile`: none), its writer, and the events it still holds.
-fn open_event_store(state_dir: &std::path::Path) -> anyhow::Result<(Committer, Vec<StoredEvent>)> {
+/// How long a server's lease on an event of a shared queue lasts unrenewed (renewed every
+/// third of it).
+const DEFAULT_QUEUE_LEASE: Duration = Duration::from_secs(30);
+
+/// The event store `[serve] queue` names: the embedded one in `state_dir` (the default), a
+/// shared PostgreSQL queue, or, for the queue benchmark's floor only,
+/// `LAMINA_TEST_QUEUE=volatile`: none. Its writer, and the events it still holds.
+fn open_event_store(
+    state_dir: &std::path::Path,
+    settings: &crate::config::file::ServeSettings,
+) -> anyhow::Result<(Committer, Vec<StoredEvent>)> {
     use crate::serve::event_store::EventStore as _;
     if std::env::var_os("LAMINA_TEST_QUEUE").is_some_and(|v| v == "volatile") {
         eprintln!(
             "WARNING: LAMINA_TEST_QUEUE=volatile: accepted events are not kept (a test switch)"
         );
         return Ok((Committer::start(Volatile), Vec::new()));
+    }
+    if let Some(QueueSetting::Postgres(url)) = &settings.queue {
+        let shown = crate::serve::event_store::postgres::redacted(url);
+        let url = url.clone();
+        let lease = settings.queue_lease.unwrap_or(DEFAULT_QUEUE_LEASE);
+        // The client runs a runtime of its own: it connects on a thread outside ours.
+        let store = std::thread::spawn(move || PostgresStore::connect(&url, lease))
+            .join()
+            .map_err(|_| anyhow::anyhow!("connecting to the PostgreSQL queue panicked"))??;
+        eprintln!(
+            "lamina: asynchronous invocations are queued in {shown} (shared; this server leases as {})",
+            store.owner()
+        );
+        return Ok((Committer::start(store), Vec::new()));
     }
     let mut store = SqliteStore::open(state_dir)?;
     let pending = store.pending()?;
@@ -207,6 +254,8 @@ async fn reload_on_change(
     mut sandboxes: Option<Sandboxes>,
     mut watcher: Watcher,
     mut scheduled: Vec<tokio::task::JoinHandle<()>>,
+    pollers: Arc<tokio::sync::Mutex<Pollers>>,
+    mut event_sources: Vec<EventSourceEntry>,
 ) {
     loop {
         let changed = watcher.changed().await;
@@ -218,9 +267,14 @@ async fn reload_on_change(
         match loader.load(&mut sandboxes, Some(&current)).await {
             Ok(loaded) => {
                 drop(current);
-                let what = match loaded.changes.is_empty() {
+                let mut changes = loaded.changes.clone();
+                let sources_changed = loaded.event_sources != event_sources;
+                if sources_changed {
+                    changes.push("event sources".into());
+                }
+                let what = match changes.is_empty() {
                     true => "nothing that is served changed".to_owned(),
-                    false => loaded.changes.join(", "),
+                    false => changes.join(", "),
                 };
                 let schedules_changed = loaded.changes.iter().any(|c| c == "schedules");
                 app.replace(loaded.served);
@@ -229,6 +283,16 @@ async fn reload_on_change(
                         task.abort();
                     }
                     scheduled = crate::serve::schedule::start(&app, loaded.schedules);
+                }
+                if sources_changed {
+                    let fresh = crate::serve::sqs::start(&app, &loaded.event_sources);
+                    let old = std::mem::replace(&mut *pollers.lock().await, fresh);
+                    // The old pollers finish their batches in flight meanwhile.
+                    tokio::spawn(old.stop());
+                    for source in &loaded.event_sources {
+                        eprintln!("lamina: {}", describe_event_source(source));
+                    }
+                    event_sources = loaded.event_sources;
                 }
                 if let Err(e) = watcher.watch_only(&loaded.watched) {
                     eprintln!("lamina: {e}");
@@ -246,6 +310,22 @@ async fn reload_on_change(
             ),
         }
     }
+}
+
+/// The start-up line of an event source mapping.
+fn describe_event_source(source: &EventSourceEntry) -> String {
+    let state = match source.enabled {
+        true => format!(
+            "batch size {}, window {} s",
+            source.batch_size,
+            source.maximum_batching_window.as_secs()
+        ),
+        false => "disabled".to_owned(),
+    };
+    format!(
+        "SQS event source: {} -> {} ({state})",
+        source.queue, source.function
+    )
 }
 
 /// The first few changed paths, for the reload line.
@@ -278,7 +358,7 @@ async fn stop_signal() {
 
 /// `$XDG_STATE_HOME/lamina`, else `~/.local/state/lamina`, else (no home) `/var/lib/lamina`
 /// for root; never a fixed name in a world-writable directory.
-fn default_state_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_state_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("lamina"));
     }

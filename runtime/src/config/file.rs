@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::FunctionConfig;
+use super::logging::{LogFormat, LoggingConfig};
+
+/// `[[event_sources]]`: SQS event source mappings.
+pub mod event_source;
+
+pub use event_source::EventSourceEntry;
 
 /// The file `lamina serve` and `lamina invoke NAME` look for in the current directory.
 pub const FILE_NAME: &str = "lamina.toml";
@@ -29,6 +35,8 @@ pub struct Manifest {
     /// The functions with a function URL (`function_url = true`, a template's
     /// `FunctionUrlConfig`): served at `/lambda-url/NAME/` with payload 2.0 events.
     pub function_urls: Vec<String>,
+    /// The SQS queues polled for functions (`[[event_sources]]`, a template's `SQS` events).
+    pub event_sources: Vec<EventSourceEntry>,
     /// `[serve]`.
     pub serve: ServeSettings,
 }
@@ -212,6 +220,36 @@ pub struct ServeSettings {
     pub retry_delay: Option<Duration>,
     /// The jailed functions' network.
     pub network: Option<NetworkMode>,
+    /// Where accepted `Event` invocations are kept.
+    pub queue: Option<QueueSetting>,
+    /// How long a server's lease on an event of a shared queue lasts without renewal: how
+    /// soon the events of a server that died are run by the others.
+    pub queue_lease: Option<Duration>,
+}
+
+/// `queue` in `[serve]`: the asynchronous queue's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSetting {
+    /// `"sqlite"`: the embedded store under the state directory (the default).
+    Sqlite,
+    /// `"postgres://…"`: a PostgreSQL database that several servers may share.
+    Postgres(String),
+}
+
+impl std::str::FromStr for QueueSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "sqlite" {
+            Ok(QueueSetting::Sqlite)
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(QueueSetting::Postgres(s.to_owned()))
+        } else {
+            Err(format!(
+                "{:?} is not a queue: \"sqlite\" or a \"postgres://…\" URL",
+                crate::serve::event_store::postgres::redacted(s)
+            ))
+        }
+    }
 }
 
 /// A jailed function's network, as `network` in `[serve]` and `--network` name it.
@@ -270,9 +308,19 @@ const FUNCTION_KEYS: &[&str] = &[
     "runtime_package",
     "schedule",
     "function_url",
+    "log_format",
+    "application_log_level",
+    "system_log_level",
 ];
 const ROUTE_KEYS: &[&str] = &["method", "path", "function", "payload"];
-const SERVE_KEYS: &[&str] = &["listen", "state_dir", "retry_delay", "network"];
+const SERVE_KEYS: &[&str] = &[
+    "listen",
+    "state_dir",
+    "retry_delay",
+    "network",
+    "queue",
+    "queue_lease",
+];
 const METHODS: &[&str] = &[
     "ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
 ];
@@ -311,6 +359,7 @@ impl Manifest {
             .unwrap_or_default();
         let mut functions = BTreeMap::new();
         let mut routes = Vec::new();
+        let mut event_sources = Vec::new();
         let mut serve = ServeSettings::default();
         for (key, value) in &table {
             match key.as_str() {
@@ -334,10 +383,24 @@ impl Manifest {
                     }
                     None => check.wrong("routes", "an array of tables ([[routes]])", value),
                 },
+                "event_sources" => match value.as_array() {
+                    Some(list) => {
+                        for (i, e) in list.iter().enumerate() {
+                            if let Some(entry) = check.event_source(i, e, &declared) {
+                                event_sources.push(entry);
+                            }
+                        }
+                    }
+                    None => check.wrong(
+                        "event_sources",
+                        "an array of tables ([[event_sources]])",
+                        value,
+                    ),
+                },
                 "serve" => serve = check.serve(value),
                 other => check.problem(
                     other,
-                    "unknown key (expected functions, routes or serve)".into(),
+                    "unknown key (expected functions, routes, event_sources or serve)".into(),
                 ),
             }
         }
@@ -370,6 +433,7 @@ impl Manifest {
             functions,
             routes,
             function_urls,
+            event_sources,
             serve,
         })
     }
@@ -529,6 +593,7 @@ impl Checker {
             }
             None => false,
         };
+        let logging = self.logging(&at, t);
         let mut opt_number = |k: &str| t.get(k).and_then(|v| self.number(&key(k), v));
         let memory_mb = opt_number("memory");
         let timeout_secs = opt_number("timeout");
@@ -618,6 +683,7 @@ impl Checker {
             runtime,
             accept_host_runtime,
             runtime_package,
+            logging,
             ..Default::default()
         };
         // Ranges, names and the environment are checked where every function is checked; a
@@ -640,6 +706,54 @@ impl Checker {
             schedules,
             function_url,
         })
+    }
+
+    /// `log_format`, `application_log_level` and `system_log_level` of the function table at
+    /// `at`: Lambda's values in any case. A level needs `log_format = "JSON"`, as on Lambda.
+    fn logging(&mut self, at: &str, t: &toml::Table) -> LoggingConfig {
+        fn parsed<T: std::str::FromStr<Err = String>>(
+            this: &mut Checker,
+            key: &str,
+            value: Option<&toml::Value>,
+        ) -> Option<T> {
+            let text = this.string(key, value?)?;
+            text.parse().map_err(|e| this.problem(key, e)).ok()
+        }
+        let key = |k: &str| format!("{at}.{k}");
+        let logging = LoggingConfig {
+            log_format: parsed(self, &key("log_format"), t.get("log_format")),
+            application_log_level: parsed(
+                self,
+                &key("application_log_level"),
+                t.get("application_log_level"),
+            ),
+            system_log_level: parsed(self, &key("system_log_level"), t.get("system_log_level")),
+        };
+        // (A format that is not one was reported already.)
+        let text = match t.get("log_format") {
+            None => true,
+            Some(_) => logging.log_format == Some(LogFormat::Text),
+        };
+        if text {
+            let levels = [
+                (
+                    "application_log_level",
+                    logging.application_log_level.is_some(),
+                ),
+                ("system_log_level", logging.system_log_level.is_some()),
+            ];
+            for (level, set) in levels {
+                if set {
+                    self.problem(
+                        &key(level),
+                        "needs log_format = \"JSON\": Lambda refuses a log level with the Text \
+                         format"
+                            .into(),
+                    );
+                }
+            }
+        }
+        logging
     }
 
     fn route(
@@ -733,6 +847,25 @@ impl Checker {
             match s.parse() {
                 Ok(mode) => settings.network = Some(mode),
                 Err(e) => self.problem("serve.network", e),
+            }
+        }
+        if let Some(v) = t.get("queue")
+            && let Some(s) = self.string("serve.queue", v)
+        {
+            match s.parse() {
+                Ok(queue) => settings.queue = Some(queue),
+                Err(e) => self.problem("serve.queue", e),
+            }
+        }
+        if let Some(v) = t.get("queue_lease") {
+            match v {
+                toml::Value::Integer(n) if (1..=3600).contains(n) => {
+                    settings.queue_lease = Some(Duration::from_secs(*n as u64));
+                }
+                toml::Value::Integer(_) => {
+                    self.problem("serve.queue_lease", "must be 1 to 3600 seconds".into())
+                }
+                other => self.wrong("serve.queue_lease", "a number of seconds", other),
             }
         }
         if let Some(v) = t.get("state_dir") {
@@ -835,6 +968,9 @@ fn allowed_range(at: &str) -> String {
         "idle_timeout" => format!("1–{} s", u32::MAX),
         "max_retry_attempts" | "maximum_retry_attempts" => "Lambda's 0–2".into(),
         "maximum_event_age" => "Lambda's 60–21600 s".into(),
+        "batch_size" => "Lambda's 1–10000".into(),
+        "maximum_batching_window" => "Lambda's 0–300 s".into(),
+        "maximum_concurrency" => "Lambda's 2–1000".into(),
         _ => format!("0–{}", u32::MAX),
     }
 }
@@ -933,6 +1069,71 @@ mod tests {
     }
 
     #[test]
+    fn logging_controls_are_read_in_any_case_and_checked() {
+        use crate::config::logging::{ApplicationLogLevel, SystemLogLevel};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("fn")).unwrap();
+        let m = parse(
+            r#"
+            [functions.a]
+            code = "fn"
+            log_format = "json"
+            application_log_level = "debug"
+            system_log_level = "WARN"
+            [functions.b]
+            code = "fn"
+            "#,
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            m.functions["a"].config.logging,
+            LoggingConfig {
+                log_format: Some(LogFormat::Json),
+                application_log_level: Some(ApplicationLogLevel::Debug),
+                system_log_level: Some(SystemLogLevel::Warn),
+            }
+        );
+        assert_eq!(m.functions["b"].config.logging, LoggingConfig::default());
+
+        let problems = parse(
+            r#"
+            [functions.loud]
+            code = "fn"
+            log_format = "JSON"
+            application_log_level = "LOUD"
+            system_log_level = "TRACE"
+            [functions.text]
+            code = "fn"
+            log_format = "Text"
+            application_log_level = "INFO"
+            [functions.unset]
+            code = "fn"
+            system_log_level = "DEBUG"
+            [functions.yaml]
+            code = "fn"
+            log_format = "yaml"
+            "#,
+            dir.path(),
+        )
+        .unwrap_err();
+        let all = problems.join("\n");
+        for expected in [
+            "lamina.toml: functions.loud.application_log_level: \"LOUD\" is not an application \
+             log level: TRACE, DEBUG, INFO, WARN, ERROR or FATAL",
+            "lamina.toml: functions.loud.system_log_level: \"TRACE\" is not a system log level: \
+             DEBUG, INFO or WARN",
+            "lamina.toml: functions.text.application_log_level: needs log_format = \"JSON\"",
+            "lamina.toml: functions.unset.system_log_level: needs log_format = \"JSON\"",
+            "lamina.toml: functions.yaml.log_format: \"yaml\" is not a log format: \"Text\" or \
+             \"JSON\"",
+        ] {
+            assert!(all.contains(expected), "{expected:?} not in:\n{all}");
+        }
+        assert_eq!(problems.len(), 5, "{all}");
+    }
+
+    #[test]
     fn a_syntax_error_names_the_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let problems = parse("[functions.a]\ncode = \n", dir.path()).unwrap_err();
@@ -977,5 +1178,80 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.to_string().contains("functions.a.schedule"), "{bad}");
+    }
+
+    #[test]
+    fn sqs_event_sources_are_read_with_lambdas_defaults_and_limits() {
+        let text = r#"
+            [functions.worker]
+            code = "."
+            [[event_sources]]
+            type = "sqs"
+            queue = "http://127.0.0.1:5000/000000000000/jobs"
+            function = "worker"
+            batch_size = 100
+            maximum_batching_window = 2
+            report_batch_item_failures = true
+            maximum_concurrency = 5
+            [[event_sources]]
+            type = "sqs"
+            queue = "arn:aws:sqs:eu-west-1:123456789012:other"
+            function = "worker"
+            enabled = false
+        "#;
+        let m = Manifest::parse(Path::new("lamina.toml"), text).unwrap();
+        let first = &m.event_sources[0];
+        assert_eq!(first.queue, "http://127.0.0.1:5000/000000000000/jobs");
+        assert_eq!(
+            (first.batch_size, first.maximum_batching_window.as_secs()),
+            (100, 2)
+        );
+        assert!(first.report_batch_item_failures && first.enabled);
+        assert_eq!(first.maximum_concurrency, Some(5));
+        assert_eq!(first.at, "lamina.toml: event_sources[0]");
+        let second = &m.event_sources[1];
+        assert_eq!(
+            second.queue,
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/other"
+        );
+        assert_eq!((second.batch_size, second.enabled), (10, false));
+        assert_eq!(second.maximum_batching_window, Duration::ZERO);
+        assert!(!second.report_batch_item_failures);
+        let bad = Manifest::parse(
+            Path::new("lamina.toml"),
+            r#"
+            [functions.worker]
+            code = "."
+            [[event_sources]]
+            type = "kinesis"
+            queue = "jobs"
+            function = "nobody"
+            batch_size = 20
+            maximum_concurrency = 1
+            colour = "red"
+            [[event_sources]]
+            queue = "http://h/1/q.fifo"
+            function = "worker"
+            batch_size = 11
+            maximum_batching_window = 301
+            enabled = "yes"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "lamina.toml: event_sources[0].type: \"kinesis\": lamina runs \"sqs\"",
+            "event_sources[0].queue: \"jobs\" is not an SQS queue URL",
+            "event_sources[0].function: no function \"nobody\"",
+            "event_sources[0].maximum_batching_window: a batch_size of 20 (over 10) needs",
+            "event_sources[0].maximum_concurrency: 1 is outside Lambda's 2–1000",
+            "event_sources[0].colour: unknown key",
+            "event_sources[1].type: missing",
+            "event_sources[1].batch_size: 11 is outside a FIFO queue's 1–10",
+            "event_sources[1].maximum_batching_window: 301 s is outside",
+            "event_sources[1].enabled: expected true or false, found a string",
+        ] {
+            assert!(bad.contains(expected), "{expected:?} not in:\n{bad}");
+        }
     }
 }

@@ -40,6 +40,11 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// The function version every invocation runs; lamina has no published versions.
 pub const FUNCTION_VERSION: &str = "$LATEST";
 
+/// The log format the runtime is told: `Text` or `JSON`.
+pub const LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
+/// The application log level the runtime is told, with the JSON format.
+pub const LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
+
 /// Checks the function's own variables: valid names, none reserved, at most 4 KB in all.
 pub(super) fn check_user_environment(vars: &[(String, String)]) -> Result<(), ConfigError> {
     let mut total = 0;
@@ -83,6 +88,28 @@ pub struct Paths {
     pub runtime_dir: String,
     /// A managed runtime's paths as the function sees them (with `spec.managed`).
     pub managed: Option<crate::managed::Seen>,
+}
+
+/// Variables Lambda gives the runtime only, not its extensions (with every key that starts
+/// with `_`).
+const RUNTIME_ONLY: &[&str] = &[
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_XRAY_CONTEXT_MISSING",
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "LAMBDA_RUNTIME_DIR",
+    "LAMBDA_TASK_ROOT",
+];
+
+/// The environment of an environment's external extensions: the runtime's, less what Lambda
+/// gives the runtime only.
+pub fn extension_environment(runtime: &[(String, String)]) -> Vec<(String, String)> {
+    runtime
+        .iter()
+        .filter(|(k, _)| !k.starts_with('_') && !RUNTIME_ONLY.contains(&k.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The complete environment of one execution environment, in the order it is applied:
@@ -129,6 +156,20 @@ pub fn environment(
         ("LAMBDA_RUNTIME_DIR", paths.runtime_dir.clone()),
     ];
     vars.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    // The logging controls. Lambda's reserved list does not name these two, so a function
+    // may set them, but what the configuration says wins, as a reserved variable does: the
+    // runtime's clients must log as the platform's lines are written. The format is always
+    // set, `Text` by default (observed in environments dumped on Lambda, 2024 and 2025; the
+    // log-level page only says Lambda sets it); the level only with JSON, where it applies.
+    let logging = &spec.logging;
+    let mut controls = vec![(LOG_FORMAT, logging.format.as_str())];
+    if let Some(level) = logging.application_level {
+        controls.push((LOG_LEVEL, level.as_str()));
+    }
+    for (key, value) in controls {
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_owned(), value.to_owned()));
+    }
     if let Some(credentials) = &spec.credentials {
         vars.extend(credentials.environment());
     }
@@ -153,6 +194,55 @@ mod tests {
     fn log_stream_has_lambdas_shape() {
         let t = UNIX_EPOCH + Duration::from_secs(1_706_702_400); // 2024-01-31
         assert_eq!(log_stream_name(t, "ab12"), "2024/01/31/[$LATEST]ab12");
+    }
+
+    #[test]
+    fn the_logging_controls_are_set_as_configured() {
+        use crate::config::FunctionConfig;
+        use crate::config::logging::{ApplicationLogLevel, LogFormat, LoggingConfig};
+        let code = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            task_root: "/var/task".into(),
+            runtime_dir: "/var/runtime".into(),
+            managed: None,
+        };
+        let env_of = |logging: LoggingConfig| {
+            let spec = FunctionConfig {
+                code: code.path().to_owned(),
+                environment: vec![(LOG_LEVEL.into(), "ERROR".into())],
+                logging,
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap();
+            let vars = environment(&spec, "127.0.0.1:1", "stream", &paths);
+            let get = |key: &str| {
+                let found: Vec<&str> = vars
+                    .iter()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                assert!(found.len() <= 1, "{key} set twice: {found:?}");
+                found.first().map(|v| (*v).to_owned())
+            };
+            (get(LOG_FORMAT), get(LOG_LEVEL))
+        };
+        // Text: the format is said, the function's own level passes (Lambda sets none).
+        assert_eq!(
+            env_of(LoggingConfig::default()),
+            (Some("Text".into()), Some("ERROR".into()))
+        );
+        // JSON: the configured level wins over the function's own, INFO by default.
+        let json = LoggingConfig {
+            log_format: Some(LogFormat::Json),
+            ..Default::default()
+        };
+        assert_eq!(env_of(json), (Some("JSON".into()), Some("INFO".into())));
+        let debug = LoggingConfig {
+            application_log_level: Some(ApplicationLogLevel::Debug),
+            ..json
+        };
+        assert_eq!(env_of(debug), (Some("JSON".into()), Some("DEBUG".into())));
     }
 
     #[test]

@@ -6,12 +6,16 @@
 //! `Conditions`, `Globals.Function` (merged as SAM merges: the resource's scalars win, maps are
 //! merged, lists are the globals' then the resource's), and `Resources`:
 //! `AWS::Serverless::Function` (code, handler, runtime, memory, timeout, environment, `/tmp`
-//! size, reserved concurrency, architectures, layers, retries, events `Api` and `HttpApi` as
-//! routes) and `AWS::Serverless::LayerVersion` (`ContentUri`), with the intrinsic functions of
+//! size, reserved concurrency, architectures, layers, retries, logging (`LoggingConfig`:
+//! `template/logging.rs`), events `Api` and `HttpApi` as routes, `SQS` events and destinations
+//! with the queues they name: `template/sqs.rs`) and
+//! `AWS::Serverless::LayerVersion` (`ContentUri`), with the intrinsic functions of
 //! [`intrinsics`]. Everything else in the template is listed once, as a note naming the file,
 //! the logical id and the property, never dropped silently; a template error names the same.
 
 pub mod intrinsics;
+mod logging;
+mod sqs;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -20,8 +24,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::file::{
-    AsyncConfig, Destination, FunctionEntry, Manifest, ManifestError, PayloadVersion, RouteConfig,
-    ScheduleEntry, ServeSettings,
+    AsyncConfig, Destination, EventSourceEntry, FunctionEntry, Manifest, ManifestError,
+    PayloadVersion, RouteConfig, ScheduleEntry, ServeSettings,
 };
 use super::{ACCOUNT_ID, DEFAULT_REGION, FunctionConfig};
 use intrinsics::{ExprError, Resource, Scope};
@@ -113,8 +117,19 @@ pub fn load(path: &Path, options: &Options) -> Result<Loaded, ManifestError> {
     parse(path, &text, options)
 }
 
-/// Reads `text`, the template at `path`.
+/// Reads `text`, the template at `path`. An `AWS::SQS::Queue` stands for the queue of its name
+/// at the SQS endpoint the environment sets (`AWS_ENDPOINT_URL_SQS`), if any.
 pub fn parse(path: &Path, text: &str, options: &Options) -> Result<Loaded, ManifestError> {
+    let endpoint = crate::serve::sqs::address::endpoint_from_env();
+    parse_with_sqs_endpoint(path, text, options, endpoint)
+}
+
+fn parse_with_sqs_endpoint(
+    path: &Path,
+    text: &str,
+    options: &Options,
+    sqs_endpoint: Option<String>,
+) -> Result<Loaded, ManifestError> {
     let file = path.display().to_string();
     let root = yaml::parse(text).map_err(|e| ManifestError {
         problems: vec![format!("{file}: {e}")],
@@ -125,6 +140,8 @@ pub fn parse(path: &Path, text: &str, options: &Options) -> Result<Loaded, Manif
         problems: Vec::new(),
         notes: Vec::new(),
         scope: Scope::default(),
+        sqs_endpoint,
+        event_sources: Vec::new(),
     };
     let functions_and_routes = reader.read(&root, options);
     if !reader.problems.is_empty() {
@@ -143,6 +160,7 @@ pub fn parse(path: &Path, text: &str, options: &Options) -> Result<Loaded, Manif
                 .collect(),
             functions,
             routes,
+            event_sources: reader.event_sources,
             serve: ServeSettings::default(),
         },
         notes: reader.notes,
@@ -155,6 +173,10 @@ struct Reader {
     problems: Vec<String>,
     notes: Vec<String>,
     scope: Scope,
+    /// Where the template's `AWS::SQS::Queue`s are (`AWS_ENDPOINT_URL_SQS`).
+    sqs_endpoint: Option<String>,
+    /// Its functions' `SQS` events.
+    event_sources: Vec<EventSourceEntry>,
 }
 
 type Functions = BTreeMap<String, FunctionEntry>;
@@ -267,6 +289,7 @@ impl Reader {
                     }
                 }
                 "AWS::Serverless::LayerVersion" => {}
+                "AWS::SQS::Queue" => self.note_sqs_queue(id),
                 "" => self.problem(&format!("Resources.{id}"), "no Type"),
                 other => self.note(
                     &format!("Resources.{id}"),
@@ -429,6 +452,13 @@ impl Reader {
                     attributes: BTreeMap::new(),
                 }
             }
+            "AWS::SQS::Queue" => match self.sqs_queue(id, properties, region) {
+                Some(queue) => queue,
+                None => Resource {
+                    kind,
+                    ..Default::default()
+                },
+            },
             _ => Resource {
                 kind,
                 ..Default::default()
@@ -678,27 +708,10 @@ impl Reader {
             Some(config) => self.event_invoke_config(id, config),
             None => AsyncConfig::default(),
         };
-        if let Some(logging) = get(self, "LoggingConfig") {
-            match logging.get("LogFormat").and_then(Value::as_str) {
-                Some("JSON") => self.note(
-                    &at("LoggingConfig.LogFormat"),
-                    "JSON: not yet; lamina writes Lambda's text log lines",
-                ),
-                Some("Text") | None => {}
-                Some(other) => self.problem(
-                    &at("LoggingConfig.LogFormat"),
-                    format!("{other}: expected Text or JSON"),
-                ),
-            }
-            for key in logging.as_object().into_iter().flat_map(|m| m.keys()) {
-                if key != "LogFormat" {
-                    self.note(
-                        &at(&format!("LoggingConfig.{key}")),
-                        "not yet used by lamina",
-                    );
-                }
-            }
-        }
+        let logging = match get(self, "LoggingConfig") {
+            Some(logging) => self.logging_config(id, &logging),
+            None => Default::default(),
+        };
         let function_url = match get(self, "FunctionUrlConfig") {
             Some(url) => {
                 match url.get("AuthType").and_then(Value::as_str) {
@@ -746,6 +759,7 @@ impl Reader {
             layers: function_layers,
             ephemeral_storage_mb,
             runtime,
+            logging,
             ..Default::default()
         };
         if let Err(e) = config.check_values() {
@@ -759,6 +773,8 @@ impl Reader {
                     "name" => "FunctionName".to_owned(),
                     "runtime" => "Runtime".to_owned(),
                     "layer" => "Layers".to_owned(),
+                    "application-log-level" => "LoggingConfig.ApplicationLogLevel".to_owned(),
+                    "system-log-level" => "LoggingConfig.SystemLogLevel".to_owned(),
                     env if env.starts_with("env ") => {
                         format!("Environment.Variables.{}", &env[4..])
                     }
@@ -824,9 +840,13 @@ impl Reader {
                             .and_then(Value::as_str)
                             .unwrap_or_default();
                         let arn = match kind {
-                            "Lambda" => {
+                            "Lambda" | "SQS" => {
                                 match target.get("Destination").map(|d| self.scope.string(d)) {
                                     Some(Ok(arn)) => Some(arn),
+                                    Some(Err(ExprError::Unknowable(why))) if kind == "SQS" => {
+                                        self.note_unknown_queue(&here, &why, "not delivered to");
+                                        continue;
+                                    }
                                     Some(Err(e)) => {
                                         self.problem(&here, e);
                                         continue;
@@ -845,15 +865,19 @@ impl Reader {
                                     None
                                 }
                             },
-                            ("Lambda", None) => {
-                                self.problem(&here, "a Lambda destination needs Destination");
+                            ("Lambda" | "SQS", None) => {
+                                self.problem(
+                                    &here,
+                                    format!("a {kind} destination needs Destination"),
+                                );
                                 None
                             }
+                            ("SQS", Some(text)) => self.sqs_destination(&here, text),
                             (other, _) => {
                                 self.note(
                                     &here,
                                     format!(
-                                        "{other}: not yet; lamina delivers to functions and files"
+                                        "{other}: not yet; lamina delivers to functions, files and SQS queues"
                                     ),
                                 );
                                 None
@@ -1038,10 +1062,11 @@ impl Reader {
                         payload,
                     });
                 }
-                "SQS" => self.note(
-                    &at,
-                    "SQS: not yet: SQS event sources come with lamina's durable asynchronous queue",
-                ),
+                "SQS" => {
+                    if let Some(source) = self.sqs_event(&at, function, event) {
+                        self.event_sources.push(source);
+                    }
+                }
                 "Schedule" | "ScheduleV2" => {
                     if let Some(schedule) = self.schedule(&at, kind, function, name, event) {
                         schedules.push(schedule);

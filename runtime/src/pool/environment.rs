@@ -20,6 +20,7 @@ use super::{Invocation, PoolMsg, sleep_until};
 use crate::config::FunctionSpec;
 use crate::config::lambda_env;
 use crate::error::{ExitStatus, Failure};
+use crate::extensions::{ExtensionEvent, Extensions, FunctionInfo, ShutdownReason};
 use crate::invoke::{FunctionError, InvokeOutcome};
 use crate::logs::{self, LogPump, LogSetup, LogSink, Report};
 use crate::runtime_api::wire::{ApiError, NextEvent};
@@ -101,6 +102,7 @@ async fn run(
         control,
         exited,
         reset_tmp,
+        extensions: started_extensions,
     } = match start(&spec, &*sandbox, &sink, &env_hex).await {
         Ok(running) => running,
         Err(failure) => {
@@ -115,18 +117,22 @@ async fn run(
                 max_memory_mb: 0,
                 failure: Some((failure.report_status(), failure.error_type())),
             };
-            let lines = [
-                logs::start_line(&request_id),
-                logs::end_line(&request_id),
-                report.line(),
-            ];
+            let lines = logs::PlatformFormat::of(&spec).lines(&[
+                &logs::start_line(&request_id),
+                &logs::end_line(&request_id),
+                &report.line(),
+            ]);
             for line in &lines {
                 sink.line(line.as_bytes());
             }
-            let tail = first
-                .request
-                .log_tail
-                .then(|| bytes::Bytes::from(lines.join("\n") + "\n"));
+            let tail = first.request.log_tail.then(|| {
+                bytes::Bytes::from(
+                    lines
+                        .iter()
+                        .flat_map(|l| [l.as_str(), "\n"])
+                        .collect::<String>(),
+                )
+            });
             let _ = pool.send(PoolMsg::Retiring(id));
             first.finish_with_tail(InvokeOutcome::Failure(failure), Duration::ZERO, tail);
             let _ = pool.send(PoolMsg::Gone(id));
@@ -134,6 +140,18 @@ async fn run(
         }
     };
     tracing::debug!(function = %spec.name, env_id = %env_hex, backend = sandbox.name(), "environment started");
+    let mut extensions = Extensions::new(
+        FunctionInfo {
+            name: spec.name.clone(),
+            version: lambda_env::FUNCTION_VERSION.to_owned(),
+            handler: spec.handler.clone(),
+            account_id: spec.arn.split(':').nth(4).unwrap_or_default().to_owned(),
+        },
+        started_extensions.launched.clone(),
+    );
+    for (name, reason) in &started_extensions.failed {
+        extensions.launch_failed(name, reason);
+    }
     let mut env = Env {
         id,
         spec,
@@ -153,11 +171,21 @@ async fn run(
         exited: Some(exited),
         reset_tmp,
         retiring: false,
+        extensions,
+        extensions_alive: started_extensions.launched,
+        extension_exits: started_extensions.exits,
+        post_runtime: None,
+        shutdown_reason: ShutdownReason::Spindown,
     };
+    // An extension that could not even be started fails init at once.
+    let failed_launch = env.check_fatal();
     // Set once shut down while the runtime, having answered, is still on its way back to
     // `/next`: until then, or this instant, the SIGTERM waits.
     let mut draining: Option<Instant> = None;
     let end = loop {
+        if let Some(end) = failed_launch {
+            break end;
+        }
         let wake = env.next_wake();
         tokio::select! {
             biased;
@@ -172,6 +200,16 @@ async fn run(
                 }
             }
             () = sleep_until(draining), if draining.is_some() => break End::Graceful,
+            exit = async { env.extension_exits.as_mut().expect("polled only while set").recv().await }, if env.extension_exits.is_some() => {
+                match exit {
+                    Some((name, status)) => {
+                        if let Some(end) = env.on_extension_exit(&name, status) {
+                            break end;
+                        }
+                    }
+                    None => env.extension_exits = None,
+                }
+            }
             msg = rx.recv(), if draining.is_none() => match msg {
                 Some(EnvMsg::Invoke(invocation)) => {
                     if let Some(end) = env.on_invoke(invocation).await {
@@ -200,6 +238,7 @@ async fn run(
                     ExitStatus::Signal(9) if env.control.out_of_memory() => Failure::OutOfMemory,
                     status => Failure::Exited(status),
                 };
+                env.shutdown_reason = ShutdownReason::Failure;
                 env.fail_inflight(failure);
                 break End::Destroy;
             }
@@ -210,7 +249,7 @@ async fn run(
             }
         }
     };
-    env.destroy(end).await;
+    env.destroy(end, &mut api_rx).await;
     drop(server);
     env.retire();
     let _ = env.pool.send(PoolMsg::Gone(env.id));
@@ -233,6 +272,7 @@ struct Running {
     control: Box<dyn Control>,
     exited: oneshot::Receiver<ExitStatus>,
     reset_tmp: Option<Box<dyn crate::sandbox::ResetTmp>>,
+    extensions: crate::sandbox::Extensions,
 }
 
 /// Brings an environment up: its Runtime API listener (the host's loopback, unless the sandbox
@@ -258,7 +298,7 @@ async fn start(
         ApiPlacement::InProcess => (None, ApiLink::InProcess(api_tx.clone())),
     };
     let log_stream = lambda_env::log_stream_name(SystemTime::now(), env_hex);
-    let log = LogSetup::new(Arc::clone(sink));
+    let log = LogSetup::new(Arc::clone(sink), logs::PlatformFormat::of(spec));
     let Started {
         control,
         mut exited,
@@ -266,6 +306,7 @@ async fn start(
         listener: handed_over,
         reset_tmp,
         runtime_api_peer_uid,
+        extensions,
     } = sandbox.start(StartSpec {
         spec,
         env_id: env_hex,
@@ -313,6 +354,7 @@ async fn start(
                 control,
                 exited,
                 reset_tmp,
+                extensions,
             })
         }
         Err(e) => {
@@ -364,6 +406,18 @@ struct Env {
     reset_tmp: Option<Box<dyn crate::sandbox::ResetTmp>>,
     /// Whether the pool has been told this environment is ending.
     retiring: bool,
+    /// The Extensions API's state.
+    extensions: Extensions,
+    /// The external extensions whose processes have not exited.
+    extensions_alive: Vec<String>,
+    /// Each external extension's exit; `None` without any, or once all are reaped.
+    extension_exits: Option<mpsc::UnboundedReceiver<(String, ExitStatus)>>,
+    /// Set when the runtime has answered but extensions registered for `INVOKE` have not all
+    /// called `/next` again: the invocation's deadline, which still binds them. The
+    /// environment is not idle until they have.
+    post_runtime: Option<Instant>,
+    /// What extensions are told when the environment ends.
+    shutdown_reason: ShutdownReason,
 }
 
 const ANSWERED_KEPT: usize = 32;
@@ -372,7 +426,67 @@ impl Env {
     fn next_wake(&self) -> Option<Instant> {
         match self.init_started {
             Some(started) => Some(started + self.spec.init_timeout),
-            None => self.inflight.as_ref().and_then(|i| i.deadline),
+            None => self
+                .inflight
+                .as_ref()
+                .and_then(|i| i.deadline)
+                .or(self.post_runtime),
+        }
+    }
+
+    /// Handles an Extensions API call; a fatal error ends the environment.
+    async fn on_extension(&mut self, call: crate::extensions::ExtensionCall) -> Option<End> {
+        let changed = self.extensions.on_call(call);
+        if let Some(end) = self.check_fatal() {
+            return Some(end);
+        }
+        if changed {
+            if self.init_started.is_some() {
+                self.advance_init().await;
+            } else if self.post_runtime.is_some() && self.extensions.invoke_done() {
+                // The last extension is back: the invocation is over, the environment idle.
+                self.post_runtime = None;
+                let _ = self.pool.send(PoolMsg::Idle(self.id));
+            }
+        }
+        None
+    }
+
+    /// An external extension's process ended. Outside a shutdown that is Lambda's
+    /// `Extension.Crash`, whatever its status: the phase fails and the environment resets.
+    fn on_extension_exit(&mut self, name: &str, status: ExitStatus) -> Option<End> {
+        self.extensions_alive.retain(|n| n != name);
+        self.extensions.crashed(name, &status.to_string());
+        self.check_fatal()
+    }
+
+    /// If an extension failed: the phase under way fails with its error, and the environment
+    /// ends (its extensions told `failure`).
+    fn check_fatal(&mut self) -> Option<End> {
+        let fatal = self.extensions.fatal()?.clone();
+        tracing::warn!(function = %self.spec.name, error_type = fatal.error_type, "{}; the execution environment is reset", fatal.message);
+        if let Some(started) = self.init_started.take() {
+            self.init_duration = Some(started.elapsed());
+        }
+        self.shutdown_reason = ShutdownReason::Failure;
+        self.post_runtime = None;
+        self.fail_inflight(Failure::Extension(fatal));
+        Some(End::Destroy)
+    }
+
+    /// Ends init once the runtime waits at `/next` and every extension has called its own:
+    /// the init time counts until then, and the first invocation's clock starts.
+    async fn advance_init(&mut self) {
+        if self.init_started.is_none() || self.parked.is_none() || !self.extensions.init_done() {
+            return;
+        }
+        let now = Instant::now();
+        self.init_duration = self.init_started.take().map(|started| now - started);
+        if let Some(inflight) = &mut self.inflight {
+            inflight.deadline = Some(now + self.spec.timeout);
+            if let Some(reply) = self.parked.take() {
+                self.deliver(reply).await;
+            }
         }
     }
 
@@ -404,6 +518,7 @@ impl Env {
     async fn on_api(&mut self, call: ApiCall) -> Option<End> {
         match call {
             ApiCall::Next(reply) => self.on_next(reply).await,
+            ApiCall::Extension(call) => self.on_extension(call).await,
             ApiCall::Response {
                 request_id,
                 body,
@@ -496,12 +611,12 @@ impl Env {
             )));
             return None;
         }
-        if let Some(started) = self.init_started.take() {
-            let now = Instant::now();
-            self.init_duration = Some(now - started);
-            if let Some(inflight) = &mut self.inflight {
-                inflight.deadline = Some(now + self.spec.timeout);
-            }
+        // Internal extensions register before the runtime's first `/next`, never after.
+        self.extensions.close_registration();
+        if self.init_started.is_some() {
+            self.parked = Some(reply);
+            self.advance_init().await;
+            return None;
         }
         if self.inflight.is_some() {
             self.deliver(reply).await;
@@ -539,6 +654,13 @@ impl Env {
             &logs::start_line(&invocation.request_id),
             invocation.request.log_tail,
         );
+        // Extensions registered for INVOKE learn of it together with the runtime.
+        self.extensions.invoke(&ExtensionEvent::Invoke {
+            request_id: event.request_id.clone(),
+            deadline_ms,
+            function_arn: event.function_arn.clone(),
+            trace_id: Some(event.trace_id.clone()).filter(|t| !t.is_empty()),
+        });
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));
@@ -580,8 +702,14 @@ impl Env {
             .as_mut()
             .and_then(|tmp| (!tmp.untouched()).then(|| tmp.reset()));
         // The pool hears first, the caller second: a caller that invokes again on its answer
-        // must find this environment idle, not count it busy and be throttled.
-        let _ = self.pool.send(PoolMsg::Idle(self.id));
+        // must find this environment idle, not count it busy and be throttled. With
+        // extensions still at work on this invocation it is not idle: the caller has its
+        // answer now, and the pool hears once they are back at `/next` (by the deadline).
+        if self.extensions.invoke_done() {
+            let _ = self.pool.send(PoolMsg::Idle(self.id));
+        } else {
+            self.post_runtime = self.inflight.as_ref().and_then(|i| i.deadline);
+        }
         self.finish(outcome);
         // The runtime hears that its answer was accepted only once /tmp is fresh: all it wrote
         // there before answering is gone, and nothing it writes afterwards is swept away under
@@ -624,13 +752,29 @@ impl Env {
             }
             self.kill_and_reap().await;
             self.init_duration = Some(now - started);
+            self.shutdown_reason = ShutdownReason::Timeout;
             self.fail_inflight(Failure::InitTimeout(self.spec.init_timeout));
+            return Some(End::Destroy);
+        }
+        if self.inflight.is_none()
+            && let Some(deadline) = self.post_runtime
+        {
+            if now < deadline {
+                return None;
+            }
+            // Extensions that overran the invocation's deadline after the runtime answered:
+            // the environment resets, and they are told `timeout`.
+            tracing::warn!(function = %self.spec.name, "extensions did not finish the invocation before its deadline; the execution environment is reset");
+            self.post_runtime = None;
+            self.shutdown_reason = ShutdownReason::Timeout;
+            self.retire();
             return Some(End::Destroy);
         }
         let inflight = self.inflight.as_ref()?;
         if inflight.deadline.is_none_or(|d| now < d) {
             return None;
         }
+        self.shutdown_reason = ShutdownReason::Timeout;
         let request_id = inflight.invocation.request_id.clone();
         // Stop the runtime before anything else: when the caller hears of the timeout, the
         // function is no longer running.
@@ -703,9 +847,10 @@ impl Env {
         self.answered.push_back(request_id);
     }
 
-    /// Kills every process of the environment and waits (boundedly) until the runtime is reaped.
+    /// Kills the runtime (and what it started) and waits (boundedly) until it is reaped.
+    /// Extensions are left for the shutdown, which tells them why.
     async fn kill_and_reap(&mut self) {
-        self.control.stop(Stop::Kill);
+        self.control.stop_runtime(Stop::Kill);
         if let Some(exited) = &mut self.exited
             && tokio::time::timeout(REAP_LIMIT, exited).await.is_ok()
         {
@@ -713,25 +858,95 @@ impl Env {
         }
     }
 
-    /// Stops every process of the environment and waits for the runtime to be reaped.
-    async fn destroy(&mut self, end: End) {
+    /// Stops every process of the environment and waits for the runtime to be reaped. With
+    /// extensions, as Lambda: the runtime first (SIGTERM, a share of the budget), then
+    /// `SHUTDOWN` to the extensions registered for it, which have until the budget ends to
+    /// exit; then SIGKILL for whatever is left.
+    async fn destroy(&mut self, end: End, api_rx: &mut mpsc::UnboundedReceiver<ApiCall>) {
+        let started = Instant::now();
+        let budget = self.shutdown_budget();
+        let runtime_share = match budget {
+            Some(budget) => budget.mul_f64(RUNTIME_SHARE).min(self.spec.shutdown_grace),
+            None => self.spec.shutdown_grace,
+        };
         if end != End::Destroy
             && let Some(exited) = &mut self.exited
         {
             if end == End::Graceful {
-                self.control.stop(Stop::Terminate);
+                self.control.stop_runtime(Stop::Terminate);
             }
-            if tokio::time::timeout(self.spec.shutdown_grace, exited)
-                .await
-                .is_ok()
-            {
+            if tokio::time::timeout(runtime_share, exited).await.is_ok() {
                 self.exited = None;
             }
         }
         // Also reaches what the runtime left behind in its group after it exited.
         self.kill_and_reap().await;
+        if let Some(budget) = budget {
+            self.shut_extensions_down(started + budget, api_rx).await;
+        }
+        self.extensions.close();
+        self.control.stop(Stop::Kill);
         // Whoever waits for this environment to end (a shutdown, the CLI) gets its last lines.
         self.pump.flush();
+    }
+}
+
+/// The share of the shutdown budget the runtime gets before its extensions are told, as the
+/// Runtime Interface Emulator splits it.
+const RUNTIME_SHARE: f64 = 0.3;
+
+impl Env {
+    /// Lambda's shutdown budget: 2,000 ms with external extensions, 500 ms with internal
+    /// ones only, none without.
+    fn shutdown_budget(&self) -> Option<Duration> {
+        if self.extensions.any_external() {
+            Some(Duration::from_millis(2_000))
+        } else if self.extensions.any() {
+            Some(Duration::from_millis(500))
+        } else {
+            None
+        }
+    }
+
+    /// Tells the extensions registered for it that the environment is shutting down, and
+    /// waits until the external ones have exited or `deadline`. Their calls are still served
+    /// meanwhile: one busy with its last invocation fetches its `SHUTDOWN` with its next
+    /// `/next`. The runtime is gone; a call of its gets the API's "shutting down".
+    async fn shut_extensions_down(
+        &mut self,
+        deadline: Instant,
+        api_rx: &mut mpsc::UnboundedReceiver<ApiCall>,
+    ) {
+        let wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
+        let deadline_ms = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.extensions.shutdown(self.shutdown_reason, deadline_ms);
+        let Some(exits) = &mut self.extension_exits else {
+            return;
+        };
+        let until = sleep_until(Some(deadline));
+        tokio::pin!(until);
+        while !self.extensions_alive.is_empty() {
+            tokio::select! {
+                exit = exits.recv() => match exit {
+                    Some((name, _)) => self.extensions_alive.retain(|n| *n != name),
+                    None => break,
+                },
+                call = api_rx.recv() => match call {
+                    Some(ApiCall::Extension(call)) => {
+                        self.extensions.on_call(call);
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                () = &mut until => break,
+            }
+        }
+        if !self.extensions_alive.is_empty() {
+            tracing::warn!(function = %self.spec.name, "extensions {} did not exit within the shutdown budget; killed", self.extensions_alive.join(", "));
+        }
     }
 }
 

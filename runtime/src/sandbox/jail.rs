@@ -516,6 +516,7 @@ impl Sandbox for JailSandbox {
             listener: expects_listener.then_some(listener_rx),
             reset_tmp,
             runtime_api_peer_uid,
+            extensions: Default::default(),
         })
     }
 }

@@ -50,6 +50,9 @@ impl Sandbox for ProcessSandbox {
             &paths,
         );
         let (reader, writer, writer2) = super::log_pipe()?;
+        // External extensions first, as Lambda starts them: each in a process group of its
+        // own, so that the runtime's SIGTERM at shutdown does not reach them.
+        let (extensions, extension_pids) = launch_extensions(spec, &env, &writer)?;
         let mut command =
             super::base_command(std::process::Command::new(&bootstrap), writer, writer2);
         command
@@ -80,7 +83,11 @@ impl Sandbox for ProcessSandbox {
             let _ = exit_tx.send(status);
         });
         Ok(Started {
-            control: Box::new(ProcessControl { pid, reaped }),
+            control: Box::new(ProcessControl {
+                pid,
+                reaped,
+                extension_pids,
+            }),
             exited,
             logs: Some(reader.into()),
             listener: None,
@@ -88,20 +95,80 @@ impl Sandbox for ProcessSandbox {
             reset_tmp: None,
             // Unjailed, the function runs as the host's user: there is nobody to tell apart.
             runtime_api_peer_uid: None,
+            extensions,
         })
     }
+}
+
+/// Starts every file of the function's `/opt/extensions` with the extensions' environment
+/// (the runtime's, less what Lambda gives the runtime only), its output on the log pipe.
+fn launch_extensions(
+    spec: &crate::config::FunctionSpec,
+    env: &[(String, String)],
+    log: &std::io::PipeWriter,
+) -> Result<(super::Extensions, Vec<i32>), Failure> {
+    let files = super::external_extensions(spec);
+    let mut extensions = super::Extensions::default();
+    let mut pids = Vec::new();
+    if files.is_empty() {
+        return Ok((extensions, pids));
+    }
+    let (exit_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+    let env = lambda_env::extension_environment(env);
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pipe = |w: &std::io::PipeWriter| {
+            w.try_clone()
+                .map_err(|e| Failure::Sandbox(format!("the log pipe for extension {name}: {e}")))
+        };
+        let mut command =
+            super::base_command(std::process::Command::new(&file), pipe(log)?, pipe(log)?);
+        command
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.code_dir)
+            .stdin(Stdio::null());
+        match command.spawn() {
+            Ok(mut child) => {
+                if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                    pids.push(pid);
+                }
+                let exit_tx = exit_tx.clone();
+                let exited_name = name.clone();
+                tokio::spawn(async move {
+                    let status = super::exit_status_of(child.wait().await);
+                    let _ = exit_tx.send((exited_name, status));
+                });
+                extensions.launched.push(name);
+            }
+            Err(e) => extensions.failed.push((name, go_style_reason(&e))),
+        }
+    }
+    extensions.exits = Some(exits);
+    Ok((extensions, pids))
 }
 
 #[derive(Debug)]
 struct ProcessControl {
     pid: i32,
     reaped: Arc<AtomicBool>,
+    /// Each external extension leads a process group of its own.
+    extension_pids: Vec<i32>,
 }
 
 impl Control for ProcessControl {
     fn stop(&self, how: Stop) {
         // The group outlives its leader while any member lives, so this also reaches
         // processes the runtime left behind.
+        super::signal_group(self.pid, how);
+        for pid in &self.extension_pids {
+            super::signal_group(*pid, how);
+        }
+    }
+
+    fn stop_runtime(&self, how: Stop) {
         super::signal_group(self.pid, how);
     }
 

@@ -208,6 +208,7 @@ impl Sandbox for WasmSandbox {
             // The driver makes /tmp fresh itself, after each response.
             reset_tmp: None,
             runtime_api_peer_uid: None,
+            extensions: Default::default(),
         })
     }
 }

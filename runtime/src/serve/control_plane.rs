@@ -183,11 +183,22 @@ fn configuration(function: &Function) -> Value {
         "Architectures": [architecture],
         "EphemeralStorage": { "Size": spec.ephemeral_storage_mb },
         "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
-        "LoggingConfig": {
-            "LogFormat": "Text",
-            "LogGroup": format!("/aws/lambda/{}", spec.name),
-        },
+        "LoggingConfig": logging_config(spec),
     })
+}
+
+/// `LoggingConfig` as Lambda answers it: the levels only with the JSON format.
+fn logging_config(spec: &FunctionSpec) -> Value {
+    let logging = &spec.logging;
+    let mut config = json!({
+        "LogFormat": logging.format.as_str(),
+        "LogGroup": format!("/aws/lambda/{}", spec.name),
+    });
+    if logging.format == crate::config::logging::LogFormat::Json {
+        config["ApplicationLogLevel"] = json!(logging.application_level.map(|l| l.as_str()));
+        config["SystemLogLevel"] = json!(logging.system_level.as_str());
+    }
+    config
 }
 
 /// Lambda's `LastModified`: `2024-01-31T12:00:00.000+0000`.

@@ -123,6 +123,11 @@ impl std::fmt::Debug for Msg {
     }
 }
 
+/// How often a server on a shared store looks for events to take over, at most.
+const TAKE_OVER_POLL: Duration = Duration::from_secs(1);
+/// How many events it takes over at a time.
+const TAKE_OVER_BATCH: usize = 500;
+
 /// The first wait after a throttle; it doubles up to [`THROTTLE_BACKOFF_MAX`].
 const THROTTLE_BACKOFF: Duration = Duration::from_millis(10);
 const THROTTLE_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -142,7 +147,50 @@ impl EventQueue {
             delayed: Vec::new(),
         };
         tokio::spawn(owner.run(rx));
-        EventQueue { tx, store, app }
+        let queue = EventQueue { tx, store, app };
+        if let Some(lease) = queue.store.lease() {
+            tokio::spawn(queue.clone().keep_leases(lease));
+        }
+        queue
+    }
+
+    /// For a store shared with other servers: renews this server's leases every third of a
+    /// lease, and takes over the events of the functions served here whose lease has lapsed
+    /// (a server died) or was given up (a server stopped). Ends when the queue does.
+    async fn keep_leases(self, lease: Duration) {
+        let period = (lease / 3).max(Duration::from_millis(100));
+        let poll = period.min(TAKE_OVER_POLL);
+        let mut renewed = Instant::now();
+        loop {
+            if self.tx.is_closed() {
+                return;
+            }
+            if renewed.elapsed() >= period {
+                self.store.renew();
+                renewed = Instant::now();
+            }
+            let functions = self
+                .app
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .map(|app| app.served().functions.clone());
+            if let Some(functions) = functions {
+                let names = functions.keys().cloned().collect();
+                match self.store.take_over(names, TAKE_OVER_BATCH).await {
+                    Ok(taken) if !taken.is_empty() => {
+                        let n = self.queue_stored(taken, &functions);
+                        tracing::warn!(
+                            "took over {n} asynchronous invocations whose server stopped or died"
+                        );
+                        // More may be waiting: look again at once.
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("taking over events of stopped servers: {e}"),
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 
     /// Lets destinations reach the functions `app` serves (at the time of each delivery).
@@ -166,6 +214,21 @@ impl EventQueue {
     /// Queues what a previous run left in the store, for the functions served now. Events of
     /// a function no longer served stay in the store, and are said once per function.
     pub fn resume(&self, pending: Vec<StoredEvent>, functions: &HashMap<String, Arc<Function>>) {
+        let resumed = self.queue_stored(pending, functions);
+        if resumed > 0 {
+            tracing::warn!(
+                "resuming {resumed} asynchronous invocations accepted before the last stop"
+            );
+        }
+    }
+
+    /// Queues stored events of the functions in `functions`, each when it is due; how many.
+    /// Events of other functions stay in the store, and are said once per function.
+    fn queue_stored(
+        &self,
+        pending: Vec<StoredEvent>,
+        functions: &HashMap<String, Arc<Function>>,
+    ) -> usize {
         let mut missing: HashMap<String, usize> = HashMap::new();
         let mut resumed = 0;
         for stored in pending {
@@ -187,16 +250,12 @@ impl EventQueue {
                 resumed += 1;
             }
         }
-        if resumed > 0 {
-            tracing::warn!(
-                "resuming {resumed} asynchronous invocations accepted before the last stop"
-            );
-        }
         for (function, n) in missing {
             tracing::warn!(
                 "{n} asynchronous invocations of {function} wait in the event store for it to be served again"
             );
         }
+        resumed
     }
 
     /// Stops taking new attempts and waits for the running ones; what has not run stays in
@@ -207,6 +266,10 @@ impl EventQueue {
             let _ = done.await;
         }
         self.store.flush().await;
+        if self.store.lease().is_some() {
+            // What this server holds and has not run, the others may run at once.
+            self.store.release().await;
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! previous commit was syncing in a single transaction (group commit): one fsync covers many
 //! accepts, which is what makes durability cheap.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::mpsc as std_mpsc;
@@ -75,8 +76,34 @@ pub trait EventStore: Send + 'static {
     ) -> Result<(), StoreError>;
     /// Forgets events that have run, or gone to their failure destination.
     fn remove(&mut self, request_ids: &[String]) -> Result<(), StoreError>;
-    /// Every event still to run, oldest first: what a start resumes.
+    /// Every event still to run, oldest first: what a start resumes. A shared store answers
+    /// none: its events are taken over by [`EventStore::take_over`], as their leases allow.
     fn pending(&mut self) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Whether other servers use this store too, and for how long a lease lasts unrenewed:
+    /// then every event is leased by the server that runs it, leases are renewed while it
+    /// holds them, and events whose lease has lapsed (their server died) are taken over.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+    /// Leases, to this server, up to `limit` events of `functions` that no live server holds,
+    /// oldest first: a shared store's way to resume. A store of one server has none.
+    fn take_over(
+        &mut self,
+        functions: &[String],
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let _ = (functions, limit);
+        Ok(Vec::new())
+    }
+    /// Extends the leases of every event this server holds.
+    fn renew(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Gives up this server's leases (it is stopping): others may take its events at once.
+    fn release(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A store that keeps nothing: durability off, for the benchmark that measures what it
@@ -104,6 +131,13 @@ enum Write {
     Reschedule(String, u32, u64),
     Remove(String),
     Flush(oneshot::Sender<()>),
+    TakeOver(
+        Vec<String>,
+        usize,
+        oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+    ),
+    Renew,
+    Release(oneshot::Sender<()>),
 }
 
 /// The one writer of a store: a thread that batches every write that arrives while it is
@@ -111,6 +145,7 @@ enum Write {
 #[derive(Clone)]
 pub struct Committer {
     tx: std_mpsc::Sender<Write>,
+    lease: Option<Duration>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -122,6 +157,7 @@ impl std::fmt::Debug for Committer {
 impl Committer {
     /// Starts the writer thread over `store`.
     pub fn start(mut store: impl EventStore) -> Committer {
+        let lease = store.lease();
         let (tx, rx) = std_mpsc::channel::<Write>();
         std::thread::Builder::new()
             .name("lamina-event-store".into())
@@ -134,7 +170,43 @@ impl Committer {
                 }
             })
             .expect("spawn the event store's writer thread");
-        Committer { tx }
+        Committer { tx, lease }
+    }
+
+    /// The lease of a store shared with other servers ([`EventStore::lease`]).
+    pub fn lease(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    /// Leases events of `functions` that no live server holds ([`EventStore::take_over`]).
+    pub async fn take_over(
+        &self,
+        functions: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (done, taken) = oneshot::channel();
+        let gone = || StoreError {
+            place: "writer".into(),
+            reason: "the store's writer has stopped".into(),
+        };
+        self.tx
+            .send(Write::TakeOver(functions, limit, done))
+            .map_err(|_| gone())?;
+        taken.await.map_err(|_| gone())?
+    }
+
+    /// Renews this server's leases. Not waited for: a renewal that fails is logged, and the
+    /// lease lapses only if they keep failing.
+    pub fn renew(&self) {
+        let _ = self.tx.send(Write::Renew);
+    }
+
+    /// Commits what was sent before, then gives up this server's leases.
+    pub async fn release(&self) {
+        let (done, released) = oneshot::channel();
+        if self.tx.send(Write::Release(done)).is_ok() {
+            let _ = released.await;
+        }
     }
 
     /// Stores `event`; resolves once it is durable.
@@ -178,6 +250,7 @@ fn commit(store: &mut impl EventStore, batch: Vec<Write>) {
     let mut waiting = Vec::new();
     let mut removals = Vec::new();
     let mut flushes = Vec::new();
+    let mut releases = Vec::new();
     for write in batch {
         match write {
             Write::Append(event, done) => {
@@ -198,6 +271,15 @@ fn commit(store: &mut impl EventStore, batch: Vec<Write>) {
             }
             Write::Remove(id) => removals.push(id),
             Write::Flush(done) => flushes.push(done),
+            Write::TakeOver(functions, limit, done) => {
+                let _ = done.send(store.take_over(&functions, limit));
+            }
+            Write::Renew => {
+                if let Err(e) = store.renew() {
+                    tracing::error!("renewing this server's leases: {e}");
+                }
+            }
+            Write::Release(done) => releases.push(done),
         }
     }
     if !appends.is_empty() {
@@ -218,6 +300,14 @@ fn commit(store: &mut impl EventStore, batch: Vec<Write>) {
         );
     }
     for done in flushes {
+        let _ = done.send(());
+    }
+    if !releases.is_empty()
+        && let Err(e) = store.release()
+    {
+        tracing::error!("{e}: this server's events wait for their leases to lapse");
+    }
+    for done in releases {
         let _ = done.send(());
     }
 }

@@ -13,7 +13,7 @@ use anyhow::bail;
 use super::super::invoke::{NetworkKind, SandboxKind, Sandboxes, native_sandbox};
 use super::super::{EnvArgs, TemplateArgs};
 use crate::config::FunctionConfig;
-use crate::config::file::{AsyncConfig, Manifest, NetworkMode};
+use crate::config::file::{AsyncConfig, EventSourceEntry, Manifest, NetworkMode};
 use crate::logs::NamedStderrSink;
 use crate::pool::FunctionPool;
 use crate::sandbox::jail::Helper;
@@ -57,6 +57,8 @@ pub struct Loaded {
     pub changes: Vec<String>,
     /// The functions' schedules.
     pub schedules: Vec<Schedule>,
+    /// The SQS queues polled for functions.
+    pub event_sources: Vec<EventSourceEntry>,
 }
 
 /// A function's identity for reuse: its configuration as written and the state of its files.
@@ -148,6 +150,14 @@ impl Loader {
                         self.path.display()
                     ));
                 }
+            }
+        }
+        for source in &manifest.event_sources {
+            if !names.contains(&source.function) {
+                problems.push(format!(
+                    "{}: function {} is not served here",
+                    source.at, source.function
+                ));
             }
         }
         let mut kept: HashMap<String, Arc<Function>> = HashMap::new();
@@ -284,6 +294,7 @@ impl Loader {
                     .with_function_urls(&manifest.function_urls),
                 schedules: schedules.clone(),
             },
+            event_sources: manifest.event_sources.clone(),
             manifest,
             watched,
             changes,

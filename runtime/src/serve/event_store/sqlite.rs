@@ -3,8 +3,19 @@
 //! SQLite is bundled (`rusqlite`'s `bundled` feature: Debian's library is older than the crate
 //! wants). One table, queryable by function and due time, whose shape moves to PostgreSQL as
 //! it is.
+//!
+//! One writer, many readers: the writer ([`SqliteStore`], a `lamina serve` or `lamina events
+//! purge`) holds an exclusive `flock` on `events.sqlite3.lock` beside the database for as long
+//! as the store is open, so a second one is refused at once; readers ([`ReadOnlyStore`],
+//! `lamina events ls`) take no such lock and read beside it, as WAL lets them. The queries
+//! behind `lamina events` ([`SqliteStore::summary`], [`ReadOnlyStore::list`],
+//! [`SqliteStore::purge`]) are here too.
 
+use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, params};
@@ -14,13 +25,74 @@ use super::{EventStore, StoreError, StoredEvent};
 /// The store's file name in the state directory.
 pub const FILE_NAME: &str = "events.sqlite3";
 
+/// The writer's lock file beside the database: whoever writes the store holds an exclusive
+/// `flock` on it while the store is open (the kernel lets it go when the process ends, even by
+/// `kill -9`).
+pub const LOCK_FILE_NAME: &str = "events.sqlite3.lock";
+
+/// How long a statement waits for another connection's brief locks (a reader starting up, a
+/// checkpoint) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a store could not be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the store: its lock file, or (a lamina of before the lock file)
+    /// the database itself. Names the database.
+    #[error(
+        "the event store {}: in use by another lamina serve (or a `lamina events purge` under \
+         way; one state directory serves one lamina; give this one its own --state-dir)",
+        .0.display()
+    )]
+    InUse(PathBuf),
+    /// Anything else, naming the file.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the store holds for one function at a moment: `lamina events ls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunctionQueue {
+    /// The function's name.
+    pub function: String,
+    /// Events due now: waiting for room, or running.
+    pub queued: u64,
+    /// Events waiting for a retry due later, counted by the attempts made so far.
+    pub retrying_by_attempts: BTreeMap<u32, u64>,
+    /// When the earliest of those is due, in milliseconds since the Unix epoch.
+    pub next_retry_ms: Option<u64>,
+}
+
+impl FunctionQueue {
+    /// Events waiting for a retry due later.
+    pub fn retrying(&self) -> u64 {
+        self.retrying_by_attempts.values().sum()
+    }
+}
+
+/// One stored event without its payload: a line of `lamina events ls --function`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedEvent {
+    /// The request id returned with its `202`.
+    pub request_id: String,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub accepted_ms: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due, in milliseconds since the Unix epoch (0: at once).
+    pub due_ms: u64,
+    /// The payload's size in bytes.
+    pub payload_bytes: u64,
+}
+
 /// The table's version; a file of another is refused, naming both.
 const SCHEMA_VERSION: i64 = 1;
 
-/// An open store.
+/// An open store, and its writer's lock, held until it is dropped.
 pub struct SqliteStore {
     connection: Connection,
     path: PathBuf,
+    _lock: File,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -32,14 +104,35 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store in `state_dir`. A file that is not a database, is of
-    /// another schema, or is locked by another lamina is refused, naming it.
-    pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
+    /// Opens (or creates) the store in `state_dir` for writing, taking its lock. A store
+    /// another process holds is refused at once ([`OpenError::InUse`]), as is a file that is not
+    /// a database or is of another schema, naming it.
+    pub fn open(state_dir: &Path) -> Result<SqliteStore, OpenError> {
         let path = state_dir.join(FILE_NAME);
         let err = |reason: String| StoreError {
             place: path.display().to_string(),
             reason,
         };
+        // The lock, before the database is touched: a second lamina on the same state
+        // directory is refused at once instead of the two running each other's events. SQLite's
+        // own `locking_mode = EXCLUSIVE` would refuse it too, but it keeps every reader out
+        // (`lamina events ls` beside a running server), and the lock file does not.
+        let lock_path = state_dir.join(LOCK_FILE_NAME);
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open its lock {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(OpenError::InUse(path)),
+            Err(TryLockError::Error(e)) => {
+                return Err(err(format!("cannot lock {}: {e}", lock_path.display())).into());
+            }
+        }
         let connection = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -48,9 +141,8 @@ impl SqliteStore {
         )
         .map_err(|e| err(e.to_string()))?;
         let setup = || -> rusqlite::Result<i64> {
-            // Exclusive locking: a second lamina on the same state directory is refused at
-            // once instead of the two running each other's events.
-            connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            // A reader that has just opened the database may hold a lock for a moment.
+            connection.busy_timeout(BUSY_TIMEOUT)?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "FULL")?;
             connection.execute_batch(
@@ -74,24 +166,44 @@ impl SqliteStore {
             })
         };
         match setup() {
-            Ok(SCHEMA_VERSION) => Ok(SqliteStore { connection, path }),
+            Ok(SCHEMA_VERSION) => Ok(SqliteStore {
+                connection,
+                path,
+                _lock: lock,
+            }),
             Ok(other) => Err(err(format!(
                 "schema version {other}, and this lamina reads version {SCHEMA_VERSION}"
-            ))),
+            ))
+            .into()),
+            // A lamina of before the lock file holds the database in SQLite's exclusive mode.
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
                     || e.code == rusqlite::ErrorCode::DatabaseLocked =>
             {
-                Err(err(
-                    "in use by another lamina serve (one state directory serves one lamina; give \
-                     this one its own --state-dir)"
-                        .into(),
-                ))
+                Err(OpenError::InUse(path))
             }
             Err(e) => Err(err(format!(
                 "{e} (not a lamina event store; move it aside to start with an empty queue)"
-            ))),
+            ))
+            .into()),
         }
+    }
+
+    /// What the store holds, per function, at `now_ms` ([`ReadOnlyStore::summary`]).
+    pub fn summary(&self, now_ms: u64) -> Result<Vec<FunctionQueue>, StoreError> {
+        summary(&self.connection, now_ms).map_err(|e| self.failed(e))
+    }
+
+    /// Deletes the events of `function` (or every event) and returns how many there were.
+    /// Only a writer may: a server holding the store would run them all the same.
+    pub fn purge(&mut self, function: Option<&str>) -> Result<u64, StoreError> {
+        self.connection
+            .execute(
+                "DELETE FROM events WHERE ?1 IS NULL OR function = ?1",
+                [function],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.failed(e))
     }
 
     fn failed(&self, e: rusqlite::Error) -> StoreError {
@@ -186,6 +298,138 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// A store opened to be read only, beside the writer that may have it open: `lamina events
+/// ls`. It takes no lock, and never creates or changes the database.
+pub struct ReadOnlyStore {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ReadOnlyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOnlyStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ReadOnlyStore {
+    /// Opens the store in `state_dir` to read it; `None` if there is none.
+    pub fn open(state_dir: &Path) -> Result<Option<ReadOnlyStore>, StoreError> {
+        let path = state_dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let err = |e: rusqlite::Error| StoreError {
+            place: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        // Read-only, yet SQLite may make the `-shm` and `-wal` files of a database no
+        // writer has open (the state directory is lamina's user's): what WAL readers need.
+        let connection = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        let schema: i64 = connection
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| StoreError {
+                place: path.display().to_string(),
+                reason: format!("{e} (not a lamina event store)"),
+            })?;
+        if schema != SCHEMA_VERSION {
+            return Err(StoreError {
+                place: path.display().to_string(),
+                reason: format!(
+                    "schema version {schema}, and this lamina reads version {SCHEMA_VERSION}"
+                ),
+            });
+        }
+        Ok(Some(ReadOnlyStore { connection, path }))
+    }
+
+    /// What the store holds, per function (by name), at `now_ms`: the events due (queued or
+    /// running), and those waiting for a retry due later, by the attempts made so far.
+    pub fn summary(&self, now_ms: u64) -> Result<Vec<FunctionQueue>, StoreError> {
+        summary(&self.connection, now_ms).map_err(|e| self.failed(e))
+    }
+
+    /// The events of `function`, oldest first, without their payloads.
+    pub fn list(&self, function: &str) -> Result<Vec<QueuedEvent>, StoreError> {
+        list(&self.connection, function).map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, e: rusqlite::Error) -> StoreError {
+        StoreError {
+            place: self.path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// A stored time or count, never negative.
+fn non_negative(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(0)
+}
+
+fn summary(c: &Connection, now_ms: u64) -> rusqlite::Result<Vec<FunctionQueue>> {
+    // One scan, grouped: a function's due events in one row, its later ones by attempts.
+    let mut query = c.prepare(
+        "SELECT function, due_ms > ?1 AS later, attempts, COUNT(*), MIN(due_ms) FROM events
+         GROUP BY function, later, CASE WHEN due_ms > ?1 THEN attempts END ORDER BY function",
+    )?;
+    let rows = query.query_map([i64::try_from(now_ms).unwrap_or(i64::MAX)], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, bool>(1)?,
+            r.get::<_, u32>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut queues: Vec<FunctionQueue> = Vec::new();
+    for row in rows {
+        let (function, later, attempts, count, first_due) = row?;
+        if queues.last().is_none_or(|q| q.function != function) {
+            queues.push(FunctionQueue {
+                function,
+                ..FunctionQueue::default()
+            });
+        }
+        let queue = queues.last_mut().expect("just pushed");
+        let count = non_negative(count);
+        match later {
+            false => queue.queued += count,
+            true => {
+                *queue.retrying_by_attempts.entry(attempts).or_default() += count;
+                let due = non_negative(first_due);
+                queue.next_retry_ms = Some(queue.next_retry_ms.map_or(due, |d| d.min(due)));
+            }
+        }
+    }
+    Ok(queues)
+}
+
+fn list(c: &Connection, function: &str) -> rusqlite::Result<Vec<QueuedEvent>> {
+    let mut query = c.prepare(
+        "SELECT request_id, accepted_ms, attempts, due_ms, length(payload) FROM events
+         WHERE function = ?1 ORDER BY accepted_ms, request_id",
+    )?;
+    let rows = query.query_map([function], |r| {
+        Ok(QueuedEvent {
+            request_id: r.get(0)?,
+            accepted_ms: non_negative(r.get(1)?),
+            attempts: r.get(2)?,
+            due_ms: non_negative(r.get(3)?),
+            payload_bytes: non_negative(r.get(4)?),
+        })
+    })?;
+    rows.collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +486,119 @@ mod tests {
             err.contains(FILE_NAME) && err.contains("move it aside"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_lock_file_alone_refuses_a_writer_and_is_let_go_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // Another process's lock, as `flock` sees it (a second open file description).
+        let held = File::create(dir.path().join(LOCK_FILE_NAME)).unwrap();
+        held.lock().unwrap();
+        assert!(matches!(
+            SqliteStore::open(dir.path()),
+            Err(OpenError::InUse(path)) if path == dir.path().join(FILE_NAME)
+        ));
+        drop(held);
+        let first = SqliteStore::open(dir.path()).unwrap();
+        drop(first);
+        SqliteStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_reader_reads_beside_the_writer_and_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ReadOnlyStore::open(dir.path()).unwrap().is_none());
+        assert!(
+            !dir.path().join(FILE_NAME).exists(),
+            "a reader creates nothing"
+        );
+        let mut writer = SqliteStore::open(dir.path()).unwrap();
+        writer.append(&[event("a", 1)]).unwrap();
+        let reader = ReadOnlyStore::open(dir.path()).unwrap().unwrap();
+        assert_eq!(reader.list("f").unwrap().len(), 1);
+        // Written while the reader is open, with the writer still holding the store.
+        writer.append(&[event("b", 2)]).unwrap();
+        assert_eq!(reader.list("f").unwrap().len(), 2);
+        assert!(matches!(
+            SqliteStore::open(dir.path()),
+            Err(OpenError::InUse(_))
+        ));
+        drop(reader);
+        drop(writer);
+        // No writer: its last close checkpointed and removed the WAL.
+        let reader = ReadOnlyStore::open(dir.path()).unwrap().unwrap();
+        assert_eq!(reader.list("f").unwrap().len(), 2);
+        // A reader does not hold the store against a writer.
+        let mut writer = SqliteStore::open(dir.path()).unwrap();
+        writer.remove(&["a".into()]).unwrap();
+        assert_eq!(reader.list("f").unwrap().len(), 1);
+        let stranger = tempfile::tempdir().unwrap();
+        std::fs::write(stranger.path().join(FILE_NAME), b"just text").unwrap();
+        let err = ReadOnlyStore::open(stranger.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(FILE_NAME) && err.contains("not a lamina event store"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn summary_counts_due_and_later_events_by_function_and_attempts_and_purge_deletes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let of = |function: &str, id: &str, attempts: u32, due_ms: u64| StoredEvent {
+            function: function.into(),
+            attempts,
+            due_ms,
+            ..event(id, 10)
+        };
+        store
+            .append(&[
+                of("f", "due", 0, 0),
+                of("f", "retry-due", 1, 500),
+                of("f", "later-1", 1, 5_000),
+                of("f", "later-1b", 1, 3_000),
+                of("f", "later-2", 2, 9_000),
+                of("g", "g1", 0, 0),
+            ])
+            .unwrap();
+        let summary = store.summary(1_000).unwrap();
+        assert_eq!(
+            summary,
+            vec![
+                FunctionQueue {
+                    function: "f".into(),
+                    queued: 2,
+                    retrying_by_attempts: [(1, 2), (2, 1)].into(),
+                    next_retry_ms: Some(3_000),
+                },
+                FunctionQueue {
+                    function: "g".into(),
+                    queued: 1,
+                    ..FunctionQueue::default()
+                },
+            ]
+        );
+        assert_eq!(summary[0].retrying(), 3);
+        let reader = ReadOnlyStore::open(dir.path()).unwrap().unwrap();
+        assert_eq!(reader.summary(1_000).unwrap(), summary);
+        let listed = reader.list("f").unwrap();
+        assert_eq!(listed.len(), 5);
+        assert_eq!(
+            listed[1],
+            QueuedEvent {
+                request_id: "later-1".into(),
+                accepted_ms: 10,
+                attempts: 1,
+                due_ms: 5_000,
+                payload_bytes: 7,
+            }
+        );
+        assert!(reader.list("nobody").unwrap().is_empty());
+        assert_eq!(store.purge(Some("g")).unwrap(), 1);
+        assert_eq!(store.summary(1_000).unwrap().len(), 1);
+        assert_eq!(store.purge(None).unwrap(), 5);
+        assert!(store.pending().unwrap().is_empty());
     }
 }

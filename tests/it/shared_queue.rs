@@ -1,0 +1,169 @@
+//! Past one host: two `lamina serve` processes sharing one asynchronous queue on a real
+//! PostgreSQL server (Debian's, started by the test). Each event runs once while both live;
+//! when one is killed -9 mid-load, the other takes over its events once their leases lapse, and
+//! only those that were running in the dead server run twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::server::{Server, send_events};
+use crate::shared::Postgres;
+
+/// A project whose `work` function takes 50 ms, its queue in `postgres`, leases of 2 s.
+fn project(postgres: &Postgres) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    std::fs::write(
+        dir.path().join("work/app.py"),
+        "import time\ndef handler(event, context):\n    time.sleep(0.05)\n    return event\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        format!(
+            "[functions.work]\ncode = \"work\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\
+             concurrency = 2\n\n[serve]\nqueue = \"{}\"\nqueue_lease = 2\n",
+            postgres.url()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// How many times each request id's invocation started (`START RequestId: …`) in `logs`.
+fn starts(logs: &str) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for id in logs
+        .lines()
+        .filter_map(|l| l.split("START RequestId: ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+    {
+        *n.entry(id.to_owned()).or_default() += 1;
+    }
+    n
+}
+
+/// The request ids whose invocation ended in `logs`.
+fn ends(logs: &str) -> BTreeSet<String> {
+    crate::server::ended(logs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_share_a_postgres_queue_and_one_killed_loses_nothing() {
+    let postgres = Postgres::start();
+    let a = Server::start_in(project(&postgres), &["--sandbox", "process"]);
+    let b = Server::start_in(project(&postgres), &["--sandbox", "process"]);
+    assert!(
+        a.logs().contains("(shared; this server leases as"),
+        "{}",
+        a.logs()
+    );
+    // 40 to each: 2 at a time at 50 ms, so most of A's are still queued when it dies.
+    let mut ids = send_events(&a, "work", 40, "{}").await;
+    ids.extend(send_events(&b, "work", 40, "{}").await);
+    let (a_logs, _) = a.kill9();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let b_logs = loop {
+        let b_logs = b.logs();
+        let done: BTreeSet<String> = ends(&a_logs).union(&ends(&b_logs)).cloned().collect();
+        let missing: Vec<&String> = ids.iter().filter(|id| !done.contains(*id)).collect();
+        if missing.is_empty() {
+            break b_logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events never ran: {missing:?}\nA:\n{a_logs}\nB:\n{b_logs}",
+            missing.len(),
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        b_logs.contains("took over") && b_logs.contains("whose server stopped or died"),
+        "{b_logs}"
+    );
+    // Exactly once, but for those that were running in A when it died.
+    let in_flight_in_a: BTreeSet<String> = starts(&a_logs)
+        .into_keys()
+        .filter(|id| !ends(&a_logs).contains(id))
+        .collect();
+    assert!(in_flight_in_a.len() <= 2, "{in_flight_in_a:?}");
+    let (a_starts, b_starts) = (starts(&a_logs), starts(&b_logs));
+    let ran_in_a = ends(&a_logs).len();
+    assert!(
+        ran_in_a < 40,
+        "A ran all its events before the kill: the test shows nothing"
+    );
+    for id in &ids {
+        let runs = a_starts.get(id).copied().unwrap_or(0) + b_starts.get(id).copied().unwrap_or(0);
+        match in_flight_in_a.contains(id) {
+            true => assert!(runs <= 2, "{id} ran {runs} times"),
+            false => assert_eq!(runs, 1, "{id} ran {runs} times\nA:\n{a_logs}\nB:\n{b_logs}"),
+        }
+    }
+    // Every event has left the queue.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while postgres.psql("SELECT count(*) FROM lamina_events").unwrap() != "0" {
+        assert!(Instant::now() < deadline, "events left in the queue");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A stop gives the leases up at once: a third server takes over a stopped one's events
+    // without waiting for them to lapse.
+    let c = Server::start_in(project(&postgres), &["--sandbox", "process"]);
+    let (ok, _) = b.stop();
+    assert!(ok);
+    let late = send_events(&c, "work", 1, "{}").await;
+    crate::server::wait_all_ended(&c, "", &late);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_postgres_is_named_and_a_lost_one_refuses_events_not_invocations() {
+    // Nothing listens: lamina does not start, and says which server (never its password).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lamina.toml"),
+        "[functions.f]\ncode = \"f\"\n\n[serve]\nqueue = \"postgres://lamina:hunter2@127.0.0.1:1/postgres\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("f")).unwrap();
+    let out = crate::support::lamina_in(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+    let stderr = crate::support::text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("postgres://lamina@127.0.0.1:1/postgres")
+            && stderr.contains("cannot connect"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // A server that goes away: Event invocations are refused with Lambda's ServiceException
+    // naming it (nothing is promised that is not kept); synchronous ones still run.
+    let mut postgres = Postgres::start();
+    let server = Server::start_in(project(&postgres), &["--sandbox", "process"]);
+    let ok = send_events(&server, "work", 1, "{}").await;
+    crate::server::wait_all_ended(&server, "", &ok);
+    postgres.stop();
+    let r = server
+        .invoke("work", &[("x-amz-invocation-type", "Event")], "{}")
+        .await;
+    assert_eq!(r.status(), 500, "{}", server.logs());
+    assert_eq!(
+        crate::server::header(&r, "x-amzn-ErrorType"),
+        Some("ServiceException")
+    );
+    let body = crate::server::json_of(&r);
+    let message = body["Message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the event was not accepted")
+            && message.contains(&format!("postgres://lamina@127.0.0.1:{}", postgres.port)),
+        "{body}"
+    );
+    let r = server.invoke("work", &[], r#"{"sync":true}"#).await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    assert_eq!(
+        crate::server::json_of(&r),
+        serde_json::json!({"sync": true})
+    );
+}
