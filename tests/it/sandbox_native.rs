@@ -371,7 +371,10 @@ async fn network_outbound_reaches_out_but_not_the_hosts_loopback_nor_other_sandb
         |_| {},
     );
     let (_, inside) = jailed.invoke_json("{}").await;
-    assert_eq!(inside["env"]["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+    assert_eq!(
+        inside["env"]["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001",
+        "{inside}"
+    );
     let ask = |action: &str, addr: String| format!(r#"{{"action":"{action}","addr":"{addr}"}}"#);
     // Out: the test host answers.
     let (_, r) = jailed

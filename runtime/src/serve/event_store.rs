@@ -62,6 +62,17 @@ pub struct StoreError {
     pub reason: String,
 }
 
+/// One group commit's writes: what arrived while the previous commit was syncing.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New events, to be durable before their `202`.
+    pub appends: Vec<StoredEvent>,
+    /// Retries: request id, attempts so far, when the next is due.
+    pub reschedules: Vec<(String, u32, u64)>,
+    /// Events that have run, or gone to their failure destination.
+    pub removals: Vec<String>,
+}
+
 /// Durable storage of accepted events. Every method may block (a disk write, a sync); the
 /// [`Committer`] calls them on a thread of its own.
 pub trait EventStore: Send + 'static {
@@ -76,6 +87,22 @@ pub trait EventStore: Send + 'static {
     ) -> Result<(), StoreError>;
     /// Forgets events that have run, or gone to their failure destination.
     fn remove(&mut self, request_ids: &[String]) -> Result<(), StoreError>;
+    /// Applies a whole batch, all or none, with one sync where the store can: the appends,
+    /// then the retries, then the removals (a retry or removal never precedes its event's
+    /// append: an event is queued only once its append is durable). The default applies
+    /// them one after the other.
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if !batch.appends.is_empty() {
+            self.append(&batch.appends)?;
+        }
+        for (id, attempts, due_ms) in &batch.reschedules {
+            self.reschedule(id, *attempts, *due_ms)?;
+        }
+        if !batch.removals.is_empty() {
+            self.remove(&batch.removals)?;
+        }
+        Ok(())
+    }
     /// Every event still to run, oldest first: what a start resumes. A shared store answers
     /// none: its events are taken over by [`EventStore::take_over`], as their leases allow.
     fn pending(&mut self) -> Result<Vec<StoredEvent>, StoreError>;
@@ -243,61 +270,64 @@ impl Committer {
     }
 }
 
-/// Applies one batch: the appends together (their callers learn the outcome), then retries
-/// and removals, in order.
-fn commit(store: &mut impl EventStore, batch: Vec<Write>) {
-    let mut appends = Vec::new();
+/// Applies one batch in one transaction (one sync for every write that arrived together);
+/// the appends' callers learn the outcome. Should the whole fail, the appends are tried on
+/// their own, so that a retry or removal the store refuses never costs a caller its `202`;
+/// retries and removals that fail are logged (those events run again at the next start).
+fn commit(store: &mut impl EventStore, writes: Vec<Write>) {
+    let mut batch = Batch::default();
     let mut waiting = Vec::new();
-    let mut removals = Vec::new();
     let mut flushes = Vec::new();
     let mut releases = Vec::new();
-    for write in batch {
+    let mut take_overs = Vec::new();
+    let mut renew = false;
+    for write in writes {
         match write {
             Write::Append(event, done) => {
-                appends.push(event);
+                batch.appends.push(event);
                 waiting.push(done);
             }
-            Write::Reschedule(id, attempts, due) => {
-                // A retry of an event appended in this same batch must follow its append.
-                if !appends.is_empty() {
-                    let outcome = store.append(&std::mem::take(&mut appends));
-                    for done in waiting.drain(..) {
-                        let _ = done.send(outcome.clone());
-                    }
-                }
-                if let Err(e) = store.reschedule(&id, attempts, due) {
-                    tracing::error!(request_id = %id, "recording a retry: {e}; the event will run again at the next start");
-                }
-            }
-            Write::Remove(id) => removals.push(id),
+            Write::Reschedule(id, attempts, due) => batch.reschedules.push((id, attempts, due)),
+            Write::Remove(id) => batch.removals.push(id),
             Write::Flush(done) => flushes.push(done),
-            Write::TakeOver(functions, limit, done) => {
-                let _ = done.send(store.take_over(&functions, limit));
-            }
-            Write::Renew => {
-                if let Err(e) = store.renew() {
-                    tracing::error!("renewing this server's leases: {e}");
-                }
-            }
+            Write::TakeOver(functions, limit, done) => take_overs.push((functions, limit, done)),
+            Write::Renew => renew = true,
             Write::Release(done) => releases.push(done),
         }
     }
-    if !appends.is_empty() {
-        let outcome = store.append(&appends);
-        if let Err(e) = &outcome {
-            tracing::error!("{e}: {} accepted events refused", appends.len());
+    let appended = match store.commit(&batch) {
+        Ok(()) => Ok(()),
+        Err(whole) if batch.appends.is_empty() => {
+            tracing::error!(
+                "{whole}: {} retries and {} finished events not recorded; they run again at the next start",
+                batch.reschedules.len(),
+                batch.removals.len()
+            );
+            Ok(())
         }
-        for done in waiting {
-            let _ = done.send(outcome.clone());
+        Err(whole) => {
+            let appended = store.append(&batch.appends);
+            if appended.is_ok() {
+                tracing::error!(
+                    "{whole}: {} retries and {} finished events not recorded; they run again at the next start",
+                    batch.reschedules.len(),
+                    batch.removals.len()
+                );
+            }
+            appended
         }
+    };
+    if let Err(e) = &appended {
+        tracing::error!("{e}: {} accepted events refused", batch.appends.len());
     }
-    if !removals.is_empty()
-        && let Err(e) = store.remove(&removals)
-    {
-        tracing::error!(
-            "{e}: {} finished events will run again at the next start",
-            removals.len()
-        );
+    for done in waiting {
+        let _ = done.send(appended.clone());
+    }
+    if renew && let Err(e) = store.renew() {
+        tracing::error!("renewing this server's leases: {e}");
+    }
+    for (functions, limit, done) in take_overs {
+        let _ = done.send(store.take_over(&functions, limit));
     }
     for done in flushes {
         let _ = done.send(());

@@ -36,6 +36,22 @@ pub fn find() -> Result<PathBuf, String> {
         );
     }
     use std::os::unix::fs::PermissionsExt;
+    // Rootless, slirp4netns opens the device as the user's own uid (the sandbox's namespace
+    // root is that uid outside): the device must be open to it. Most distributions make it
+    // 0666; some hosts have it 0600, and slirp4netns then dies with only "Permission denied".
+    let tun = Path::new("/dev/net/tun");
+    if !nix::unistd::geteuid().is_root()
+        && nix::unistd::access(
+            tun,
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        )
+        .is_err()
+    {
+        let mode = std::fs::metadata(tun).map_or(0, |m| m.permissions().mode() & 0o7777);
+        return Err(format!(
+            "network mode outbound needs /dev/net/tun open to your user, and here it is mode              {mode:04o}: an administrator can make it 0666, its usual mode (chmod 0666              /dev/net/tun), or choose --network none (no network) or host"
+        ));
+    }
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, GenericClient, NoTls};
 
 use super::{EventStore, StoreError, StoredEvent};
 
@@ -191,42 +191,86 @@ fn event_of(row: &postgres::Row) -> StoredEvent {
     }
 }
 
+/// Inserts `events`, leased by `owner`: one statement for the whole batch, the arrays
+/// unnested into rows. The server that accepts an event runs it.
+fn insert(
+    client: &mut impl GenericClient,
+    events: &[StoredEvent],
+    owner: &str,
+    lease_ms: i64,
+) -> Result<(), postgres::Error> {
+    let ids: Vec<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
+    let functions: Vec<&str> = events.iter().map(|e| e.function.as_str()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| &e.payload[..]).collect();
+    let contexts: Vec<Option<&str>> = events.iter().map(|e| e.client_context.as_deref()).collect();
+    let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_id.as_deref()).collect();
+    let accepted: Vec<i64> = events.iter().map(|e| to_i64(e.accepted_ms)).collect();
+    let attempts: Vec<i32> = events
+        .iter()
+        .map(|e| i32::try_from(e.attempts).unwrap_or(i32::MAX))
+        .collect();
+    let due: Vec<i64> = events.iter().map(|e| to_i64(e.due_ms)).collect();
+    let sql = format!(
+        "INSERT INTO lamina_events (request_id, function, payload, client_context, trace_id,
+             accepted_ms, attempts, due_ms, owner, lease_until_ms)
+         SELECT r, f, p, c, t, a, n, d, $9, {NOW_MS} + $10
+         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[],
+                     $6::int8[], $7::int4[], $8::int8[]) AS u(r, f, p, c, t, a, n, d)
+         ON CONFLICT (request_id) DO NOTHING"
+    );
+    client
+        .execute(
+            &sql,
+            &[
+                &ids, &functions, &payloads, &contexts, &traces, &accepted, &attempts, &due,
+                &owner, &lease_ms,
+            ],
+        )
+        .map(drop)
+}
+
+fn reschedule(
+    client: &mut impl GenericClient,
+    request_id: &str,
+    attempts: u32,
+    due_ms: u64,
+) -> Result<(), postgres::Error> {
+    let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+    let due = to_i64(due_ms);
+    client
+        .execute(
+            "UPDATE lamina_events SET attempts = $2, due_ms = $3 WHERE request_id = $1",
+            &[&request_id, &attempts, &due],
+        )
+        .map(drop)
+}
+
 impl EventStore for PostgresStore {
-    fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
-        let ids: Vec<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
-        let functions: Vec<&str> = events.iter().map(|e| e.function.as_str()).collect();
-        let payloads: Vec<&[u8]> = events.iter().map(|e| &e.payload[..]).collect();
-        let contexts: Vec<Option<&str>> =
-            events.iter().map(|e| e.client_context.as_deref()).collect();
-        let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_id.as_deref()).collect();
-        let accepted: Vec<i64> = events.iter().map(|e| to_i64(e.accepted_ms)).collect();
-        let attempts: Vec<i32> = events
-            .iter()
-            .map(|e| i32::try_from(e.attempts).unwrap_or(i32::MAX))
-            .collect();
-        let due: Vec<i64> = events.iter().map(|e| to_i64(e.due_ms)).collect();
+    fn commit(&mut self, batch: &super::Batch) -> Result<(), StoreError> {
         let owner = self.owner.clone();
         let lease = self.lease_ms();
-        // One statement, one commit, for the whole batch: arrays unnested into rows. Held by
-        // this server from the start: it runs what it accepted.
-        let sql = format!(
-            "INSERT INTO lamina_events (request_id, function, payload, client_context, trace_id,
-                 accepted_ms, attempts, due_ms, owner, lease_until_ms)
-             SELECT r, f, p, c, t, a, n, d, $9, {NOW_MS} + $10
-             FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[],
-                         $6::int8[], $7::int4[], $8::int8[]) AS u(r, f, p, c, t, a, n, d)
-             ON CONFLICT (request_id) DO NOTHING"
-        );
         self.with_client(|client| {
-            client.execute(
-                &sql,
-                &[
-                    &ids, &functions, &payloads, &contexts, &traces, &accepted, &attempts, &due,
-                    &owner, &lease,
-                ],
-            )
+            let mut tx = client.transaction()?;
+            if !batch.appends.is_empty() {
+                insert(&mut tx, &batch.appends, &owner, lease)?;
+            }
+            for (id, attempts, due_ms) in &batch.reschedules {
+                reschedule(&mut tx, id, *attempts, *due_ms)?;
+            }
+            if !batch.removals.is_empty() {
+                tx.execute(
+                    "DELETE FROM lamina_events WHERE request_id = ANY($1)",
+                    &[&batch.removals],
+                )?;
+            }
+            tx.commit()
         })
-        .map(drop)
+    }
+
+    fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
+        let owner = self.owner.clone();
+        let lease = self.lease_ms();
+        self.with_client(|client| insert(client, events, &owner, lease))
     }
 
     fn reschedule(
@@ -235,15 +279,7 @@ impl EventStore for PostgresStore {
         attempts: u32,
         due_ms: u64,
     ) -> Result<(), StoreError> {
-        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
-        let due = to_i64(due_ms);
-        self.with_client(|client| {
-            client.execute(
-                "UPDATE lamina_events SET attempts = $2, due_ms = $3 WHERE request_id = $1",
-                &[&request_id, &attempts, &due],
-            )
-        })
-        .map(drop)
+        self.with_client(|client| reschedule(client, request_id, attempts, due_ms))
     }
 
     fn remove(&mut self, request_ids: &[String]) -> Result<(), StoreError> {

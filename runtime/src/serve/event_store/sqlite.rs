@@ -214,26 +214,65 @@ impl SqliteStore {
     }
 }
 
+const INSERT: &str = "INSERT INTO events (request_id, function, payload, client_context,
+     trace_id, accepted_ms, attempts, due_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const RESCHEDULE: &str = "UPDATE events SET attempts = ?2, due_ms = ?3 WHERE request_id = ?1";
+const DELETE: &str = "DELETE FROM events WHERE request_id = ?1";
+
+/// An event's values in [`INSERT`]'s order.
+#[allow(
+    clippy::type_complexity,
+    reason = "the columns, as rusqlite binds a tuple"
+)]
+fn insert_params(
+    e: &StoredEvent,
+) -> (&str, &str, &[u8], Option<&str>, Option<&str>, i64, u32, i64) {
+    (
+        &e.request_id,
+        &e.function,
+        &e.payload[..],
+        e.client_context.as_deref(),
+        e.trace_id.as_deref(),
+        i64::try_from(e.accepted_ms).unwrap_or(i64::MAX),
+        e.attempts,
+        i64::try_from(e.due_ms).unwrap_or(i64::MAX),
+    )
+}
+
 impl EventStore for SqliteStore {
+    fn commit(&mut self, batch: &super::Batch) -> Result<(), StoreError> {
+        let write = |c: &mut Connection| -> rusqlite::Result<()> {
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(INSERT)?;
+                for e in &batch.appends {
+                    insert.execute(insert_params(e))?;
+                }
+                let mut update = tx.prepare_cached(RESCHEDULE)?;
+                for (id, attempts, due_ms) in &batch.reschedules {
+                    update.execute(params![
+                        id,
+                        attempts,
+                        i64::try_from(*due_ms).unwrap_or(i64::MAX)
+                    ])?;
+                }
+                let mut delete = tx.prepare_cached(DELETE)?;
+                for id in &batch.removals {
+                    delete.execute([id])?;
+                }
+            }
+            tx.commit()
+        };
+        write(&mut self.connection).map_err(|e| self.failed(e))
+    }
+
     fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
         let write = |c: &mut Connection| -> rusqlite::Result<()> {
             let tx = c.transaction()?;
             {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO events (request_id, function, payload, client_context,
-                     trace_id, accepted_ms, attempts, due_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
+                let mut insert = tx.prepare_cached(INSERT)?;
                 for e in events {
-                    insert.execute(params![
-                        e.request_id,
-                        e.function,
-                        &e.payload[..],
-                        e.client_context,
-                        e.trace_id,
-                        i64::try_from(e.accepted_ms).unwrap_or(i64::MAX),
-                        e.attempts,
-                        i64::try_from(e.due_ms).unwrap_or(i64::MAX),
-                    ])?;
+                    insert.execute(insert_params(e))?;
                 }
             }
             tx.commit()
@@ -249,7 +288,7 @@ impl EventStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.connection
             .execute(
-                "UPDATE events SET attempts = ?2, due_ms = ?3 WHERE request_id = ?1",
+                RESCHEDULE,
                 params![
                     request_id,
                     attempts,
@@ -264,7 +303,7 @@ impl EventStore for SqliteStore {
         let write = |c: &mut Connection| -> rusqlite::Result<()> {
             let tx = c.transaction()?;
             {
-                let mut delete = tx.prepare_cached("DELETE FROM events WHERE request_id = ?1")?;
+                let mut delete = tx.prepare_cached(DELETE)?;
                 for id in request_ids {
                     delete.execute([id])?;
                 }
