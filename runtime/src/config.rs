@@ -12,6 +12,7 @@ pub mod env_file;
 pub mod file;
 pub mod lambda_env;
 pub mod logging;
+pub mod sqs_address;
 pub mod template;
 
 use std::path::{Path, PathBuf};

@@ -76,7 +76,17 @@ pub enum Failure {
     Sandbox(String),
     /// An extension failed (`Extension.Crash`, `Extension.InitError`, `Extension.ExitError`,
     /// `Extension.LaunchError`): the environment is reset, as on Lambda.
-    Extension(crate::extensions::Fatal),
+    Extension(Fatal),
+}
+
+/// The first fatal error of an environment's extensions (kept by
+/// [`crate::runtime_api::extensions::Extensions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal {
+    /// `Extension.InitError`, `Extension.ExitError`, `Extension.Crash`, `Extension.LaunchError`.
+    pub error_type: &'static str,
+    /// What happened, naming the extension.
+    pub message: String,
 }
 
 impl Failure {

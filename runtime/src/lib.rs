@@ -15,9 +15,6 @@ pub mod cli;
 pub mod config;
 /// Host failures and their mapping to Lambda's `Runtime.*`/`Sandbox.*` error types.
 pub mod error;
-/// The Extensions API's state in one environment: registrations, events, what init and an
-/// invocation wait for.
-pub mod extensions;
 /// The one request type every entry point builds, and the one outcome every invocation ends in.
 pub mod invoke;
 /// The function's log stream: its own output and Lambda's START/END/REPORT lines.

@@ -5,6 +5,9 @@
 //! This module is HTTP only: it parses each request into an [`ApiCall`] and sends it to the
 //! environment's task, which owns all state and decides the answer.
 
+/// The Extensions API (2020-01-01) on the same listener: one environment's registrations,
+/// events, and what init and an invocation wait for.
+pub mod extensions;
 pub mod peer;
 pub mod wire;
 
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{self, BodyError};
 use crate::error::MAX_PAYLOAD_BYTES;
-use crate::extensions::{self, ErrorKind, ExtensionCall};
+use extensions::{ErrorKind, ExtensionCall};
 use wire::{ApiError, Body, NextEvent};
 
 /// The answer the environment gives to a call.
@@ -73,7 +76,7 @@ pub enum ApiCall {
         reply: Reply<()>,
     },
     /// A call of the Extensions API (`/2020-01-01/extension/…`), served on the same listener.
-    Extension(crate::extensions::ExtensionCall),
+    Extension(crate::runtime_api::extensions::ExtensionCall),
     /// `POST /runtime/init/error`
     InitError {
         /// `Lambda-Runtime-Function-Error-Type`, when sent.
@@ -223,7 +226,7 @@ async fn handle(
                     })
                 })
                 .await
-                .map(wire::registered),
+                .map(extensions::Registered::into_response),
                 Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
                 Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
             }
@@ -235,7 +238,7 @@ async fn handle(
             })
         })
         .await
-        .map(wire::extension_event),
+        .map(extensions::ExtensionEvent::into_response),
         Route::ExtensionError(kind) => {
             // The body is not read: Lambda keeps only the error type.
             let error_type = header(extensions::FUNCTION_ERROR_TYPE);

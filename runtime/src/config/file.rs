@@ -117,7 +117,7 @@ impl Destination {
             let name = rest.split(':').next().unwrap_or(rest);
             return Ok(Destination::Function(name.to_owned()));
         }
-        if let Some(queue) = crate::serve::sqs::queue_url(text) {
+        if let Some(queue) = super::sqs_address::queue_url(text) {
             return Ok(Destination::Sqs(queue));
         }
         Err(format!(
@@ -236,6 +236,20 @@ pub enum QueueSetting {
     Postgres(String),
 }
 
+/// `url` without its password, as logs may show it.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) => {
+                let user = user.split(':').next().unwrap_or(user);
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 impl std::str::FromStr for QueueSetting {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -246,7 +260,7 @@ impl std::str::FromStr for QueueSetting {
         } else {
             Err(format!(
                 "{:?} is not a queue: \"sqlite\" or a \"postgres://…\" URL",
-                crate::serve::event_store::postgres::redacted(s)
+                redacted(s)
             ))
         }
     }

@@ -120,7 +120,7 @@ pub fn load(path: &Path, options: &Options) -> Result<Loaded, ManifestError> {
 /// Reads `text`, the template at `path`. An `AWS::SQS::Queue` stands for the queue of its name
 /// at the SQS endpoint the environment sets (`AWS_ENDPOINT_URL_SQS`), if any.
 pub fn parse(path: &Path, text: &str, options: &Options) -> Result<Loaded, ManifestError> {
-    let endpoint = crate::serve::sqs::address::endpoint_from_env();
+    let endpoint = crate::config::sqs_address::endpoint_from_env();
     parse_with_sqs_endpoint(path, text, options, endpoint)
 }
 

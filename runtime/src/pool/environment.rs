@@ -20,9 +20,9 @@ use super::{Invocation, PoolMsg, sleep_until};
 use crate::config::FunctionSpec;
 use crate::config::lambda_env;
 use crate::error::{ExitStatus, Failure};
-use crate::extensions::{ExtensionEvent, Extensions, FunctionInfo, ShutdownReason};
 use crate::invoke::{FunctionError, InvokeOutcome};
 use crate::logs::{self, LogPump, LogSetup, LogSink, Report};
+use crate::runtime_api::extensions::{ExtensionEvent, Extensions, FunctionInfo, ShutdownReason};
 use crate::runtime_api::wire::{ApiError, NextEvent};
 use crate::runtime_api::{self, ApiCall, Reply};
 use crate::sandbox::{ApiLink, ApiPlacement, Control, Sandbox, StartSpec, Started, Stop};
@@ -435,7 +435,10 @@ impl Env {
     }
 
     /// Handles an Extensions API call; a fatal error ends the environment.
-    async fn on_extension(&mut self, call: crate::extensions::ExtensionCall) -> Option<End> {
+    async fn on_extension(
+        &mut self,
+        call: crate::runtime_api::extensions::ExtensionCall,
+    ) -> Option<End> {
         let changed = self.extensions.on_call(call);
         if let Some(end) = self.check_fatal() {
             return Some(end);

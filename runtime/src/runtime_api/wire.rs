@@ -158,37 +158,12 @@ impl ApiError {
     }
 }
 
-/// 200 to a registration: the extension's identifier in `Lambda-Extension-Identifier`, the
-/// function's identity in the body.
-pub(crate) fn registered(registered: crate::extensions::Registered) -> Response<Body> {
-    let mut response = json_response(StatusCode::OK, registered.body.to_string());
-    if let Ok(v) = HeaderValue::from_str(&registered.id) {
-        response
-            .headers_mut()
-            .insert(crate::extensions::IDENTIFIER, v);
-    }
-    response
-}
-
-/// 200 to an extension's `/next`: the event; an `INVOKE` carries an event identifier, as the
-/// emulator sends it.
-pub(crate) fn extension_event(event: crate::extensions::ExtensionEvent) -> Response<Body> {
-    let invoke = matches!(event, crate::extensions::ExtensionEvent::Invoke { .. });
-    let mut response = json_response(StatusCode::OK, event.body().to_string());
-    if invoke && let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-        response
-            .headers_mut()
-            .insert(crate::extensions::EVENT_IDENTIFIER, v);
-    }
-    response
-}
-
 /// 202 `{"status":"OK"}`, the answer to an accepted response or error report.
 pub(crate) fn accepted() -> Response<Body> {
     json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#.to_owned())
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(

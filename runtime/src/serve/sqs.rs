@@ -6,8 +6,6 @@
 //! `AWS_ENDPOINT_URL` when set). Credentials are the caller's, from lamina's own resolver
 //! ([`client::Settings`]).
 
-/// Queue URLs and ARNs, located (pure).
-pub mod address;
 /// Lambda's SQS event and its batch item failures (pure).
 pub mod batch;
 /// The SDK client per endpoint and the SQS calls lamina makes.
@@ -18,14 +16,8 @@ pub mod event_source;
 pub use client::{Settings, configure};
 pub use event_source::{Pollers, start};
 
-/// The queue URL `text` names (a queue URL, or an SQS ARN), or `None` if it names no queue.
-pub fn queue_url(text: &str) -> Option<String> {
-    let endpoint = text
-        .starts_with("arn:")
-        .then(address::endpoint_from_env)
-        .flatten();
-    address::parse(text, endpoint.as_deref()).map(|queue| queue.url)
-}
+use crate::config::sqs_address as address;
+pub use crate::config::sqs_address::queue_url;
 
 /// Why an SQS call failed; each names the queue.
 #[derive(Debug, thiserror::Error)]

@@ -123,7 +123,7 @@ impl Checker {
                 format!("{kind:?}: lamina runs \"sqs\" event sources"),
             );
         }
-        let queue = queue.and_then(|text| match crate::serve::sqs::queue_url(&text) {
+        let queue = queue.and_then(|text| match crate::config::sqs_address::queue_url(&text) {
             Some(url) => Some(url),
             None => {
                 self.problem(

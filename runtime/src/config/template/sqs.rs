@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::intrinsics::{ExprError, Resource};
 use super::{ACCOUNT_ID, Destination, EventSourceEntry, Reader};
 use crate::config::file::event_source::{DEFAULT_BATCH_SIZE, check_limits};
-use crate::serve::sqs::address;
+use crate::config::sqs_address as address;
 
 /// Event properties lamina uses; the rest are noted.
 const USED: &[&str] = &[

@@ -50,19 +50,7 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// `url` without its password, as logs may show it.
-pub fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) => {
-                let user = user.split(':').next().unwrap_or(user);
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+pub use crate::config::file::redacted;
 
 impl PostgresStore {
     /// Connects to the database at `url` and makes the queue's table if it is not there.

@@ -17,8 +17,8 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemA
 use aws_smithy_http_client::tls;
 
 use super::SqsError;
-use super::address::Queue;
 use crate::config::credentials::{self, Credentials, Sources};
+use crate::config::sqs_address::Queue;
 
 /// SQS's limit on the messages one `ReceiveMessage` returns and one batch call takes.
 pub const MAX_MESSAGES_PER_CALL: usize = 10;

@@ -22,9 +22,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::address::{self, Queue};
 use super::{SqsError, batch, client};
 use crate::config::file::EventSourceEntry;
+use crate::config::sqs_address::{self as address, Queue};
 use crate::invoke::{InvokeOutcome, InvokeRequest, Throttled};
 use crate::serve::App;
 

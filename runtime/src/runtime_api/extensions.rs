@@ -20,7 +20,8 @@ use http::StatusCode;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::runtime_api::wire::ApiError;
+use crate::error::Fatal;
+use crate::runtime_api::wire::{self, ApiError, Body};
 
 /// Lambda's limit on extensions per function.
 pub const MAX_EXTENSIONS: usize = 10;
@@ -147,6 +148,31 @@ impl ExtensionEvent {
     }
 }
 
+impl Registered {
+    /// 200: the identifier in `Lambda-Extension-Identifier`, the function's identity in the
+    /// body.
+    pub(crate) fn into_response(self) -> http::Response<Body> {
+        let mut response = wire::json_response(StatusCode::OK, self.body.to_string());
+        if let Ok(v) = http::HeaderValue::from_str(&self.id) {
+            response.headers_mut().insert(IDENTIFIER, v);
+        }
+        response
+    }
+}
+
+impl ExtensionEvent {
+    /// 200 to an extension's `/next`: the event; an `INVOKE` carries an event identifier, as
+    /// the emulator sends it.
+    pub(crate) fn into_response(self) -> http::Response<Body> {
+        let invoke = matches!(self, ExtensionEvent::Invoke { .. });
+        let mut response = wire::json_response(StatusCode::OK, self.body().to_string());
+        if invoke && let Ok(v) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            response.headers_mut().insert(EVENT_IDENTIFIER, v);
+        }
+        response
+    }
+}
+
 /// Why an environment shuts down, as extensions are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownReason {
@@ -167,15 +193,6 @@ impl ShutdownReason {
             ShutdownReason::Failure => "failure",
         }
     }
-}
-
-/// The first fatal error of an environment's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fatal {
-    /// `Extension.InitError`, `Extension.ExitError`, `Extension.Crash`, `Extension.LaunchError`.
-    pub error_type: &'static str,
-    /// What happened, naming the extension.
-    pub message: String,
 }
 
 /// Where an extension is in its lifecycle.

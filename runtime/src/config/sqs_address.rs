@@ -141,6 +141,12 @@ fn aws_region(host: &str) -> Option<String> {
     (!region.is_empty() && !region.contains('.')).then(|| region.to_owned())
 }
 
+/// The queue URL `text` names (a queue URL, or an SQS ARN), or `None` if it names no queue.
+pub fn queue_url(text: &str) -> Option<String> {
+    let endpoint = text.starts_with("arn:").then(endpoint_from_env).flatten();
+    parse(text, endpoint.as_deref()).map(|queue| queue.url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
