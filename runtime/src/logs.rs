@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::unix::pipe;
-use tokio::sync::oneshot;
 
 use crate::config::lambda_env::FUNCTION_VERSION;
 
@@ -122,17 +121,29 @@ pub(crate) struct LogPump {
     lines: Arc<Mutex<Lines>>,
     /// How platform lines are written.
     format: PlatformFormat,
-    /// The runtime's pipe, when it has one.
-    pipe: Option<Arc<pipe::Receiver>>,
-    /// Dropped with the pump: the pump task then drains the pipe a last time and ends.
-    _closed: Option<oneshot::Sender<()>>,
+    /// The runtime's pipe and the extensions' (when they have one of their own), each
+    /// with whose output it carries.
+    pipes: Vec<(Source, Arc<pipe::Receiver>)>,
+    /// Dropped with the pump: the pump tasks then drain the pipes a last time and end.
+    _closed: Option<tokio::sync::watch::Sender<()>>,
 }
 
-/// Lines on their way to the sink: the partial line, the log tail being kept.
+/// Whose output a line is: the function's (its runtime and what it started) or an external
+/// extension's. Telemetry sends them as records of types `function` and `extension`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The runtime, the function's code, and the processes they start.
+    Function,
+    /// An external extension.
+    Extension,
+}
+
+/// Lines on their way to the sink: each source's partial line, the log tail being kept.
 #[derive(Debug)]
 struct Lines {
     tee: Tee,
     partial: LineBuffer,
+    extension_partial: LineBuffer,
 }
 
 impl Lines {
@@ -140,24 +151,32 @@ impl Lines {
         Lines {
             tee: Tee { sink, tail: None },
             partial: LineBuffer::default(),
+            extension_partial: LineBuffer::default(),
         }
     }
 
-    /// The runtime's output: complete lines go out now, a partial one waits for its newline.
-    fn push(&mut self, data: &[u8]) {
-        self.partial.push(data, &mut self.tee);
+    /// Output of `source`: complete lines go out now, a partial one waits for its newline.
+    fn push(&mut self, source: Source, data: &[u8]) {
+        match source {
+            Source::Function => self.partial.push(data, &mut self.tee),
+            Source::Extension => self.extension_partial.push(data, &mut self.tee),
+        }
     }
 
-    /// The output has ended: a last line without a newline is whole.
-    fn finish(&mut self) {
-        self.partial.finish(&mut self.tee);
+    /// `source`'s output has ended: a last line without a newline is whole.
+    fn finish(&mut self, source: Source) {
+        match source {
+            Source::Function => self.partial.finish(&mut self.tee),
+            Source::Extension => self.extension_partial.finish(&mut self.tee),
+        }
     }
 }
 
 impl Drop for Lines {
     fn drop(&mut self) {
         // The environment and its runtime are gone.
-        self.finish();
+        self.finish(Source::Function);
+        self.finish(Source::Extension);
     }
 }
 
@@ -179,7 +198,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Writes `bytes`; complete lines reach the sink now, a partial one waits for its newline.
     pub fn write(&self, bytes: &[u8]) {
-        lock(&self.lines).push(bytes);
+        lock(&self.lines).push(Source::Function, bytes);
     }
 }
 
@@ -205,23 +224,44 @@ impl LogSetup {
     }
 
     /// Starts the log: with a pump reading `read_end` when the runtime writes to a pipe,
+    /// and another reading `extension_end` when the extensions write to one of their own;
     /// otherwise straight to the sink.
-    pub(crate) fn start(self, read_end: Option<OwnedFd>) -> std::io::Result<LogPump> {
-        let Some(read_end) = read_end else {
+    pub(crate) fn start(
+        self,
+        read_end: Option<OwnedFd>,
+        extension_end: Option<OwnedFd>,
+    ) -> std::io::Result<LogPump> {
+        let ends = [
+            (Source::Function, read_end),
+            (Source::Extension, extension_end),
+        ];
+        let mut pipes = Vec::new();
+        for (source, end) in ends {
+            if let Some(end) = end {
+                pipes.push((source, Arc::new(pipe::Receiver::from_owned_fd(end)?)));
+            }
+        }
+        if pipes.is_empty() {
             return Ok(LogPump {
                 lines: self.lines,
                 format: self.format,
-                pipe: None,
+                pipes,
                 _closed: None,
             });
-        };
-        let rx = Arc::new(pipe::Receiver::from_owned_fd(read_end)?);
-        let (closed, on_close) = oneshot::channel();
-        tokio::spawn(pump(Arc::clone(&rx), on_close, Arc::clone(&self.lines)));
+        }
+        let (closed, on_close) = tokio::sync::watch::channel(());
+        for (source, rx) in &pipes {
+            tokio::spawn(pump(
+                *source,
+                Arc::clone(rx),
+                on_close.clone(),
+                Arc::clone(&self.lines),
+            ));
+        }
         Ok(LogPump {
             lines: self.lines,
             format: self.format,
-            pipe: Some(rx),
+            pipes,
             _closed: Some(closed),
         })
     }
@@ -271,10 +311,10 @@ impl LogPump {
     /// end (the runtime and everything it started are gone), a last partial line is whole.
     fn drained(&self) -> std::sync::MutexGuard<'_, Lines> {
         let mut lines = lock(&self.lines);
-        if let Some(rx) = &self.pipe {
-            let mut buf = [0u8; 4096];
-            if !drain(rx, &mut buf, &mut lines) {
-                lines.finish();
+        let mut buf = [0u8; 4096];
+        for (source, rx) in &self.pipes {
+            if !drain(*source, rx, &mut buf, &mut lines) {
+                lines.finish(*source);
             }
         }
         lines
@@ -289,25 +329,26 @@ impl LogPump {
 /// Drains the pipe whenever it has data, so that output between invocations reaches the sink
 /// as it is written; ends when the pipe does or the environment's log is dropped.
 async fn pump(
+    source: Source,
     rx: Arc<pipe::Receiver>,
-    mut closed: oneshot::Receiver<()>,
+    mut closed: tokio::sync::watch::Receiver<()>,
     lines: Arc<Mutex<Lines>>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
-            _ = &mut closed => {
-                drain(&rx, &mut buf, &mut lock(&lines));
+            _ = closed.changed() => {
+                drain(source, &rx, &mut buf, &mut lock(&lines));
                 break;
             }
             ready = rx.readable() => {
-                if ready.is_err() || !drain(&rx, &mut buf, &mut lock(&lines)) {
+                if ready.is_err() || !drain(source, &rx, &mut buf, &mut lock(&lines)) {
                     break;
                 }
             }
         }
     }
-    lock(&lines).finish();
+    lock(&lines).finish(source);
 }
 
 /// The log's output: the sink, and the tail of the invocation that asked for one.
@@ -340,11 +381,11 @@ impl Tee {
 /// `WouldBlock` without reading, and the `END` line would overtake the log). A last
 /// `try_read` afterwards clears tokio's readiness, so `readable()` does not spin; it makes no
 /// syscall when tokio has not seen the pipe readable.
-fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut Lines) -> bool {
+fn drain(source: Source, rx: &pipe::Receiver, buf: &mut [u8], lines: &mut Lines) -> bool {
     loop {
         match nix::unistd::read(rx, buf) {
             Ok(0) => return false,
-            Ok(n) => lines.push(&buf[..n]),
+            Ok(n) => lines.push(source, &buf[..n]),
             Err(nix::errno::Errno::EAGAIN) => break,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return false,
@@ -353,7 +394,7 @@ fn drain(rx: &pipe::Receiver, buf: &mut [u8], lines: &mut Lines) -> bool {
     loop {
         match rx.try_read(buf) {
             Ok(0) => return false,
-            Ok(n) => lines.push(&buf[..n]),
+            Ok(n) => lines.push(source, &buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,

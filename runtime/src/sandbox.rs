@@ -95,6 +95,15 @@ pub trait Control: Send + Sync + fmt::Debug {
     fn out_of_memory(&self) -> bool {
         false
     }
+    /// Opens a TCP connection to `port` on the sandbox's own loopback, where its extensions
+    /// listen for telemetry (`sandbox.localdomain`): the host's loopback for backends without
+    /// a network namespace of their own; a jail's is reached through its PID 1.
+    fn connect(&self, port: u16) -> BoxFuture<'static, std::io::Result<tokio::net::TcpStream>> {
+        Box::pin(tokio::net::TcpStream::connect((
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        )))
+    }
 }
 
 /// A started environment.
@@ -107,6 +116,10 @@ pub struct Started {
     /// The read end of the pipe carrying the environment's stdout and stderr; `None` for a
     /// runtime that writes to [`StartSpec::log`].
     pub logs: Option<OwnedFd>,
+    /// The read end of the pipe carrying the external extensions' stdout and stderr, when
+    /// they have one of their own (telemetry tells `extension` lines from `function` ones);
+    /// `None`: whatever they write is in `logs`.
+    pub extension_logs: Option<OwnedFd>,
     /// The Runtime API listener, when the sandbox creates it (inside its own network
     /// namespace, see [`ApiPlacement::Inside`]); resolves once the sandbox hands it over.
     pub listener: Option<oneshot::Receiver<std::io::Result<std::net::TcpListener>>>,

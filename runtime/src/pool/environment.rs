@@ -303,6 +303,7 @@ async fn start(
         control,
         mut exited,
         logs,
+        extension_logs,
         listener: handed_over,
         reset_tmp,
         runtime_api_peer_uid,
@@ -336,7 +337,7 @@ async fn start(
             "the sandbox made no runtime api listener",
         )),
     };
-    let pump = listener.and_then(|listener| Ok((listener, log.start(logs)?)));
+    let pump = listener.and_then(|listener| Ok((listener, log.start(logs, extension_logs)?)));
     match pump {
         Ok((listener, pump)) => {
             // In process, the runtime holds the only sender: the mailbox closes when it ends.

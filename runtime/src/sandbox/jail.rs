@@ -517,6 +517,7 @@ impl Sandbox for JailSandbox {
             reset_tmp,
             runtime_api_peer_uid,
             extensions: Default::default(),
+            extension_logs: None,
         })
     }
 }

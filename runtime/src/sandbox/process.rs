@@ -51,8 +51,9 @@ impl Sandbox for ProcessSandbox {
         );
         let (reader, writer, writer2) = super::log_pipe()?;
         // External extensions first, as Lambda starts them: each in a process group of its
-        // own, so that the runtime's SIGTERM at shutdown does not reach them.
-        let (extensions, extension_pids) = launch_extensions(spec, &env, &writer)?;
+        // own, so that the runtime's SIGTERM at shutdown does not reach them. Their output has
+        // a pipe of its own: telemetry tells `extension` lines from `function` ones.
+        let (extensions, extension_pids, extension_logs) = launch_extensions(spec, &env)?;
         let mut command =
             super::base_command(std::process::Command::new(&bootstrap), writer, writer2);
         command
@@ -90,6 +91,7 @@ impl Sandbox for ProcessSandbox {
             }),
             exited,
             logs: Some(reader.into()),
+            extension_logs,
             listener: None,
             // Without a jail /tmp is the host's: nothing to reset.
             reset_tmp: None,
@@ -101,18 +103,19 @@ impl Sandbox for ProcessSandbox {
 }
 
 /// Starts every file of the function's `/opt/extensions` with the extensions' environment
-/// (the runtime's, less what Lambda gives the runtime only), its output on the log pipe.
+/// (the runtime's, less what Lambda gives the runtime only), their output on a pipe of their
+/// own, whose read end comes back (`None` without extensions).
 fn launch_extensions(
     spec: &crate::config::FunctionSpec,
     env: &[(String, String)],
-    log: &std::io::PipeWriter,
-) -> Result<(super::Extensions, Vec<i32>), Failure> {
+) -> Result<(super::Extensions, Vec<i32>, Option<std::os::fd::OwnedFd>), Failure> {
     let files = super::external_extensions(spec);
     let mut extensions = super::Extensions::default();
     let mut pids = Vec::new();
     if files.is_empty() {
-        return Ok((extensions, pids));
+        return Ok((extensions, pids, None));
     }
+    let (reader, log, _) = super::log_pipe()?;
     let (exit_tx, exits) = tokio::sync::mpsc::unbounded_channel();
     let env = lambda_env::extension_environment(env);
     for file in files {
@@ -125,7 +128,7 @@ fn launch_extensions(
                 .map_err(|e| Failure::Sandbox(format!("the log pipe for extension {name}: {e}")))
         };
         let mut command =
-            super::base_command(std::process::Command::new(&file), pipe(log)?, pipe(log)?);
+            super::base_command(std::process::Command::new(&file), pipe(&log)?, pipe(&log)?);
         command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&spec.code_dir)
@@ -147,7 +150,7 @@ fn launch_extensions(
         }
     }
     extensions.exits = Some(exits);
-    Ok((extensions, pids))
+    Ok((extensions, pids, Some(reader.into())))
 }
 
 #[derive(Debug)]

@@ -209,6 +209,7 @@ impl Sandbox for WasmSandbox {
             reset_tmp: None,
             runtime_api_peer_uid: None,
             extensions: Default::default(),
+            extension_logs: None,
         })
     }
 }
