@@ -15,14 +15,21 @@
 //! 5. PID 1 forks the function's process, which joins its memory cgroup and waits.
 //! 6. The function's half arrives: PID 1 mounts `/var/task` and `/opt` read-only and a fresh
 //!    sized tmpfs `/tmp`, then `pivot_root`s (which moves the waiting process too), detaches the
-//!    old root and remounts the root read-only. It passes the spec on; the function's process
-//!    drops to the unprivileged user (no capabilities left), sets rlimits and `no_new_privs`,
-//!    installs the seccomp filter, and execs the function's bootstrap.
-//! 7. PID 1 reaps every process of the sandbox and, when the function's process ends, reports
-//!    its exact status to the outer process and exits, which ends every process left inside.
-//!    Meanwhile a thread of PID 1 answers the host's commands (a fresh `/tmp` between
-//!    invocations), and ends the sandbox if the host goes away (its socket closes).
+//!    old root and remounts the root read-only. It starts the function's external extensions
+//!    ([`extensions`]: each as the function, but in a process group of its own), then passes
+//!    the spec on; the function's process drops to the unprivileged user (no capabilities
+//!    left), sets rlimits and `no_new_privs`, installs the seccomp filter, and execs the
+//!    function's bootstrap.
+//! 7. PID 1 reaps every process of the sandbox. Once the function's process and every
+//!    extension have ended, it reports the function's exact status to the outer process and
+//!    exits, which ends every process left inside; with extensions still running, the
+//!    runtime's end (and each extension's) is reported to the host at once. Meanwhile a
+//!    thread of PID 1 answers the host's commands ([`commands`]: a fresh `/tmp` between
+//!    invocations, a connection to the sandbox's loopback for telemetry, signals for the
+//!    runtime alone), and ends the sandbox if the host goes away (its socket closes).
 
+mod commands;
+mod extensions;
 pub(crate) mod mounts;
 pub mod network;
 pub(crate) mod userns;
@@ -40,6 +47,7 @@ use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, sethostname};
 
+use crate::control::{Report, Status};
 use crate::spec::{FunctionSpec, Network, SPEC_VERSION, ShellSpec};
 
 /// A step of the jail failed. Each variant names the step and what it touched.
@@ -121,7 +129,9 @@ pub fn run(spec: &ShellSpec) -> Result<ExitReport, BootstrapError> {
         network::hand_over_listener(0)?;
     }
     // Prepared before forking: PID 1 reports the function's status through this pipe.
-    let (status_r, status_w) = nix::unistd::pipe().map_err(step_err("pipe", "status"))?;
+    // Close-on-exec: nothing PID 1 starts may hold it.
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(step_err("pipe", "status"))?;
     // 3. fork PID 1.
     // SAFETY: this process is single-threaded (the bootstrap never starts threads), so the
     // child may run any code after fork.
@@ -210,7 +220,9 @@ fn pid1(spec: &ShellSpec, status_w: OwnedFd) -> Result<Never, BootstrapError> {
     sethostname(&spec.hostname).map_err(step_err("sethostname", &spec.hostname))?;
     // 5. the function's process, forked now: it joins its cgroup while the sandbox waits to
     // be used, then waits for the function's half of the spec, passed on through this pipe.
-    let (go_r, go_w) = nix::unistd::pipe().map_err(step_err("pipe", "go"))?;
+    // Close-on-exec: an extension holding its write end would keep the function waiting.
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(step_err("pipe", "go"))?;
     // SAFETY: PID 1 is single-threaded too.
     let function = match unsafe { fork() }.map_err(step_err("fork", "function"))? {
         ForkResult::Parent { child } => child,
@@ -224,9 +236,15 @@ fn pid1(spec: &ShellSpec, status_w: OwnedFd) -> Result<Never, BootstrapError> {
             std::process::exit(127);
         }
     };
-    drop((function_cgroups, go_r));
-    // The sandbox is ready. Its function's half arrives when an environment takes it; the
-    // host closing the socket first means the sandbox was never used.
+    drop(go_r);
+    // The sandbox is ready. Its function's half arrives when an environment takes it, after
+    // a header byte that may carry the extensions' log pipe; the host closing the socket
+    // first means the sandbox was never used.
+    let extension_log = match commands::receive_header() {
+        Ok(Some(log)) => log,
+        Ok(None) => std::process::exit(0),
+        Err(e) => return Err(io_step_err("read", "the function's spec")(e)),
+    };
     // SAFETY: fd 0 is the control socket, open for the life of PID 1; ManuallyDrop keeps this
     // handle from closing it.
     let stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
@@ -238,25 +256,65 @@ fn pid1(spec: &ShellSpec, status_w: OwnedFd) -> Result<Never, BootstrapError> {
     let function_spec: FunctionSpec =
         serde_json::from_slice(&frame).map_err(|e| BootstrapError::Spec(e.to_string()))?;
     mounts::finish_root(&spec.root, &function_spec)?;
-    File::from(go_w)
-        .write_all(&frame)
-        .map_err(io_step_err("write", "the function's spec"))?;
+    // 6a. the external extensions, before the runtime, as on Lambda.
+    let extensions = extensions::launch(
+        spec,
+        &function_spec,
+        &function_cgroups,
+        extension_log.as_ref(),
+        &|r| commands::report(r, None),
+    );
+    // The extensions hold their own copies; PID 1 keeping one would hold the pipe open.
+    drop((function_cgroups, extension_log));
+    // Without extensions the runtime starts now; with them, once the host says every one has
+    // registered (Lambda's order).
+    let held = match extensions.is_empty() {
+        true => {
+            File::from(go_w)
+                .write_all(&frame)
+                .map_err(io_step_err("write", "the function's spec"))?;
+            None
+        }
+        false => Some((go_w, frame)),
+    };
     // PID 1 answers the host's commands on its stdin (the control socket) from here on. A
-    // thread only now: the function's process was forked while PID 1 was single-threaded.
+    // thread only now: the function's process and the extensions were forked while PID 1 was
+    // single-threaded.
     std::thread::spawn({
         let tmp_bytes = function_spec.tmp_bytes;
-        move || control_loop(tmp_bytes)
+        let groups = extensions.iter().map(|e| e.pid.as_raw()).collect();
+        move || commands::serve(tmp_bytes, groups, held)
     });
-    // 6. reap until the function's process ends.
-    let report = loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == function => break format!("code {code}"),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == function => {
-                break format!("signal {}", sig as i32);
-            }
+    // 7. reap until the function's process and every extension have ended. With extensions
+    // running on, the runtime's end is reported at once (the host then shuts them down), and
+    // each extension's as it comes.
+    let mut alive = extensions;
+    let mut function_status = None;
+    let status = loop {
+        let (pid, status) = match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, Status::Code(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Status::Signal(sig as i32)),
             Ok(_) | Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(step_err("wait", "function")(e)),
+        };
+        if pid == function {
+            function_status = Some(status);
+            if !alive.is_empty() {
+                commands::report(Report::RuntimeExited(status), None);
+            }
+        } else if let Some(at) = alive.iter().position(|e| e.pid == pid) {
+            let index = alive.remove(at).index;
+            commands::report(Report::ExtensionExited { index, status }, None);
         }
+        if let Some(status) = function_status
+            && alive.is_empty()
+        {
+            break status;
+        }
+    };
+    let report = match status {
+        Status::Code(code) => format!("code {code}"),
+        Status::Signal(signal) => format!("signal {signal}"),
     };
     let mut status = File::from(status_w);
     let _ = status.write_all(report.as_bytes());
@@ -283,33 +341,6 @@ fn function_process(
         serde_json::from_slice(&frame).map_err(|e| BootstrapError::Spec(e.to_string()))?;
     let exec = privileges::prepare_exec(&function_spec)?;
     Err(privileges::drop_and_exec(spec, &exec))
-}
-
-/// The host's commands to PID 1, one byte each; each is answered with one byte.
-/// `T`: replace `/tmp` with a fresh, empty tmpfs (answer `K`, or `E` if that failed).
-fn control_loop(tmp_bytes: u64) {
-    // SAFETY: fd 0 is the control socket, open for the life of PID 1; ManuallyDrop keeps this
-    // handle from closing it.
-    let mut control = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-    let mut command = [0u8; 1];
-    while let Ok(1) = control.read(&mut command) {
-        let answer: &[u8] = match command[0] {
-            b'T' => match mounts::reset_tmp(tmp_bytes) {
-                Ok(()) => b"K",
-                Err(e) => {
-                    eprintln!("lamina sandbox helper: {e}");
-                    b"E"
-                }
-            },
-            _ => b"E",
-        };
-        if control.write_all(answer).is_err() {
-            break;
-        }
-    }
-    // The host holds its end for as long as the environment lives: it closed only if the host
-    // itself is gone. Nothing of the sandbox may outlive it; PID 1 leaving ends them all.
-    std::process::exit(0);
 }
 
 /// Turns a string into a C string, naming the field on failure.

@@ -6,6 +6,7 @@
 //! The helper is single-threaded by design: namespaces are entered and processes forked here,
 //! never in the multi-threaded tokio host, which only forks and execs its own binary.
 
+pub mod control;
 pub mod spec;
 
 #[cfg(target_os = "linux")]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The spec's format version; the bootstrap refuses any other.
-pub const SPEC_VERSION: u32 = 4;
+pub const SPEC_VERSION: u32 = 5;
 
 /// The function-independent half of a sandbox: enough to build everything but the function's
 /// own mounts, so that a sandbox can be prepared before anyone asks for it (the cgroup moves
@@ -69,6 +69,11 @@ pub struct FunctionSpec {
     /// A managed runtime's interpreter installation, mounted read-only at `/var/lang`, when it
     /// lives outside the host's `/usr` (which the jail shows anyway).
     pub lang_dir: Option<PathBuf>,
+    /// The external extensions to start before the runtime, as paths inside the jail
+    /// (`/opt/extensions/NAME`), in order.
+    pub extensions: Vec<String>,
+    /// Their environment: the runtime's, less what Lambda gives the runtime only.
+    pub extension_env: Vec<(String, String)>,
 }
 
 /// How `/opt` is made.

@@ -28,6 +28,8 @@ pub mod pool;
 pub mod run_dir;
 /// The Runtime API (2018-06-01) served to one environment.
 pub mod runtime_api;
+/// Lambda's Telemetry and Logs APIs: subscriptions, records, and their delivery to extensions.
+pub mod telemetry;
 
 /// Sample events of Lambda's event sources (`lamina event generate`).
 pub mod sample_events;

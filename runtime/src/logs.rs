@@ -20,6 +20,10 @@
 //! function's log format ([`PlatformFormat`], `platform.rs`): Lambda's text lines, or with
 //! `log_format = "JSON"` its JSON records, filtered by the system log level. The runtime's own
 //! output is never changed.
+//!
+//! Telemetry subscribers get the function's and the extensions' lines through a [`LineTap`],
+//! set once someone may want them ([`TapSlot`]): each complete line is handed to it, under the
+//! lines' lock, tagged with its [`Source`]. Without a tap nothing more happens per line.
 
 mod platform;
 
@@ -138,6 +142,27 @@ pub enum Source {
     Extension,
 }
 
+/// Telemetry's view of the log: each complete line of the function or of an extension, as it
+/// is written. Platform lines do not reach it (telemetry makes its own records of them).
+pub(crate) trait LineTap: Send + fmt::Debug {
+    /// One line of `source`, without its newline. Called under the log's lock, on the pump's
+    /// or the environment's task: it must not wait.
+    fn line(&self, source: Source, line: &[u8]);
+}
+
+/// Sets or clears an environment's [`LineTap`] once its log has started.
+#[derive(Debug, Clone)]
+pub(crate) struct TapSlot {
+    lines: Arc<Mutex<Lines>>,
+}
+
+impl TapSlot {
+    /// From now on every line also goes to `tap` (none: to nobody).
+    pub(crate) fn set(&self, tap: Option<Box<dyn LineTap>>) {
+        lock(&self.lines).tee.tap = tap;
+    }
+}
+
 /// Lines on their way to the sink: each source's partial line, the log tail being kept.
 #[derive(Debug)]
 struct Lines {
@@ -149,7 +174,11 @@ struct Lines {
 impl Lines {
     fn new(sink: Arc<dyn LogSink>) -> Lines {
         Lines {
-            tee: Tee { sink, tail: None },
+            tee: Tee {
+                sink,
+                tail: None,
+                tap: None,
+            },
             partial: LineBuffer::default(),
             extension_partial: LineBuffer::default(),
         }
@@ -158,16 +187,16 @@ impl Lines {
     /// Output of `source`: complete lines go out now, a partial one waits for its newline.
     fn push(&mut self, source: Source, data: &[u8]) {
         match source {
-            Source::Function => self.partial.push(data, &mut self.tee),
-            Source::Extension => self.extension_partial.push(data, &mut self.tee),
+            Source::Function => self.partial.push(source, data, &mut self.tee),
+            Source::Extension => self.extension_partial.push(source, data, &mut self.tee),
         }
     }
 
     /// `source`'s output has ended: a last line without a newline is whole.
     fn finish(&mut self, source: Source) {
         match source {
-            Source::Function => self.partial.finish(&mut self.tee),
-            Source::Extension => self.extension_partial.finish(&mut self.tee),
+            Source::Function => self.partial.finish(source, &mut self.tee),
+            Source::Extension => self.extension_partial.finish(source, &mut self.tee),
         }
     }
 }
@@ -324,6 +353,13 @@ impl LogPump {
     pub(crate) fn flush(&self) {
         drop(self.drained());
     }
+
+    /// Where telemetry sets its tap.
+    pub(crate) fn tap_slot(&self) -> TapSlot {
+        TapSlot {
+            lines: Arc::clone(&self.lines),
+        }
+    }
 }
 
 /// Drains the pipe whenever it has data, so that output between invocations reaches the sink
@@ -351,14 +387,25 @@ async fn pump(
     lock(&lines).finish(source);
 }
 
-/// The log's output: the sink, and the tail of the invocation that asked for one.
+/// The log's output: the sink, the tail of the invocation that asked for one, and telemetry's
+/// tap when someone may want the lines.
 #[derive(Debug)]
 struct Tee {
     sink: Arc<dyn LogSink>,
     tail: Option<Vec<u8>>,
+    tap: Option<Box<dyn LineTap>>,
 }
 
 impl Tee {
+    /// A line of the function's or an extension's output.
+    fn output(&mut self, source: Source, line: &[u8]) {
+        self.line(line);
+        if let Some(tap) = &self.tap {
+            tap.line(source, line);
+        }
+    }
+
+    /// Any line: the platform's, or output.
     fn line(&mut self, line: &[u8]) {
         self.sink.line(line);
         if let Some(tail) = &mut self.tail {
@@ -408,26 +455,26 @@ struct LineBuffer {
 }
 
 impl LineBuffer {
-    fn push(&mut self, mut data: &[u8], sink: &mut Tee) {
+    fn push(&mut self, source: Source, mut data: &[u8], sink: &mut Tee) {
         while let Some(pos) = data.iter().position(|&b| b == b'\n') {
             if self.partial.is_empty() {
-                sink.line(&data[..pos]);
+                sink.output(source, &data[..pos]);
             } else {
                 self.partial.extend_from_slice(&data[..pos]);
-                sink.line(&self.partial);
+                sink.output(source, &self.partial);
                 self.partial.clear();
             }
             data = &data[pos + 1..];
         }
         self.partial.extend_from_slice(data);
         if self.partial.len() >= MAX_LINE_BYTES {
-            self.finish(sink);
+            self.finish(source, sink);
         }
     }
 
-    fn finish(&mut self, sink: &mut Tee) {
+    fn finish(&mut self, source: Source, sink: &mut Tee) {
         if !self.partial.is_empty() {
-            sink.line(&self.partial);
+            sink.output(source, &self.partial);
             self.partial.clear();
         }
     }
@@ -599,13 +646,53 @@ mod tests {
         let tee = &mut Tee {
             sink: sink.clone(),
             tail: Some(Vec::new()),
+            tap: None,
         };
         let mut b = LineBuffer::default();
-        b.push(b"one\ntw", tee);
-        b.push(b"o\nthree", tee);
+        let f = Source::Function;
+        b.push(f, b"one\ntw", tee);
+        b.push(f, b"o\nthree", tee);
         assert_eq!(sink.lines(), ["one", "two"]);
-        b.finish(tee);
+        b.finish(f, tee);
         assert_eq!(sink.lines(), ["one", "two", "three"]);
         assert_eq!(tee.tail.as_deref(), Some(&b"one\ntwo\nthree\n"[..]));
+    }
+
+    /// Records what reaches a tap.
+    #[derive(Debug, Default)]
+    struct Tapped(Arc<Mutex<Vec<(Source, String)>>>);
+
+    impl LineTap for Tapped {
+        fn line(&self, source: Source, line: &[u8]) {
+            let line = String::from_utf8_lossy(line).into_owned();
+            self.0.lock().unwrap().push((source, line));
+        }
+    }
+
+    #[test]
+    fn a_tap_gets_output_lines_with_their_source_but_no_platform_line() {
+        let sink = Arc::new(MemorySink::default());
+        let setup = LogSetup::new(sink.clone(), PlatformFormat::default());
+        let writer = setup.writer();
+        let pump = setup.start(None, None).unwrap();
+        writer.write(b"before the tap\n");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        pump.tap_slot()
+            .set(Some(Box::new(Tapped(Arc::clone(&seen)))));
+        pump.start(&start_line("r1"), false);
+        writer.write(b"hello\npart");
+        lock(&pump.lines).push(Source::Extension, b"from an extension\n");
+        writer.write(b"ial\n");
+        pump.tap_slot().set(None);
+        writer.write(b"after\n");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (Source::Function, "hello".to_owned()),
+                (Source::Extension, "from an extension".to_owned()),
+                (Source::Function, "partial".to_owned()),
+            ]
+        );
+        assert_eq!(sink.lines().len(), 6);
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{self, BodyError};
 use crate::error::MAX_PAYLOAD_BYTES;
+use crate::telemetry::subscription::Api;
 use extensions::{ErrorKind, ExtensionCall};
 use wire::{ApiError, Body, NextEvent};
 
@@ -77,6 +78,17 @@ pub enum ApiCall {
     },
     /// A call of the Extensions API (`/2020-01-01/extension/…`), served on the same listener.
     Extension(crate::runtime_api::extensions::ExtensionCall),
+    /// `PUT /2022-07-01/telemetry` or `PUT /2020-08-15/logs`: an extension subscribes.
+    Subscribe {
+        /// Which of the two APIs.
+        api: Api,
+        /// `Lambda-Extension-Identifier`, when sent.
+        identifier: Option<String>,
+        /// The subscription request, parsed by the environment's telemetry.
+        body: Bytes,
+        /// Accepted (200 `"OK"`), or why not.
+        reply: Reply<()>,
+    },
     /// `POST /runtime/init/error`
     InitError {
         /// `Lambda-Runtime-Function-Error-Type`, when sent.
@@ -155,13 +167,29 @@ enum Route {
     ExtensionRegister,
     ExtensionNext,
     ExtensionError(ErrorKind),
+    Subscribe(Api),
 }
 
 const PREFIX: &str = "/2018-06-01/runtime/";
 /// The Extensions API's prefix.
 const EXTENSION_PREFIX: &str = "/2020-01-01/extension/";
+/// The Telemetry API's one endpoint.
+const TELEMETRY_PATH: &str = "/2022-07-01/telemetry";
+/// The Logs API's one endpoint.
+const LOGS_PATH: &str = "/2020-08-15/logs";
 
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let subscribe = match path {
+        TELEMETRY_PATH => Some(Api::Telemetry),
+        LOGS_PATH => Some(Api::Logs),
+        _ => None,
+    };
+    if let Some(api) = subscribe {
+        return match *method == Method::PUT {
+            true => Ok(Route::Subscribe(api)),
+            false => Err(ApiError::method_not_allowed(method, path)),
+        };
+    }
     if let Some(rest) = path.strip_prefix(EXTENSION_PREFIX) {
         let (route, allowed) = match rest {
             "register" => (Route::ExtensionRegister, Method::POST),
@@ -213,6 +241,18 @@ async fn handle(
     let error_type = header(wire::FUNCTION_ERROR_TYPE);
     let extension_id = header(extensions::IDENTIFIER);
     let response = match route {
+        Route::Subscribe(api) => match read_body(req).await {
+            Ok(body) => call(&calls, |reply| ApiCall::Subscribe {
+                api,
+                identifier: extension_id,
+                body,
+                reply,
+            })
+            .await
+            .map(|()| wire::json_response(http::StatusCode::OK, r#""OK""#.to_owned())),
+            Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
+            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+        },
         Route::ExtensionRegister => {
             let name = header(extensions::NAME).unwrap_or_default();
             let accept_feature = header(extensions::ACCEPT_FEATURE);
@@ -357,6 +397,31 @@ mod tests {
             Ok(Route::ExtensionError(ErrorKind::Exit))
         );
         assert_eq!(route(&Method::GET, &x("register")).unwrap_err().status, 405);
+        assert_eq!(
+            route(&Method::PUT, "/2022-07-01/telemetry"),
+            Ok(Route::Subscribe(Api::Telemetry))
+        );
+        assert_eq!(
+            route(&Method::PUT, "/2020-08-15/logs"),
+            Ok(Route::Subscribe(Api::Logs))
+        );
+        for method in [Method::GET, Method::POST, Method::DELETE] {
+            assert_eq!(
+                route(&method, "/2022-07-01/telemetry").unwrap_err().status,
+                405
+            );
+            assert_eq!(route(&method, "/2020-08-15/logs").unwrap_err().status, 405);
+        }
+        assert_eq!(
+            route(&Method::PUT, "/2022-07-01/telemetry/x")
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(
+            route(&Method::PUT, "/2020-08-15/other").unwrap_err().status,
+            404
+        );
         assert_eq!(route(&Method::GET, &x("other")).unwrap_err().status, 404);
         assert_eq!(
             route(&Method::POST, &p("invocation/next"))

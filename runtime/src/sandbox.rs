@@ -89,6 +89,9 @@ pub trait Control: Send + Sync + fmt::Debug {
     fn stop_runtime(&self, how: Stop) {
         self.stop(how);
     }
+    /// Every external extension has registered: the runtime may start, as on Lambda. A
+    /// backend that holds the runtime until then starts it now; others started it at once.
+    fn release_runtime(&self) {}
     /// The environment's peak memory use so far, in bytes, when the backend can tell.
     fn max_memory_bytes(&self) -> Option<u64>;
     /// Whether the environment ran out of memory (its runtime was killed for it).
@@ -140,8 +143,18 @@ pub struct Extensions {
     pub launched: Vec<String>,
     /// Those that could not be started, and why.
     pub failed: Vec<(String, String)>,
-    /// `(file name, status)` as each exits.
-    pub exits: Option<tokio::sync::mpsc::UnboundedReceiver<(String, ExitStatus)>>,
+    /// `(file name, how it ended)` as each ends.
+    pub exits: Option<tokio::sync::mpsc::UnboundedReceiver<(String, ExtensionEnd)>>,
+}
+
+/// How an external extension's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionEnd {
+    /// It ran, and exited (or was killed).
+    Exited(ExitStatus),
+    /// It could not be started (a backend that starts extensions inside the sandbox learns
+    /// of a failed `execve` only then), and why, as Go's os/exec words it.
+    LaunchFailed(String),
 }
 
 /// The external extensions of a function: every file in its `/opt/extensions` (as Lambda,

@@ -68,6 +68,8 @@ fn the_jails_tests_pass_rootless() {
             "sandbox_native::",
             "clients::python_awslambdaric_runs_jailed_from_layers",
             "clients::rust_lambda_runtime_runs_jailed_as_a_layer",
+            "extensions::a_shell_extension_gets_invoke_events_and_a_spindown_shutdown",
+            "extensions::an_extension_that_crashes_mid_invoke_fails_it_with_extension_crash",
             "wasm::",
             "--test-threads",
             "1",

@@ -139,6 +139,17 @@ pub(crate) fn prepare_root(spec: &ShellSpec) -> Result<(), BootstrapError> {
             fs::write(&inside, text).map_err(io_step_err("write", inside.display()))?;
             continue;
         }
+        if *entry == "hosts" {
+            // The host's names, and the one Lambda gives the sandbox itself: extensions
+            // subscribe to telemetry at `sandbox.localdomain`, which is this loopback.
+            let mut text = fs::read_to_string(&host).unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("127.0.0.1\tsandbox.localdomain sandbox\n");
+            fs::write(&inside, text).map_err(io_step_err("write", inside.display()))?;
+            continue;
+        }
         // Follow links (resolv.conf often is one): the file they name is what is bound.
         let Ok(meta) = fs::metadata(&host) else {
             continue;

@@ -25,7 +25,10 @@ use crate::logs::{self, LogPump, LogSetup, LogSink, Report};
 use crate::runtime_api::extensions::{ExtensionEvent, Extensions, FunctionInfo, ShutdownReason};
 use crate::runtime_api::wire::{ApiError, NextEvent};
 use crate::runtime_api::{self, ApiCall, Reply};
-use crate::sandbox::{ApiLink, ApiPlacement, Control, Sandbox, StartSpec, Started, Stop};
+use crate::sandbox::{
+    ApiLink, ApiPlacement, Control, ExtensionEnd, Sandbox, StartSpec, Started, Stop,
+};
+use crate::telemetry::{self, Telemetry};
 
 /// Messages from the pool.
 #[derive(Debug)]
@@ -94,6 +97,7 @@ async fn run(
 ) {
     sandbox.prepare(&spec).await;
     let init_started = Instant::now();
+    let init_wall = SystemTime::now();
     let env_hex = uuid::Uuid::new_v4().simple().to_string();
     let Running {
         server,
@@ -103,6 +107,7 @@ async fn run(
         exited,
         reset_tmp,
         extensions: started_extensions,
+        log_stream,
     } = match start(&spec, &*sandbox, &sink, &env_hex).await {
         Ok(running) => running,
         Err(failure) => {
@@ -152,11 +157,25 @@ async fn run(
     for (name, reason) in &started_extensions.failed {
         extensions.launch_failed(name, reason);
     }
+    let control: Arc<dyn Control> = Arc::from(control);
+    let telemetry = Telemetry::new(
+        telemetry::Identity {
+            function_name: spec.name.clone(),
+            function_version: lambda_env::FUNCTION_VERSION.to_owned(),
+            instance_id: log_stream,
+            memory_mb: spec.memory_mb,
+        },
+        pump.tap_slot(),
+        Arc::clone(&control),
+        init_started,
+        init_wall,
+        !started_extensions.launched.is_empty(),
+    );
     let mut env = Env {
         id,
         spec,
         pump,
-        control: Arc::from(control),
+        control,
         pool,
         init_started: Some(init_started),
         init_duration: None,
@@ -176,9 +195,13 @@ async fn run(
         extension_exits: started_extensions.exits,
         post_runtime: None,
         shutdown_reason: ShutdownReason::Spindown,
+        runtime_released: false,
+        telemetry,
     };
     // An extension that could not even be started fails init at once.
     let failed_launch = env.check_fatal();
+    // Without external extensions there is nothing to wait for.
+    env.release_runtime();
     // Set once shut down while the runtime, having answered, is still on its way back to
     // `/next`: until then, or this instant, the SIGTERM waits.
     let mut draining: Option<Instant> = None;
@@ -202,8 +225,8 @@ async fn run(
             () = sleep_until(draining), if draining.is_some() => break End::Graceful,
             exit = async { env.extension_exits.as_mut().expect("polled only while set").recv().await }, if env.extension_exits.is_some() => {
                 match exit {
-                    Some((name, status)) => {
-                        if let Some(end) = env.on_extension_exit(&name, status) {
+                    Some((name, ended)) => {
+                        if let Some(end) = env.on_extension_exit(&name, ended) {
                             break end;
                         }
                     }
@@ -273,6 +296,8 @@ struct Running {
     exited: oneshot::Receiver<ExitStatus>,
     reset_tmp: Option<Box<dyn crate::sandbox::ResetTmp>>,
     extensions: crate::sandbox::Extensions,
+    /// `AWS_LAMBDA_LOG_STREAM_NAME`, which telemetry calls the `instanceId`.
+    log_stream: String,
 }
 
 /// Brings an environment up: its Runtime API listener (the host's loopback, unless the sandbox
@@ -356,6 +381,7 @@ async fn start(
                 exited,
                 reset_tmp,
                 extensions,
+                log_stream,
             })
         }
         Err(e) => {
@@ -411,14 +437,18 @@ struct Env {
     extensions: Extensions,
     /// The external extensions whose processes have not exited.
     extensions_alive: Vec<String>,
-    /// Each external extension's exit; `None` without any, or once all are reaped.
-    extension_exits: Option<mpsc::UnboundedReceiver<(String, ExitStatus)>>,
+    /// Each external extension's end; `None` without any, or once all are reaped.
+    extension_exits: Option<mpsc::UnboundedReceiver<(String, ExtensionEnd)>>,
     /// Set when the runtime has answered but extensions registered for `INVOKE` have not all
     /// called `/next` again: the invocation's deadline, which still binds them. The
     /// environment is not idle until they have.
     post_runtime: Option<Instant>,
     /// What extensions are told when the environment ends.
     shutdown_reason: ShutdownReason,
+    /// Whether the runtime was let go after the extensions' registration.
+    runtime_released: bool,
+    /// The Telemetry and Logs APIs' subscriptions, told of each step below.
+    telemetry: Telemetry,
 }
 
 const ANSWERED_KEPT: usize = 32;
@@ -444,23 +474,37 @@ impl Env {
         if let Some(end) = self.check_fatal() {
             return Some(end);
         }
+        self.release_runtime();
         if changed {
             if self.init_started.is_some() {
                 self.advance_init().await;
             } else if self.post_runtime.is_some() && self.extensions.invoke_done() {
                 // The last extension is back: the invocation is over, the environment idle.
                 self.post_runtime = None;
+                self.telemetry.report();
                 let _ = self.pool.send(PoolMsg::Idle(self.id));
             }
         }
         None
     }
 
+    /// Lets the runtime start once every launched extension has registered, as Lambda does
+    /// (a backend that started it at once ignores this).
+    fn release_runtime(&mut self) {
+        if !self.runtime_released && self.extensions.all_registered() {
+            self.runtime_released = true;
+            self.control.release_runtime();
+        }
+    }
+
     /// An external extension's process ended. Outside a shutdown that is Lambda's
     /// `Extension.Crash`, whatever its status: the phase fails and the environment resets.
-    fn on_extension_exit(&mut self, name: &str, status: ExitStatus) -> Option<End> {
+    fn on_extension_exit(&mut self, name: &str, ended: ExtensionEnd) -> Option<End> {
         self.extensions_alive.retain(|n| n != name);
-        self.extensions.crashed(name, &status.to_string());
+        match ended {
+            ExtensionEnd::Exited(status) => self.extensions.crashed(name, &status.to_string()),
+            ExtensionEnd::LaunchFailed(reason) => self.extensions.launch_failed(name, &reason),
+        }
         self.check_fatal()
     }
 
@@ -486,6 +530,8 @@ impl Env {
         }
         let now = Instant::now();
         self.init_duration = self.init_started.take().map(|started| now - started);
+        self.telemetry
+            .init_done(&self.extensions.summary(), self.init_duration);
         if let Some(inflight) = &mut self.inflight {
             inflight.deadline = Some(now + self.spec.timeout);
             if let Some(reply) = self.parked.take() {
@@ -523,6 +569,19 @@ impl Env {
         match call {
             ApiCall::Next(reply) => self.on_next(reply).await,
             ApiCall::Extension(call) => self.on_extension(call).await,
+            ApiCall::Subscribe {
+                api,
+                identifier,
+                body,
+                reply,
+            } => {
+                let answer = self
+                    .extensions
+                    .name_of(identifier.as_deref())
+                    .and_then(|name| self.telemetry.subscribe(api, &name, &body));
+                let _ = reply.send(answer);
+                None
+            }
             ApiCall::Response {
                 request_id,
                 body,
@@ -658,6 +717,8 @@ impl Env {
             &logs::start_line(&invocation.request_id),
             invocation.request.log_tail,
         );
+        self.telemetry
+            .start(&invocation.request_id, &invocation.trace_id);
         // Extensions registered for INVOKE learn of it together with the runtime.
         self.extensions.invoke(&ExtensionEvent::Invoke {
             request_id: event.request_id.clone(),
@@ -819,6 +880,10 @@ impl Env {
             InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
             _ => None,
         };
+        // What telemetry needs of the outcome, before it is handed on. The runtime's answer
+        // is seen whole: its response began, as far as lamina can tell, now.
+        let told = self.telemetry.told(&request_id, &outcome);
+        let answered = (!matches!(outcome, InvokeOutcome::Failure(_))).then_some(now);
         // Without a log tail the caller has its outcome before END and REPORT are written
         // (and the peak memory read for REPORT); with one, after, so they are in the tail.
         let pending = if tail {
@@ -842,6 +907,10 @@ impl Env {
         };
         self.pump
             .platform(&[&logs::end_line(&request_id), &report.line()]);
+        self.telemetry.runtime_done(told, &report, answered);
+        if self.post_runtime.is_none() {
+            self.telemetry.report();
+        }
         if let Some((invocation, outcome)) = pending {
             invocation.finish_with_tail(outcome, duration, Some(self.pump.tail_end()));
         }
@@ -886,6 +955,13 @@ impl Env {
         // Also reaches what the runtime left behind in its group after it exited.
         self.kill_and_reap().await;
         if let Some(budget) = budget {
+            // Subscribers get what is buffered, the last report included, before their
+            // extensions hear `SHUTDOWN`; within half of what is left of the budget, so that
+            // a stuck listener cannot take the extensions' own time.
+            self.pump.flush();
+            self.telemetry.report();
+            let left = (started + budget).saturating_duration_since(Instant::now());
+            self.telemetry.flush(Instant::now() + left / 2).await;
             self.shut_extensions_down(started + budget, api_rx).await;
         }
         self.extensions.close();

@@ -435,6 +435,12 @@ impl Extensions {
     /// The registered extension `id` names, or the API's error for a missing, malformed or
     /// unknown identifier.
     fn find(&mut self, id: Option<&str>) -> Result<&mut Extension, ApiError> {
+        let index = self.index(id)?;
+        Ok(&mut self.registered[index])
+    }
+
+    /// Where the extension `id` names is in [`Extensions::registered`], or the API's error.
+    fn index(&self, id: Option<&str>) -> Result<usize, ApiError> {
         let id = id.ok_or_else(|| {
             forbidden(
                 "Extension.MissingExtensionIdentifier",
@@ -448,14 +454,20 @@ impl Extensions {
             ));
         }
         self.registered
-            .iter_mut()
-            .find(|e| e.id == id)
+            .iter()
+            .position(|e| e.id == id)
             .ok_or_else(|| {
                 forbidden(
                     "Extension.UnknownExtensionIdentifier",
                     format!("Unknown extension {id}"),
                 )
             })
+    }
+
+    /// The name of the registered extension `id` names (for the Telemetry and Logs APIs,
+    /// which answer a missing or unknown identifier as this API does).
+    pub fn name_of(&self, id: Option<&str>) -> Result<String, ApiError> {
+        self.index(id).map(|i| self.registered[i].name.clone())
     }
 
     fn next(&mut self, id: Option<&str>, reply: Reply<ExtensionEvent>) -> bool {
@@ -549,11 +561,15 @@ impl Extensions {
     /// Whether init may end, as far as extensions go: every launched extension has registered
     /// and every registered one has called `/next`.
     pub fn init_done(&self) -> bool {
-        let all_registered = self
-            .launched
+        self.all_registered() && self.registered.iter().all(|e| e.state == State::Ready)
+    }
+
+    /// Whether every launched external extension has registered: Lambda starts the runtime
+    /// then.
+    pub fn all_registered(&self) -> bool {
+        self.launched
             .iter()
-            .all(|l| self.registered.iter().any(|e| &e.name == l));
-        all_registered && self.registered.iter().all(|e| e.state == State::Ready)
+            .all(|l| self.registered.iter().any(|e| &e.name == l))
     }
 
     /// Hands an invocation to every extension registered for `INVOKE`.
@@ -863,6 +879,16 @@ mod tests {
         let unknown = uuid::Uuid::new_v4().to_string();
         assert_eq!(
             err(&mut next(&mut ext, Some(&unknown)).1),
+            "Extension.UnknownExtensionIdentifier"
+        );
+        // The Telemetry and Logs APIs learn the name, or the same errors.
+        assert_eq!(ext.name_of(Some(&a.id)).unwrap(), "a");
+        assert_eq!(
+            ext.name_of(None).unwrap_err().error_type,
+            "Extension.MissingExtensionIdentifier"
+        );
+        assert_eq!(
+            ext.name_of(Some(&unknown)).unwrap_err().error_type,
             "Extension.UnknownExtensionIdentifier"
         );
         let error = |ext: &mut Extensions, kind, id: &str, ty: Option<&str>| {

@@ -36,7 +36,9 @@ mod watchdog;
 
 pub use helper::Helper;
 
-use control::{JailControl, JailTmp, receive_listener, reset_tmp_over};
+use control::{JailCommand, JailControl, JailTmp, Reports, receive_listener};
+use lamina_bootstrap::control::{Command, Report};
+use std::os::fd::OwnedFd;
 
 use helper::check_cached;
 use helper::host_failure;
@@ -44,7 +46,9 @@ use shell::{Shell, ShellConfig};
 use state::StateDirs;
 use uids::UidLease;
 
-use super::{ApiPlacement, Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
+use super::{
+    ApiPlacement, Control, ExtensionEnd, Sandbox, StartSpec, Started, Stop, find_bootstrap,
+};
 use crate::config::lambda_env::{self, Paths};
 use crate::error::Failure;
 
@@ -375,6 +379,24 @@ impl Sandbox for JailSandbox {
             start.log_stream,
             &paths,
         );
+        // External extensions: PID 1 starts them before the runtime, writing to a pipe of
+        // their own.
+        let extension_names: Vec<String> = super::external_extensions(spec)
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        let extension_env = match extension_names.is_empty() {
+            true => Vec::new(),
+            false => lambda_env::extension_environment(&env),
+        };
+        let extension_pipe = match extension_names.is_empty() {
+            true => None,
+            false => Some(
+                std::io::pipe()
+                    .map_err(|e| host_failure("creating the extensions' log pipe", e))?,
+            ),
+        };
         let function = FunctionSpec {
             code_dir: spec.code_dir.clone(),
             opt: spec
@@ -391,6 +413,11 @@ impl Sandbox for JailSandbox {
                 .as_ref()
                 .and_then(|m| m.lang_mount())
                 .map(Path::to_owned),
+            extensions: extension_names
+                .iter()
+                .map(|n| format!("/opt/extensions/{n}"))
+                .collect(),
+            extension_env,
         };
         let function_json =
             serde_json::to_vec(&function).map_err(|e| host_failure("encoding the jail spec", e))?;
@@ -402,11 +429,15 @@ impl Sandbox for JailSandbox {
             mut traces,
         } = self.take_shell()?;
         let network_ready = traces.network.as_mut().and_then(|n| n.take_ready());
+        let (commands_tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<JailCommand>();
         // From here on the sandbox is this environment's: dropping its control removes it.
         let jail_control = JailControl {
             pid,
             reaped: Arc::default(),
             traces,
+            commands: commands_tx.clone(),
+            extensions: !extension_names.is_empty(),
+            host_network: self.network == Network::Host,
         };
         let cgroups = jail_control.traces.cgroups.as_ref();
         // Rootless in the host's network namespace, the sandbox's sockets are this user's.
@@ -437,15 +468,20 @@ impl Sandbox for JailSandbox {
         let (listener_tx, listener_rx) = oneshot::channel();
         let expects_listener = self.network != Network::Host;
         let (exit_tx, exited) = oneshot::channel();
-        let (reset_tx, mut resets) =
-            tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<std::io::Result<()>>>();
         let reset_tmp = spec.tmp_per_invocation.then(|| {
             Box::new(JailTmp {
                 helper: pid,
                 seen_from_host: None,
-                resets: reset_tx,
+                commands: commands_tx.clone(),
             }) as Box<dyn super::ResetTmp>
         });
+        drop(commands_tx);
+        let (extension_log, extension_logs) = match extension_pipe {
+            Some((reader, writer)) => (Some(OwnedFd::from(writer)), Some(OwnedFd::from(reader))),
+            None => (None, None),
+        };
+        let (extension_tx, extension_exits) = tokio::sync::mpsc::unbounded_channel();
+        let names = extension_names.clone();
         tokio::spawn(async move {
             // The listener was sent while the shell was built; the function's half of the spec
             // follows on the socket, which then stays open as the control channel.
@@ -471,9 +507,16 @@ impl Sandbox for JailSandbox {
                 }
                 other => other,
             };
-            let written = control
-                .write_all(&lamina_bootstrap::spec::frame(&function_json))
-                .await;
+            let written = match control::send_header(&control, extension_log.as_ref()).await {
+                Ok(()) => {
+                    control
+                        .write_all(&lamina_bootstrap::spec::frame(&function_json))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            // PID 1 has its copy of the extensions' pipe.
+            drop(extension_log);
             if let Some(listener) = listener {
                 let _ = listener_tx.send(written.and(listener));
             }
@@ -483,15 +526,76 @@ impl Sandbox for JailSandbox {
                 Some(_) => None,
                 None => control::pid1_handle(pid).await,
             };
-            // Serve /tmp resets (asked for only when the function wrote there: `JailTmp`)
-            // until the sandbox ends.
+            // Serve the environment's commands and PID 1's reports until the sandbox ends.
+            let mut exit_tx = Some(exit_tx);
+            let mut reports = Reports::default();
+            let mut resets = std::collections::VecDeque::new();
+            let mut connects = std::collections::VecDeque::new();
             let waited = loop {
                 tokio::select! {
-                    request = resets.recv() => match request {
-                        Some(ack) => {
-                            let _ = ack.send(reset_tmp_over(&mut control).await);
+                    command = commands.recv() => {
+                        let Some(command) = command else { break child.wait().await };
+                        let bytes = match command {
+                            JailCommand::ResetTmp(ack) => {
+                                resets.push_back(ack);
+                                Command::ResetTmp
+                            }
+                            JailCommand::Connect(port, ack) => {
+                                connects.push_back(ack);
+                                Command::Connect(port)
+                            }
+                            JailCommand::SignalRuntime(how) => Command::SignalRuntime(match how {
+                                Stop::Terminate => 15,
+                                Stop::Kill => 9,
+                            }),
+                            JailCommand::ReleaseRuntime => Command::ReleaseRuntime,
                         }
-                        None => break child.wait().await,
+                        .encode();
+                        if let Err(e) = control::send(&control, &bytes).await {
+                            tracing::debug!("the jail's control socket: {e}");
+                        }
+                    }
+                    report = reports.next(&control) => match report {
+                        Ok((Report::TmpReset(ok), _)) => {
+                            if let Some(ack) = resets.pop_front() {
+                                let _ = ack.send(match ok {
+                                    true => Ok(()),
+                                    false => Err(std::io::Error::other("the jail could not make a fresh /tmp")),
+                                });
+                            }
+                        }
+                        Ok((Report::Connected, fd)) => {
+                            if let Some(ack) = connects.pop_front() {
+                                let _ = ack.send(fd.map(std::net::TcpStream::from).ok_or_else(|| {
+                                    std::io::Error::other("the jail sent no connection")
+                                }));
+                            }
+                        }
+                        Ok((Report::ConnectFailed(errno), _)) => {
+                            if let Some(ack) = connects.pop_front() {
+                                let _ = ack.send(Err(std::io::Error::from_raw_os_error(errno)));
+                            }
+                        }
+                        Ok((Report::ExtensionLaunchFailed { index, errno }, _)) => {
+                            if let Some(name) = names.get(usize::from(index)) {
+                                let reason = super::process::go_style_reason(&std::io::Error::from_raw_os_error(errno));
+                                let _ = extension_tx.send((name.clone(), ExtensionEnd::LaunchFailed(reason)));
+                            }
+                        }
+                        Ok((Report::ExtensionExited { index, status }, _)) => {
+                            if let Some(name) = names.get(usize::from(index)) {
+                                let _ = extension_tx.send((name.clone(), ExtensionEnd::Exited(exit_status(status))));
+                            }
+                        }
+                        Ok((Report::RuntimeExited(status), _)) => {
+                            if let Some(tx) = exit_tx.take() {
+                                let _ = tx.send(exit_status(status));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("the jail's control socket: {e}");
+                            break child.wait().await;
+                        }
                     },
                     status = child.wait() => break status,
                 }
@@ -507,8 +611,18 @@ impl Sandbox for JailSandbox {
             }
             let status = super::exit_status_of(waited);
             reaped_flag.store(true, Ordering::Release);
-            let _ = exit_tx.send(status);
+            if let Some(tx) = exit_tx.take() {
+                let _ = tx.send(status);
+            }
         });
+        let extensions = match extension_names.is_empty() {
+            true => super::Extensions::default(),
+            false => super::Extensions {
+                launched: extension_names,
+                failed: Vec::new(),
+                exits: Some(extension_exits),
+            },
+        };
         Ok(Started {
             control: Box::new(jail_control),
             exited,
@@ -516,9 +630,19 @@ impl Sandbox for JailSandbox {
             listener: expects_listener.then_some(listener_rx),
             reset_tmp,
             runtime_api_peer_uid,
-            extensions: Default::default(),
-            extension_logs: None,
+            extensions,
+            extension_logs,
         })
+    }
+}
+
+/// A status PID 1 reported, as the environment reads one.
+fn exit_status(status: lamina_bootstrap::control::Status) -> crate::error::ExitStatus {
+    match status {
+        lamina_bootstrap::control::Status::Code(code) => crate::error::ExitStatus::Code(code),
+        lamina_bootstrap::control::Status::Signal(signal) => {
+            crate::error::ExitStatus::Signal(signal)
+        }
     }
 }
 

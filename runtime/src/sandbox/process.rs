@@ -142,7 +142,7 @@ fn launch_extensions(
                 let exited_name = name.clone();
                 tokio::spawn(async move {
                     let status = super::exit_status_of(child.wait().await);
-                    let _ = exit_tx.send((exited_name, status));
+                    let _ = exit_tx.send((exited_name, super::ExtensionEnd::Exited(status)));
                 });
                 extensions.launched.push(name);
             }
@@ -187,7 +187,7 @@ impl Control for ProcessControl {
 }
 
 /// "no such file or directory", as Go's os/exec words it in Lambda's messages.
-fn go_style_reason(e: &std::io::Error) -> String {
+pub(crate) fn go_style_reason(e: &std::io::Error) -> String {
     let text = match e.raw_os_error() {
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
         None => e.to_string(),

@@ -5,11 +5,12 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
+use lamina_bootstrap::control::{REPORT_LEN, Report};
+
 use super::shell::HostTraces;
-use crate::sandbox::{Control, Stop};
+use crate::sandbox::{BoxFuture, Control, Stop};
 
 use super::helper::pid1_of;
 
@@ -64,7 +65,7 @@ pub(super) struct JailTmp {
     /// it is one `fstatvfs`, not a path walk through `/proc`. Opened at the first check (by
     /// then the function has run, so PID 1 exists) and after each reset (a new tmpfs).
     pub(super) seen_from_host: Option<std::os::fd::OwnedFd>,
-    pub(super) resets: tokio::sync::mpsc::UnboundedSender<oneshot::Sender<std::io::Result<()>>>,
+    pub(super) commands: tokio::sync::mpsc::UnboundedSender<JailCommand>,
 }
 
 impl crate::sandbox::ResetTmp for JailTmp {
@@ -88,22 +89,160 @@ impl crate::sandbox::ResetTmp for JailTmp {
         let (ack, done) = oneshot::channel();
         // When the sandbox has ended, the request and its `ack` are dropped: `done` then
         // reports that no fresh /tmp was made.
-        let _ = self.resets.send(ack);
+        let _ = self.commands.send(JailCommand::ResetTmp(ack));
         done
     }
 }
 
-/// Asks PID 1 for a fresh `/tmp` (command `T`) and waits for its one-byte answer.
-pub(super) async fn reset_tmp_over(control: &mut tokio::net::UnixStream) -> std::io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    control.write_all(b"T").await?;
-    let mut answer = [0u8; 1];
-    control.read_exact(&mut answer).await?;
-    match &answer {
-        b"K" => Ok(()),
-        _ => Err(std::io::Error::other(
-            "the jail could not make a fresh /tmp",
-        )),
+/// What the host's side of a sandbox asks of its PID 1, through the task that owns the
+/// control socket ([`lamina_bootstrap::control::Command`] on the wire).
+#[derive(Debug)]
+pub(super) enum JailCommand {
+    /// A fresh `/tmp`; the answer says whether it was made.
+    ResetTmp(oneshot::Sender<std::io::Result<()>>),
+    /// A connection to a port on the sandbox's loopback.
+    Connect(u16, oneshot::Sender<std::io::Result<std::net::TcpStream>>),
+    /// A signal for the runtime and what it started, sparing the extensions.
+    SignalRuntime(Stop),
+    /// Start the runtime, which PID 1 holds while extensions register.
+    ReleaseRuntime,
+}
+
+/// PID 1's reports as they arrive on the control socket: fixed-size messages, with the
+/// descriptors some carry. Its state lives here, not in the future reading it, so a read
+/// cancelled by `select!` loses nothing.
+#[derive(Debug, Default)]
+pub(super) struct Reports {
+    bytes: Vec<u8>,
+    fds: std::collections::VecDeque<OwnedFd>,
+    ended: bool,
+}
+
+impl Reports {
+    /// The next report, with the descriptor it carried; `None` once the socket has ended
+    /// (it then stays pending, so a `select!` stops polling it).
+    pub(super) async fn next(
+        &mut self,
+        control: &tokio::net::UnixStream,
+    ) -> std::io::Result<(Report, Option<OwnedFd>)> {
+        use std::os::fd::AsRawFd;
+        loop {
+            if self.bytes.len() >= REPORT_LEN {
+                let mut message = [0u8; REPORT_LEN];
+                message.copy_from_slice(&self.bytes[..REPORT_LEN]);
+                self.bytes.drain(..REPORT_LEN);
+                let Some(report) = Report::decode(message) else {
+                    return Err(std::io::Error::other(format!(
+                        "the jail's PID 1 sent an unknown report {:#04x}",
+                        message[0]
+                    )));
+                };
+                let fd = match report {
+                    Report::Connected => self.fds.pop_front(),
+                    _ => None,
+                };
+                return Ok((report, fd));
+            }
+            if self.ended {
+                return std::future::pending().await;
+            }
+            control.readable().await?;
+            let received = control.try_io(tokio::io::Interest::READABLE, || {
+                receive(control.as_raw_fd())
+            });
+            match received {
+                Ok((bytes, fds)) if bytes.is_empty() => {
+                    self.fds.extend(fds);
+                    self.ended = true;
+                }
+                Ok((bytes, fds)) => {
+                    self.bytes.extend_from_slice(&bytes);
+                    self.fds.extend(fds);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One `recvmsg`: the bytes and the descriptors that came.
+fn receive(socket: std::os::fd::RawFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 16 * REPORT_LEN];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let message = recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in message.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: SCM_RIGHTS gave us new descriptors that nothing else owns.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let len = message.bytes;
+    Ok((buf[..len].to_vec(), fds))
+}
+
+/// Writes `bytes` whole to the control socket, through a shared reference (the reports are
+/// read through another at the same time).
+pub(super) async fn send(
+    control: &tokio::net::UnixStream,
+    mut bytes: &[u8],
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        control.writable().await?;
+        match control.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends the byte that precedes the function's spec, with the extensions' log pipe attached
+/// when there is one.
+pub(super) async fn send_header(
+    control: &tokio::net::UnixStream,
+    extension_log: Option<&OwnedFd>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let byte = [lamina_bootstrap::control::SPEC_FOLLOWS];
+    let fds: Vec<i32> = extension_log.iter().map(|fd| fd.as_raw_fd()).collect();
+    loop {
+        control.writable().await?;
+        let sent = control.try_io(tokio::io::Interest::WRITABLE, || {
+            let cmsgs: &[ControlMessage<'_>] = match fds.is_empty() {
+                true => &[],
+                false => &[ControlMessage::ScmRights(&fds)],
+            };
+            sendmsg::<()>(
+                control.as_raw_fd(),
+                &[std::io::IoSlice::new(&byte)],
+                cmsgs,
+                MsgFlags::empty(),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -135,6 +274,13 @@ pub(super) struct JailControl {
     pub(super) pid: i32,
     pub(super) reaped: Arc<AtomicBool>,
     pub(super) traces: HostTraces,
+    /// To the task that owns the control socket.
+    pub(super) commands: tokio::sync::mpsc::UnboundedSender<JailCommand>,
+    /// Whether external extensions run beside the runtime: signals for the runtime then go
+    /// through PID 1, which spares them.
+    pub(super) extensions: bool,
+    /// Whether the sandbox shares the host's network namespace (its loopback is the host's).
+    pub(super) host_network: bool,
 }
 
 impl Control for JailControl {
@@ -145,6 +291,43 @@ impl Control for JailControl {
         if !self.reaped.load(Ordering::Acquire) {
             crate::sandbox::signal_group(self.pid, how);
         }
+    }
+
+    fn stop_runtime(&self, how: Stop) {
+        // SIGKILL to the helper's group would end PID 1, and the extensions with it.
+        match self.extensions {
+            true => {
+                let _ = self.commands.send(JailCommand::SignalRuntime(how));
+            }
+            false => self.stop(how),
+        }
+    }
+
+    fn release_runtime(&self) {
+        if self.extensions {
+            let _ = self.commands.send(JailCommand::ReleaseRuntime);
+        }
+    }
+
+    fn connect(&self, port: u16) -> BoxFuture<'static, std::io::Result<tokio::net::TcpStream>> {
+        if self.host_network {
+            return Box::pin(tokio::net::TcpStream::connect((
+                std::net::Ipv4Addr::LOCALHOST,
+                port,
+            )));
+        }
+        let (ack, connected) = oneshot::channel();
+        let sent = self.commands.send(JailCommand::Connect(port, ack));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(std::io::Error::other("the sandbox has ended"));
+            }
+            let stream = connected
+                .await
+                .map_err(|_| std::io::Error::other("the sandbox has ended"))??;
+            stream.set_nonblocking(true)?;
+            tokio::net::TcpStream::from_std(stream)
+        })
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {

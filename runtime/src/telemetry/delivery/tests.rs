@@ -1,0 +1,392 @@
+//! The delivery task against real listeners on the loopback: batching by count, bytes and
+//! time, a full buffer that drops without waiting, retries and give-ups told as
+//! `platform.logsDropped`, the answer timeout, flushes, and TCP.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::telemetry::subscription::Api;
+use crate::telemetry::tests::{Loopback, listener};
+
+const AUDIENCE: Audience = Audience {
+    api: Api::Telemetry,
+    logs_runtime_done: false,
+};
+
+fn http(addr: SocketAddr) -> Destination {
+    Destination::Http {
+        port: addr.port(),
+        host: format!("sandbox.localdomain:{}", addr.port()),
+        path: "/telemetry".into(),
+    }
+}
+
+fn record(n: usize) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"time":"t","type":"function","record":"line {n}"}}"#
+    ))
+}
+
+fn small(max_items: usize, max_bytes: usize, timeout_ms: u64) -> Buffering {
+    Buffering {
+        max_items,
+        max_bytes,
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+fn quick() -> Retry {
+    Retry {
+        attempts: 3,
+        backoff: Duration::from_millis(10),
+        timeout: Duration::from_millis(300),
+    }
+}
+
+fn lines(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "function")
+        .map(|r| r["record"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_batch_goes_out_at_once_and_the_rest_after_the_timeout() {
+    let (addr, mut got) = listener(200, Duration::ZERO).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(3, 1 << 20, 300),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    let started = Instant::now();
+    for n in 0..3 {
+        assert!(feed.offer(record(n)));
+    }
+    let (at, first) = got.recv().await.unwrap();
+    assert_eq!(lines(&first), ["line 0", "line 1", "line 2"]);
+    assert!(
+        at - started < Duration::from_millis(250),
+        "{:?}",
+        at - started
+    );
+    let started = Instant::now();
+    assert!(feed.offer(record(3)));
+    let (at, second) = got.recv().await.unwrap();
+    assert_eq!(lines(&second), ["line 3"]);
+    assert!(
+        at - started >= Duration::from_millis(300),
+        "{:?}",
+        at - started
+    );
+}
+
+#[tokio::test]
+async fn max_bytes_closes_a_batch() {
+    let (addr, mut got) = listener(200, Duration::ZERO).await;
+    let size = record(0).len();
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(100, size * 2, 10_000),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    for n in 0..2 {
+        assert!(feed.offer(record(n)));
+    }
+    let (_, batch) = got.recv().await.unwrap();
+    assert_eq!(lines(&batch), ["line 0", "line 1"]);
+}
+
+#[tokio::test]
+async fn a_full_buffer_drops_without_waiting_and_says_so_next_time() {
+    // The listener takes 400 ms per batch: the buffer (two batches of 3 records) fills
+    // meanwhile.
+    let (addr, mut got) = listener(200, Duration::from_millis(400)).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(3, 1 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        Retry {
+            timeout: Duration::from_secs(5),
+            ..quick()
+        },
+    );
+    assert!(feed.offer(record(0)));
+    tokio::time::sleep(Duration::from_millis(100)).await; // now in flight
+    let started = Instant::now();
+    let accepted: Vec<bool> = (1..=9).map(|n| feed.offer(record(n))).collect();
+    // The listener takes 400 ms: offering did not wait for it.
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        accepted,
+        [true, true, true, true, true, true, false, false, false]
+    );
+    let (_, first) = got.recv().await.unwrap();
+    assert_eq!(lines(&first), ["line 0"]);
+    let (_, second) = got.recv().await.unwrap();
+    assert_eq!(second[0]["type"], "platform.logsDropped");
+    assert_eq!(second[0]["record"]["droppedRecords"], 3);
+    assert_eq!(
+        second[0]["record"]["droppedBytes"],
+        3 * record(7).len() as u64
+    );
+    assert_eq!(second[0]["record"]["reason"], SLOW_CONSUMER);
+    assert_eq!(lines(&second), ["line 1", "line 2", "line 3"]);
+    let (_, third) = got.recv().await.unwrap();
+    assert_eq!(lines(&third), ["line 4", "line 5", "line 6"]);
+}
+
+#[tokio::test]
+async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
+    let (addr, mut got) = listener(200, Duration::ZERO).await;
+    // Three records of 50, 60 and 70 bytes under a limit of 150: the third does not fit the
+    // first batch, which must go out at once (the timer is a minute away).
+    let sized = |n: usize, len: usize| {
+        let text = format!(r#"{{"time":"t","type":"function","record":"line {n} "#);
+        Bytes::from(format!("{text}{}\"}}", "x".repeat(len - text.len() - 2)))
+    };
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(1000, 150, 60_000),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    for (n, len) in [(0, 50), (1, 60), (2, 70)] {
+        assert!(feed.offer(sized(n, len)));
+    }
+    let (_, batch) = tokio::time::timeout(Duration::from_secs(5), got.recv())
+        .await
+        .expect("a batch by size, not after the 60 s timer")
+        .unwrap();
+    assert_eq!(batch.len(), 2, "{batch:?}");
+}
+
+#[tokio::test]
+async fn a_failing_listener_is_retried_then_the_batch_is_dropped_and_told() {
+    let (bad, mut bad_got) = listener(500, Duration::ZERO).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(bad),
+        small(1000, 1 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    assert!(feed.offer(record(0)));
+    for _ in 0..3 {
+        let (_, batch) = bad_got.recv().await.unwrap();
+        assert_eq!(lines(&batch), ["line 0"]);
+    }
+    // Nothing more is tried until there is something to send …
+    let quiet = tokio::time::timeout(Duration::from_millis(200), bad_got.recv()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+    // … and the news of the drop goes with it.
+    assert!(feed.offer(record(1)));
+    let (_, told) = bad_got.recv().await.unwrap();
+    assert_eq!(told[0]["type"], "platform.logsDropped");
+    assert_eq!(told[0]["record"]["droppedRecords"], 1);
+    assert_eq!(told[0]["record"]["droppedBytes"], record(0).len() as u64);
+    assert_eq!(
+        told[0]["record"]["reason"],
+        "could not send events: http request failed with status 500 Internal Server Error"
+    );
+    assert_eq!(lines(&told), ["line 1"]);
+}
+
+#[tokio::test]
+async fn a_flush_tells_of_drops_even_with_nothing_else_to_send() {
+    let (addr, mut got) = listener(200, Duration::ZERO).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(1000, 1 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    // Lines a subscriber missed before it subscribed, say.
+    feed.dropped(3, 300);
+    let quiet = tokio::time::timeout(Duration::from_millis(100), got.recv()).await;
+    assert!(quiet.is_err(), "drops alone wait for company: {quiet:?}");
+    tokio::time::timeout(Duration::from_secs(1), feed.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, told) = got.try_recv().unwrap();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0]["record"]["droppedRecords"], 3);
+    assert_eq!(told[0]["record"]["droppedBytes"], 300);
+}
+
+#[tokio::test]
+async fn an_unreachable_listener_costs_the_batch_and_then_recovers() {
+    // A port nobody listens on, then the same port listening.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let destination = Destination::Http {
+        port,
+        host: format!("sandbox:{port}"),
+        path: "/".into(),
+    };
+    let (feed, _task) = spawn(
+        "ext".into(),
+        destination,
+        small(1000, 1 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    assert!(feed.offer(record(0)));
+    // 3 attempts 10 ms and 20 ms apart: dropped well within this.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let socket = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    assert!(feed.offer(record(1)));
+    let (stream, _) = socket.accept().await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        reader.read_line(&mut head).await.unwrap();
+    }
+    assert!(head.starts_with("POST / HTTP/1.1\r\n"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = vec![0; length];
+    tokio::io::AsyncReadExt::read_exact(&mut reader, &mut body)
+        .await
+        .unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(records[0]["type"], "platform.logsDropped");
+    assert!(
+        records[0]["record"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("could not send events: cannot connect to the listener on port"),
+        "{records:?}"
+    );
+    assert_eq!(lines(&records), ["line 1"]);
+}
+
+#[tokio::test]
+async fn no_answer_within_the_timeout_is_a_failed_attempt() {
+    let (addr, _got) = listener(200, Duration::from_secs(30)).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(1000, 1 << 20, 25),
+        AUDIENCE,
+        false,
+        Arc::new(Loopback),
+        Retry {
+            attempts: 2,
+            backoff: Duration::from_millis(10),
+            timeout: Duration::from_millis(100),
+        },
+    );
+    let started = Instant::now();
+    assert!(feed.offer(record(0)));
+    // Both attempts time out; the flush answers once the batch is dropped.
+    tokio::time::timeout(Duration::from_secs(2), feed.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn a_flush_sends_what_is_buffered_at_once() {
+    let (addr, mut got) = listener(200, Duration::ZERO).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(1000, 1 << 20, 30_000),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    for n in 0..5 {
+        assert!(feed.offer(record(n)));
+    }
+    tokio::time::timeout(Duration::from_secs(1), feed.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, batch) = got.try_recv().unwrap();
+    assert_eq!(batch.len(), 5);
+}
+
+#[tokio::test]
+async fn tcp_gets_newline_delimited_json_on_one_connection() {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let (feed, _task) = spawn(
+        "ext".into(),
+        Destination::Tcp { port },
+        small(5, 1 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    for n in 0..5 {
+        assert!(feed.offer(record(n)));
+    }
+    let (stream, _) = socket.accept().await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream).lines();
+    for n in 0..7 {
+        let line = reader.next_line().await.unwrap().unwrap();
+        let got: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(got["record"], format!("line {n}"));
+        if n == 4 {
+            // A second batch, on the same connection.
+            assert!(feed.offer(record(5)) && feed.offer(record(6)));
+        }
+    }
+    // One connection carried them all.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), socket.accept())
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn bodies_are_a_json_array_and_tcp_is_one_record_a_line() {
+    let records = [
+        Bytes::from_static(b"{\"a\":1}"),
+        Bytes::from_static(b"\"x\""),
+    ];
+    assert_eq!(&json_array(&records)[..], b"[{\"a\":1},\"x\"]");
+    assert_eq!(&json_array(&[])[..], b"[]");
+    assert_eq!(&json_lines(&records)[..], b"{\"a\":1}\n\"x\"\n");
+}

@@ -1,0 +1,641 @@
+//! What happens in an environment, as the Telemetry and Logs APIs tell it: an [`Event`] with
+//! the time it happened ([`Stamped`]), rendered for each API into Lambda's envelope
+//! `{"time":"2022-10-12T00:00:15.064Z","type":"platform.start","record":{…}}` (UTC, to the
+//! millisecond, as Lambda and its emulator write it).
+//!
+//! An event is kept unrendered until it is delivered, because the two APIs tell the same event
+//! differently: the Telemetry API has `platform.initStart`, `platform.initRuntimeDone`,
+//! `platform.initReport` and `platform.telemetrySubscription`; the Logs API has none of the
+//! init records, tells an invocation's end as `platform.end` (and a crash as `platform.fault`),
+//! a subscription as `platform.logsSubscription`, and `platform.runtimeDone` only with schema
+//! `2021-03-18`. Records carry the superset of the fields Lambda's schema pages and captures
+//! show (telemetry-schema-reference.html; `lambda-apis-wave2.md` §2.5); fields marked optional
+//! there are left out when lamina has no value for them.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::subscription::{Api, Types};
+use crate::logs::Source;
+
+/// Which of a subscriber's `types` an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// `platform.*` records.
+    Platform,
+    /// The function's lines.
+    Function,
+    /// The extensions' lines.
+    Extension,
+}
+
+impl Category {
+    /// Whether a subscriber asking for `types` gets this category.
+    pub fn wanted_by(self, types: Types) -> bool {
+        match self {
+            Category::Platform => types.platform,
+            Category::Function => types.function,
+            Category::Extension => types.extension,
+        }
+    }
+}
+
+/// How an invocation (or init) ended, as the records' `status` and `errorType` say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// It answered.
+    Success,
+    /// The function reported an error, or its runtime failed (`Runtime.ExitError`, …).
+    Error(String),
+    /// The platform failed it (`Sandbox.*`).
+    Failure(String),
+    /// It ran out of time. Lambda's timeout records carry no `errorType` (a capture of 2026).
+    Timeout,
+}
+
+impl Status {
+    /// `status` and `errorType` for the Telemetry API.
+    fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Status::Success => ("success", None),
+            Status::Error(t) => ("error", Some(t)),
+            Status::Failure(t) => ("failure", Some(t)),
+            Status::Timeout => ("timeout", None),
+        }
+    }
+
+    /// `status` for the Logs API, which knows `success`, `failure` and `timeout` only.
+    fn logs_status(&self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error(_) | Status::Failure(_) => "failure",
+            Status::Timeout => "timeout",
+        }
+    }
+}
+
+/// A span of an invocation (`responseLatency`, `responseDuration`, `extensionOverhead`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// Its name.
+    pub name: &'static str,
+    /// When it started.
+    pub start: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// `platform.report`'s metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportMetrics {
+    /// The invocation's duration, with the extensions' time after the runtime's answer.
+    pub duration: Duration,
+    /// Billed, whole milliseconds.
+    pub billed_ms: u64,
+    /// The configured memory.
+    pub memory_mb: u32,
+    /// The peak so far.
+    pub max_memory_mb: u64,
+    /// Init, on a cold start.
+    pub init: Option<Duration>,
+}
+
+/// Something that happened in the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Init began.
+    InitStart {
+        /// `functionName`
+        function_name: String,
+        /// `functionVersion`
+        function_version: String,
+        /// `instanceId`: the log stream's name, as Lambda gives it.
+        instance_id: String,
+        /// `instanceMaxMemory`, bytes.
+        instance_max_memory: u64,
+    },
+    /// The runtime and the extensions are ready, or init failed.
+    InitRuntimeDone {
+        /// How it ended.
+        status: Status,
+    },
+    /// Init's figures.
+    InitReport {
+        /// How it ended.
+        status: Status,
+        /// How long it took.
+        duration: Duration,
+    },
+    /// A registered extension, at the end of init.
+    Extension {
+        /// Its name.
+        name: String,
+        /// Its state (`Ready`).
+        state: &'static str,
+        /// The events it registered for.
+        events: Vec<&'static str>,
+    },
+    /// An extension subscribed.
+    Subscribed {
+        /// The extension.
+        name: String,
+        /// What it asked for.
+        types: Types,
+    },
+    /// An invocation was handed to the runtime.
+    Start {
+        /// The invocation.
+        request_id: String,
+        /// `$LATEST`
+        version: &'static str,
+        /// Its X-Ray trace header, if any.
+        trace_id: Option<String>,
+        /// The invocation's span id.
+        span_id: Option<String>,
+    },
+    /// The runtime is done with an invocation.
+    RuntimeDone {
+        /// The invocation.
+        request_id: String,
+        /// How it ended.
+        status: Status,
+        /// From the event's handing over to the outcome.
+        duration: Duration,
+        /// The response's (or error document's) size.
+        produced_bytes: u64,
+        /// `responseLatency`, `responseDuration`, when the runtime answered.
+        spans: Vec<Span>,
+        /// The Logs API's `platform.fault` text, when the runtime crashed.
+        fault: Option<String>,
+    },
+    /// The invocation is over, extensions included.
+    Report {
+        /// The invocation.
+        request_id: String,
+        /// How it ended.
+        status: Status,
+        /// Its figures.
+        metrics: ReportMetrics,
+        /// `extensionOverhead`.
+        spans: Vec<Span>,
+    },
+    /// Records this subscriber did not get.
+    LogsDropped {
+        /// Their bytes.
+        dropped_bytes: u64,
+        /// Their number.
+        dropped_records: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A line of the function's or an extension's output.
+    Line {
+        /// Whose.
+        source: Source,
+        /// The line, without its newline.
+        text: String,
+    },
+}
+
+impl Event {
+    /// The subscriber `types` this event belongs to.
+    pub fn category(&self) -> Category {
+        match self {
+            Event::Line {
+                source: Source::Function,
+                ..
+            } => Category::Function,
+            Event::Line {
+                source: Source::Extension,
+                ..
+            } => Category::Extension,
+            _ => Category::Platform,
+        }
+    }
+}
+
+/// An event and when it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped {
+    /// When.
+    pub time: SystemTime,
+    /// What.
+    pub event: Event,
+}
+
+/// Who an event is rendered for: the API, and whether a Logs API subscriber gets
+/// `platform.runtimeDone` (schema `2021-03-18`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audience {
+    /// The subscriber's API.
+    pub api: Api,
+    /// Logs API with schema `2021-03-18`.
+    pub logs_runtime_done: bool,
+}
+
+impl Stamped {
+    /// An event that happens now.
+    pub fn now(event: Event) -> Stamped {
+        Stamped {
+            time: SystemTime::now(),
+            event,
+        }
+    }
+
+    /// The records `audience` gets for this event (none, one, or a few), each one JSON
+    /// envelope.
+    pub fn render(&self, audience: Audience) -> Vec<Bytes> {
+        let time = timestamp(self.time);
+        let mut out = Vec::new();
+        macro_rules! put {
+            ($kind:expr, $record:expr $(,)?) => {
+                out.extend(envelope(&time, $kind, $record))
+            };
+        }
+        let telemetry = audience.api == Api::Telemetry;
+        match &self.event {
+            Event::InitStart {
+                function_name,
+                function_version,
+                instance_id,
+                instance_max_memory,
+            } if telemetry => put!(
+                "platform.initStart",
+                &InitStartRecord {
+                    initialization_type: "on-demand",
+                    phase: "init",
+                    function_name,
+                    function_version,
+                    instance_id,
+                    instance_max_memory: *instance_max_memory,
+                },
+            ),
+            Event::InitRuntimeDone { status } if telemetry => {
+                let (status, error_type) = status.parts();
+                put!(
+                    "platform.initRuntimeDone",
+                    &InitRuntimeDoneRecord {
+                        initialization_type: "on-demand",
+                        phase: "init",
+                        status,
+                        error_type,
+                    },
+                );
+            }
+            Event::InitReport { status, duration } if telemetry => {
+                let (status, error_type) = status.parts();
+                put!(
+                    "platform.initReport",
+                    &InitReportRecord {
+                        initialization_type: "on-demand",
+                        phase: "init",
+                        status,
+                        error_type,
+                        metrics: DurationMetric {
+                            duration_ms: millis(*duration),
+                        },
+                    },
+                );
+            }
+            Event::InitStart { .. } | Event::InitRuntimeDone { .. } | Event::InitReport { .. } => {}
+            Event::Extension {
+                name,
+                state,
+                events,
+            } => put!(
+                "platform.extension",
+                &ExtensionRecord {
+                    name,
+                    state,
+                    events,
+                },
+            ),
+            Event::Subscribed { name, types } => put!(
+                match audience.api {
+                    Api::Telemetry => "platform.telemetrySubscription",
+                    Api::Logs => "platform.logsSubscription",
+                },
+                &SubscriptionRecord {
+                    name,
+                    state: "Subscribed",
+                    types: types.names(),
+                },
+            ),
+            Event::Start {
+                request_id,
+                version,
+                trace_id,
+                span_id,
+            } => put!(
+                "platform.start",
+                &StartRecord {
+                    request_id,
+                    version,
+                    tracing: trace_id
+                        .as_deref()
+                        .filter(|_| telemetry)
+                        .map(|value| Tracing::new(span_id.as_deref(), value)),
+                },
+            ),
+            Event::RuntimeDone {
+                request_id,
+                status,
+                duration,
+                produced_bytes,
+                spans,
+                fault,
+            } => {
+                if telemetry {
+                    let (status, error_type) = status.parts();
+                    put!(
+                        "platform.runtimeDone",
+                        &RuntimeDoneRecord {
+                            request_id,
+                            status,
+                            error_type,
+                            metrics: RuntimeDoneMetrics {
+                                duration_ms: millis(*duration),
+                                produced_bytes: *produced_bytes,
+                            },
+                            spans: spans.iter().map(SpanRecord::from).collect(),
+                        },
+                    );
+                    return out;
+                }
+                if audience.logs_runtime_done {
+                    put!(
+                        "platform.runtimeDone",
+                        &LogsRuntimeDoneRecord {
+                            request_id,
+                            status: status.logs_status(),
+                        },
+                    );
+                }
+                if let Some(fault) = fault {
+                    put!("platform.fault", fault);
+                }
+                put!("platform.end", &RequestRecord { request_id });
+            }
+            Event::Report {
+                request_id,
+                status,
+                metrics,
+                spans,
+            } => {
+                let metrics = ReportMetricsRecord {
+                    duration_ms: millis(metrics.duration),
+                    billed_duration_ms: metrics.billed_ms,
+                    memory_size_mb: metrics.memory_mb,
+                    max_memory_used_mb: metrics.max_memory_mb,
+                    init_duration_ms: metrics.init.map(millis),
+                };
+                if telemetry {
+                    let (status, error_type) = status.parts();
+                    put!(
+                        "platform.report",
+                        &ReportRecord {
+                            request_id,
+                            status,
+                            error_type,
+                            metrics,
+                            spans: spans.iter().map(SpanRecord::from).collect(),
+                        },
+                    );
+                } else {
+                    put!(
+                        "platform.report",
+                        &LogsReportRecord {
+                            request_id,
+                            metrics,
+                        },
+                    );
+                }
+            }
+            Event::LogsDropped {
+                dropped_bytes,
+                dropped_records,
+                reason,
+            } => put!(
+                "platform.logsDropped",
+                &LogsDroppedRecord {
+                    dropped_bytes: *dropped_bytes,
+                    dropped_records: *dropped_records,
+                    reason,
+                },
+            ),
+            Event::Line {
+                source: Source::Function,
+                text,
+            } => put!("function", text),
+            Event::Line {
+                source: Source::Extension,
+                text,
+            } => put!("extension", text),
+        }
+        out
+    }
+}
+
+/// `2022-10-12T00:00:15.064Z`
+pub fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Milliseconds to the microsecond, as Lambda's records give them (`2599.4`, `549.04`).
+fn millis(d: Duration) -> f64 {
+    // Whole microseconds in an f64 are exact far beyond any invocation's length.
+    d.as_micros() as f64 / 1000.0
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, R: ?Sized> {
+    time: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    record: &'a R,
+}
+
+/// One envelope's JSON. Records are plain structs and strings, which always serialise; should
+/// one not, the record is left out rather than the host failing.
+fn envelope<R: Serialize + ?Sized>(time: &str, kind: &str, record: &R) -> Option<Bytes> {
+    serde_json::to_vec(&Envelope { time, kind, record })
+        .ok()
+        .map(Bytes::from)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitStartRecord<'a> {
+    initialization_type: &'a str,
+    phase: &'a str,
+    function_name: &'a str,
+    function_version: &'a str,
+    instance_id: &'a str,
+    instance_max_memory: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitRuntimeDoneRecord<'a> {
+    initialization_type: &'a str,
+    phase: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitReportRecord<'a> {
+    initialization_type: &'a str,
+    phase: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    metrics: DurationMetric,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DurationMetric {
+    duration_ms: f64,
+}
+
+#[derive(Serialize)]
+struct ExtensionRecord<'a> {
+    name: &'a str,
+    state: &'a str,
+    events: &'a [&'static str],
+}
+
+#[derive(Serialize)]
+struct SubscriptionRecord<'a> {
+    name: &'a str,
+    state: &'a str,
+    types: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StartRecord<'a> {
+    request_id: &'a str,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracing: Option<Tracing<'a>>,
+}
+
+/// Lambda's TraceContext.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tracing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    value: &'a str,
+}
+
+impl<'a> Tracing<'a> {
+    fn new(span_id: Option<&'a str>, value: &'a str) -> Tracing<'a> {
+        Tracing {
+            span_id,
+            kind: "X-Amzn-Trace-Id",
+            value,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeDoneRecord<'a> {
+    request_id: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    metrics: RuntimeDoneMetrics,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    spans: Vec<SpanRecord>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeDoneMetrics {
+    duration_ms: f64,
+    produced_bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsRuntimeDoneRecord<'a> {
+    request_id: &'a str,
+    status: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestRecord<'a> {
+    request_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpanRecord {
+    name: &'static str,
+    start: String,
+    duration_ms: f64,
+}
+
+impl From<&Span> for SpanRecord {
+    fn from(span: &Span) -> Self {
+        SpanRecord {
+            name: span.name,
+            start: timestamp(span.start),
+            duration_ms: millis(span.duration),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportMetricsRecord {
+    duration_ms: f64,
+    billed_duration_ms: u64,
+    #[serde(rename = "memorySizeMB")]
+    memory_size_mb: u32,
+    #[serde(rename = "maxMemoryUsedMB")]
+    max_memory_used_mb: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_duration_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportRecord<'a> {
+    request_id: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    metrics: ReportMetricsRecord,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    spans: Vec<SpanRecord>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsReportRecord<'a> {
+    request_id: &'a str,
+    metrics: ReportMetricsRecord,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsDroppedRecord<'a> {
+    dropped_bytes: u64,
+    dropped_records: u64,
+    reason: &'a str,
+}
+
+#[cfg(test)]
+mod tests;
