@@ -163,8 +163,13 @@ async fn code_the_sandbox_user_may_not_read_is_an_invalid_entrypoint_naming_it()
 async fn jailed_runtime_sees_lambdas_paths_and_exits_cleanly() {
     let _serial = JAIL.lock().await;
     let jailed = Harness::jailed(function_with(&program("probe")), |_| {});
-    let (_, report) = jailed.invoke_json("{}").await;
-    assert_eq!(report["env"]["LAMBDA_TASK_ROOT"], "/var/task");
+    let (done, report) = jailed.invoke_json("{}").await;
+    assert_eq!(
+        report["env"]["LAMBDA_TASK_ROOT"],
+        "/var/task",
+        "{:?}: {report}",
+        done.error_type()
+    );
     assert_eq!(report["cwd"], "/var/task");
     // A runtime exit inside the jail is reported with its real status.
     let done = jailed.invoke(r#"{"action":"exit","code":4}"#).await;
