@@ -97,13 +97,9 @@ impl Feed {
         let len = record.len();
         let items = s.queued_items.fetch_add(1, Ordering::AcqRel);
         let bytes = s.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        // Room for two batches: one filling while the one before is in flight (Lambda: "expect
-        // bodies up to 2 * maxBytes"). With room for one only, a buffer of records of uneven
-        // sizes would stop short of `maxBytes`, never close a batch by size, and drop
-        // everything until its timer ran out. A record larger than the whole buffer is still
-        // taken into an empty one: it goes out alone, as Lambda sends an over-large event in
-        // a batch of its own.
-        let fits = items < 2 * s.max_items && (bytes == 0 || bytes + len <= 2 * s.max_bytes);
+        // A record larger than the whole buffer is still taken into an empty one: it goes
+        // out alone, as Lambda sends an over-large event in a batch of its own.
+        let fits = items < s.max_items && (bytes == 0 || bytes + len <= s.max_bytes);
         if fits && self.tx.send(Item::Record(record)).is_ok() {
             return true;
         }
@@ -218,6 +214,19 @@ impl Delivery {
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
         let mut open = true;
         loop {
+            // Everything already offered joins `pending` first: a batch made now (a refused
+            // record makes one at once) takes all that fits, not just what was read so far.
+            while open {
+                match self.rx.try_recv() {
+                    Ok(Item::Record(record)) => {
+                        self.pending_bytes += record.len();
+                        self.pending.push_back((Instant::now(), record));
+                    }
+                    Ok(Item::Flush(reply)) => flushes.push(reply),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
+            }
             let now = Instant::now();
             if in_flight.is_none() && retry_at.is_none() {
                 let force = !flushes.is_empty() || !open;
@@ -282,7 +291,8 @@ impl Delivery {
         force
             || self.pending.len() >= self.buffering.max_items
             || self.pending_bytes >= self.buffering.max_bytes
-            // A record was refused: the buffer is full, and waiting only loses more.
+            // A record was refused: the buffer is full (records of uneven sizes stop short of
+            // `maxBytes`), and waiting for the timer only loses more.
             || self.shared.overflow_records.load(Ordering::Acquire) > 0
             || now >= *first + self.buffering.timeout
     }
