@@ -352,3 +352,17 @@ impl Drop for Postgres {
         self.stop();
     }
 }
+
+/// wrk, the load generator of the benchmarks: installed with apt-get when missing.
+pub fn ensure_wrk() {
+    use std::process::Command;
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return;
+    }
+    eprintln!("wrk is missing; installing it with apt-get");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "wrk"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "wrk is needed: apt-get install wrk");
+}

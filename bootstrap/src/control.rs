@@ -7,6 +7,40 @@
 //! Before the function's spec frame the host sends one byte, [`SPEC_FOLLOWS`], carrying the
 //! write end of the extensions' log pipe when the function has external extensions.
 
+/// Receives from a Unix socket into `buf`: how many bytes came (0 at the end of the stream)
+/// and the descriptors that came with them (`SCM_RIGHTS`, close-on-exec). The one way both
+/// sides of a sandbox's control socket, and the helpers that hand the host what they made
+/// inside their namespaces, read it. A non-blocking socket gives `WouldBlock` as any read does.
+#[cfg(target_os = "linux")]
+pub fn receive(
+    socket: std::os::fd::RawFd,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let message = recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in message.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: SCM_RIGHTS gave us new descriptors that nothing else owns.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((message.bytes, fds))
+}
+
 /// The byte sent before the function's spec frame.
 pub const SPEC_FOLLOWS: u8 = b'F';
 

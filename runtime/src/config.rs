@@ -101,6 +101,10 @@ pub struct FunctionSpec {
     pub code_dir: PathBuf,
     /// The composed layers (what `/opt` shows), when there are any.
     pub opt: Option<Composed>,
+    /// The external extensions: every file in `/opt/extensions` (as Lambda, each is an
+    /// executable to start; directories are skipped), sorted by name, as host paths. Read once
+    /// here: the layers do not change under a resolved function, and every cold start needs it.
+    pub extensions: Vec<PathBuf>,
     /// `_HANDLER`.
     pub handler: String,
     /// Memory size, MB.
@@ -400,6 +404,7 @@ impl FunctionConfig {
             arn: function_arn(&checked.region, &name, None),
             name,
             code_dir,
+            extensions: external_extensions(opt.as_ref()),
             opt,
             handler: self
                 .handler
@@ -526,6 +531,20 @@ fn locate(
     ))
 }
 
+/// The files of `/opt/extensions` in the composed layers, sorted ([`FunctionSpec::extensions`]).
+fn external_extensions(opt: Option<&Composed>) -> Vec<PathBuf> {
+    let Some(entries) = opt.and_then(|o| std::fs::read_dir(o.merged.join("extensions")).ok())
+    else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,3 +37,5 @@ pub mod sample_events;
 pub mod sandbox;
 /// `lamina serve`: the Invoke API and the API Gateway-style HTTP front.
 pub mod serve;
+/// The owner tasks' one-deadline timer.
+pub(crate) mod timer;

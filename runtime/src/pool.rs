@@ -25,6 +25,7 @@ use crate::error::Failure;
 use crate::invoke::{Completed, InvokeOutcome, InvokeRequest, Throttled};
 use crate::logs::LogSink;
 use crate::sandbox::Sandbox;
+use crate::timer::sleep_until;
 use environment::EnvHandle;
 use policy::Placement;
 
@@ -173,15 +174,6 @@ impl FunctionPool {
         if self.tx.send(PoolMsg::Shutdown(done)).is_ok() {
             let _ = finished.await;
         }
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wake for: the timer arm of the
-/// owner tasks' `select!` loops.
-pub(crate) async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{self, BodyError};
 use crate::error::MAX_PAYLOAD_BYTES;
-use crate::telemetry::subscription::Api;
 use extensions::{ErrorKind, ExtensionCall};
+use wire::SubscriptionApi as Api;
 use wire::{ApiError, Body, NextEvent};
 
 /// The answer the environment gives to a call.

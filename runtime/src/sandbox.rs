@@ -157,24 +157,6 @@ pub enum ExtensionEnd {
     LaunchFailed(String),
 }
 
-/// The external extensions of a function: every file in its `/opt/extensions` (as Lambda,
-/// each is an executable to start; directories are skipped), sorted by name, as host paths.
-pub fn external_extensions(spec: &FunctionSpec) -> Vec<PathBuf> {
-    let Some(opt) = &spec.opt else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir(opt.merged.join("extensions")) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
-}
-
 /// An environment's `/tmp`, made fresh between invocations by a backend that does so. The
 /// environment's task owns it and asks after every invocation.
 pub trait ResetTmp: Send + fmt::Debug {
@@ -379,26 +361,7 @@ pub(crate) fn signal_group(pgid: i32, how: Stop) {
 /// helpers hand the host what they made inside their namespaces (a Runtime API listener, a
 /// tmpfs). A non-blocking socket gives `WouldBlock` as any read does.
 pub(crate) fn receive_fd(socket: std::os::fd::RawFd) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::FromRawFd;
     let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let message = recvmsg::<()>(
-        socket,
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(std::io::Error::from)?;
-    let fd = message
-        .cmsgs()
-        .map_err(std::io::Error::from)?
-        .find_map(|c| match c {
-            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        })
-        // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    Ok((message.bytes, fd))
+    let (bytes, fds) = lamina_bootstrap::control::receive(socket, &mut byte)?;
+    Ok((bytes, fds.into_iter().next()))
 }

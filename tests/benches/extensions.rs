@@ -74,7 +74,7 @@ struct Load {
 }
 
 fn main() {
-    ensure_wrk();
+    shared::ensure_wrk();
     let backends = std::env::var("BENCH_SANDBOXES").unwrap_or_else(|_| "process,jail".into());
     let invocations = env_number("BENCH_INVOCATIONS", 4000);
     let seconds = env_number("BENCH_SECONDS", 10);
@@ -639,18 +639,6 @@ fn cpu_of_named(comm: &str) -> Duration {
         })
         .map(cpu_of)
         .sum()
-}
-
-fn ensure_wrk() {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return;
-    }
-    eprintln!("wrk is missing; installing it with apt-get");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "wrk"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "wrk is needed: apt-get install wrk");
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {

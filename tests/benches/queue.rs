@@ -18,17 +18,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn ensure_wrk() {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return;
-    }
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "wrk"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "wrk is needed: apt-get install wrk");
-}
-
 /// A started `lamina serve`, and its log lines as they come.
 fn serve(
     lamina: &Path,
@@ -97,7 +86,7 @@ fn wrk(url: &str, script: &Path) -> (f64, String, String) {
 }
 
 fn main() {
-    ensure_wrk();
+    shared::ensure_wrk();
     let lamina = shared::lamina_binary();
     let probe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_probe"));
     let dir = tempfile::tempdir().unwrap();

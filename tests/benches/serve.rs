@@ -40,18 +40,6 @@ use lamina_runtime::serve::routes::RouteTable;
 use lamina_runtime::serve::{App, Function, Served};
 use shared::Discard;
 
-fn ensure_wrk() {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return;
-    }
-    eprintln!("wrk is missing; installing it with apt-get");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "wrk"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "wrk is needed: apt-get install wrk");
-}
-
 fn function(name: &str, code: &Path, sandbox: Arc<dyn Sandbox>) -> (String, Arc<Function>) {
     let spec = FunctionConfig {
         name: Some(name.into()),
@@ -142,7 +130,7 @@ fn cases() -> Vec<(String, u32)> {
 }
 
 fn main() {
-    ensure_wrk();
+    shared::ensure_wrk();
     let seconds: u32 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -5,12 +5,12 @@
 //! of the sandbox with it.
 
 use std::fs::File;
-use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use crate::control::{COMMAND_LEN, Command, Report};
 
@@ -54,31 +54,16 @@ pub(crate) fn report(report: Report, fd: Option<RawFd>) {
 /// never used.
 pub(crate) fn receive_header() -> std::io::Result<Option<Option<OwnedFd>>> {
     let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let message = loop {
-        match recvmsg::<()>(
-            SOCKET,
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(nix::Error::EINTR) => continue,
-            other => break other.map_err(std::io::Error::from)?,
+    let (bytes, fds) = loop {
+        match crate::control::receive(SOCKET, &mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other?,
         }
     };
-    if message.bytes == 0 {
+    if bytes == 0 {
         return Ok(None);
     }
-    let fd = message
-        .cmsgs()
-        .map_err(std::io::Error::from)?
-        .find_map(|c| match c {
-            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        })
-        // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let fd = fds.into_iter().next();
     if byte[0] != crate::control::SPEC_FOLLOWS {
         return Err(std::io::Error::other(format!(
             "expected the spec's header byte, got {:#04x}",

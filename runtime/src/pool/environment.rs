@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Invocation, PoolMsg, sleep_until};
+use super::{Invocation, PoolMsg};
 use crate::config::FunctionSpec;
 use crate::config::lambda_env;
 use crate::error::{ExitStatus, Failure};
@@ -29,6 +29,7 @@ use crate::sandbox::{
     ApiLink, ApiPlacement, Control, ExtensionEnd, Sandbox, StartSpec, Started, Stop,
 };
 use crate::telemetry::{self, Telemetry};
+use crate::timer::sleep_until;
 
 /// Messages from the pool.
 #[derive(Debug)]

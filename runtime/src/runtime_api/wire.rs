@@ -21,6 +21,16 @@ pub const COGNITO_IDENTITY: &str = "lambda-runtime-cognito-identity";
 /// `Lambda-Runtime-Function-Error-Type`
 pub const FUNCTION_ERROR_TYPE: &str = "lambda-runtime-function-error-type";
 
+/// Which of the two subscription APIs a request came through (its rules:
+/// `telemetry::subscription`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionApi {
+    /// `PUT /2022-07-01/telemetry`
+    Telemetry,
+    /// `PUT /2020-08-15/logs`, the older API with fewer record types.
+    Logs,
+}
+
 /// The body type every Runtime API response here carries.
 pub type Body = Full<Bytes>;
 

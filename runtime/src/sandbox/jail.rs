@@ -381,7 +381,8 @@ impl Sandbox for JailSandbox {
         );
         // External extensions: PID 1 starts them before the runtime, writing to a pipe of
         // their own.
-        let extension_names: Vec<String> = super::external_extensions(spec)
+        let extension_names: Vec<String> = spec
+            .extensions
             .iter()
             .filter_map(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())

@@ -109,7 +109,7 @@ fn launch_extensions(
     spec: &crate::config::FunctionSpec,
     env: &[(String, String)],
 ) -> Result<(super::Extensions, Vec<i32>, Option<std::os::fd::OwnedFd>), Failure> {
-    let files = super::external_extensions(spec);
+    let files = &spec.extensions;
     let mut extensions = super::Extensions::default();
     let mut pids = Vec::new();
     if files.is_empty() {
@@ -128,7 +128,7 @@ fn launch_extensions(
                 .map_err(|e| Failure::Sandbox(format!("the log pipe for extension {name}: {e}")))
         };
         let mut command =
-            super::base_command(std::process::Command::new(&file), pipe(&log)?, pipe(&log)?);
+            super::base_command(std::process::Command::new(file), pipe(&log)?, pipe(&log)?);
         command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&spec.code_dir)

@@ -28,7 +28,7 @@ use super::event_store::{Committer, StoreError, StoredEvent, epoch_ms};
 use crate::config::file::Destination;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::invoke::{Completed, InvokeRequest, Throttled};
-use crate::pool::sleep_until;
+use crate::timer::sleep_until;
 
 /// One accepted `Event` invocation.
 #[derive(Debug, Clone)]

@@ -275,8 +275,8 @@ impl Delivery {
                         }
                     }
                 }
-                () = crate::pool::sleep_until(retry_at), if retry_at.is_some() => retry_at = None,
-                () = crate::pool::sleep_until(batch_due), if batch_due.is_some() => {}
+                () = crate::timer::sleep_until(retry_at), if retry_at.is_some() => retry_at = None,
+                () = crate::timer::sleep_until(batch_due), if batch_due.is_some() => {}
             }
         }
     }

@@ -17,14 +17,9 @@ use serde_json::Value;
 
 use crate::runtime_api::wire::ApiError;
 
-/// Which of the two subscription APIs a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// `PUT /2022-07-01/telemetry`
-    Telemetry,
-    /// `PUT /2020-08-15/logs`, the older API with fewer record types.
-    Logs,
-}
+/// Which of the two subscription APIs a request came through: the route says, so the type is
+/// the Runtime API's; its rules are here.
+pub use crate::runtime_api::wire::SubscriptionApi as Api;
 
 impl Api {
     /// The `errorType` of a refused request body.

@@ -168,30 +168,8 @@ impl Reports {
 
 /// One `recvmsg`: the bytes and the descriptors that came.
 fn receive(socket: std::os::fd::RawFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::FromRawFd;
     let mut buf = [0u8; 16 * REPORT_LEN];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-    let message = recvmsg::<()>(
-        socket,
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(std::io::Error::from)?;
-    let mut fds = Vec::new();
-    for c in message.cmsgs().map_err(std::io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(received) = c {
-            // SAFETY: SCM_RIGHTS gave us new descriptors that nothing else owns.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    let len = message.bytes;
+    let (len, fds) = lamina_bootstrap::control::receive(socket, &mut buf)?;
     Ok((buf[..len].to_vec(), fds))
 }
 
