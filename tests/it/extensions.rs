@@ -294,11 +294,16 @@ async fn cannot_be_started(backend: &str) {
     );
 }
 
-/// In the jail the runtime starts only once every extension has registered, as on Lambda
-/// (an extension may serve the function's init: a parameters cache, say). The process backend
-/// starts them together (docs/design/007).
+/// The runtime starts only once every extension has registered, as on Lambda (an extension
+/// may serve the function's init: a parameters cache, say), under both native backends.
 #[tokio::test(flavor = "multi_thread")]
-async fn in_the_jail_the_runtime_starts_after_the_extensions_have_registered() {
+async fn the_runtime_starts_after_the_extensions_have_registered() {
+    for backend in BACKENDS {
+        the_runtime_starts_after_the_extensions_have_registered_in(backend).await;
+    }
+}
+
+async fn the_runtime_starts_after_the_extensions_have_registered_in(backend: &str) {
     // Registers a second after it starts, and says when it has.
     let script = "#!/bin/bash\nsleep 1\nH=$(mktemp)\ncurl -sS -D \"$H\" -XPOST \"http://${AWS_LAMBDA_RUNTIME_API}/2020-01-01/extension/register\" \
                   -H 'Lambda-Extension-Name: recorder' -d '{\"events\": [\"INVOKE\"]}' > /dev/null\n\
@@ -311,9 +316,9 @@ async fn in_the_jail_the_runtime_starts_after_the_extensions_have_registered() {
         "import time\nprint('LOADED', time.time(), flush=True)\ndef handler(event, context):\n    return {}\n",
     )
     .unwrap();
-    let server = Server::start_in(dir, &["--sandbox", "jail"]);
+    let server = Server::start_in(dir, &["--sandbox", backend]);
     let r = server.invoke("f", &[], "{}").await;
-    assert_eq!(r.status(), 200, "{}", server.logs());
+    assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
     let (_, logs) = server.stop();
     let at = |prefix: &str| -> f64 {
         logs.lines()
@@ -323,7 +328,7 @@ async fn in_the_jail_the_runtime_starts_after_the_extensions_have_registered() {
     let (registered, loaded) = (at("REGISTERED "), at("LOADED "));
     assert!(
         loaded >= registered,
-        "the function loaded at {loaded}, the extension registered at {registered}\n{logs}"
+        "{backend}: the function loaded at {loaded}, the extension registered at {registered}\n{logs}"
     );
 }
 

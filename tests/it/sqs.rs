@@ -513,3 +513,56 @@ async fn a_mapping_to_a_missing_queue_is_reported_and_the_rest_keeps_serving() {
     let (clean, logs) = server.stop();
     assert!(clean && !logs.contains("panicked"), "{logs}");
 }
+
+/// Says how big each batch was, not what was in it (its bodies are a quarter of a megabyte).
+const SIZER: &str = r#"
+import json
+
+def handler(event, context):
+    records = event["Records"]
+    print("SIZE " + json.dumps({
+        "ids": [r["body"][:12] for r in records],
+        "bytes": len(json.dumps(event, separators=(",", ":"))),
+    }))
+"#;
+
+/// Lambda's invocation payload is at most 6 MB: a batch that would pass it is cut, and the
+/// rest goes in the next one, each message once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_cut_before_it_passes_six_megabytes_and_the_rest_follows() {
+    let moto = Moto::start();
+    let jobs = moto.create_queue("jobs", json!({"VisibilityTimeout": "60"}));
+    // 30 messages of 240,000 bytes: 7.2 MB in all, within SQS's 256 KiB per message (made
+    // by Python: one is longer than an argument may be).
+    moto.boto3(&format!(
+        "for i in range(30):\n    \
+         sqs.send_message(QueueUrl={jobs:?}, MessageBody=('big-%02d' % i).ljust(12) + 'x' * (240000 - 12))\n\
+         print('null')"
+    ));
+    // Room for all 30 by count, and a window long enough to gather them: only size cuts.
+    let tail = format!(
+        "[[event_sources]]\ntype = \"sqs\"\nqueue = {jobs:?}\nfunction = \"sizer\"\n\
+         batch_size = 100\nmaximum_batching_window = 10\n"
+    );
+    let server = serve(project(&[("sizer", SIZER, "")], &tail), &moto);
+    moto.wait_for_count("jobs", 0, &server);
+    let batches = printed(&server.logs(), "SIZE ");
+    assert!(batches.len() >= 2, "cut into several: {batches:?}");
+    for batch in &batches {
+        let bytes = batch["bytes"].as_u64().unwrap();
+        assert!(bytes <= 6 * 1024 * 1024, "a batch of {bytes} bytes");
+    }
+    assert!(
+        batches[0]["ids"].as_array().unwrap().len() > 10,
+        "the first batch was filled up to the limit, not cut by count: {batches:?}"
+    );
+    let mut seen: Vec<String> = batches
+        .iter()
+        .flat_map(|b| b["ids"].as_array().unwrap().clone())
+        .map(|id| id.as_str().unwrap().trim().to_owned())
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = (0..30).map(|i| format!("big-{i:02}")).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "each message once");
+}

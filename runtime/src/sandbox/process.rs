@@ -3,14 +3,14 @@
 //! isolation at all: for development, and for hosts without namespaces.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
 use super::{Control, Sandbox, StartSpec, Started, Stop, find_bootstrap};
 use crate::config::lambda_env::{self, Paths};
-use crate::error::Failure;
+use crate::error::{ExitStatus, Failure};
 
 /// Runs bootstraps as plain child processes.
 #[derive(Debug, Default)]
@@ -61,34 +61,23 @@ impl Sandbox for ProcessSandbox {
             .envs(env)
             .current_dir(&spec.code_dir)
             .stdin(Stdio::null());
-        let mut child = command
-            .spawn()
-            .map_err(|e| Failure::BootstrapNotExecutable {
-                path: "/var/task/bootstrap".to_owned(),
-                reason: go_style_reason(&e),
-            })?;
-        // The command holds the pipe's write ends; drop them so the pipe ends with the child.
-        drop(command);
-        let pid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| {
-                Failure::Sandbox("the bootstrap exited before it could be tracked".into())
-            })?;
-        let reaped = Arc::new(AtomicBool::new(false));
         let (exit_tx, exited) = oneshot::channel();
-        let reaped_flag = Arc::clone(&reaped);
-        tokio::spawn(async move {
-            let status = super::exit_status_of(child.wait().await);
-            reaped_flag.store(true, Ordering::Release);
-            let _ = exit_tx.send(status);
-        });
-        Ok(Started {
-            control: Box::new(ProcessControl {
-                pid,
-                reaped,
-                extension_pids,
+        let control = ProcessControl {
+            runtime: Mutex::new(Runtime::Held {
+                command: Box::new(command),
+                exit_tx,
             }),
+            reaped: Arc::new(AtomicBool::new(false)),
+            extension_pids,
+        };
+        // With extensions, the runtime waits until they have registered, as on Lambda
+        // (`release_runtime`); without, it starts now, so that a bootstrap that cannot be
+        // started is this start's error.
+        if extensions.launched.is_empty() {
+            control.spawn_runtime()?;
+        }
+        Ok(Started {
+            control: Box::new(control),
             exited,
             logs: Some(reader.into()),
             extension_logs,
@@ -155,31 +144,116 @@ fn launch_extensions(
 
 #[derive(Debug)]
 struct ProcessControl {
-    pid: i32,
+    runtime: Mutex<Runtime>,
+    /// Set once the runtime has been reaped: its pid may then be anyone's.
     reaped: Arc<AtomicBool>,
     /// Each external extension leads a process group of its own.
     extension_pids: Vec<i32>,
 }
 
+/// Where the runtime process is in its life.
+#[derive(Debug)]
+enum Runtime {
+    /// Not started yet: the extensions are registering. The command holds the log pipe's write
+    /// ends; the sender tells the environment how the runtime ended.
+    Held {
+        command: Box<tokio::process::Command>,
+        exit_tx: oneshot::Sender<ExitStatus>,
+    },
+    /// Started, leading the process group `pid`.
+    Running { pid: i32 },
+    /// Stopped before it was started, or could not be started.
+    Gone,
+}
+
+impl ProcessControl {
+    /// Starts a held runtime. The exit status goes to the environment once it is reaped.
+    fn spawn_runtime(&self) -> Result<(), Failure> {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        let Runtime::Held {
+            mut command,
+            exit_tx,
+        } = std::mem::replace(&mut *runtime, Runtime::Gone)
+        else {
+            return Ok(());
+        };
+        let spawned = command.spawn();
+        // The command holds the pipe's write ends; drop them so the pipe ends with the child.
+        drop(command);
+        let mut child = spawned.map_err(|e| Failure::BootstrapNotExecutable {
+            path: "/var/task/bootstrap".to_owned(),
+            reason: go_style_reason(&e),
+        })?;
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| {
+                Failure::Sandbox("the bootstrap exited before it could be tracked".into())
+            })?;
+        *runtime = Runtime::Running { pid };
+        let reaped = Arc::clone(&self.reaped);
+        tokio::spawn(async move {
+            let status = super::exit_status_of(child.wait().await);
+            reaped.store(true, Ordering::Release);
+            let _ = exit_tx.send(status);
+        });
+        Ok(())
+    }
+
+    /// Signals the runtime's process group; a runtime still held is never started, and ends
+    /// as if the signal had reached it.
+    fn signal_runtime(&self, how: Stop) {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        match &*runtime {
+            // The group outlives its leader while any member lives, so this also reaches
+            // processes the runtime left behind.
+            Runtime::Running { pid } => super::signal_group(*pid, how),
+            Runtime::Held { .. } => {
+                if let Runtime::Held { exit_tx, .. } =
+                    std::mem::replace(&mut *runtime, Runtime::Gone)
+                {
+                    let signal = match how {
+                        Stop::Terminate => nix::sys::signal::Signal::SIGTERM,
+                        Stop::Kill => nix::sys::signal::Signal::SIGKILL,
+                    };
+                    let _ = exit_tx.send(ExitStatus::Signal(signal as i32));
+                }
+            }
+            Runtime::Gone => {}
+        }
+    }
+}
+
 impl Control for ProcessControl {
     fn stop(&self, how: Stop) {
-        // The group outlives its leader while any member lives, so this also reaches
-        // processes the runtime left behind.
-        super::signal_group(self.pid, how);
+        self.signal_runtime(how);
         for pid in &self.extension_pids {
             super::signal_group(*pid, how);
         }
     }
 
     fn stop_runtime(&self, how: Stop) {
-        super::signal_group(self.pid, how);
+        self.signal_runtime(how);
+    }
+
+    fn release_runtime(&self) {
+        if let Err(failure) = self.spawn_runtime() {
+            // Found executable at start, it could not be started now (removed meanwhile, or
+            // out of processes). Its exit sender is gone with it, so the environment sees the
+            // runtime end at once and fails init; the reason is in lamina's own log.
+            tracing::warn!("starting the runtime once its extensions registered: {failure:?}");
+        }
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {
+        let Runtime::Running { pid } = *self.runtime.lock().unwrap_or_else(|e| e.into_inner())
+        else {
+            return None;
+        };
         if self.reaped.load(Ordering::Acquire) {
             return None;
         }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)

@@ -4,6 +4,12 @@
 //! wants). One table, queryable by function and due time, whose shape moves to PostgreSQL as
 //! it is.
 //!
+//! The table is keyed by a sequence number in accept order, not by request id: inserts and
+//! the removals that follow them in about the same order then touch the B-tree's last pages
+//! instead of one random page each (a request id is a random UUID), which is most of what a
+//! commit costs. The writer finds an event's sequence number by its request id in memory
+//! (design note 005, "Keys").
+//!
 //! One writer, many readers: the writer ([`SqliteStore`], a `lamina serve` or `lamina events
 //! purge`) holds an exclusive `flock` on `events.sqlite3.lock` beside the database for as long
 //! as the store is open, so a second one is refused at once; readers ([`ReadOnlyStore`],
@@ -11,7 +17,7 @@
 //! behind `lamina events` ([`SqliteStore::summary`], [`ReadOnlyStore::list`],
 //! [`SqliteStore::purge`]) are here too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -85,13 +91,53 @@ pub struct QueuedEvent {
     pub payload_bytes: u64,
 }
 
-/// The table's version; a file of another is refused, naming both.
-const SCHEMA_VERSION: i64 = 1;
+/// The table's version; a file of a later one is refused, naming both; version 1 (keyed by
+/// request id) is moved to this one when a writer opens it.
+const SCHEMA_VERSION: i64 = 2;
+
+/// The events table, version 2. `seq` is SQLite's rowid: the largest so far plus one.
+const CREATE_EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
+     seq INTEGER PRIMARY KEY,
+     request_id TEXT NOT NULL,
+     function TEXT NOT NULL,
+     payload BLOB NOT NULL,
+     client_context TEXT,
+     trace_id TEXT,
+     accepted_ms INTEGER NOT NULL,
+     attempts INTEGER NOT NULL,
+     due_ms INTEGER NOT NULL
+ )";
+
+/// Moves a version 1 table (`request_id` its key, `WITHOUT ROWID`) to version 2, in accept
+/// order, in one transaction.
+const MIGRATE_FROM_1: &str = "BEGIN IMMEDIATE;
+     ALTER TABLE events RENAME TO events_v1;
+     CREATE TABLE events (
+         seq INTEGER PRIMARY KEY,
+         request_id TEXT NOT NULL,
+         function TEXT NOT NULL,
+         payload BLOB NOT NULL,
+         client_context TEXT,
+         trace_id TEXT,
+         accepted_ms INTEGER NOT NULL,
+         attempts INTEGER NOT NULL,
+         due_ms INTEGER NOT NULL
+     );
+     INSERT INTO events (request_id, function, payload, client_context, trace_id,
+         accepted_ms, attempts, due_ms)
+         SELECT request_id, function, payload, client_context, trace_id, accepted_ms,
+         attempts, due_ms FROM events_v1 ORDER BY accepted_ms, request_id;
+     DROP TABLE events_v1;
+     UPDATE meta SET value = 2 WHERE key = 'schema';
+     COMMIT;";
 
 /// An open store, and its writer's lock, held until it is dropped.
 pub struct SqliteStore {
     connection: Connection,
     path: PathBuf,
+    /// Each stored event's `seq`, by request id: every event this writer appended or found
+    /// pending, until removed. The writer is the store's only one, so this is the whole table.
+    seqs: HashMap<String, i64>,
     _lock: File,
 }
 
@@ -145,30 +191,29 @@ impl SqliteStore {
             connection.busy_timeout(BUSY_TIMEOUT)?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "FULL")?;
-            connection.execute_batch(
+            // A new file gets version 2 at once; an existing one keeps its table and version.
+            connection.execute_batch(&format!(
                 "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-                 CREATE TABLE IF NOT EXISTS events (
-                     request_id TEXT PRIMARY KEY,
-                     function TEXT NOT NULL,
-                     payload BLOB NOT NULL,
-                     client_context TEXT,
-                     trace_id TEXT,
-                     accepted_ms INTEGER NOT NULL,
-                     attempts INTEGER NOT NULL,
-                     due_ms INTEGER NOT NULL
-                 ) WITHOUT ROWID;
-                 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', 1);
-                 COMMIT;",
-            )?;
-            connection.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })
+                 {CREATE_EVENTS};
+                 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', {SCHEMA_VERSION});
+                 COMMIT;"
+            ))?;
+            let version =
+                connection.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                    r.get(0)
+                })?;
+            if version == 1 {
+                connection.execute_batch(MIGRATE_FROM_1)?;
+                return Ok(SCHEMA_VERSION);
+            }
+            Ok(version)
         };
         match setup() {
             Ok(SCHEMA_VERSION) => Ok(SqliteStore {
                 connection,
                 path,
+                seqs: HashMap::new(),
                 _lock: lock,
             }),
             Ok(other) => Err(err(format!(
@@ -197,13 +242,18 @@ impl SqliteStore {
     /// Deletes the events of `function` (or every event) and returns how many there were.
     /// Only a writer may: a server holding the store would run them all the same.
     pub fn purge(&mut self, function: Option<&str>) -> Result<u64, StoreError> {
-        self.connection
+        let deleted = self
+            .connection
             .execute(
                 "DELETE FROM events WHERE ?1 IS NULL OR function = ?1",
                 [function],
             )
             .map(|n| n as u64)
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        // What is left, found again: the map holds only rows that exist.
+        self.seqs.clear();
+        self.pending()?;
+        Ok(deleted)
     }
 
     fn failed(&self, e: rusqlite::Error) -> StoreError {
@@ -216,8 +266,15 @@ impl SqliteStore {
 
 const INSERT: &str = "INSERT INTO events (request_id, function, payload, client_context,
      trace_id, accepted_ms, attempts, due_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const RESCHEDULE: &str = "UPDATE events SET attempts = ?2, due_ms = ?3 WHERE request_id = ?1";
-const DELETE: &str = "DELETE FROM events WHERE request_id = ?1";
+// By `seq`, and the request id as well: should a sequence number ever be reused (SQLite may
+// give a deleted last row's to the next insert), the wrong event is not touched.
+const RESCHEDULE: &str =
+    "UPDATE events SET attempts = ?3, due_ms = ?4 WHERE seq = ?1 AND request_id = ?2";
+const DELETE: &str = "DELETE FROM events WHERE seq = ?1 AND request_id = ?2";
+// An event this writer has no `seq` for (none should be): found the slow way.
+const RESCHEDULE_BY_ID: &str =
+    "UPDATE events SET attempts = ?3, due_ms = ?4 WHERE request_id = ?2 AND ?1 IS NULL";
+const DELETE_BY_ID: &str = "DELETE FROM events WHERE request_id = ?2 AND ?1 IS NULL";
 
 /// An event's values in [`INSERT`]'s order.
 #[allow(
@@ -241,43 +298,40 @@ fn insert_params(
 
 impl EventStore for SqliteStore {
     fn commit(&mut self, batch: &super::Batch) -> Result<(), StoreError> {
-        let write = |c: &mut Connection| -> rusqlite::Result<()> {
+        let seqs = &mut self.seqs;
+        let mut write = |c: &mut Connection| -> rusqlite::Result<Vec<i64>> {
             let tx = c.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(INSERT)?;
-                for e in &batch.appends {
-                    insert.execute(insert_params(e))?;
-                }
-                let mut update = tx.prepare_cached(RESCHEDULE)?;
-                for (id, attempts, due_ms) in &batch.reschedules {
-                    update.execute(params![
-                        id,
-                        attempts,
-                        i64::try_from(*due_ms).unwrap_or(i64::MAX)
-                    ])?;
-                }
-                let mut delete = tx.prepare_cached(DELETE)?;
-                for id in &batch.removals {
-                    delete.execute([id])?;
-                }
+            let appended = insert(&tx, &batch.appends)?;
+            for (id, attempts, due_ms) in &batch.reschedules {
+                reschedule(&tx, seqs, id, *attempts, *due_ms)?;
             }
-            tx.commit()
+            remove(&tx, seqs, &batch.removals)?;
+            tx.commit()?;
+            Ok(appended)
         };
-        write(&mut self.connection).map_err(|e| self.failed(e))
+        match write(&mut self.connection) {
+            Ok(appended) => {
+                self.remember(&batch.appends, appended);
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
     }
 
     fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
-        let write = |c: &mut Connection| -> rusqlite::Result<()> {
+        let write = |c: &mut Connection| -> rusqlite::Result<Vec<i64>> {
             let tx = c.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(INSERT)?;
-                for e in events {
-                    insert.execute(insert_params(e))?;
-                }
-            }
-            tx.commit()
+            let appended = insert(&tx, events)?;
+            tx.commit()?;
+            Ok(appended)
         };
-        write(&mut self.connection).map_err(|e| self.failed(e))
+        match write(&mut self.connection) {
+            Ok(appended) => {
+                self.remember(events, appended);
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
     }
 
     fn reschedule(
@@ -286,55 +340,110 @@ impl EventStore for SqliteStore {
         attempts: u32,
         due_ms: u64,
     ) -> Result<(), StoreError> {
-        self.connection
-            .execute(
-                RESCHEDULE,
-                params![
-                    request_id,
-                    attempts,
-                    i64::try_from(due_ms).unwrap_or(i64::MAX)
-                ],
-            )
-            .map(drop)
+        reschedule(&self.connection, &self.seqs, request_id, attempts, due_ms)
             .map_err(|e| self.failed(e))
     }
 
     fn remove(&mut self, request_ids: &[String]) -> Result<(), StoreError> {
-        let write = |c: &mut Connection| -> rusqlite::Result<()> {
+        let seqs = &mut self.seqs;
+        let mut write = |c: &mut Connection| -> rusqlite::Result<()> {
             let tx = c.transaction()?;
-            {
-                let mut delete = tx.prepare_cached(DELETE)?;
-                for id in request_ids {
-                    delete.execute([id])?;
-                }
-            }
+            remove(&tx, seqs, request_ids)?;
             tx.commit()
         };
         write(&mut self.connection).map_err(|e| self.failed(e))
     }
 
     fn pending(&mut self) -> Result<Vec<StoredEvent>, StoreError> {
-        let read = |c: &Connection| -> rusqlite::Result<Vec<StoredEvent>> {
+        let read = |c: &Connection| -> rusqlite::Result<Vec<(i64, StoredEvent)>> {
             let mut query = c.prepare(
-                "SELECT request_id, function, payload, client_context, trace_id, accepted_ms,
-                 attempts, due_ms FROM events ORDER BY accepted_ms",
+                "SELECT seq, request_id, function, payload, client_context, trace_id,
+                 accepted_ms, attempts, due_ms FROM events ORDER BY seq",
             )?;
             let rows = query.query_map([], |r| {
-                Ok(StoredEvent {
-                    request_id: r.get(0)?,
-                    function: r.get(1)?,
-                    payload: Bytes::from(r.get::<_, Vec<u8>>(2)?),
-                    client_context: r.get(3)?,
-                    trace_id: r.get(4)?,
-                    accepted_ms: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
-                    attempts: r.get(6)?,
-                    due_ms: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
-                })
+                Ok((
+                    r.get(0)?,
+                    StoredEvent {
+                        request_id: r.get(1)?,
+                        function: r.get(2)?,
+                        payload: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+                        client_context: r.get(4)?,
+                        trace_id: r.get(5)?,
+                        accepted_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                        attempts: r.get(7)?,
+                        due_ms: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                    },
+                ))
             })?;
             rows.collect()
         };
-        read(&self.connection).map_err(|e| self.failed(e))
+        let rows = read(&self.connection).map_err(|e| self.failed(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, event)| {
+                self.seqs.insert(event.request_id.clone(), seq);
+                event
+            })
+            .collect())
     }
+}
+
+impl SqliteStore {
+    /// Notes the `seq` of each event of a committed append.
+    fn remember(&mut self, events: &[StoredEvent], seqs: Vec<i64>) {
+        for (event, seq) in events.iter().zip(seqs) {
+            self.seqs.insert(event.request_id.clone(), seq);
+        }
+    }
+}
+
+/// Inserts `events` in order, returning the `seq` each was given.
+fn insert(c: &Connection, events: &[StoredEvent]) -> rusqlite::Result<Vec<i64>> {
+    let mut insert = c.prepare_cached(INSERT)?;
+    events
+        .iter()
+        .map(|e| insert.insert(insert_params(e)))
+        .collect()
+}
+
+fn reschedule(
+    c: &Connection,
+    seqs: &HashMap<String, i64>,
+    request_id: &str,
+    attempts: u32,
+    due_ms: u64,
+) -> rusqlite::Result<()> {
+    let seq = seqs.get(request_id);
+    let mut update = c.prepare_cached(match seq {
+        Some(_) => RESCHEDULE,
+        None => RESCHEDULE_BY_ID,
+    })?;
+    update.execute(params![
+        seq,
+        request_id,
+        attempts,
+        i64::try_from(due_ms).unwrap_or(i64::MAX)
+    ])?;
+    Ok(())
+}
+
+/// Deletes the events `request_ids` and forgets their `seq`s. The map is changed before the
+/// transaction commits: a failed commit leaves those events in the table, found again by
+/// request id when they are removed again, or at the next start.
+fn remove(
+    c: &Connection,
+    seqs: &mut HashMap<String, i64>,
+    request_ids: &[String],
+) -> rusqlite::Result<()> {
+    for id in request_ids {
+        let seq = seqs.remove(id);
+        let mut delete = c.prepare_cached(match seq {
+            Some(_) => DELETE,
+            None => DELETE_BY_ID,
+        })?;
+        delete.execute(params![seq, id])?;
+    }
+    Ok(())
 }
 
 /// A store opened to be read only, beside the writer that may have it open: `lamina events
@@ -455,7 +564,7 @@ fn summary(c: &Connection, now_ms: u64) -> rusqlite::Result<Vec<FunctionQueue>> 
 fn list(c: &Connection, function: &str) -> rusqlite::Result<Vec<QueuedEvent>> {
     let mut query = c.prepare(
         "SELECT request_id, accepted_ms, attempts, due_ms, length(payload) FROM events
-         WHERE function = ?1 ORDER BY accepted_ms, request_id",
+         WHERE function = ?1 ORDER BY seq",
     )?;
     let rows = query.query_map([function], |r| {
         Ok(QueuedEvent {
@@ -503,6 +612,58 @@ mod tests {
         assert_eq!(pending[0].request_id, "b");
         assert_eq!((pending[0].attempts, pending[0].due_ms), (1, 99));
         assert_eq!(pending[1], event("c", 3));
+    }
+
+    #[test]
+    fn a_version_1_store_is_moved_to_version_2_keeping_its_events_in_accept_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 CREATE TABLE events (request_id TEXT PRIMARY KEY, function TEXT NOT NULL,
+                     payload BLOB NOT NULL, client_context TEXT, trace_id TEXT,
+                     accepted_ms INTEGER NOT NULL, attempts INTEGER NOT NULL,
+                     due_ms INTEGER NOT NULL) WITHOUT ROWID;
+                 INSERT INTO meta VALUES ('schema', 1);
+                 INSERT INTO events VALUES ('z-first', 'f', X'7B7D', NULL, 'Root=1', 1, 2, 77);
+                 INSERT INTO events VALUES ('a-second', 'f', X'7B7D', '{}', NULL, 2, 0, 0);",
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let pending = store.pending().unwrap();
+        let ids: Vec<_> = pending.iter().map(|e| e.request_id.as_str()).collect();
+        assert_eq!(ids, ["z-first", "a-second"]);
+        assert_eq!(pending[0].trace_id.as_deref(), Some("Root=1"));
+        assert_eq!((pending[0].attempts, pending[0].due_ms), (2, 77));
+        store.remove(&["z-first".into()]).unwrap();
+        drop(store);
+        let reader = ReadOnlyStore::open(dir.path()).unwrap().unwrap();
+        assert_eq!(reader.list("f").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn removing_by_a_reused_sequence_number_never_touches_another_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.append(&[event("a", 1), event("b", 2)]).unwrap();
+        let b_seq = store.seqs["b"];
+        // `b` gone behind the writer's back: its seq may be given to the next insert.
+        store
+            .connection
+            .execute("DELETE FROM events WHERE request_id = 'b'", [])
+            .unwrap();
+        store.append(&[event("c", 3)]).unwrap();
+        assert_eq!(store.seqs["c"], b_seq, "SQLite reused the last rowid");
+        store.remove(&["b".into()]).unwrap();
+        let ids: Vec<_> = store
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.request_id)
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
     }
 
     #[test]
@@ -624,8 +785,9 @@ mod tests {
         assert_eq!(reader.summary(1_000).unwrap(), summary);
         let listed = reader.list("f").unwrap();
         assert_eq!(listed.len(), 5);
+        // In accept order.
         assert_eq!(
-            listed[1],
+            listed[2],
             QueuedEvent {
                 request_id: "later-1".into(),
                 accepted_ms: 10,
