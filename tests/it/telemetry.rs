@@ -4,6 +4,12 @@
 //! writes every record it is sent to a file. The tests read that file: the records of a cold
 //! invocation, the Logs API's, Lambda's errors for bad or late subscriptions, a listener that
 //! does not answer (records are dropped and told, invocations are not held up), and a timeout.
+//!
+//! Two cases run under both native backends (`process` and `jail`), with a second extension
+//! that prints what it gets (a jailed extension cannot write the host's files): a subscriber
+//! with a TCP destination reads the records as newline-delimited JSON on one kept connection,
+//! and a subscription request without a known `Lambda-Extension-Identifier` gets Lambda's 403
+//! while the environment goes on serving.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -498,4 +504,383 @@ async fn a_timeout_is_told_as_runtime_done_with_status_timeout() {
         report["metrics"]["durationMs"].as_f64().unwrap() >= 1000.0,
         "{report}"
     );
+}
+
+/// The native backends, each of which runs the cases below (as tests/it/extensions.rs does).
+const BACKENDS: [&str; 2] = ["process", "jail"];
+
+/// A subscriber that listens on TCP and prints what it gets, for both backends (in the jail
+/// it cannot write the host's files; its stdout reaches the server's log). It registers,
+/// listens on `0.0.0.0:0`, then makes `$PROBES` (a JSON list of `[api, identifier]`, `api`
+/// `telemetry` or `logs`, `identifier` `none`, `unknown` (a fresh UUID), `invalid` or `own`:
+/// its own subscription request sent with that identifier) and subscribes with its own
+/// identifier through the Telemetry API, each answer printed after [`PROBE`]; `$LATE_PROBES`
+/// are made at each INVOKE. Named `*-uri`, it gives its destination as
+/// `{"protocol":"TCP","URI":"sandbox.localdomain:PORT"}`, else `{"protocol":"TCP","port":PORT}`.
+/// Every connection is told after [`CONNECTED`] and every line read on one after [`RECEIVED`]
+/// (a line the connection ended inside of, after [`UNTERMINATED`]), each followed by its own
+/// name. It asks for `platform` and `function` records only: its own prints are `extension`
+/// records, which would come back to it.
+const TCP_EXTENSION: &str = r#"#!/usr/bin/env python3
+import json, os, socket, sys, threading, urllib.error, urllib.request, uuid
+
+API = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"]
+NAME = os.path.basename(__file__)
+OUT = threading.Lock()
+
+def say(prefix, text):
+    with OUT:
+        sys.stdout.write(f"{prefix} {NAME} {text}\n")
+        sys.stdout.flush()
+
+def call(method, path, body=None, headers=None):
+    data = None if body is None else body.encode()
+    request = urllib.request.Request(API + path, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request) as answer:
+            return answer.status, answer.headers, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+def receive(connection):
+    with connection, connection.makefile("rb") as stream:
+        for line in stream:
+            text = line.decode()
+            if text.endswith("\n"):
+                say("TCP-RECORD", text[:-1])
+            else:
+                say("TCP-UNTERMINATED", json.dumps(text))
+
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", 0))
+listener.listen(16)
+port = listener.getsockname()[1]
+
+def accept():
+    while True:
+        connection, _ = listener.accept()
+        say("TCP-CONNECTED", str(port))
+        threading.Thread(target=receive, args=(connection,), daemon=True).start()
+
+threading.Thread(target=accept, daemon=True).start()
+
+_, headers, _ = call("POST", "/2020-01-01/extension/register",
+                     json.dumps({"events": ["INVOKE", "SHUTDOWN"]}), {"Lambda-Extension-Name": NAME})
+ID = headers["Lambda-Extension-Identifier"]
+if NAME.endswith("-uri"):
+    destination = {"protocol": "TCP", "URI": f"sandbox.localdomain:{port}"}
+else:
+    destination = {"protocol": "TCP", "port": port}
+types = ["platform", "function"]
+bodies = {
+    "telemetry": ("/2022-07-01/telemetry", {"schemaVersion": "2022-12-13", "types": types,
+                  "destination": destination, "buffering": {"timeoutMs": 25}}),
+    "logs": ("/2020-08-15/logs", {"schemaVersion": "2021-03-18", "types": types,
+             "destination": destination, "buffering": {"timeoutMs": 25}}),
+}
+
+def probe(label, api, identifier):
+    path, body = bodies[api]
+    sent = {"none": None, "unknown": str(uuid.uuid4()), "invalid": "not-a-uuid", "own": ID}[identifier]
+    headers = {"Content-Type": "application/json"}
+    if sent is not None:
+        headers["Lambda-Extension-Identifier"] = sent
+    status, _, text = call("PUT", path, json.dumps(body), headers)
+    say("PROBE", json.dumps({"probe": label, "api": api, "identifier": identifier, "sent": sent,
+                             "status": status, "body": text}))
+
+for api, identifier in json.loads(os.environ.get("PROBES", "[]")):
+    probe("init", api, identifier)
+probe("subscribe", "telemetry", "own")
+
+while True:
+    _, _, text = call("GET", "/2020-01-01/extension/event/next", None,
+                      {"Lambda-Extension-Identifier": ID})
+    event = json.loads(text)
+    if event["eventType"] == "SHUTDOWN":
+        sys.exit(0)
+    for api, identifier in json.loads(os.environ.get("LATE_PROBES", "[]")):
+        probe("late", api, identifier)
+"#;
+
+/// What [`TCP_EXTENSION`] prints before each line it reads on its TCP connection.
+const RECEIVED: &str = "TCP-RECORD ";
+/// … before a line its connection ended inside of (no newline).
+const UNTERMINATED: &str = "TCP-UNTERMINATED ";
+/// … when a connection is made to it.
+const CONNECTED: &str = "TCP-CONNECTED ";
+/// … before the answer to each subscription request it makes.
+const PROBE: &str = "PROBE ";
+
+/// A project for both backends: the function `f` ([`HANDLER`]) with a layer holding
+/// [`TCP_EXTENSION`] under each of `names`; `env` is the function's environment
+/// (`KEY = "value", …`). Everything is readable by the jail's unprivileged user.
+fn tcp_project(names: &[&str], env: &str) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("f")).unwrap();
+    std::fs::write(root.join("f/app.py"), HANDLER).unwrap();
+    std::fs::create_dir_all(root.join("layer/extensions")).unwrap();
+    for name in names {
+        let ext = root.join("layer/extensions").join(name);
+        std::fs::write(&ext, TCP_EXTENSION).unwrap();
+        std::fs::set_permissions(&ext, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    for d in [
+        root,
+        &root.join("f"),
+        &root.join("layer"),
+        &root.join("layer/extensions"),
+    ] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        root.join("lamina.toml"),
+        format!(
+            "[functions.f]\ncode = \"f\"\nlayers = [\"layer\"]\nruntime = \"python3.11\"\n\
+             handler = \"app.handler\"\nenvironment = {{ {env} }}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// What the extension `name` printed after `prefix` in `logs`, in order.
+fn printed<'a>(logs: &'a str, prefix: &str, name: &str) -> Vec<&'a str> {
+    logs.lines()
+        .filter_map(|l| l.split_once(prefix))
+        .filter_map(|(_, rest)| rest.split_once(' '))
+        .filter(|(who, _)| *who == name)
+        .map(|(_, text)| text)
+        .collect()
+}
+
+/// The records the extension `name` read on TCP, each line parsed on its own: a line that is
+/// not one JSON object fails the test.
+fn tcp_records(logs: &str, name: &str) -> Vec<Value> {
+    printed(logs, RECEIVED, name)
+        .into_iter()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name} read a line that is not JSON ({e}): {line:?}"));
+            assert!(
+                record.is_object() && record["type"].is_string(),
+                "{name} read a line that is not one record: {line:?}"
+            );
+            record
+        })
+        .collect()
+}
+
+/// Waits until `found` holds for the records the extension `name` has read on TCP; returns
+/// the server's log then.
+fn wait_tcp(server: &Server, name: &str, found: impl Fn(&[Value]) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = server.logs();
+        if found(&tcp_records(&logs, name)) {
+            return logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} has not read the records awaited:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The answers to the extension `name`'s subscription requests, in order.
+fn probes(logs: &str, name: &str) -> Vec<Value> {
+    printed(logs, PROBE, name)
+        .into_iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+/// A probe's status and its body parsed (`Null` when the body is not JSON).
+fn answer_of(probe: &Value) -> (u64, Value) {
+    let body = serde_json::from_str(probe["body"].as_str().unwrap()).unwrap_or(Value::Null);
+    (probe["status"].as_u64().unwrap(), body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_subscriber_reads_newline_delimited_records_on_both_backends() {
+    for backend in BACKENDS {
+        tcp_subscriber_reads_newline_delimited_records(backend).await;
+    }
+}
+
+async fn tcp_subscriber_reads_newline_delimited_records(backend: &str) {
+    // Both shapes of a TCP destination: `port` (the emulator's) and a `URI` (the reference
+    // page's), one extension each.
+    let names = ["tcp-port", "tcp-uri"];
+    let server = Server::start_in(tcp_project(&names, ""), &["--sandbox", backend]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = invoke(&server, r#"{"lines": 2}"#).await;
+        assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
+        assert_eq!(header(&r, "x-amz-function-error"), None, "{backend}");
+        ids.push(json_of(&r)["id"].as_str().unwrap().to_owned());
+    }
+    for name in names {
+        let logs = wait_tcp(&server, name, |records| {
+            ids.iter().all(|id| is_report_of(id)(records))
+        });
+        let records = tcp_records(&logs, name);
+        let context = format!("{backend}, {name}: {records:#?}\n{logs}");
+        let subscribed = probes(&logs, name);
+        assert_eq!(answer_of(&subscribed[0]), (200, json!("OK")), "{context}");
+        assert!(printed(&logs, UNTERMINATED, name).is_empty(), "{context}");
+        // One connection, kept from batch to batch.
+        assert_eq!(printed(&logs, CONNECTED, name).len(), 1, "{context}");
+        // Only what it asked for: no `extension` records (its own prints).
+        assert!(
+            records.iter().all(|r| {
+                let kind = r["type"].as_str().unwrap();
+                kind == "function" || kind.starts_with("platform.")
+            }),
+            "{context}"
+        );
+        let count = |kind: &str| records.iter().filter(|r| r["type"] == kind).count();
+        assert_eq!(count("platform.initStart"), 1, "{context}");
+        let subscription = &records[position(&records, "platform.telemetrySubscription", |r| {
+            r["name"] == name
+        })]["record"];
+        assert_eq!(
+            subscription,
+            &json!({"name": name, "state": "Subscribed", "types": ["platform", "function"]}),
+            "{context}"
+        );
+        for id in &ids {
+            let of = |r: &Value| r["requestId"] == id.as_str();
+            let start = position(&records, "platform.start", of);
+            let line = |i: usize| {
+                position(&records, "function", |r| {
+                    *r == json!(format!("handler line {i} of {id}"))
+                })
+            };
+            let (line0, line1) = (line(0), line(1));
+            let done = position(&records, "platform.runtimeDone", of);
+            let report = position(&records, "platform.report", of);
+            assert!(
+                start < line0 && line0 < line1 && line1 < done && done < report,
+                "records of {id} out of order: {context}"
+            );
+            assert_eq!(records[done]["record"]["status"], "success", "{context}");
+            assert_eq!(records[report]["record"]["status"], "success", "{context}");
+            for kind in ["platform.start", "platform.runtimeDone", "platform.report"] {
+                let of_id = records
+                    .iter()
+                    .filter(|r| r["type"] == kind && of(&r["record"]))
+                    .count();
+                assert_eq!(of_id, 1, "{kind} of {id} once: {context}");
+            }
+        }
+    }
+    let (ok, logs) = server.stop();
+    assert!(ok, "{backend}: {logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_without_a_known_extension_identifier_is_refused_on_both_backends() {
+    for backend in BACKENDS {
+        subscription_without_a_known_identifier_is_refused(backend).await;
+    }
+}
+
+async fn subscription_without_a_known_identifier_is_refused(backend: &str) {
+    let name = "tcp-port";
+    let probes_at_init = json!([
+        ["telemetry", "none"],
+        ["telemetry", "unknown"],
+        ["telemetry", "invalid"],
+        ["logs", "none"],
+        ["logs", "unknown"],
+    ]);
+    let probes_late = json!([["telemetry", "unknown"], ["logs", "none"]]);
+    let env = format!(
+        "PROBES = {:?}, LATE_PROBES = {:?}",
+        probes_at_init.to_string(),
+        probes_late.to_string()
+    );
+    let server = Server::start_in(tcp_project(&[name], &env), &["--sandbox", backend]);
+    let r = invoke(&server, "{}").await;
+    assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
+    assert_eq!(header(&r, "x-amz-function-error"), None, "{backend}");
+    let first = json_of(&r)["id"].as_str().unwrap().to_owned();
+    // The environment goes on: a second invocation, and the subscription made with the
+    // extension's own identifier after the refused ones delivers both.
+    let r = invoke(&server, "{}").await;
+    assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
+    assert_eq!(header(&r, "x-amz-function-error"), None, "{backend}");
+    let second = json_of(&r)["id"].as_str().unwrap().to_owned();
+    let logs = wait_tcp(&server, name, |records| {
+        is_report_of(&first)(records) && is_report_of(&second)(records)
+    });
+    // Every answer is in the log by now: the extension prints the late ones before it calls
+    // `/next` again, which the invocation's `platform.report` waits for, and it prints them on
+    // the same stdout as the records it reads.
+    let answers = probes(&logs, name);
+    let context = format!("{backend}: {answers:#?}\n{logs}");
+    // Five at init, the subscription, then two at each of the two INVOKEs.
+    assert_eq!(answers.len(), 5 + 1 + 2 * 2, "{context}");
+    for probe in &answers {
+        let (status, body) = answer_of(probe);
+        let sent = probe["sent"].as_str();
+        let expected = match (
+            probe["probe"].as_str().unwrap(),
+            probe["identifier"].as_str().unwrap(),
+        ) {
+            ("subscribe", "own") => {
+                assert_eq!((status, &body), (200, &json!("OK")), "{context}");
+                continue;
+            }
+            (_, "none") => (
+                "Extension.MissingExtensionIdentifier",
+                "Missing Lambda-Extension-Identifier header".to_owned(),
+            ),
+            (_, "unknown") => (
+                "Extension.UnknownExtensionIdentifier",
+                format!("Unknown extension {}", sent.unwrap()),
+            ),
+            (_, "invalid") => (
+                "Extension.InvalidExtensionIdentifier",
+                "Invalid Lambda-Extension-Identifier".to_owned(),
+            ),
+            other => panic!("unexpected probe {other:?}: {context}"),
+        };
+        assert_eq!(
+            (status, &body),
+            (
+                403,
+                &json!({"errorType": expected.0, "errorMessage": expected.1})
+            ),
+            "{probe}: {context}"
+        );
+    }
+    // Nothing was subscribed by the refused requests: one subscription, the extension's own.
+    let records = tcp_records(&logs, name);
+    let subscriptions: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["type"] == "platform.telemetrySubscription"
+                || r["type"] == "platform.logsSubscription"
+        })
+        .map(|r| &r["record"])
+        .collect();
+    assert_eq!(
+        subscriptions,
+        [&json!({"name": name, "state": "Subscribed", "types": ["platform", "function"]})],
+        "{backend}: {records:#?}"
+    );
+    for id in [&first, &second] {
+        let done = position(&records, "platform.runtimeDone", |r| {
+            r["requestId"] == id.as_str()
+        });
+        assert_eq!(records[done]["record"]["status"], "success", "{backend}");
+    }
+    let (ok, logs) = server.stop();
+    assert!(ok, "{backend}: {logs}");
 }
