@@ -37,6 +37,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::unix::pipe;
 
 use crate::config::lambda_env::FUNCTION_VERSION;
+use crate::telemetry::Status;
 
 /// CloudWatch's largest log event; a longer line without a newline is cut here.
 const MAX_LINE_BYTES: usize = 256 * 1024;
@@ -554,8 +555,22 @@ pub struct Report<'a> {
     pub memory_mb: u32,
     /// Peak memory of the environment so far.
     pub max_memory_mb: u64,
-    /// `Status:` and `Error Type:` for failed invocations.
+    /// How it ended, as Lambda's records (`platform.runtimeDone`, `platform.report`) say it:
+    /// the JSON format's, and the same as telemetry's ([`Status::of`]).
+    pub status: Status,
+    /// The text line's `Status:` and `Error Type:`, which Lambda's text shows for the
+    /// platform's failures only (`Failure::report_status`), not for the function's own error.
     pub failure: Option<(&'a str, &'a str)>,
+}
+
+/// Billed duration, ms, of an invocation that took `duration` after an init of `init`: rounded
+/// up to the millisecond and, for custom runtimes, with init; never 0.
+pub fn billed_ms(duration: Duration, init: Option<Duration>) -> u64 {
+    let ms = (duration + init.unwrap_or_default())
+        .as_nanos()
+        .div_ceil(1_000_000)
+        .max(1);
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 impl Report<'_> {
@@ -564,12 +579,9 @@ impl Report<'_> {
         PlatformLine::Report(self)
     }
 
-    /// Billed duration, ms: rounded up to the millisecond and, for custom runtimes, with init.
-    pub fn billed_ms(&self) -> u128 {
-        (self.duration + self.init.unwrap_or_default())
-            .as_nanos()
-            .div_ceil(1_000_000)
-            .max(1)
+    /// Billed duration, ms ([`billed_ms`]).
+    pub fn billed_ms(&self) -> u64 {
+        billed_ms(self.duration, self.init)
     }
 
     /// The tab-separated line CloudWatch shows.
@@ -616,6 +628,7 @@ mod tests {
             init: Some(Duration::from_micros(120_120)),
             memory_mb: 128,
             max_memory_mb: 35,
+            status: Status::Success,
             failure: None,
         };
         assert_eq!(
@@ -631,7 +644,7 @@ mod tests {
             let r = Report {
                 duration: Duration::from_nanos(nanos),
                 init: None,
-                ..r
+                ..r.clone()
             };
             assert!(
                 r.text().contains(&format!("\tDuration: {shown}\t")),

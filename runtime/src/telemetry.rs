@@ -22,6 +22,11 @@ mod relay;
 /// Subscription requests parsed into [`subscription::Subscription`], with Lambda's errors.
 pub mod subscription;
 
+/// How an invocation or init ended, as Lambda's records tell it.
+pub use records::Status;
+/// What the function's JSON log renders its platform records with.
+pub(crate) use records::{Event, ReportMetrics, Stamped};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,7 +37,7 @@ use crate::invoke::InvokeOutcome;
 use crate::logs::{Report, TapSlot};
 use crate::runtime_api::wire::ApiError;
 use crate::sandbox::Control;
-use records::{Event, ReportMetrics, Span, Stamped, Status};
+use records::Span;
 use relay::{LineFeed, Msg, Switch};
 use subscription::{Api, Subscription, Types};
 
@@ -62,14 +67,6 @@ impl Drop for Owner {
     }
 }
 
-/// The invocation handed to the runtime, for its spans.
-#[derive(Debug)]
-struct Current {
-    request_id: String,
-    at: Instant,
-    wall: SystemTime,
-}
-
 /// An invocation the runtime is done with, whose report waits for the extensions.
 #[derive(Debug)]
 struct PendingReport {
@@ -95,9 +92,8 @@ pub(crate) struct Told {
 pub(crate) struct Telemetry {
     identity: Identity,
     init_started: Instant,
-    /// Subscriptions are taken (during init).
+    /// Init is under way: subscriptions are taken, and init's records are yet to be said.
     open: bool,
-    init_reported: bool,
     subscriptions: Vec<(String, Subscription)>,
     /// Init events while there is no relay yet.
     kept: Vec<Stamped>,
@@ -105,7 +101,6 @@ pub(crate) struct Telemetry {
     switch: Arc<Switch>,
     tap: TapSlot,
     control: Arc<dyn Control>,
-    current: Option<Current>,
     pending_report: Option<PendingReport>,
 }
 
@@ -134,14 +129,12 @@ impl Telemetry {
             identity,
             init_started,
             open: true,
-            init_reported: false,
             subscriptions: Vec::new(),
             kept: vec![init_start],
             owner: None,
             switch: Arc::new(Switch::default()),
             tap,
             control,
-            current: None,
             pending_report: None,
         };
         if extensions_launched {
@@ -252,10 +245,9 @@ impl Telemetry {
         duration: Option<Duration>,
         status: Status,
     ) {
-        if self.init_reported {
+        if !self.open {
             return;
         }
-        self.init_reported = true;
         let duration = duration.unwrap_or_else(|| self.init_started.elapsed());
         let ok = status == Status::Success;
         self.emit(|| Event::InitRuntimeDone {
@@ -297,15 +289,11 @@ impl Telemetry {
         if !self.live() {
             return;
         }
-        self.current = Some(Current {
-            request_id: request_id.to_owned(),
-            at: Instant::now(),
-            wall: SystemTime::now(),
-        });
         let span = uuid::Uuid::new_v4().simple().to_string();
+        let version = self.identity.function_version.clone();
         self.emit(|| Event::Start {
             request_id: request_id.to_owned(),
-            version: crate::config::lambda_env::FUNCTION_VERSION,
+            version,
             trace_id: Some(trace_id.to_owned()).filter(|t| !t.is_empty()),
             span_id: span.get(..16).map(str::to_owned),
         });
@@ -316,73 +304,65 @@ impl Telemetry {
         if !self.live() {
             return None;
         }
-        let (status, produced_bytes, fault) = match outcome {
-            InvokeOutcome::Response(body) => (Status::Success, body.len(), None),
-            InvokeOutcome::FunctionError(e) => {
-                (Status::Error(e.error_type.clone()), e.payload.len(), None)
-            }
+        let (produced_bytes, fault) = match outcome {
+            InvokeOutcome::Response(body) => (body.len(), None),
+            InvokeOutcome::FunctionError(e) => (e.payload.len(), None),
             InvokeOutcome::Failure(f) => {
-                let status = match f {
-                    Failure::Timeout(_) | Failure::InitTimeout(_) => Status::Timeout,
-                    f if f.error_type().starts_with("Sandbox.") => {
-                        Status::Failure(f.error_type().to_owned())
-                    }
-                    f => Status::Error(f.error_type().to_owned()),
-                };
                 // The Logs API's `platform.fault`, in Lambda's words.
                 let fault = matches!(f, Failure::Exited(_) | Failure::OutOfMemory).then(|| {
                     format!("RequestId: {request_id} Process exited before completing request")
                 });
-                (status, 0, fault)
+                (0, fault)
             }
         };
         Some(Told {
-            status,
+            status: Status::of(outcome),
             produced_bytes: produced_bytes as u64,
             fault,
         })
     }
 
-    /// The runtime is done with the invocation `report` is about: `platform.runtimeDone`
-    /// (the spans from its answer, which began at `response_started`); its report waits for
-    /// [`Telemetry::report`]. An invocation that ends init (it failed) reports init first.
+    /// The runtime is done with the invocation `report` is about, which it was handed at
+    /// `delivered_at`: `platform.runtimeDone` (the spans from its answer, which began at
+    /// `response_started`); its report waits for [`Telemetry::report`]. An invocation that
+    /// ends init (it failed) reports init first.
     pub(crate) fn runtime_done(
         &mut self,
         told: Option<Told>,
         report: &Report<'_>,
+        delivered_at: Option<Instant>,
         response_started: Option<Instant>,
     ) {
         let Some(told) = told else {
             return;
         };
-        if !self.init_reported {
+        if self.open {
             self.end_init(&[], report.init, told.status.clone());
         }
         if !self.live() {
             return;
         }
         let request_id = report.request_id;
-        if self
-            .current
-            .as_ref()
-            .is_none_or(|c| c.request_id != request_id)
-        {
+        if delivered_at.is_none() {
             // Never handed over (init failed first): it still starts, as its log does.
             self.start(request_id, "");
         }
-        let now = Instant::now();
-        let spans = match (&self.current, response_started) {
-            (Some(current), Some(began)) => {
-                let latency = began.saturating_duration_since(current.at);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let spans = match (delivered_at, response_started) {
+            (Some(delivered), Some(began)) => {
+                let delivered_wall = wall
+                    .checked_sub(now.saturating_duration_since(delivered))
+                    .unwrap_or(wall);
+                let latency = began.saturating_duration_since(delivered);
                 vec![
                     Span {
                         name: "responseLatency",
-                        start: current.wall,
+                        start: delivered_wall,
                         duration: latency,
                     },
                     Span {
                         name: "responseDuration",
-                        start: current.wall + latency,
+                        start: delivered_wall + latency,
                         duration: now.saturating_duration_since(began),
                     },
                 ]
@@ -394,7 +374,7 @@ impl Telemetry {
             request_id: request_id.to_owned(),
             status,
             duration: report.duration,
-            produced_bytes: told.produced_bytes,
+            produced_bytes: Some(told.produced_bytes),
             spans,
             fault: told.fault,
         });
@@ -405,8 +385,19 @@ impl Telemetry {
             init: report.init,
             max_memory_mb: report.max_memory_mb,
             at: now,
-            wall: SystemTime::now(),
+            wall,
         });
+    }
+
+    /// The environment resets while its extensions are still at work on the invocation whose
+    /// report is pending: they overran its deadline, or one of them failed. The report says
+    /// so (`failure`'s status) and goes now: the extensions' time ends here, not once the
+    /// environment's processes have been killed.
+    pub(crate) fn reset(&mut self, failure: &Failure) {
+        if let Some(pending) = &mut self.pending_report {
+            pending.status = Status::of_failure(failure);
+        }
+        self.report();
     }
 
     /// The invocation is over, extensions included: its `platform.report`, with the time the
@@ -417,17 +408,13 @@ impl Telemetry {
         };
         let overhead = pending.at.elapsed();
         let duration = pending.duration + overhead;
-        let billed = (duration + pending.init.unwrap_or_default())
-            .as_nanos()
-            .div_ceil(1_000_000)
-            .max(1);
         let memory_mb = self.identity.memory_mb;
         self.emit(|| Event::Report {
             request_id: pending.request_id,
             status: pending.status,
             metrics: ReportMetrics {
                 duration,
-                billed_ms: u64::try_from(billed).unwrap_or(u64::MAX),
+                billed_ms: crate::logs::billed_ms(duration, pending.init),
                 memory_mb,
                 max_memory_mb: pending.max_memory_mb,
                 init: pending.init,

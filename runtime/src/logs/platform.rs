@@ -2,6 +2,9 @@
 //! `END`, `REPORT`, `Task timed out`), never filtered. JSON is Lambda's records, the Telemetry
 //! API's envelope `{"time","type","record"}` one per line, as CloudWatch shows them for a
 //! function with `LogFormat: JSON`, each kept only at or above the function's system log level.
+//! The records are telemetry's own, rendered from the same events with the same status
+//! (`telemetry/records.rs`, [`Stamped::render_log`]): a subscriber and the log never tell one
+//! invocation two ways.
 //!
 //! What each line becomes in JSON, and its level (which level Lambda gives each record is
 //! **unconfirmed**: no AWS page lists it; the choices below fit the captures cited):
@@ -20,20 +23,19 @@
 //! aws-lambda-power-tuning, 2024), hence DEBUG. Lambda's telemetry for a timeout (a capture of
 //! 2026) is `runtimeDone` and `report` with `"status":"timeout"` and no `errorType`, and
 //! Lambda's text logs of 2026 no longer have a `Task timed out` line either (its REPORT says
-//! `Status: timeout`; lamina's text lines keep theirs, unchanged); lamina's other failures carry
-//! `"status":"error"` and their `errorType`, as the text `REPORT` has them. A function error (the
-//! runtime's `/error`) is `"status":"success"` here, as the text `REPORT` has no status for it
-//! (unconfirmed). `runtimeDone`'s `metrics.durationMs` is the runtime's time with the event, as
-//! in `REPORT`; its `producedBytes` and `spans` are left out (both optional in the schema).
+//! `Status: timeout`; lamina's text lines keep theirs, unchanged). Every other status is the
+//! records' ([`Status`](crate::telemetry::Status)): `error` with its `errorType` for the function's own error and the
+//! runtime's failures, `failure` for the platform's (`Sandbox.*`). `runtimeDone`'s
+//! `metrics.durationMs` is the runtime's time with the event, as in `REPORT`; its
+//! `producedBytes` and `spans` are left out (both optional in the schema).
 
-use std::time::{Duration, SystemTime};
-
-use serde::Serialize;
+use std::time::SystemTime;
 
 use super::{PlatformLine, Report};
 use crate::config::FunctionSpec;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::config::logging::{LogFormat, SystemLogLevel};
+use crate::telemetry::{Event, ReportMetrics, Stamped};
 
 /// How an environment writes its platform lines: per function, from its logging settings.
 #[derive(Debug, Clone, Default)]
@@ -87,43 +89,36 @@ impl JsonRecords {
     /// The records of `line` at or above the level, written at `now`, onto `out`.
     fn write(&self, line: &PlatformLine<'_>, now: SystemTime, out: &mut Vec<String>) {
         let keep = |level: SystemLogLevel| level >= self.level;
-        let time = humantime::format_rfc3339_millis(now).to_string();
+        let mut put = |event: Event| {
+            let record = Stamped { time: now, event }.render_log(&self.function_arn);
+            // Records are JSON, which is UTF-8.
+            out.extend(record.and_then(|r| String::from_utf8(r.to_vec()).ok()));
+        };
         match line {
-            PlatformLine::Start { request_id } if keep(SystemLogLevel::Info) => {
-                let record = Start {
-                    request_id,
-                    function_arn: &self.function_arn,
-                    version: FUNCTION_VERSION,
-                };
-                out.push(envelope(&time, "platform.start", &record));
-            }
+            PlatformLine::Start { request_id } if keep(SystemLogLevel::Info) => put(Event::Start {
+                request_id: (*request_id).to_owned(),
+                version: FUNCTION_VERSION.to_owned(),
+                trace_id: None,
+                span_id: None,
+            }),
             PlatformLine::Report(report) => {
-                let (status, error_type) = outcome(report);
                 if keep(SystemLogLevel::Debug) {
-                    let record = RuntimeDone {
-                        request_id: report.request_id,
-                        status,
-                        error_type,
-                        metrics: RuntimeDoneMetrics {
-                            duration_ms: millis(report.duration),
-                        },
-                    };
-                    out.push(envelope(&time, "platform.runtimeDone", &record));
+                    put(Event::RuntimeDone {
+                        request_id: report.request_id.to_owned(),
+                        status: report.status.clone(),
+                        duration: report.duration,
+                        produced_bytes: None,
+                        spans: Vec::new(),
+                        fault: None,
+                    });
                 }
                 if keep(SystemLogLevel::Info) {
-                    let record = ReportRecord {
-                        request_id: report.request_id,
-                        metrics: ReportMetrics {
-                            duration_ms: millis(report.duration),
-                            billed_duration_ms: report.billed_ms(),
-                            memory_size_mb: report.memory_mb,
-                            max_memory_used_mb: report.max_memory_mb,
-                            init_duration_ms: report.init.map(millis),
-                        },
-                        status,
-                        error_type,
-                    };
-                    out.push(envelope(&time, "platform.report", &record));
+                    put(Event::Report {
+                        request_id: report.request_id.to_owned(),
+                        status: report.status.clone(),
+                        metrics: metrics(report),
+                        spans: Vec::new(),
+                    });
                 }
             }
             PlatformLine::Start { .. }
@@ -133,101 +128,52 @@ impl JsonRecords {
     }
 }
 
-/// The records' `status` and `errorType` for the invocation `report` is about.
-fn outcome<'a>(report: &Report<'a>) -> (&'a str, Option<&'a str>) {
-    match report.failure {
-        None => ("success", None),
-        Some(("timeout", _)) => ("timeout", None),
-        Some((status, error_type)) => (status, Some(error_type)),
+/// `platform.report`'s metrics from the `REPORT` line's facts.
+fn metrics(report: &Report<'_>) -> ReportMetrics {
+    ReportMetrics {
+        duration: report.duration,
+        billed_ms: report.billed_ms(),
+        memory_mb: report.memory_mb,
+        max_memory_mb: report.max_memory_mb,
+        init: report.init,
     }
-}
-
-/// Milliseconds to the microsecond, as Lambda's records give them (`1233.96`, `463.512`).
-fn millis(d: Duration) -> f64 {
-    // Whole microseconds in an f64 are exact far beyond any invocation's length.
-    d.as_micros() as f64 / 1000.0
-}
-
-/// The envelope of every record: when, which, what.
-#[derive(Serialize)]
-struct Envelope<'a, R> {
-    time: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    record: &'a R,
-}
-
-/// One record in its envelope, on one line.
-fn envelope<R: Serialize>(time: &str, kind: &'static str, record: &R) -> String {
-    let envelope = Envelope { time, kind, record };
-    // Plain structs of strings and numbers: serializing them cannot fail.
-    serde_json::to_string(&envelope).unwrap_or_default()
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Start<'a> {
-    request_id: &'a str,
-    function_arn: &'a str,
-    version: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RuntimeDone<'a> {
-    request_id: &'a str,
-    status: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_type: Option<&'a str>,
-    metrics: RuntimeDoneMetrics,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RuntimeDoneMetrics {
-    duration_ms: f64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReportRecord<'a> {
-    request_id: &'a str,
-    metrics: ReportMetrics,
-    status: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_type: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReportMetrics {
-    duration_ms: f64,
-    billed_duration_ms: u128,
-    #[serde(rename = "memorySizeMB")]
-    memory_size_mb: u32,
-    #[serde(rename = "maxMemoryUsedMB")]
-    max_memory_used_mb: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    init_duration_ms: Option<f64>,
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::logs::{end_line, start_line, timeout_line};
+    use std::time::Duration;
+
+    use bytes::Bytes;
     use serde_json::{Value, json};
+
+    use super::*;
+    use crate::error::{ExitStatus, Failure};
+    use crate::invoke::{FunctionError, InvokeOutcome};
+    use crate::logs::{end_line, start_line, timeout_line};
+    use crate::telemetry::Status;
 
     const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:f";
 
-    fn report(failure: Option<(&'static str, &'static str)>) -> Report<'static> {
+    fn report(status: Status, failure: Option<(&'static str, &'static str)>) -> Report<'static> {
         Report {
             request_id: "id",
             duration: Duration::from_micros(1_233_960),
             init: Some(Duration::from_micros(463_512)),
             memory_mb: 256,
             max_memory_mb: 123,
+            status,
             failure,
         }
+    }
+
+    /// The `REPORT` facts of an invocation that ended with `outcome`, as the environment
+    /// gives them.
+    fn report_of(outcome: &InvokeOutcome) -> Report<'static> {
+        let failure = match outcome {
+            InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
+            _ => None,
+        };
+        report(Status::of(outcome), failure)
     }
 
     fn parsed(lines: &[String]) -> Vec<Value> {
@@ -240,7 +186,7 @@ mod tests {
     #[test]
     fn json_records_have_lambdas_shape() {
         let format = PlatformFormat::json(ARN, SystemLogLevel::Debug);
-        let r = report(None);
+        let r = report(Status::Success, None);
         let lines = format.lines(&[&start_line("id"), &end_line("id"), &r.line()]);
         // No END; runtimeDone before report, as Lambda writes them.
         let records = parsed(&lines);
@@ -285,14 +231,18 @@ mod tests {
     #[test]
     fn failures_carry_status_and_error_type_and_a_timeout_has_no_line_of_its_own() {
         let format = PlatformFormat::json(ARN, SystemLogLevel::Info);
-        let failed = report(Some(("error", "Runtime.ExitError")));
+        let failed = report_of(&InvokeOutcome::Failure(Failure::Exited(ExitStatus::Code(
+            1,
+        ))));
         let records = parsed(&format.lines(&[&failed.line()]));
         assert_eq!(records.len(), 1, "runtimeDone is DEBUG");
         assert_eq!(records[0]["record"]["status"], "error");
         assert_eq!(records[0]["record"]["errorType"], "Runtime.ExitError");
         let timed_out = Report {
             init: None,
-            ..report(Some(("timeout", "Sandbox.Timedout")))
+            ..report_of(&InvokeOutcome::Failure(Failure::Timeout(
+                Duration::from_secs(3),
+            )))
         };
         let lines = format.lines(&[
             &timeout_line("id", Duration::from_secs(3)),
@@ -313,7 +263,7 @@ mod tests {
 
     #[test]
     fn the_system_level_filters_records_and_text_is_never_filtered() {
-        let r = report(None);
+        let r = report(Status::Success, None);
         let kinds = |level| {
             let format = PlatformFormat::json(ARN, level);
             parsed(&format.lines(&[&start_line("id"), &r.line()]))
@@ -342,5 +292,43 @@ mod tests {
             timeout[0].ends_with("Z id Task timed out after 3.00 seconds"),
             "{timeout:?}"
         );
+    }
+
+    #[test]
+    fn the_log_and_telemetry_tell_an_outcome_the_same_way() {
+        let function_error = InvokeOutcome::FunctionError(FunctionError::from_runtime(
+            Some("Function.Oops"),
+            Bytes::from_static(br#"{"errorMessage":"oops"}"#),
+        ));
+        let cases = [
+            (InvokeOutcome::Response(Bytes::new()), "success", None),
+            (function_error, "error", Some("Function.Oops")),
+            (
+                InvokeOutcome::Failure(Failure::Exited(ExitStatus::Signal(9))),
+                "error",
+                Some("Runtime.ExitError"),
+            ),
+            (
+                InvokeOutcome::Failure(Failure::Sandbox("gone".into())),
+                "failure",
+                Some("Sandbox.Failure"),
+            ),
+            (
+                InvokeOutcome::Failure(Failure::Timeout(Duration::from_secs(3))),
+                "timeout",
+                None,
+            ),
+        ];
+        let format = PlatformFormat::json(ARN, SystemLogLevel::Debug);
+        for (outcome, status, error_type) in cases {
+            let r = report_of(&outcome);
+            let records = parsed(&format.lines(&[&r.line()]));
+            assert_eq!(records.len(), 2);
+            for record in &records {
+                let record = &record["record"];
+                assert_eq!(record["status"], status, "{record}");
+                assert_eq!(record["errorType"].as_str(), error_type, "{record}");
+            }
+        }
     }
 }

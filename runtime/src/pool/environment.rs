@@ -121,6 +121,7 @@ async fn run(
                 init: Some(init_started.elapsed()),
                 memory_mb: spec.memory_mb,
                 max_memory_mb: 0,
+                status: telemetry::Status::of_failure(&failure),
                 failure: Some((failure.report_status(), failure.error_type())),
             };
             let lines = logs::PlatformFormat::of(&spec).lines(&[
@@ -518,7 +519,11 @@ impl Env {
             self.init_duration = Some(started.elapsed());
         }
         self.shutdown_reason = ShutdownReason::Failure;
-        self.post_runtime = None;
+        if self.post_runtime.take().is_some() {
+            // The runtime had answered: the invocation's report, waiting for the extensions,
+            // says how it ended, before the environment is torn down.
+            self.telemetry.reset(&Failure::Extension(fatal.clone()));
+        }
         self.fail_inflight(Failure::Extension(fatal));
         Some(End::Destroy)
     }
@@ -833,6 +838,7 @@ impl Env {
             tracing::warn!(function = %self.spec.name, "extensions did not finish the invocation before its deadline; the execution environment is reset");
             self.post_runtime = None;
             self.shutdown_reason = ShutdownReason::Timeout;
+            self.telemetry.reset(&Failure::Timeout(self.spec.timeout));
             self.retire();
             return Some(End::Destroy);
         }
@@ -881,6 +887,7 @@ impl Env {
             InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
             _ => None,
         };
+        let status = telemetry::Status::of(&outcome);
         // What telemetry needs of the outcome, before it is handed on. The runtime's answer
         // is seen whole: its response began, as far as lamina can tell, now.
         let told = self.telemetry.told(&request_id, &outcome);
@@ -904,11 +911,13 @@ impl Env {
             init: self.init_duration.take(),
             memory_mb: self.spec.memory_mb,
             max_memory_mb: self.peak_mb,
+            status,
             failure,
         };
         self.pump
             .platform(&[&logs::end_line(&request_id), &report.line()]);
-        self.telemetry.runtime_done(told, &report, answered);
+        self.telemetry
+            .runtime_done(told, &report, inflight.delivered_at, answered);
         if self.post_runtime.is_none() {
             self.telemetry.report();
         }

@@ -170,12 +170,13 @@ impl ProcessControl {
     /// Starts a held runtime. The exit status goes to the environment once it is reaped.
     fn spawn_runtime(&self) -> Result<(), Failure> {
         let mut runtime = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-        let Runtime::Held {
-            mut command,
-            exit_tx,
-        } = std::mem::replace(&mut *runtime, Runtime::Gone)
-        else {
-            return Ok(());
+        let (mut command, exit_tx) = match std::mem::replace(&mut *runtime, Runtime::Gone) {
+            Runtime::Held { command, exit_tx } => (command, exit_tx),
+            // Started already (or stopped first): nothing to do.
+            other => {
+                *runtime = other;
+                return Ok(());
+            }
         };
         let spawned = command.spawn();
         // The command holds the pipe's write ends; drop them so the pipe ends with the child.

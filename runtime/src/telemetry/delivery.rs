@@ -13,10 +13,13 @@
 //!   or more, a failed connection or no answer within [`Retry::timeout`] is a failed attempt.
 //!   TCP: the records as newline-delimited JSON on a kept connection, unacknowledged.
 //! - A failed batch is tried again with a doubling backoff, [`Retry::attempts`] times in all,
-//!   then dropped and counted.
+//!   then dropped and counted. A TCP batch that failed after some of it went out is dropped at
+//!   once: TCP has no acknowledgement, and sending it again would hand the listener a cut line
+//!   and then the same records twice.
 //! - What was dropped is told to the subscriber (when it asked for `platform` records) as
 //!   `platform.logsDropped` at the head of its next batch; the news alone makes a batch only
-//!   at a flush, so a listener that stays away is not tried again and again for it.
+//!   at a flush, so a listener that stays away is not tried again and again for it. Should
+//!   that batch be dropped too, the counts it told are told again with its own.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -153,7 +156,6 @@ pub fn spawn(
         name,
         rx,
         shared: Arc::clone(&shared),
-        destination,
         buffering,
         audience,
         report_drops,
@@ -163,31 +165,129 @@ pub fn spawn(
         pending_bytes: 0,
         failed: None,
     };
-    (Feed { tx, shared }, tokio::spawn(task.run()))
+    (
+        Feed { tx, shared },
+        tokio::spawn(task.run(Link::to(destination))),
+    )
+}
+
+/// Why an attempt at delivering a batch failed. Once the batch is given up, the subscriber is
+/// told as `platform.logsDropped` with [`DeliveryError::reason`].
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The listener could not be reached.
+    #[error("cannot connect to the listener on port {port}: {source}")]
+    Connect {
+        /// The listener's port.
+        port: u16,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The listener answered with an error status (400 or more).
+    #[error("http request failed with status {0}")]
+    Status(http::StatusCode),
+    /// No answer (HTTP), or the records not written (TCP), within this long.
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The request could not be made from the destination (its host or path).
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    /// The HTTP exchange failed.
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    /// Writing to the TCP listener failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A TCP batch stopped after part of it went out. It is not tried again: the listener
+    /// has a cut line already, and would get the rest twice.
+    #[error("{source} after {written} of {total} bytes were written")]
+    Cut {
+        /// Bytes of the batch that went out.
+        written: usize,
+        /// The batch's bytes.
+        total: usize,
+        /// What stopped it.
+        source: Box<DeliveryError>,
+    },
+}
+
+impl DeliveryError {
+    /// `platform.logsDropped`'s reason for a batch given up on because of this (the
+    /// emulator's words).
+    pub fn reason(&self) -> String {
+        format!("could not send events: {self}")
+    }
+
+    /// Whether another attempt may deliver the batch without the listener getting any of it
+    /// twice.
+    fn retryable(&self) -> bool {
+        !matches!(self, DeliveryError::Cut { .. })
+    }
+}
+
+/// Drops told in a batch's `platform.logsDropped`: should the batch itself be dropped, the
+/// news is lost with it, so the counts are carried back into the next one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Carried {
+    records: u64,
+    bytes: u64,
 }
 
 /// A batch being delivered: its records, kept across attempts.
 #[derive(Debug)]
 struct Batch {
+    /// What goes out: any `platform.logsDropped` first, then the records.
     records: Vec<Bytes>,
-    bytes: usize,
+    /// The records taken from the buffer (the `platform.logsDropped` news not counted), and
+    /// their bytes.
+    taken: u64,
+    taken_bytes: u64,
+    /// The drops the batch tells of.
+    carried: Carried,
     attempt: u32,
 }
 
-/// The connection kept between batches.
+/// The subscriber's listener, and the connection kept to it between batches.
 enum Link {
-    Http(Option<SendRequest<Full<Bytes>>>),
-    Tcp(Option<TcpStream>),
+    /// `POST` to `path` on `port`, with `host` as the `Host` header.
+    Http {
+        port: u16,
+        host: String,
+        path: String,
+        sender: Option<SendRequest<Full<Bytes>>>,
+    },
+    /// Newline-delimited JSON on a connection to `port`.
+    Tcp {
+        port: u16,
+        stream: Option<TcpStream>,
+    },
 }
 
-/// What an attempt gives back: the connection (to keep) and how it went.
-type Attempt = BoxFuture<'static, (Link, Result<(), String>)>;
+impl Link {
+    /// The listener `destination` names, not yet connected.
+    fn to(destination: Destination) -> Link {
+        match destination {
+            Destination::Http { port, host, path } => Link::Http {
+                port,
+                host,
+                path,
+                sender: None,
+            },
+            Destination::Tcp { port } => Link::Tcp { port, stream: None },
+        }
+    }
+}
 
+/// What an attempt gives back: the link (its connection kept when still usable) and how it
+/// went.
+type Attempt = BoxFuture<'static, (Link, Result<(), DeliveryError>)>;
+
+/// One subscriber's delivery task: the records offered and not yet sent, the batch in flight,
+/// and what has been dropped and not yet told. It alone owns them; its [`Feed`] only counts.
 struct Delivery {
     name: String,
     rx: mpsc::UnboundedReceiver<Item>,
     shared: Arc<Shared>,
-    destination: Destination,
     buffering: Buffering,
     audience: Audience,
     report_drops: bool,
@@ -203,11 +303,8 @@ struct Delivery {
 impl Delivery {
     /// The loop: take records and flush requests; whenever nothing is in flight and a batch
     /// is due, send it; on failure wait and try again, or drop it.
-    async fn run(mut self) {
-        let mut link = Some(match self.destination {
-            Destination::Http { .. } => Link::Http(None),
-            Destination::Tcp { .. } => Link::Tcp(None),
-        });
+    async fn run(mut self, link: Link) {
+        let mut link = Some(link);
         let mut in_flight: Option<Attempt> = None;
         let mut batch: Option<Batch> = None;
         let mut retry_at: Option<Instant> = None;
@@ -264,14 +361,14 @@ impl Delivery {
                     in_flight = None;
                     link = Some(back);
                     let Some(mut failed) = batch.take() else { continue };
-                    if let Err(reason) = result {
+                    if let Err(error) = result {
                         failed.attempt += 1;
-                        if failed.attempt < self.retry.attempts {
+                        if error.retryable() && failed.attempt < self.retry.attempts {
                             let wait = self.retry.backoff.saturating_mul(1 << (failed.attempt - 1).min(16));
                             retry_at = Some(Instant::now() + wait);
                             batch = Some(failed);
                         } else {
-                            self.give_up(&failed, &reason);
+                            self.give_up(&failed, &error);
                         }
                     }
                 }
@@ -302,11 +399,12 @@ impl Delivery {
             && (self.failed.is_some() || self.shared.overflow_records.load(Ordering::Acquire) > 0)
     }
 
-    /// The next batch: `platform.logsDropped` for what was refused since the last one, then
-    /// the oldest records, at most `maxItems` of them and `maxBytes` (at least one).
+    /// The next batch: `platform.logsDropped` for what was refused or given up on since the
+    /// last one, then the oldest records, at most `maxItems` of them and `maxBytes` (at least
+    /// one). The drops it tells of are counted in the batch, to be told again should it fail.
     fn take_batch(&mut self) -> Batch {
         let mut records = Vec::new();
-        let mut bytes = 0;
+        let mut carried = Carried::default();
         let dropped = self.shared.overflow_records.swap(0, Ordering::AcqRel);
         let dropped_bytes = self.shared.overflow_bytes.swap(0, Ordering::AcqRel);
         if dropped > 0 {
@@ -321,15 +419,14 @@ impl Delivery {
             if !self.report_drops {
                 break;
             }
+            carried.records += dropped_records;
+            carried.bytes += dropped_bytes;
             let event = Event::LogsDropped {
                 dropped_bytes,
                 dropped_records,
                 reason,
             };
-            for record in Stamped::now(event).render(self.audience) {
-                bytes += record.len();
-                records.push(record);
-            }
+            records.extend(Stamped::now(event).render(self.audience));
         }
         let (mut taken, mut taken_bytes) = (0usize, 0usize);
         while let Some((_, record)) = self.pending.front() {
@@ -352,62 +449,62 @@ impl Delivery {
             .fetch_sub(taken_bytes, Ordering::AcqRel);
         Batch {
             records,
-            bytes: bytes + taken_bytes,
+            taken: taken as u64,
+            taken_bytes: taken_bytes as u64,
+            carried,
             attempt: 0,
         }
     }
 
-    /// A batch that failed every attempt: dropped, and told in the next one.
-    fn give_up(&mut self, batch: &Batch, reason: &str) {
-        tracing::warn!(subscriber = %self.name, records = batch.records.len(), %reason,
+    /// A batch that failed for good: its records are dropped, and told in the next batch
+    /// together with the drops it was to tell of.
+    fn give_up(&mut self, batch: &Batch, error: &DeliveryError) {
+        tracing::warn!(subscriber = %self.name, records = batch.taken, %error,
             "telemetry records dropped: the subscriber's listener did not take them");
         if !self.report_drops {
             return;
         }
         let (records, bytes, last) = self.failed.get_or_insert((0, 0, String::new()));
-        *records += batch.records.len() as u64;
-        *bytes += batch.bytes as u64;
-        *last = format!("could not send events: {reason}");
+        *records += batch.taken + batch.carried.records;
+        *bytes += batch.taken_bytes + batch.carried.bytes;
+        *last = error.reason();
     }
 
-    /// One attempt at delivering `records`, bounded by the retry timeout.
+    /// One attempt at delivering `records` through `link`, bounded by the retry timeout.
     fn attempt(&self, link: Link, records: &[Bytes]) -> Attempt {
         let control = Arc::clone(&self.control);
         let timeout = self.retry.timeout;
-        match (&self.destination, link) {
-            (Destination::Http { port, host, path }, Link::Http(sender)) => {
+        match link {
+            Link::Http {
+                port,
+                host,
+                path,
+                sender,
+            } => {
                 let body = json_array(records);
-                let (port, host, path) = (*port, host.clone(), path.clone());
                 Box::pin(async move {
-                    let attempt = post(sender, control, port, &host, &path, body);
-                    match tokio::time::timeout(timeout, attempt).await {
-                        Ok((sender, result)) => (Link::Http(sender), result),
-                        Err(_) => (
-                            Link::Http(None),
-                            Err(format!("no answer within {} ms", timeout.as_millis())),
-                        ),
-                    }
+                    let attempt = post(sender, &control, port, &host, &path, body);
+                    let (sender, result) = match tokio::time::timeout(timeout, attempt).await {
+                        Ok(done) => done,
+                        Err(_) => (None, Err(DeliveryError::Timeout(timeout))),
+                    };
+                    let link = Link::Http {
+                        port,
+                        host,
+                        path,
+                        sender,
+                    };
+                    (link, result)
                 })
             }
-            (Destination::Tcp { port }, Link::Tcp(stream)) => {
+            Link::Tcp { port, stream } => {
                 let lines = json_lines(records);
-                let port = *port;
                 Box::pin(async move {
-                    let attempt = write_lines(stream, control, port, lines);
-                    match tokio::time::timeout(timeout, attempt).await {
-                        Ok((stream, result)) => (Link::Tcp(stream), result),
-                        Err(_) => (
-                            Link::Tcp(None),
-                            Err(format!("not written within {} ms", timeout.as_millis())),
-                        ),
-                    }
+                    let (stream, result) =
+                        write_lines(stream, &control, port, lines, timeout).await;
+                    (Link::Tcp { port, stream }, result)
                 })
             }
-            // The link is made from the destination, so they always agree.
-            (_, link) => Box::pin(std::future::ready((
-                link,
-                Err("internal: destination and connection disagree".to_owned()),
-            ))),
         }
     }
 }
@@ -445,21 +542,18 @@ const ANSWER_LIMIT: usize = 64 * 1024;
 /// replaced at once, not counted as a failed attempt.
 async fn post(
     sender: Option<SendRequest<Full<Bytes>>>,
-    control: Arc<dyn Control>,
+    control: &Arc<dyn Control>,
     port: u16,
     host: &str,
     path: &str,
     body: Bytes,
-) -> (Option<SendRequest<Full<Bytes>>>, Result<(), String>) {
-    let reused = sender.as_ref().is_some_and(|s| !s.is_closed());
-    let mut sender = sender.filter(|s| !s.is_closed());
-    for fresh in [false, true] {
-        if fresh && !reused {
-            break;
-        }
-        let mut current = match sender.take() {
-            Some(s) if !fresh => s,
-            _ => match connect(&control, port).await {
+) -> (Option<SendRequest<Full<Bytes>>>, Result<(), DeliveryError>) {
+    let mut kept = sender.filter(|s| !s.is_closed());
+    loop {
+        let reused = kept.is_some();
+        let mut current = match kept.take() {
+            Some(s) => s,
+            None => match connect(control, port).await {
                 Ok(s) => s,
                 Err(e) => return (None, Err(e)),
             },
@@ -470,7 +564,7 @@ async fn post(
             .body(Full::new(body.clone()));
         let request = match request {
             Ok(r) => r,
-            Err(e) => return (None, Err(e.to_string())),
+            Err(e) => return (None, Err(DeliveryError::Request(e))),
         };
         let sent = match current.ready().await {
             Ok(()) => current.send_request(request).await,
@@ -486,33 +580,29 @@ async fn post(
                 let keep = read.is_ok().then_some(current);
                 return match status.as_u16() {
                     0..400 => (keep, Ok(())),
-                    _ => (
-                        keep,
-                        Err(format!("http request failed with status {status}")),
-                    ),
+                    _ => (keep, Err(DeliveryError::Status(status))),
                 };
             }
-            // Nothing was answered on a kept connection: it was closed under us.
-            Err(_) if !fresh && reused => continue,
-            Err(e) => return (None, Err(e.to_string())),
+            // Nothing was answered on a kept connection: it was closed under us. A request
+            // the listener never answered may be sent again; once, on a new connection.
+            Err(_) if reused => {}
+            Err(e) => return (None, Err(DeliveryError::Http(e))),
         }
     }
-    (None, Err("no connection".to_owned()))
 }
 
+/// A new HTTP/1.1 connection to the listener on `port`.
 async fn connect(
     control: &Arc<dyn Control>,
     port: u16,
-) -> Result<SendRequest<Full<Bytes>>, String> {
+) -> Result<SendRequest<Full<Bytes>>, DeliveryError> {
     let stream = control
         .connect(port)
         .await
-        .map_err(|e| format!("cannot connect to the listener on port {port}: {e}"))?;
+        .map_err(|source| DeliveryError::Connect { port, source })?;
     let _ = stream.set_nodelay(true);
     let (sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "telemetry connection ended");
@@ -521,31 +611,59 @@ async fn connect(
     Ok(sender)
 }
 
-/// Writes `lines` on the kept TCP connection, or a new one.
+/// Whether a kept connection may still carry records. A listener never writes, so a read
+/// that would block means open; the end of the stream means the listener hung up. Writing
+/// to such a connection would still succeed once (the kernel takes the bytes, the peer
+/// answers with a reset), and that batch would vanish uncounted.
+fn still_open(stream: &TcpStream) -> bool {
+    match stream.try_read(&mut [0u8; 1]) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(0) => false,
+        // It said something, which it need not: the connection is open all the same.
+        Ok(_) => true,
+    }
+}
+
+/// Writes `lines` on the kept TCP connection, or a new one, within `timeout`. Once any byte
+/// of them went out, a failure is [`DeliveryError::Cut`]: the batch is not sent again.
 async fn write_lines(
     stream: Option<TcpStream>,
-    control: Arc<dyn Control>,
+    control: &Arc<dyn Control>,
     port: u16,
     lines: Bytes,
-) -> (Option<TcpStream>, Result<(), String>) {
-    let mut stream = match stream {
+    timeout: Duration,
+) -> (Option<TcpStream>, Result<(), DeliveryError>) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = match stream.filter(still_open) {
         Some(s) => s,
-        None => match control.connect(port).await {
-            Ok(s) => s,
-            Err(e) => {
-                return (
-                    None,
-                    Err(format!(
-                        "cannot connect to the listener on port {port}: {e}"
-                    )),
-                );
-            }
+        None => match tokio::time::timeout_at(deadline, control.connect(port)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return (None, Err(DeliveryError::Connect { port, source })),
+            Err(_) => return (None, Err(DeliveryError::Timeout(timeout))),
         },
     };
-    match stream.write_all(&lines).await {
-        Ok(()) => (Some(stream), Ok(())),
-        Err(e) => (None, Err(e.to_string())),
+    let mut written = 0;
+    while written < lines.len() {
+        let error = match tokio::time::timeout_at(deadline, stream.write(&lines[written..])).await {
+            Ok(Ok(0)) => DeliveryError::Io(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => {
+                written += n;
+                continue;
+            }
+            Ok(Err(e)) => DeliveryError::Io(e),
+            Err(_) => DeliveryError::Timeout(timeout),
+        };
+        let error = match written {
+            0 => error,
+            written => DeliveryError::Cut {
+                written,
+                total: lines.len(),
+                source: Box::new(error),
+            },
+        };
+        return (None, Err(error));
     }
+    (Some(stream), Ok(()))
 }
 
 #[cfg(test)]

@@ -11,6 +11,11 @@
 //! `2021-03-18`. Records carry the superset of the fields Lambda's schema pages and captures
 //! show (telemetry-schema-reference.html; `lambda-apis-wave2.md` §2.5); fields marked optional
 //! there are left out when lamina has no value for them.
+//!
+//! The function's own log, under `LogFormat: JSON`, shows an invocation's `platform.start`,
+//! `platform.runtimeDone` and `platform.report` too (`logs/platform.rs`); they are rendered here
+//! ([`Stamped::render_log`]), from the same events and with the same [`Status`], so a log and a
+//! subscriber never tell one invocation two ways.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +23,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::subscription::{Api, Types};
+use crate::error::Failure;
+use crate::invoke::InvokeOutcome;
 use crate::logs::Source;
 
 /// Which of a subscriber's `types` an event belongs to.
@@ -31,6 +38,15 @@ pub enum Category {
     Extension,
 }
 
+impl From<Source> for Category {
+    fn from(source: Source) -> Category {
+        match source {
+            Source::Function => Category::Function,
+            Source::Extension => Category::Extension,
+        }
+    }
+}
+
 impl Category {
     /// Whether a subscriber asking for `types` gets this category.
     pub fn wanted_by(self, types: Types) -> bool {
@@ -42,7 +58,16 @@ impl Category {
     }
 }
 
-/// How an invocation (or init) ended, as the records' `status` and `errorType` say it.
+/// How an invocation (or init) ended, as the records' `status` and `errorType` say it: the one
+/// mapping from an outcome to Lambda's vocabulary, for the Telemetry and Logs APIs and for the
+/// function's JSON log alike.
+///
+/// Lambda's schema page knows `success`, `failure` and `error`, with an `errorType` for the
+/// latter two; its emulator adds `timeout` (`lambda-apis-wave2.md` §2.5). What the function's
+/// runtime reported through `/error` is `error` with the function's `errorType`: the page gives
+/// no other status for a failed invocation. (The Runtime Interface Emulator's invoke path says
+/// `success` for it, and Lambda's text `REPORT` line shows no status; neither is a record.)
+/// `Sandbox.*` failures are the platform's, `failure`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     /// It answered.
@@ -56,6 +81,26 @@ pub enum Status {
 }
 
 impl Status {
+    /// How `outcome` is told.
+    pub fn of(outcome: &InvokeOutcome) -> Status {
+        match outcome {
+            InvokeOutcome::Response(_) => Status::Success,
+            InvokeOutcome::FunctionError(e) => Status::Error(e.error_type.clone()),
+            InvokeOutcome::Failure(f) => Status::of_failure(f),
+        }
+    }
+
+    /// How an invocation (or init) that ended with `failure` is told.
+    pub fn of_failure(failure: &Failure) -> Status {
+        match failure {
+            Failure::Timeout(_) | Failure::InitTimeout(_) => Status::Timeout,
+            f if f.error_type().starts_with("Sandbox.") => {
+                Status::Failure(f.error_type().to_owned())
+            }
+            f => Status::Error(f.error_type().to_owned()),
+        }
+    }
+
     /// `status` and `errorType` for the Telemetry API.
     fn parts(&self) -> (&'static str, Option<&str>) {
         match self {
@@ -148,8 +193,8 @@ pub enum Event {
     Start {
         /// The invocation.
         request_id: String,
-        /// `$LATEST`
-        version: &'static str,
+        /// The function's version, `$LATEST`.
+        version: String,
         /// Its X-Ray trace header, if any.
         trace_id: Option<String>,
         /// The invocation's span id.
@@ -163,8 +208,8 @@ pub enum Event {
         status: Status,
         /// From the event's handing over to the outcome.
         duration: Duration,
-        /// The response's (or error document's) size.
-        produced_bytes: u64,
+        /// The response's (or error document's) size; the function's log does not show it.
+        produced_bytes: Option<u64>,
         /// `responseLatency`, `responseDuration`, when the runtime answered.
         spans: Vec<Span>,
         /// The Logs API's `platform.fault` text, when the runtime crashed.
@@ -332,6 +377,7 @@ impl Stamped {
                 "platform.start",
                 &StartRecord {
                     request_id,
+                    function_arn: None,
                     version,
                     tracing: trace_id
                         .as_deref()
@@ -397,9 +443,9 @@ impl Stamped {
                         "platform.report",
                         &ReportRecord {
                             request_id,
+                            metrics,
                             status,
                             error_type,
-                            metrics,
                             spans: spans.iter().map(SpanRecord::from).collect(),
                         },
                     );
@@ -435,6 +481,37 @@ impl Stamped {
             } => put!("extension", text),
         }
         out
+    }
+
+    /// The record the function's own log shows for this event under `LogFormat: JSON`: the
+    /// Telemetry API's `platform.runtimeDone` and `platform.report`, and a `platform.start`
+    /// that names the function (`functionArn`) instead of its trace, as a CloudWatch capture
+    /// has it (`lambda-apis-wave2.md` §4.4). Other events have none.
+    pub fn render_log(&self, function_arn: &str) -> Option<Bytes> {
+        match &self.event {
+            Event::Start {
+                request_id,
+                version,
+                ..
+            } => envelope(
+                &timestamp(self.time),
+                "platform.start",
+                &StartRecord {
+                    request_id,
+                    function_arn: Some(function_arn),
+                    version,
+                    tracing: None,
+                },
+            ),
+            Event::RuntimeDone { .. } | Event::Report { .. } => {
+                let telemetry = Audience {
+                    api: Api::Telemetry,
+                    logs_runtime_done: false,
+                };
+                self.render(telemetry).into_iter().next()
+            }
+            _ => None,
+        }
     }
 }
 
@@ -521,6 +598,8 @@ struct SubscriptionRecord<'a> {
 #[serde(rename_all = "camelCase")]
 struct StartRecord<'a> {
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_arn: Option<&'a str>,
     version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     tracing: Option<Tracing<'a>>,
@@ -563,7 +642,8 @@ struct RuntimeDoneRecord<'a> {
 #[serde(rename_all = "camelCase")]
 struct RuntimeDoneMetrics {
     duration_ms: f64,
-    produced_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    produced_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -614,10 +694,12 @@ struct ReportMetricsRecord {
 #[serde(rename_all = "camelCase")]
 struct ReportRecord<'a> {
     request_id: &'a str,
+    // The metrics before the status, as both of Lambda's captures have them (`lambda-apis-wave2.md`
+    // §2.5, §4.4).
+    metrics: ReportMetricsRecord,
     status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_type: Option<&'a str>,
-    metrics: ReportMetricsRecord,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     spans: Vec<SpanRecord>,
 }

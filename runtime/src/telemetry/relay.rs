@@ -6,8 +6,17 @@
 //! only renders and offers, which never waits.
 //!
 //! Lines cross from the log's tap to the relay through a bounded budget of bytes: past it a
-//! line is dropped on the spot and counted against every subscriber of its type, so a function
-//! that floods its output can neither grow the relay's queue nor slow its own writes.
+//! line is dropped on the spot and counted, by its source, against every subscriber of that
+//! source's lines (and, during init, against those still to come), so a function that floods
+//! its output can neither grow the relay's queue nor slow its own writes. Each line costs its
+//! bytes and a fixed [`LINE_OVERHEAD`] there and in what init keeps: a line is a message and an
+//! event whatever its length, and empty lines must not be free.
+//!
+//! An extension may subscribe again during init, each time with a replay of what init has had;
+//! its earlier delivery task sends what it holds and ends. Only one such predecessor per
+//! extension is let finish (an older one still at it is stopped), and init keeps only the
+//! latest `platform.telemetrySubscription` of each: repeating a subscription costs nothing that
+//! grows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,17 +37,22 @@ const LINE_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of lines kept during init for subscribers still to come; platform events are always
 /// kept (there are a handful).
 const KEPT_LINE_BYTES: usize = 1024 * 1024;
+/// What a line costs against [`LINE_QUEUE_BYTES`] and [`KEPT_LINE_BYTES`] beyond its bytes: a
+/// fixed charge for its message or its kept event, whatever the line's length, so that empty
+/// lines are not free. The budgets bound memory roughly, not to the byte.
+const LINE_OVERHEAD: usize = 64;
 
 /// What the relay hears, in order.
 #[derive(Debug)]
 pub(super) enum Msg {
     /// A platform event.
     Event(Stamped),
-    /// A line from the tap.
+    /// A line from the tap, and what it was charged against the queue's budget.
     Line {
         source: Source,
         time: SystemTime,
         line: Box<[u8]>,
+        cost: usize,
     },
     /// A new (or replacing) subscriber.
     Subscribe {
@@ -52,14 +66,27 @@ pub(super) enum Msg {
     Flush(oneshot::Sender<Vec<oneshot::Receiver<()>>>),
 }
 
-/// What the tap and the relay share: which sources are wanted, and the lines' budget.
+/// What a line costs against the budgets: its bytes and [`LINE_OVERHEAD`].
+fn line_cost(bytes: usize) -> usize {
+    bytes + LINE_OVERHEAD
+}
+
+/// Lines of one source that were not passed on, and their bytes.
+#[derive(Debug, Default)]
+struct Dropped {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What the tap and the relay share: which sources are wanted, the lines' budget, and the
+/// lines the tap dropped (per source: each is counted against its own subscribers).
 #[derive(Debug, Default)]
 pub(super) struct Switch {
     function: AtomicBool,
     extension: AtomicBool,
     queued_bytes: AtomicUsize,
-    dropped_records: AtomicU64,
-    dropped_bytes: AtomicU64,
+    dropped_function: Dropped,
+    dropped_extension: Dropped,
 }
 
 impl Switch {
@@ -76,6 +103,23 @@ impl Switch {
             Source::Extension => self.extension.load(Ordering::Acquire),
         }
     }
+
+    fn dropped(&self, source: Source) -> &Dropped {
+        match source {
+            Source::Function => &self.dropped_function,
+            Source::Extension => &self.dropped_extension,
+        }
+    }
+
+    /// The lines of `source` dropped since the last call, and their bytes, if any.
+    fn take_dropped(&self, source: Source) -> Option<(u64, u64)> {
+        let dropped = self.dropped(source);
+        let records = dropped.records.swap(0, Ordering::AcqRel);
+        // A drop counted between the two swaps has its bytes taken now and its record next
+        // time: the totals stay right.
+        let bytes = dropped.bytes.swap(0, Ordering::AcqRel);
+        (records > 0).then_some((records, bytes))
+    }
 }
 
 /// The log's tap: lines go to the relay while someone wants their source.
@@ -90,43 +134,79 @@ impl LineTap for LineFeed {
         if !self.switch.wants(source) {
             return;
         }
-        let queued = self
-            .switch
-            .queued_bytes
-            .fetch_add(line.len(), Ordering::AcqRel);
-        if queued + line.len() > LINE_QUEUE_BYTES {
-            self.switch
-                .queued_bytes
-                .fetch_sub(line.len(), Ordering::AcqRel);
-            self.switch.dropped_records.fetch_add(1, Ordering::AcqRel);
-            self.switch
-                .dropped_bytes
-                .fetch_add(line.len() as u64, Ordering::AcqRel);
+        let cost = line_cost(line.len());
+        let queued = self.switch.queued_bytes.fetch_add(cost, Ordering::AcqRel);
+        if queued + cost > LINE_QUEUE_BYTES {
+            self.switch.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
+            let dropped = self.switch.dropped(source);
+            dropped.records.fetch_add(1, Ordering::AcqRel);
+            dropped.bytes.fetch_add(line.len() as u64, Ordering::AcqRel);
             return;
         }
         let message = Msg::Line {
             source,
             time: SystemTime::now(),
             line: line.into(),
+            cost,
         };
         if self.tx.send(message).is_err() {
-            self.switch
-                .queued_bytes
-                .fetch_sub(line.len(), Ordering::AcqRel);
+            self.switch.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
         }
     }
+}
+
+/// Lines of one source a late subscriber missed, and their bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Missed {
+    records: u64,
+    bytes: u64,
 }
 
 /// Init events kept for subscribers still to come.
 #[derive(Debug, Default)]
 struct Kept {
     events: Vec<Stamped>,
-    line_bytes: usize,
-    /// Lines not kept (over [`KEPT_LINE_BYTES`]): a late subscriber is told it missed them.
-    missed_records: u64,
-    missed_bytes: u64,
+    /// What the kept lines cost against [`KEPT_LINE_BYTES`].
+    line_cost: usize,
+    /// Lines not kept (over [`KEPT_LINE_BYTES`], or dropped by the tap): a late subscriber of
+    /// their source is told it missed them.
+    missed_function: Missed,
+    missed_extension: Missed,
 }
 
+impl Kept {
+    fn missed(&mut self, source: Source) -> &mut Missed {
+        match source {
+            Source::Function => &mut self.missed_function,
+            Source::Extension => &mut self.missed_extension,
+        }
+    }
+
+    /// What a subscriber asking for `types` missed.
+    fn missed_by(&self, types: Types) -> Missed {
+        [
+            (types.function, self.missed_function),
+            (types.extension, self.missed_extension),
+        ]
+        .into_iter()
+        .filter(|(wanted, _)| *wanted)
+        .fold(Missed::default(), |all, (_, m)| Missed {
+            records: all.records + m.records,
+            bytes: all.bytes + m.bytes,
+        })
+    }
+}
+
+/// A line as the relay got it: its source, its bytes and its cost against the budgets.
+#[derive(Debug, Clone, Copy)]
+struct LineSize {
+    source: Source,
+    bytes: usize,
+    cost: usize,
+}
+
+/// One subscription as the relay keeps it: what it wants, for which API, and the feed of its
+/// delivery task.
 #[derive(Debug)]
 struct Subscriber {
     name: String,
@@ -136,6 +216,8 @@ struct Subscriber {
     task: JoinHandle<()>,
 }
 
+/// The relay's state: the environment's and the tap's channel, the subscribers, and during
+/// init the events kept for subscribers still to come. It alone owns them.
 #[derive(Debug)]
 struct Relay {
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -143,8 +225,8 @@ struct Relay {
     control: Arc<dyn Control>,
     retry: Retry,
     subscribers: Vec<Subscriber>,
-    /// Tasks of replaced subscriptions, finishing what they hold.
-    replaced: Vec<JoinHandle<()>>,
+    /// Tasks of replaced subscriptions, finishing what they hold: at most one per extension.
+    replaced: Vec<(String, JoinHandle<()>)>,
     /// `None` once init is over.
     kept: Option<Kept>,
 }
@@ -155,7 +237,7 @@ impl Drop for Relay {
         for s in &self.subscribers {
             s.task.abort();
         }
-        for task in &self.replaced {
+        for (_, task) in &self.replaced {
             task.abort();
         }
     }
@@ -188,48 +270,67 @@ pub(super) fn spawn(
 impl Relay {
     async fn run(mut self) {
         while let Some(msg) = self.rx.recv().await {
-            // Lines the tap could not pass on are counted first, whatever comes next.
-            self.count_tap_drops();
-            match msg {
-                Msg::Event(event) => self.broadcast(event, 0),
-                Msg::Line { source, time, line } => {
-                    self.switch
-                        .queued_bytes
-                        .fetch_sub(line.len(), Ordering::AcqRel);
-                    let event = Event::Line {
-                        source,
-                        text: String::from_utf8_lossy(&line).into_owned(),
-                    };
-                    self.broadcast(Stamped { time, event }, line.len());
-                }
-                Msg::Subscribe { name, subscription } => self.subscribe(name, subscription),
-                Msg::Close => self.kept = None,
-                Msg::Flush(reply) => {
-                    let _ = reply.send(self.subscribers.iter().map(|s| s.feed.flush()).collect());
-                }
+            self.handle(msg);
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        // Lines the tap could not pass on are counted first, whatever comes next.
+        self.count_tap_drops();
+        match msg {
+            Msg::Event(event) => self.broadcast(event, None),
+            Msg::Line {
+                source,
+                time,
+                line,
+                cost,
+            } => {
+                self.switch.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
+                let size = LineSize {
+                    source,
+                    bytes: line.len(),
+                    cost,
+                };
+                let event = Event::Line {
+                    source,
+                    text: String::from_utf8_lossy(&line).into_owned(),
+                };
+                self.broadcast(Stamped { time, event }, Some(size));
+            }
+            Msg::Subscribe { name, subscription } => self.subscribe(name, subscription),
+            Msg::Close => self.kept = None,
+            Msg::Flush(reply) => {
+                let _ = reply.send(self.subscribers.iter().map(|s| s.feed.flush()).collect());
             }
         }
     }
 
-    /// Lines the tap dropped count against every subscriber of lines.
+    /// Lines the tap dropped count against every subscriber of their source, and, while init
+    /// lasts, against those still to come.
     fn count_tap_drops(&mut self) {
-        let records = self.switch.dropped_records.swap(0, Ordering::AcqRel);
-        if records == 0 {
-            return;
-        }
-        let bytes = self.switch.dropped_bytes.swap(0, Ordering::AcqRel);
-        for s in self
-            .subscribers
-            .iter()
-            .filter(|s| s.types.function || s.types.extension)
-        {
-            s.feed.dropped(records, bytes);
+        for source in [Source::Function, Source::Extension] {
+            let Some((records, bytes)) = self.switch.take_dropped(source) else {
+                continue;
+            };
+            let category = Category::from(source);
+            for s in self
+                .subscribers
+                .iter()
+                .filter(|s| category.wanted_by(s.types))
+            {
+                s.feed.dropped(records, bytes);
+            }
+            if let Some(kept) = &mut self.kept {
+                let missed = kept.missed(source);
+                missed.records += records;
+                missed.bytes += bytes;
+            }
         }
     }
 
     /// Offers `event` to every subscriber of its type, rendered once per API; keeps it for
-    /// later subscribers while init lasts (a line of `line_bytes` only within the budget).
-    fn broadcast(&mut self, event: Stamped, line_bytes: usize) {
+    /// later subscribers while init lasts (a `line` only within the budget).
+    fn broadcast(&mut self, event: Stamped, line: Option<LineSize>) {
         let category = event.event.category();
         let mut rendered: Vec<(Audience, Vec<Bytes>)> = Vec::new();
         for s in self
@@ -251,14 +352,25 @@ impl Relay {
         let Some(kept) = &mut self.kept else {
             return;
         };
-        if category == Category::Platform {
-            kept.events.push(event);
-        } else if kept.line_bytes + line_bytes <= KEPT_LINE_BYTES {
-            kept.line_bytes += line_bytes;
-            kept.events.push(event);
-        } else {
-            kept.missed_records += 1;
-            kept.missed_bytes += line_bytes as u64;
+        match line {
+            None => {
+                // A later subscriber learns of each extension's latest subscription only.
+                if let Event::Subscribed { name, .. } = &event.event {
+                    kept.events.retain(
+                        |e| !matches!(&e.event, Event::Subscribed { name: n, .. } if n == name),
+                    );
+                }
+                kept.events.push(event);
+            }
+            Some(line) if kept.line_cost + line.cost <= KEPT_LINE_BYTES => {
+                kept.line_cost += line.cost;
+                kept.events.push(event);
+            }
+            Some(line) => {
+                let missed = kept.missed(line.source);
+                missed.records += 1;
+                missed.bytes += line.bytes as u64;
+            }
         }
     }
 
@@ -267,7 +379,7 @@ impl Relay {
     fn subscribe(&mut self, name: String, subscription: Subscription) {
         if let Some(i) = self.subscribers.iter().position(|s| s.name == name) {
             let old = self.subscribers.remove(i);
-            self.replaced.push(old.task);
+            self.retire(old);
         }
         let audience = Audience {
             api: subscription.api,
@@ -293,8 +405,9 @@ impl Relay {
                     feed.offer(record);
                 }
             }
-            if (types.function || types.extension) && kept.missed_records > 0 {
-                feed.dropped(kept.missed_records, kept.missed_bytes);
+            let missed = kept.missed_by(types);
+            if missed.records > 0 {
+                feed.dropped(missed.records, missed.bytes);
             }
         }
         self.subscribers.push(Subscriber {
@@ -305,4 +418,21 @@ impl Relay {
             task,
         });
     }
+
+    /// A replaced subscriber: its feed goes (its task sends what it holds, then ends), its
+    /// task is kept to be stopped with the environment. One predecessor per extension is let
+    /// finish: an older one still at it is stopped now, and finished ones are forgotten.
+    fn retire(&mut self, old: Subscriber) {
+        let Subscriber { name, task, .. } = old;
+        self.replaced.retain(|(n, t)| {
+            if *n == name {
+                t.abort();
+            }
+            *n != name && !t.is_finished()
+        });
+        self.replaced.push((name, task));
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,9 +4,10 @@
 //! (Logs API) and the problems joined by `"; "`, as in AWS's own example ("URI port is not
 //! provided; types should not be empty").
 //!
-//! The limits are Lambda's (telemetry-api.md; the Runtime Interface Emulator's schema agrees):
-//! `maxItems` 1,000–10,000 (default 10,000), `maxBytes` 262,144–1,048,576 (default 262,144),
-//! `timeoutMs` 25–30,000 (default 1,000). A destination is `http://sandbox.localdomain:PORT/path`
+//! The limits are Lambda's (telemetry-api.md, runtimes-logs-api.md): `maxItems` 1,000–10,000,
+//! by default 1,000 through the Telemetry API and 10,000 through the Logs API, as AWS's two
+//! reference pages give them; `maxBytes` 262,144–1,048,576 (default 262,144); `timeoutMs`
+//! 25–30,000 (default 1,000). A destination is `http://sandbox.localdomain:PORT/path`
 //! (host `sandbox` too; the port is required; 9001 is the Runtime API's) or TCP, given as
 //! `{"protocol":"TCP","port":N}` (the emulator's shape) or with a `URI` (the reference page's).
 
@@ -118,10 +119,17 @@ pub struct Buffering {
     pub timeout: Duration,
 }
 
-impl Default for Buffering {
-    fn default() -> Self {
+impl Buffering {
+    /// What a subscription through `api` gets where it leaves `buffering` (or a field of it)
+    /// out. `maxItems` differs between the APIs on AWS's pages: 1,000 for the Telemetry API,
+    /// 10,000 for the Logs API. The Runtime Interface Emulator (and `lambda-apis-wave2.md`
+    /// §2.3, after it) uses 10,000 for both; AWS's own reference page wins.
+    pub fn defaults(api: Api) -> Buffering {
         Buffering {
-            max_items: 10_000,
+            max_items: match api {
+                Api::Telemetry => 1_000,
+                Api::Logs => 10_000,
+            },
             max_bytes: 262_144,
             timeout: Duration::from_millis(1_000),
         }
@@ -310,7 +318,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Subscription, SubscribeError> {
     // The destination before the types: Lambda's own example message names them so.
     let destination = destination(request.get("destination"), &mut problems);
     let types = types(request.get("types"), &mut problems);
-    let buffering = buffering(request.get("buffering"), &mut problems);
+    let buffering = buffering(api, request.get("buffering"), &mut problems);
     match (schema_version, types, destination) {
         (Some(schema_version), Some(types), Some(destination)) if problems.is_empty() => {
             Ok(Subscription {
@@ -352,8 +360,8 @@ fn types(value: Option<&Value>, problems: &mut Vec<Problem>) -> Option<Types> {
     (problems.len() == before).then_some(types)
 }
 
-fn buffering(value: Option<&Value>, problems: &mut Vec<Problem>) -> Buffering {
-    let mut buffering = Buffering::default();
+fn buffering(api: Api, value: Option<&Value>, problems: &mut Vec<Problem>) -> Buffering {
+    let mut buffering = Buffering::defaults(api);
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return buffering;
     };

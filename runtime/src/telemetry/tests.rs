@@ -1,6 +1,7 @@
 //! [`Telemetry`] as the environment drives it, against real listeners on the loopback: the
 //! subscriptions' rules, the replay of init events to later subscribers, what each API gets of
-//! an invocation, the tap's lines, and nothing at all once init ends without a subscriber.
+//! an invocation, the tap's lines, a reset while the extensions finish an invocation, and
+//! nothing at all once init ends without a subscriber.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,16 @@ pub(super) async fn listener(
     status: u16,
     delay: Duration,
 ) -> (SocketAddr, mpsc::UnboundedReceiver<(Instant, Vec<Value>)>) {
+    listener_answering(move |_| status, delay).await
+}
+
+/// [`listener`] answering its `n`th request (from 0) with `status(n)`.
+pub(super) async fn listener_answering(
+    status: impl Fn(usize) -> u16 + Send + Sync + 'static,
+    delay: Duration,
+) -> (SocketAddr, mpsc::UnboundedReceiver<(Instant, Vec<Value>)>) {
+    let status = Arc::new(status);
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -42,10 +53,13 @@ pub(super) async fn listener(
                 return;
             };
             let tx = tx.clone();
+            let (status, requests) = (Arc::clone(&status), Arc::clone(&requests));
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let tx = tx.clone();
+                        let n = requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let status = status(n);
                         async move {
                             assert_eq!(req.method(), http::Method::POST);
                             assert_eq!(req.headers()["content-type"], "application/json");
@@ -130,6 +144,7 @@ fn report(request_id: &str) -> Report<'_> {
         init: Some(Duration::from_millis(30)),
         memory_mb: 256,
         max_memory_mb: 40,
+        status: Status::Success,
         failure: None,
     }
 }
@@ -259,12 +274,13 @@ async fn an_invocation_as_the_telemetry_api_tells_it() {
     );
     flush(&t).await;
     received(&mut got);
+    let delivered = Instant::now();
     t.start("r1", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1");
     writer.write(b"hello from the handler\n");
     let answered = Instant::now();
     let outcome = InvokeOutcome::Response(Bytes::from_static(b"{\"ok\":1}"));
     let told = t.told("r1", &outcome);
-    t.runtime_done(told, &report("r1"), Some(answered));
+    t.runtime_done(told, &report("r1"), Some(delivered), Some(answered));
     tokio::time::sleep(Duration::from_millis(20)).await;
     t.report();
     flush(&t).await;
@@ -324,7 +340,7 @@ async fn the_logs_api_gets_start_end_report_and_no_init_records() {
     t.start("r1", "");
     let failure = InvokeOutcome::Failure(Failure::Exited(crate::error::ExitStatus::Code(1)));
     let told = t.told("r1", &failure);
-    t.runtime_done(told, &report("r1"), None);
+    t.runtime_done(told, &report("r1"), Some(Instant::now()), None);
     t.report();
     flush(&t).await;
     let records = received(&mut got);
@@ -357,7 +373,7 @@ async fn a_timeout_and_a_failed_init_have_their_status() {
     // Init never ends well: the first invocation fails in it, with a timeout.
     let outcome = InvokeOutcome::Failure(Failure::InitTimeout(Duration::from_secs(10)));
     let told = t.told("r1", &outcome);
-    t.runtime_done(told, &report("r1"), None);
+    t.runtime_done(told, &report("r1"), None, None);
     t.report();
     flush(&t).await;
     let records = received(&mut got);
@@ -393,10 +409,9 @@ async fn without_a_subscriber_nothing_is_said_or_tapped_after_init() {
     assert!(!t.live());
     writer.write(b"no one listens\n");
     t.start("r1", "Root=1");
-    assert!(t.current.is_none());
     let outcome = InvokeOutcome::Response(Bytes::new());
     assert!(t.told("r1", &outcome).is_none());
-    t.runtime_done(None, &report("r1"), None);
+    t.runtime_done(None, &report("r1"), Some(Instant::now()), None);
     assert!(t.pending_report.is_none());
     // Without extensions launched, no relay ever starts.
     let (_writer, pump) = log();
@@ -422,4 +437,63 @@ async fn after_init_only_the_subscribed_sources_are_tapped() {
         received(&mut got).is_empty(),
         "no platform records, no function lines"
     );
+}
+
+#[tokio::test]
+async fn a_reset_while_the_extensions_finish_says_so_and_reports_at_once() {
+    let (addr, mut got) = listener(200, Duration::ZERO).await;
+    let (_writer, pump) = log();
+    let mut t = telemetry(&pump, true);
+    t.subscribe(Api::Telemetry, "a", &body(addr, r#"["platform"]"#))
+        .unwrap();
+    t.init_done(&[("a".into(), vec!["INVOKE"])], None);
+    let crash = Failure::Extension(crate::error::Fatal {
+        error_type: "Extension.Crash",
+        message: "extension a crashed".into(),
+    });
+    for (request_id, failure) in [
+        ("r1", Failure::Timeout(Duration::from_secs(3))),
+        ("r2", crash),
+    ] {
+        // The runtime answered; the extensions are still at work on the invocation.
+        let delivered = Instant::now();
+        t.start(request_id, "");
+        let told = t.told(request_id, &InvokeOutcome::Response(Bytes::new()));
+        t.runtime_done(
+            told,
+            &report(request_id),
+            Some(delivered),
+            Some(Instant::now()),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // They overran the deadline (or one crashed): the environment resets.
+        t.reset(&failure);
+        // What tearing it down takes is not the extensions' time.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        t.report();
+    }
+    flush(&t).await;
+    let records = received(&mut got);
+    let reports: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "platform.report")
+        .map(|r| &r["record"])
+        .collect();
+    assert_eq!(reports.len(), 2, "{records:?}");
+    assert_eq!(reports[0]["requestId"], "r1");
+    assert_eq!(reports[0]["status"], "timeout");
+    assert!(reports[0].get("errorType").is_none());
+    assert_eq!(reports[1]["requestId"], "r2");
+    assert_eq!(reports[1]["status"], "error");
+    assert_eq!(reports[1]["errorType"], "Extension.Crash");
+    for report in reports {
+        let overhead = report["spans"][0]["durationMs"].as_f64().unwrap();
+        assert!((20.0..200.0).contains(&overhead), "{report}");
+    }
+    // The runtime's own records said it answered.
+    let done: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "platform.runtimeDone")
+        .collect();
+    assert!(done.iter().all(|d| d["record"]["status"] == "success"));
 }

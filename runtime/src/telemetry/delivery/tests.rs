@@ -1,6 +1,7 @@
 //! The delivery task against real listeners on the loopback: batching by count, bytes and
 //! time, a full buffer that drops without waiting, retries and give-ups told as
-//! `platform.logsDropped`, the answer timeout, flushes, and TCP.
+//! `platform.logsDropped` (the drops a lost batch told included), the answer timeout, flushes,
+//! and TCP (a batch cut off partway is not sent again).
 
 use std::net::SocketAddr;
 
@@ -10,7 +11,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::telemetry::subscription::Api;
-use crate::telemetry::tests::{Loopback, listener};
+use crate::telemetry::tests::{Loopback, listener, listener_answering};
 
 const AUDIENCE: Audience = Audience {
     api: Api::Telemetry,
@@ -217,6 +218,103 @@ async fn a_failing_listener_is_retried_then_the_batch_is_dropped_and_told() {
 }
 
 #[tokio::test]
+async fn drops_told_in_a_batch_that_is_dropped_too_are_told_again() {
+    // Every attempt at the first batch fails; the listener takes the ones after.
+    let (addr, mut got) =
+        listener_answering(|n| if n < 3 { 500 } else { 200 }, Duration::ZERO).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(1000, 1 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    // Lines it missed before it subscribed, say: told at the head of the first batch.
+    feed.dropped(3, 300);
+    assert!(feed.offer(record(0)));
+    for _ in 0..3 {
+        let (_, batch) = got.recv().await.unwrap();
+        assert_eq!(batch[0]["record"]["droppedRecords"], 3);
+        assert_eq!(lines(&batch), ["line 0"]);
+    }
+    // That batch is gone: its record, and the news it carried, are told with the next.
+    assert!(feed.offer(record(1)));
+    let (_, told) = got.recv().await.unwrap();
+    assert_eq!(kinds_dropped(&told), 1, "{told:?}");
+    assert_eq!(told[0]["type"], "platform.logsDropped");
+    assert_eq!(told[0]["record"]["droppedRecords"], 3 + 1);
+    assert_eq!(
+        told[0]["record"]["droppedBytes"],
+        300 + record(0).len() as u64
+    );
+    assert_eq!(
+        told[0]["record"]["reason"],
+        "could not send events: http request failed with status 500 Internal Server Error"
+    );
+    assert_eq!(lines(&told), ["line 1"]);
+}
+
+/// How many `platform.logsDropped` records `batch` has.
+fn kinds_dropped(batch: &[Value]) -> usize {
+    batch
+        .iter()
+        .filter(|r| r["type"] == "platform.logsDropped")
+        .count()
+}
+
+#[tokio::test]
+async fn a_tcp_batch_cut_off_partway_is_dropped_not_sent_again() {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    // 32 MiB in one batch: more than the sockets' buffers hold, so the listener hangs up
+    // while it is being written.
+    let count = 512;
+    let big = |n: usize| {
+        Bytes::from(format!(
+            r#"{{"time":"t","type":"function","record":"line {n} {}"}}"#,
+            "x".repeat(64 * 1024)
+        ))
+    };
+    let (feed, _task) = spawn(
+        "ext".into(),
+        Destination::Tcp { port },
+        small(count, 64 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    for n in 0..count {
+        assert!(feed.offer(big(n)));
+    }
+    let (stream, _) = socket.accept().await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first).await.unwrap();
+    assert!(first.contains("line 0 x"), "{}", &first[..80]);
+    drop(reader);
+    // Sent again, the batch would reach the listener after a cut line, and twice over.
+    let again = tokio::time::timeout(Duration::from_millis(600), socket.accept()).await;
+    assert!(again.is_err(), "the cut batch was sent again");
+    // It is told as dropped, whole, with the next batch.
+    assert!(feed.offer(record(0)));
+    let (stream, _) = socket.accept().await.unwrap();
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    let told: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(told["type"], "platform.logsDropped");
+    assert_eq!(told["record"]["droppedRecords"], count as u64);
+    let reason = told["record"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("could not send events: ") && reason.contains(" bytes were written"),
+        "{reason}"
+    );
+    let next: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(next["record"], "line 0");
+}
+
+#[tokio::test]
 async fn a_flush_tells_of_drops_even_with_nothing_else_to_send() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
     let (feed, _task) = spawn(
@@ -378,6 +476,44 @@ async fn tcp_gets_newline_delimited_json_on_one_connection() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn a_kept_tcp_connection_the_listener_closed_is_not_written_to() {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let (feed, _task) = spawn(
+        "ext".into(),
+        Destination::Tcp { port },
+        small(1000, 1 << 20, 25),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    assert!(feed.offer(record(0)));
+    let (stream, _) = socket.accept().await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first).await.unwrap();
+    assert!(first.contains("line 0"), "{first}");
+    // The listener hangs up; the next batch must not go down that connection (the write
+    // would succeed once and the records vanish) but on a new one.
+    drop(reader);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(feed.offer(record(1)));
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(2), socket.accept())
+        .await
+        .expect("a new connection for the next batch")
+        .unwrap();
+    let line = tokio::io::BufReader::new(stream)
+        .lines()
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(got["record"], "line 1");
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn records_match_lambdas_captured_examples() {
         "2022-10-21T14:05:03.165Z",
         Event::Start {
             request_id: id.into(),
-            version: "$LATEST",
+            version: "$LATEST".into(),
             trace_id: Some(
                 "Root=1-6352a70e-1e2c502e358361800241fd45;Parent=35465b3a9e2f7c6a;Sampled=1".into(),
             ),
@@ -149,7 +149,7 @@ fn records_match_lambdas_captured_examples() {
             request_id: id.into(),
             status: Status::Success,
             duration: ms(2599),
-            produced_bytes: 8,
+            produced_bytes: Some(8),
             spans: vec![
                 Span {
                     name: "responseLatency",
@@ -232,7 +232,7 @@ fn failures_carry_their_error_type_and_timeouts_none() {
                 request_id: "r".into(),
                 status,
                 duration: Duration::from_millis(3),
-                produced_bytes: 0,
+                produced_bytes: Some(0),
                 spans: Vec::new(),
                 fault: None,
             },
@@ -273,7 +273,7 @@ fn the_logs_api_gets_its_own_records() {
         request_id: "r".into(),
         status: Status::Error("Runtime.ExitError".into()),
         duration: Duration::from_millis(3),
-        produced_bytes: 0,
+        produced_bytes: Some(0),
         spans: Vec::new(),
         fault: Some("RequestId: r Process exited before completing request".into()),
     };

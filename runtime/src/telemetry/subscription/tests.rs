@@ -49,8 +49,9 @@ fn defaults_paths_and_the_short_host() {
         r#"{"schemaVersion":"2025-01-29","types":["function"],
             "destination":{"protocol":"HTTP","URI":"http://sandbox:4243/lambda/logs?x=1"}}"#,
     );
-    assert_eq!(s.buffering, Buffering::default());
-    assert_eq!(s.buffering.max_items, 10_000);
+    assert_eq!(s.buffering, Buffering::defaults(Api::Telemetry));
+    // AWS's Telemetry API page: `maxItems` 1,000 by default (the emulator says 10,000).
+    assert_eq!(s.buffering.max_items, 1_000);
     assert_eq!(s.buffering.max_bytes, 262_144);
     assert_eq!(s.buffering.timeout, Duration::from_millis(1000));
     assert_eq!(
@@ -61,6 +62,25 @@ fn defaults_paths_and_the_short_host() {
             path: "/lambda/logs?x=1".into()
         }
     );
+}
+
+#[test]
+fn the_default_max_items_depends_on_the_api() {
+    let body = r#"{"schemaVersion":"2021-03-18","types":["platform"],"buffering":{"timeoutMs":100},
+        "destination":{"protocol":"HTTP","URI":"http://sandbox:4243"}}"#;
+    let logs = ok(Api::Logs, body);
+    assert_eq!(logs.buffering.max_items, 10_000);
+    assert_eq!(logs.buffering.timeout, Duration::from_millis(100));
+    let telemetry = ok(Api::Telemetry, &body.replace("2021-03-18", "2022-12-13"));
+    assert_eq!(telemetry.buffering.max_items, 1_000);
+    // A value in range is taken as given, through either API.
+    let given = ok(
+        Api::Telemetry,
+        &body
+            .replace("2021-03-18", "2022-12-13")
+            .replace(r#""timeoutMs":100"#, r#""maxItems":10000"#),
+    );
+    assert_eq!(given.buffering.max_items, 10_000);
 }
 
 #[test]
