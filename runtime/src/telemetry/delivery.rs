@@ -3,9 +3,12 @@
 //!
 //! Lambda's rules (telemetry-api.md; the Runtime Interface Emulator's `subscriber.go`,
 //! `client.go`), as lamina keeps them:
-//! - A subscriber buffers at most its `maxItems` records and `maxBytes` bytes beyond the batch
-//!   in flight; a record that does not fit is dropped at once and counted, so that a slow or
-//!   stuck listener costs records, never the function's time.
+//! - A subscriber buffers at most twice its `maxItems` records and `maxBytes` bytes beyond the
+//!   batch in flight: a batch filling up, and room for the next while it goes out. A record
+//!   that does not fit is dropped at once and counted, so that a slow or stuck listener costs
+//!   records, never the function's time. (With room for one batch only, a buffer whose records
+//!   stop just short of `maxBytes` refused every record after them, and nothing woke the task
+//!   to send it before `timeoutMs`: under load two thirds were dropped with the listener idle.)
 //! - A batch goes out when it holds `maxItems` records or `maxBytes` bytes, or `timeoutMs` after
 //!   its first record; one request is in flight at a time.
 //! - HTTP: `POST` of a JSON array, `Content-Type: application/json`, on a kept-alive
@@ -40,6 +43,9 @@ use crate::sandbox::{BoxFuture, Control};
 /// Lambda's reason for records dropped because the subscriber fell behind (the emulator's
 /// wording).
 pub const SLOW_CONSUMER: &str = "Some logs were dropped because the downstream consumer is slower than the logs production rate";
+
+/// How many batches' worth of records a subscriber's buffer holds beyond the one in flight.
+const BUFFERED_BATCHES: usize = 2;
 
 /// How failed deliveries are tried again.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +84,7 @@ struct Shared {
     /// Records offered and not yet taken into a batch, and their bytes.
     queued_items: AtomicUsize,
     queued_bytes: AtomicUsize,
+    /// What the buffer holds at most: [`BUFFERED_BATCHES`] batches' worth.
     max_items: usize,
     max_bytes: usize,
     /// Records refused because the buffer was full, and their bytes, not yet reported.
@@ -147,8 +154,8 @@ pub fn spawn(
     let shared = Arc::new(Shared {
         queued_items: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
-        max_items: buffering.max_items,
-        max_bytes: buffering.max_bytes,
+        max_items: buffering.max_items.saturating_mul(BUFFERED_BATCHES),
+        max_bytes: buffering.max_bytes.saturating_mul(BUFFERED_BATCHES),
         overflow_records: AtomicU64::new(0),
         overflow_bytes: AtomicU64::new(0),
     });

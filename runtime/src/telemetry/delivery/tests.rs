@@ -112,7 +112,8 @@ async fn max_bytes_closes_a_batch() {
 
 #[tokio::test]
 async fn a_full_buffer_drops_without_waiting_and_says_so_next_time() {
-    // The listener takes 400 ms per batch: the buffer (3 records) fills meanwhile.
+    // The listener takes 400 ms per batch: the buffer (two batches of 3 records) fills
+    // meanwhile.
     let (addr, mut got) = listener(200, Duration::from_millis(400)).await;
     let (feed, _task) = spawn(
         "ext".into(),
@@ -129,14 +130,17 @@ async fn a_full_buffer_drops_without_waiting_and_says_so_next_time() {
     assert!(feed.offer(record(0)));
     tokio::time::sleep(Duration::from_millis(100)).await; // now in flight
     let started = Instant::now();
-    let accepted: Vec<bool> = (1..=6).map(|n| feed.offer(record(n))).collect();
+    let accepted: Vec<bool> = (1..=9).map(|n| feed.offer(record(n))).collect();
     // The listener takes 400 ms: offering did not wait for it.
     assert!(
         started.elapsed() < Duration::from_millis(100),
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(accepted, [true, true, true, false, false, false]);
+    assert_eq!(
+        accepted,
+        [true, true, true, true, true, true, false, false, false]
+    );
     let (_, first) = got.recv().await.unwrap();
     assert_eq!(lines(&first), ["line 0"]);
     let (_, second) = got.recv().await.unwrap();
@@ -144,17 +148,21 @@ async fn a_full_buffer_drops_without_waiting_and_says_so_next_time() {
     assert_eq!(second[0]["record"]["droppedRecords"], 3);
     assert_eq!(
         second[0]["record"]["droppedBytes"],
-        3 * record(4).len() as u64
+        3 * record(7).len() as u64
     );
     assert_eq!(second[0]["record"]["reason"], SLOW_CONSUMER);
     assert_eq!(lines(&second), ["line 1", "line 2", "line 3"]);
+    let (_, third) = got.recv().await.unwrap();
+    assert_eq!(lines(&third), ["line 4", "line 5", "line 6"]);
 }
 
 #[tokio::test]
 async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
-    // Three records of 50, 60 and 70 bytes under a limit of 150: the third does not fit (it is
-    // refused and told), and the first two must go out at once (the timer is a minute away).
+    // Records of 50, 60, 70, 80 and 90 bytes under a batch limit of 150 (the buffer holds two
+    // batches, 300): the first two go out at once, by size, though they stop short of 150 (the
+    // timer is a minute away); the third and fourth make the next batch, at once too; the
+    // fifth does not fit the buffer, and is refused and told.
     let sized = |n: usize, len: usize| {
         let text = format!(r#"{{"time":"t","type":"function","record":"line {n} "#);
         Bytes::from(format!("{text}{}\"}}", "x".repeat(len - text.len() - 2)))
@@ -168,11 +176,11 @@ async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
         Arc::new(Loopback),
         quick(),
     );
-    let accepted: Vec<bool> = [(0, 50), (1, 60), (2, 70)]
+    let accepted: Vec<bool> = [(0, 50), (1, 60), (2, 70), (3, 80), (4, 90)]
         .into_iter()
         .map(|(n, len)| feed.offer(sized(n, len)))
         .collect();
-    assert_eq!(accepted, [true, true, false]);
+    assert_eq!(accepted, [true, true, true, true, false]);
     let (_, batch) = tokio::time::timeout(Duration::from_secs(5), got.recv())
         .await
         .expect("a batch by size, not after the 60 s timer")
@@ -182,6 +190,16 @@ async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
         ["line 0 x", "line 1 xxxxxxxxxxx"],
         "{batch:?}"
     );
+    // All five were offered before the task first ran: the refusal is told in the first.
+    assert_eq!(batch[0]["type"], "platform.logsDropped", "{batch:?}");
+    assert_eq!(batch[0]["record"]["droppedRecords"], 1);
+    assert_eq!(batch[0]["record"]["droppedBytes"], 90);
+    let (_, batch) = tokio::time::timeout(Duration::from_secs(5), got.recv())
+        .await
+        .expect("the next batch by size too")
+        .unwrap();
+    assert_eq!(batch.len(), 2, "{batch:?}");
+    assert!(lines(&batch)[1].starts_with("line 3 "), "{batch:?}");
 }
 
 #[tokio::test]
