@@ -223,12 +223,25 @@ pub struct Postgres {
     /// Its port on 127.0.0.1.
     pub port: u16,
     bin: PathBuf,
+    /// With TLS: the CA that signed the server's certificate (PEM).
+    ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl Postgres {
     /// Makes and starts a cluster; waits until it answers.
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// The same, taking connections over TLS only (`hostssl` in `pg_hba.conf`), its
+    /// certificate for `127.0.0.1` signed by a CA made for it ([`Postgres::ca`]); made with
+    /// the `openssl` command, which `scripts/test` installs.
+    pub fn start_tls() -> Postgres {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         use std::os::unix::process::CommandExt;
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL's server is not installed (Debian's postgresql; scripts/test installs it)")
@@ -271,6 +284,25 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut settings = Vec::new();
+        let ca = tls.then(|| {
+            let ca = make_certificates(dir.path(), uid, gid);
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            for (key, file) in [
+                ("ssl_cert_file", "server.crt"),
+                ("ssl_key_file", "server.key"),
+            ] {
+                settings.push("-c".to_owned());
+                settings.push(format!("{key}={}", dir.path().join(file).display()));
+            }
+            settings.push("-c".to_owned());
+            settings.push("ssl=on".to_owned());
+            ca
+        });
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -287,6 +319,7 @@ impl Postgres {
                 "-k",
             ])
             .arg(dir.path())
+            .args(&settings)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -296,6 +329,7 @@ impl Postgres {
             child,
             port,
             bin,
+            ca,
             _dir: dir,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -312,6 +346,11 @@ impl Postgres {
     /// The URL lamina is given.
     pub fn url(&self) -> String {
         format!("postgres://lamina@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The CA of a server started with [`Postgres::start_tls`].
+    pub fn ca(&self) -> &Path {
+        self.ca.as_deref().expect("a server started with start_tls")
     }
 
     /// Runs `sql` with psql; its unaligned, tuples-only output.
@@ -345,6 +384,77 @@ impl Postgres {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a server certificate for `127.0.0.1` and `localhost` signed by it, in `dir`
+/// (`ca.crt`, `server.crt`, `server.key`, the key readable by `uid` only, as PostgreSQL
+/// insists). Returns the CA's path.
+fn make_certificates(dir: &Path, uid: u32, gid: u32) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=lamina test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "server.ext",
+    ]);
+    let key = dir.join("server.key");
+    std::os::unix::fs::chown(&key, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    dir.join("ca.crt")
 }
 
 impl Drop for Postgres {

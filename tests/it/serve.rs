@@ -1277,7 +1277,7 @@ async fn destinations_get_lambdas_records_for_success_failure_and_age() {
         .args([
             "-c",
             "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
-             c.execute(\"INSERT INTO events VALUES ('old-event', 'worker', ?, NULL, NULL, ?, 0, 0)\", (b'{\"n\": 1}', int(sys.argv[2])))\nc.commit()\n",
+             c.execute(\"INSERT INTO events (request_id, function, payload, client_context, trace_id, accepted_ms, attempts, due_ms) VALUES ('old-event', 'worker', ?, NULL, NULL, ?, 0, 0)\", (b'{\"n\": 1}', int(sys.argv[2])))\nc.commit()\n",
         ])
         .arg(&store)
         .arg(accepted.to_string())

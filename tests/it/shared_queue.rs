@@ -13,6 +13,11 @@ use crate::shared::Postgres;
 
 /// A project whose `work` function takes 50 ms, its queue in `postgres`, leases of 2 s.
 fn project(postgres: &Postgres) -> TempDir {
+    project_at(&postgres.url())
+}
+
+/// The same, its queue at `url`.
+fn project_at(url: &str) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("work")).unwrap();
     std::fs::write(
@@ -24,8 +29,7 @@ fn project(postgres: &Postgres) -> TempDir {
         dir.path().join("lamina.toml"),
         format!(
             "[functions.work]\ncode = \"work\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\
-             concurrency = 2\n\n[serve]\nqueue = \"{}\"\nqueue_lease = 2\n",
-            postgres.url()
+             concurrency = 2\n\n[serve]\nqueue = \"{url}\"\nqueue_lease = 2\n"
         ),
     )
     .unwrap();
@@ -190,4 +194,45 @@ async fn an_unreachable_postgres_is_named_and_a_lost_one_refuses_events_not_invo
         crate::server::json_of(&r),
         serde_json::json!({"sync": true})
     );
+}
+
+/// A server that takes TLS connections only (as managed PostgreSQL services often do): with
+/// `sslmode=verify-full` and its CA lamina's queue works over TLS; with `sslmode=require` and
+/// no CA it is refused, naming the server and how to name the CA; without `sslmode` the
+/// server itself refuses the plain connection, and lamina says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_over_tls_checks_the_servers_certificate() {
+    let postgres = Postgres::start_tls();
+    let plain = postgres.url();
+    let verified = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        postgres.ca().display()
+    );
+    let server = Server::start_in(project_at(&verified), &["--sandbox", "process"]);
+    let ids = send_events(&server, "work", 3, "{}").await;
+    crate::server::wait_all_ended(&server, "", &ids);
+    let encrypted = postgres
+        .psql(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'lamina'",
+        )
+        .unwrap();
+    assert_eq!(encrypted, "t", "lamina's connection is TLS");
+    drop(server);
+
+    for (url, expected) in [
+        (format!("{plain}?sslmode=require"), "sslrootcert=PATH"),
+        (plain.clone(), "no encryption"),
+    ] {
+        let dir = project_at(&url);
+        let out = crate::support::lamina_in(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+        let stderr = crate::support::text(&out.stderr);
+        assert!(!out.status.success(), "{url}: {stderr}");
+        assert!(
+            stderr.contains(&format!("postgres://lamina@127.0.0.1:{}", postgres.port))
+                && stderr.contains("cannot connect")
+                && stderr.contains(expected),
+            "{url}: {stderr}"
+        );
+    }
 }

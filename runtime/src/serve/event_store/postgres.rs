@@ -12,12 +12,16 @@
 //! Leases are measured on the database's clock, never a host's, so hosts whose clocks differ
 //! cannot steal each other's events. The client is the synchronous `postgres` crate: the
 //! store is driven by the [`Committer`](super::Committer)'s own thread, where blocking is the
-//! point, and a lost connection is made again at the next write.
+//! point, and a lost connection is made again at the next write. TLS, when the URL asks for it
+//! (`sslmode`, `sslrootcert`), is [`tls`]'s.
+
+pub mod tls;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use postgres::{Client, Config, GenericClient, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{EventStore, StoreError, StoredEvent};
 
@@ -33,6 +37,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection to the shared queue.
 pub struct PostgresStore {
     config: Config,
+    /// `None`: plain connections.
+    tls: Option<MakeRustlsConnect>,
     client: Option<Client>,
     /// The server, as errors name it: the URL without its password.
     place: String,
@@ -58,14 +64,15 @@ impl PostgresStore {
     /// (the client runs one of its own).
     pub fn connect(url: &str, lease: Duration) -> Result<PostgresStore, StoreError> {
         let place = redacted(url);
-        let mut config: Config = url.parse().map_err(|e| StoreError {
+        let tls::Connection { mut config, tls } = tls::parse(url).map_err(|e| StoreError {
             place: place.clone(),
-            reason: format!("not a PostgreSQL connection URL: {e}"),
+            reason: e.to_string(),
         })?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("lamina");
         let mut store = PostgresStore {
             config,
+            tls,
             client: None,
             place,
             owner: uuid::Uuid::new_v4().to_string(),
@@ -129,10 +136,17 @@ impl PostgresStore {
         work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let client = self
-                .config
-                .connect(NoTls)
-                .map_err(|e| self.error(format!("cannot connect: {}", describe(&e))))?;
+            let connected = match &self.tls {
+                None => self.config.connect(NoTls),
+                Some(tls) => self.config.connect(tls.clone()),
+            };
+            let client = connected.map_err(|e| {
+                let why = describe(&e);
+                match tls::certificate_hint(&why) {
+                    Some(hint) => self.error(format!("cannot connect: {why} ({hint})")),
+                    None => self.error(format!("cannot connect: {why}")),
+                }
+            })?;
             self.client = Some(client);
         }
         let client = self.client.as_mut().unwrap_or_else(|| unreachable!());
@@ -149,15 +163,7 @@ impl PostgresStore {
 fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            text
-        }
+        None => tls::with_sources(e),
     }
 }
 

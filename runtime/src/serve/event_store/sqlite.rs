@@ -299,23 +299,26 @@ fn insert_params(
 impl EventStore for SqliteStore {
     fn commit(&mut self, batch: &super::Batch) -> Result<(), StoreError> {
         let seqs = &mut self.seqs;
-        let mut write = |c: &mut Connection| -> rusqlite::Result<Vec<i64>> {
+        let mut write = |c: &mut Connection| -> rusqlite::Result<()> {
             let tx = c.transaction()?;
-            let appended = insert(&tx, &batch.appends)?;
+            // Known before the batch's retries and removals, which may be of these events.
+            for (event, seq) in batch.appends.iter().zip(insert(&tx, &batch.appends)?) {
+                seqs.insert(event.request_id.clone(), seq);
+            }
             for (id, attempts, due_ms) in &batch.reschedules {
                 reschedule(&tx, seqs, id, *attempts, *due_ms)?;
             }
             remove(&tx, seqs, &batch.removals)?;
-            tx.commit()?;
-            Ok(appended)
+            tx.commit()
         };
-        match write(&mut self.connection) {
-            Ok(appended) => {
-                self.remember(&batch.appends, appended);
-                Ok(())
+        let written = write(&mut self.connection);
+        if written.is_err() {
+            // Rolled back: those rows are not there.
+            for event in &batch.appends {
+                self.seqs.remove(&event.request_id);
             }
-            Err(e) => Err(self.failed(e)),
         }
+        written.map_err(|e| self.failed(e))
     }
 
     fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
@@ -664,6 +667,25 @@ mod tests {
             .map(|e| e.request_id)
             .collect();
         assert_eq!(ids, ["a", "c"]);
+    }
+
+    #[test]
+    fn an_event_appended_retried_and_removed_in_one_batch_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.append(&[event("kept", 1)]).unwrap();
+        let batch = crate::serve::event_store::Batch {
+            appends: vec![event("brief", 2), event("retried", 3)],
+            reschedules: vec![("retried".into(), 1, 50), ("brief".into(), 1, 60)],
+            removals: vec!["brief".into()],
+        };
+        store.commit(&batch).unwrap();
+        let pending = store.pending().unwrap();
+        let ids: Vec<_> = pending.iter().map(|e| e.request_id.as_str()).collect();
+        assert_eq!(ids, ["kept", "retried"]);
+        assert_eq!((pending[1].attempts, pending[1].due_ms), (1, 50));
+        assert!(!store.seqs.contains_key("brief"), "{:?}", store.seqs);
+        assert_eq!(store.seqs.len(), 2);
     }
 
     #[test]
