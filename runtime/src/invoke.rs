@@ -133,6 +133,50 @@ impl Completed {
     }
 }
 
+/// How an invocation (or init) ended, as the records' `status` and `errorType` say it: the one
+/// mapping from an outcome to Lambda's vocabulary, for the Telemetry and Logs APIs and for the
+/// function's JSON log alike.
+///
+/// Lambda's schema page knows `success`, `failure` and `error`, with an `errorType` for the
+/// latter two; its emulator adds `timeout` (`lambda-apis-wave2.md` §2.5). What the function's
+/// runtime reported through `/error` is `error` with the function's `errorType`: the page gives
+/// no other status for a failed invocation. (The Runtime Interface Emulator's invoke path says
+/// `success` for it, and Lambda's text `REPORT` line shows no status; neither is a record.)
+/// `Sandbox.*` failures are the platform's, `failure`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// It answered.
+    Success,
+    /// The function reported an error, or its runtime failed (`Runtime.ExitError`, …).
+    Error(String),
+    /// The platform failed it (`Sandbox.*`).
+    Failure(String),
+    /// It ran out of time. Lambda's timeout records carry no `errorType` (a capture of 2026).
+    Timeout,
+}
+
+impl Status {
+    /// How `outcome` is told.
+    pub fn of(outcome: &InvokeOutcome) -> Status {
+        match outcome {
+            InvokeOutcome::Response(_) => Status::Success,
+            InvokeOutcome::FunctionError(e) => Status::Error(e.error_type.clone()),
+            InvokeOutcome::Failure(f) => Status::of_failure(f),
+        }
+    }
+
+    /// How an invocation (or init) that ended with `failure` is told.
+    pub fn of_failure(failure: &Failure) -> Status {
+        match failure {
+            Failure::Timeout(_) | Failure::InitTimeout(_) => Status::Timeout,
+            f if f.error_type().starts_with("Sandbox.") => {
+                Status::Failure(f.error_type().to_owned())
+            }
+            f => Status::Error(f.error_type().to_owned()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::unix::pipe;
 
 use crate::config::lambda_env::FUNCTION_VERSION;
-use crate::telemetry::Status;
+use crate::invoke::Status;
 
 /// CloudWatch's largest log event; a longer line without a newline is cut here.
 const MAX_LINE_BYTES: usize = 256 * 1024;

@@ -23,7 +23,7 @@ mod relay;
 pub mod subscription;
 
 /// How an invocation or init ended, as Lambda's records tell it.
-pub use records::Status;
+use crate::invoke::Status;
 /// What the function's JSON log renders its platform records with.
 pub(crate) use records::{Event, ReportMetrics, Stamped};
 

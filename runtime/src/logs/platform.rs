@@ -24,7 +24,7 @@
 //! 2026) is `runtimeDone` and `report` with `"status":"timeout"` and no `errorType`, and
 //! Lambda's text logs of 2026 no longer have a `Task timed out` line either (its REPORT says
 //! `Status: timeout`; lamina's text lines keep theirs, unchanged). Every other status is the
-//! records' ([`Status`](crate::telemetry::Status)): `error` with its `errorType` for the function's own error and the
+//! records' ([`Status`](crate::invoke::Status)): `error` with its `errorType` for the function's own error and the
 //! runtime's failures, `failure` for the platform's (`Sandbox.*`). `runtimeDone`'s
 //! `metrics.durationMs` is the runtime's time with the event, as in `REPORT`; its
 //! `producedBytes` and `spans` are left out (both optional in the schema).
@@ -148,9 +148,9 @@ mod tests {
 
     use super::*;
     use crate::error::{ExitStatus, Failure};
+    use crate::invoke::Status;
     use crate::invoke::{FunctionError, InvokeOutcome};
     use crate::logs::{end_line, start_line, timeout_line};
-    use crate::telemetry::Status;
 
     const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:f";
 

@@ -121,7 +121,7 @@ async fn run(
                 init: Some(init_started.elapsed()),
                 memory_mb: spec.memory_mb,
                 max_memory_mb: 0,
-                status: telemetry::Status::of_failure(&failure),
+                status: crate::invoke::Status::of_failure(&failure),
                 failure: Some((failure.report_status(), failure.error_type())),
             };
             let lines = logs::PlatformFormat::of(&spec).lines(&[
@@ -887,7 +887,7 @@ impl Env {
             InvokeOutcome::Failure(f) => Some((f.report_status(), f.error_type())),
             _ => None,
         };
-        let status = telemetry::Status::of(&outcome);
+        let status = crate::invoke::Status::of(&outcome);
         // What telemetry needs of the outcome, before it is handed on. The runtime's answer
         // is seen whole: its response began, as far as lamina can tell, now.
         let told = self.telemetry.told(&request_id, &outcome);
