@@ -428,10 +428,11 @@ async fn a_listener_that_does_not_answer_costs_records_never_the_invocations_tim
     let env = format!(", HANG_UNTIL = {:?}", release.display().to_string());
     let (dir, _records, record) = project(&env, "timeout = 10\n");
     let server = Server::start_in(dir, &["--sandbox", "process"]);
-    // Each invocation prints 4,000 lines (some 500 KB of records): more than the
-    // subscriber's buffer (262,144 bytes) while its listener holds the first request.
+    // Each invocation prints 4,000 lines (some 500 KB of records): five of them are far more
+    // than the subscriber's buffer (two batches of 262,144 bytes) while its listener holds the
+    // first request.
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let started = Instant::now();
         let r = invoke(&server, r#"{"lines": 4000}"#).await;
         assert_eq!(r.status(), 200, "{}", server.logs());
@@ -467,7 +468,7 @@ async fn a_listener_that_does_not_answer_costs_records_never_the_invocations_tim
     assert_eq!(r.status(), 200);
     let last = json_of(&r)["id"].as_str().unwrap().to_owned();
     let records = wait_records(&record, &server, is_report_of(&last));
-    let printed = 3 * 4000 + 1;
+    let printed = 5 * 4000 + 1;
     let delivered = records.iter().filter(|r| r["type"] == "function").count();
     let dropped: u64 = records
         .iter()
