@@ -108,28 +108,14 @@ const CREATE_EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
      due_ms INTEGER NOT NULL
  )";
 
-/// Moves a version 1 table (`request_id` its key, `WITHOUT ROWID`) to version 2, in accept
-/// order, in one transaction.
-const MIGRATE_FROM_1: &str = "BEGIN IMMEDIATE;
-     ALTER TABLE events RENAME TO events_v1;
-     CREATE TABLE events (
-         seq INTEGER PRIMARY KEY,
-         request_id TEXT NOT NULL,
-         function TEXT NOT NULL,
-         payload BLOB NOT NULL,
-         client_context TEXT,
-         trace_id TEXT,
-         accepted_ms INTEGER NOT NULL,
-         attempts INTEGER NOT NULL,
-         due_ms INTEGER NOT NULL
-     );
-     INSERT INTO events (request_id, function, payload, client_context, trace_id,
-         accepted_ms, attempts, due_ms)
+/// Moves a version 1 table (`request_id` its key, `WITHOUT ROWID`) to version 2 (made by
+/// [`CREATE_EVENTS`]: the old table is renamed first), in accept order, in one transaction.
+const MIGRATE_FROM_1: &str = "INSERT INTO events (request_id, function, payload,
+         client_context, trace_id, accepted_ms, attempts, due_ms)
          SELECT request_id, function, payload, client_context, trace_id, accepted_ms,
          attempts, due_ms FROM events_v1 ORDER BY accepted_ms, request_id;
      DROP TABLE events_v1;
-     UPDATE meta SET value = 2 WHERE key = 'schema';
-     COMMIT;";
+     UPDATE meta SET value = 2 WHERE key = 'schema';";
 
 /// An open store, and its writer's lock, held until it is dropped.
 pub struct SqliteStore {
@@ -204,7 +190,10 @@ impl SqliteStore {
                     r.get(0)
                 })?;
             if version == 1 {
-                connection.execute_batch(MIGRATE_FROM_1)?;
+                connection.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; ALTER TABLE events RENAME TO events_v1; {CREATE_EVENTS}; \
+                     {MIGRATE_FROM_1} COMMIT;"
+                ))?;
                 return Ok(SCHEMA_VERSION);
             }
             Ok(version)
