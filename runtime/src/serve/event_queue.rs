@@ -14,7 +14,8 @@
 //! appended to `<state dir>/dead-letters/<function>.jsonl` as a record in the shape of Lambda's
 //! on-failure destination.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Function;
-use super::event_store::{Committer, StoreError, StoredEvent, epoch_ms};
+use super::event_store::{Committer, EventKey, StoreError, StoredEvent, epoch_ms};
 use crate::config::file::Destination;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::invoke::{Completed, InvokeRequest, Throttled};
@@ -42,6 +43,8 @@ pub struct AsyncEvent {
     attempts: u32,
     /// When it was accepted (ms since the epoch).
     accepted_ms: u64,
+    /// The store's key for it, given at its append: how its retries and removal name it.
+    seq: Option<i64>,
 }
 
 impl AsyncEvent {
@@ -53,6 +56,7 @@ impl AsyncEvent {
             request,
             attempts: 0,
             accepted_ms: epoch_ms(SystemTime::now()),
+            seq: None,
         }
     }
 
@@ -74,6 +78,15 @@ impl AsyncEvent {
             accepted_ms: self.accepted_ms,
             attempts: self.attempts,
             due_ms: 0,
+            seq: self.seq,
+        }
+    }
+
+    /// How the store finds it.
+    fn key(&self) -> EventKey {
+        EventKey {
+            request_id: self.request_id().to_owned(),
+            seq: self.seq,
         }
     }
 
@@ -144,7 +157,8 @@ impl EventQueue {
             dead_letters: state_dir.join("dead-letters"),
             retry_delay,
             waiting: HashMap::new(),
-            delayed: Vec::new(),
+            delayed: BinaryHeap::new(),
+            delays: 0,
         };
         tokio::spawn(owner.run(rx));
         let queue = EventQueue { tx, store, app };
@@ -199,11 +213,11 @@ impl EventQueue {
     }
 
     /// Accepts an event: resolves once it is durable (then a `202` may promise it).
-    pub async fn enqueue(&self, event: AsyncEvent) -> Result<(), Refused> {
+    pub async fn enqueue(&self, mut event: AsyncEvent) -> Result<(), Refused> {
         if self.tx.is_closed() {
             return Err(Refused::Stopping);
         }
-        self.store.append(event.stored()).await?;
+        event.seq = self.store.append(event.stored()).await?;
         super::metrics::async_event_received(event.function.name());
         // Stored: if the queue stopped meanwhile, the next start runs it.
         self.tx
@@ -245,6 +259,7 @@ impl EventQueue {
             let mut event = AsyncEvent::new(Arc::clone(function), stored.request_id, request);
             event.attempts = stored.attempts;
             event.accepted_ms = stored.accepted_ms;
+            event.seq = stored.seq;
             let due = super::event_store::from_epoch_ms(stored.due_ms);
             if self.tx.send(Msg::Resume(event, due)).is_ok() {
                 resumed += 1;
@@ -274,12 +289,41 @@ impl EventQueue {
 }
 
 /// A function's waiting events, its attempts under way, and when it may be tried again after
-/// a throttle.
+/// a throttle. The events are boxed: a queue of whole events (about 600 bytes each) copied
+/// itself as it grew, and held the owner's task for 160 ms at 262,144 waiting events.
 #[derive(Default)]
 struct Waiting {
-    events: VecDeque<AsyncEvent>,
+    events: VecDeque<Box<AsyncEvent>>,
     running: usize,
     backoff: Option<(Instant, Duration)>,
+}
+
+/// An event held back until `at` (a retry, or one resumed with its retry still ahead),
+/// ordered by `at`, then by when it was delayed.
+struct Delayed {
+    at: Instant,
+    order: u64,
+    event: Box<AsyncEvent>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
 }
 
 struct Owner {
@@ -291,8 +335,10 @@ struct Owner {
     retry_delay: Duration,
     /// By function name.
     waiting: HashMap<String, Waiting>,
-    /// Retries and when they are due.
-    delayed: Vec<(Instant, AsyncEvent)>,
+    /// Retries (and resumed events), soonest first.
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    /// How many events have been delayed: ties between equal times go in this order.
+    delays: u64,
 }
 
 impl Owner {
@@ -308,7 +354,7 @@ impl Owner {
                 Some(Msg::Enqueue(event)) => self.push_back(event),
                 Some(Msg::Resume(event, due)) => {
                     let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
-                    self.delayed.push((Instant::now() + wait, event));
+                    self.delay(Instant::now() + wait, event);
                 }
                 Some(Msg::Throttled(event)) => {
                     let w = self.attempt_ended(&event);
@@ -316,7 +362,7 @@ impl Owner {
                         .backoff
                         .map_or(THROTTLE_BACKOFF, |(_, d)| (d * 2).min(THROTTLE_BACKOFF_MAX));
                     w.backoff = Some((Instant::now() + next, next));
-                    w.events.push_front(event);
+                    w.events.push_front(Box::new(event));
                 }
                 Some(Msg::Done(event, completed)) => {
                     // Room in the function again: its waiting events need not wait out a
@@ -361,7 +407,17 @@ impl Owner {
     fn push_back(&mut self, event: AsyncEvent) {
         self.waiting_for(event.function.name())
             .events
-            .push_back(event);
+            .push_back(Box::new(event));
+    }
+
+    /// Holds `event` back until `at`.
+    fn delay(&mut self, at: Instant, event: AsyncEvent) {
+        self.delays += 1;
+        self.delayed.push(Reverse(Delayed {
+            at,
+            order: self.delays,
+            event: Box::new(event),
+        }));
     }
 
     /// The function's queue; its name is copied only the first time.
@@ -383,8 +439,8 @@ impl Owner {
             // A backoff that has passed wakes no one: the function is full, and its next
             // finished attempt is what starts the next one.
             .filter(|&at| at > Instant::now());
-        let retries = self.delayed.iter().map(|(at, _)| *at);
-        backoffs.chain(retries).min()
+        let retry = self.delayed.peek().map(|Reverse(d)| d.at);
+        backoffs.chain(retry).min()
     }
 
     /// Moves due retries to their queues and starts attempts for the waiting events of every
@@ -392,10 +448,15 @@ impl Owner {
     /// would only be throttled; synchronous callers may still take the room first).
     fn start_what_can(&mut self) {
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
-        self.delayed = later;
-        for (_, event) in due {
-            self.push_back(event);
+        while let Some(Reverse(first)) = self.delayed.peek()
+            && first.at <= now
+        {
+            let Some(Reverse(due)) = self.delayed.pop() else {
+                break;
+            };
+            self.waiting_for(due.event.function.name())
+                .events
+                .push_back(due.event);
         }
         let mut expired = Vec::new();
         for w in self.waiting.values_mut() {
@@ -415,7 +476,7 @@ impl Owner {
                     continue;
                 }
                 w.running += 1;
-                tokio::spawn(attempt(event, self.tx.clone()));
+                tokio::spawn(attempt(*event, self.tx.clone()));
             }
         }
         for event in expired {
@@ -430,7 +491,7 @@ impl Owner {
                 let record = destination_record(&event, "Success", Some(&completed));
                 self.deliver(&event, &destination, record);
             }
-            self.store.remove(event.request_id());
+            self.store.remove(event.key());
             return;
         }
         let retries_left = event.function.asynchronous.maximum_retry_attempts + 1 > event.attempts;
@@ -438,13 +499,12 @@ impl Owner {
             // Lambda waits a minute, then two; `retry_delay`, then twice it.
             let wait = self.retry_delay * event.attempts;
             let due = epoch_ms(SystemTime::now() + wait);
-            self.store
-                .reschedule(event.request_id(), event.attempts, due);
+            self.store.reschedule(event.key(), event.attempts, due);
             if stopping {
                 return;
             }
             tracing::info!(request_id = %event.request_id(), function = event.function.name(), attempt = event.attempts, "asynchronous invocation failed; retrying in {wait:?}");
-            self.delayed.push((Instant::now() + wait, event));
+            self.delay(Instant::now() + wait, event);
             return;
         }
         self.fail(&event, "RetriesExhausted", Some(&completed));
@@ -461,7 +521,7 @@ impl Owner {
             }
             None => self.dead_letter(event, condition, completed),
         }
-        self.store.remove(event.request_id());
+        self.store.remove(event.key());
     }
 
     /// Sends a record to a destination, on a task of its own: appended to a file, an

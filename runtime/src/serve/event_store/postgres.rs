@@ -23,7 +23,7 @@ use bytes::Bytes;
 use postgres::{Client, Config, GenericClient, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{EventStore, StoreError, StoredEvent};
+use super::{EventKey, EventStore, StoreError, StoredEvent};
 
 /// The table's version; a database holding another is refused, naming both.
 const SCHEMA_VERSION: i64 = 1;
@@ -182,6 +182,8 @@ fn event_of(row: &postgres::Row) -> StoredEvent {
         accepted_ms: u64::try_from(row.get::<_, i64>(5)).unwrap_or(0),
         attempts: u32::try_from(row.get::<_, i32>(6)).unwrap_or(0),
         due_ms: u64::try_from(row.get::<_, i64>(7)).unwrap_or(0),
+        // Keyed by request id alone: lamina's servers share no sequence.
+        seq: None,
     }
 }
 
@@ -223,6 +225,11 @@ fn insert(
         .map(drop)
 }
 
+/// The request ids of `events`: this store's only key.
+fn request_ids(events: &[EventKey]) -> Vec<&str> {
+    events.iter().map(|e| e.request_id.as_str()).collect()
+}
+
 fn reschedule(
     client: &mut impl GenericClient,
     request_id: &str,
@@ -240,7 +247,7 @@ fn reschedule(
 }
 
 impl EventStore for PostgresStore {
-    fn commit(&mut self, batch: &super::Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &super::Batch) -> Result<Vec<Option<i64>>, StoreError> {
         let owner = self.owner.clone();
         let lease = self.lease_ms();
         self.with_client(|client| {
@@ -248,39 +255,41 @@ impl EventStore for PostgresStore {
             if !batch.appends.is_empty() {
                 insert(&mut tx, &batch.appends, &owner, lease)?;
             }
-            for (id, attempts, due_ms) in &batch.reschedules {
-                reschedule(&mut tx, id, *attempts, *due_ms)?;
+            for (event, attempts, due_ms) in &batch.reschedules {
+                reschedule(&mut tx, &event.request_id, *attempts, *due_ms)?;
             }
             if !batch.removals.is_empty() {
                 tx.execute(
                     "DELETE FROM lamina_events WHERE request_id = ANY($1)",
-                    &[&batch.removals],
+                    &[&request_ids(&batch.removals)],
                 )?;
             }
             tx.commit()
-        })
+        })?;
+        Ok(vec![None; batch.appends.len()])
     }
 
-    fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
+    fn append(&mut self, events: &[StoredEvent]) -> Result<Vec<Option<i64>>, StoreError> {
         let owner = self.owner.clone();
         let lease = self.lease_ms();
-        self.with_client(|client| insert(client, events, &owner, lease))
+        self.with_client(|client| insert(client, events, &owner, lease))?;
+        Ok(vec![None; events.len()])
     }
 
     fn reschedule(
         &mut self,
-        request_id: &str,
+        event: &EventKey,
         attempts: u32,
         due_ms: u64,
     ) -> Result<(), StoreError> {
-        self.with_client(|client| reschedule(client, request_id, attempts, due_ms))
+        self.with_client(|client| reschedule(client, &event.request_id, attempts, due_ms))
     }
 
-    fn remove(&mut self, request_ids: &[String]) -> Result<(), StoreError> {
+    fn remove(&mut self, events: &[EventKey]) -> Result<(), StoreError> {
         self.with_client(|client| {
             client.execute(
                 "DELETE FROM lamina_events WHERE request_id = ANY($1)",
-                &[&request_ids],
+                &[&request_ids(events)],
             )
         })
         .map(drop)

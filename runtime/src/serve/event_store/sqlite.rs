@@ -7,8 +7,9 @@
 //! The table is keyed by a sequence number in accept order, not by request id: inserts and
 //! the removals that follow them in about the same order then touch the B-tree's last pages
 //! instead of one random page each (a request id is a random UUID), which is most of what a
-//! commit costs. The writer finds an event's sequence number by its request id in memory
-//! (design note 005, "Keys").
+//! commit costs. An append answers each event's sequence number, which the queue keeps with
+//! the event and names again in its retries and its removal ([`EventKey`]; design note 005,
+//! "Keys").
 //!
 //! One writer, many readers: the writer ([`SqliteStore`], a `lamina serve` or `lamina events
 //! purge`) holds an exclusive `flock` on `events.sqlite3.lock` beside the database for as long
@@ -17,7 +18,7 @@
 //! behind `lamina events` ([`SqliteStore::summary`], [`ReadOnlyStore::list`],
 //! [`SqliteStore::purge`]) are here too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, params};
 
-use super::{EventStore, StoreError, StoredEvent};
+use super::{EventKey, EventStore, StoreError, StoredEvent};
 
 /// The store's file name in the state directory.
 pub const FILE_NAME: &str = "events.sqlite3";
@@ -121,9 +122,6 @@ const MIGRATE_FROM_1: &str = "INSERT INTO events (request_id, function, payload,
 pub struct SqliteStore {
     connection: Connection,
     path: PathBuf,
-    /// Each stored event's `seq`, by request id: every event this writer appended or found
-    /// pending, until removed. The writer is the store's only one, so this is the whole table.
-    seqs: HashMap<String, i64>,
     _lock: File,
 }
 
@@ -202,7 +200,6 @@ impl SqliteStore {
             Ok(SCHEMA_VERSION) => Ok(SqliteStore {
                 connection,
                 path,
-                seqs: HashMap::new(),
                 _lock: lock,
             }),
             Ok(other) => Err(err(format!(
@@ -231,18 +228,13 @@ impl SqliteStore {
     /// Deletes the events of `function` (or every event) and returns how many there were.
     /// Only a writer may: a server holding the store would run them all the same.
     pub fn purge(&mut self, function: Option<&str>) -> Result<u64, StoreError> {
-        let deleted = self
-            .connection
+        self.connection
             .execute(
                 "DELETE FROM events WHERE ?1 IS NULL OR function = ?1",
                 [function],
             )
             .map(|n| n as u64)
-            .map_err(|e| self.failed(e))?;
-        // What is left, found again: the map holds only rows that exist.
-        self.seqs.clear();
-        self.pending()?;
-        Ok(deleted)
+            .map_err(|e| self.failed(e))
     }
 
     fn failed(&self, e: rusqlite::Error) -> StoreError {
@@ -260,7 +252,7 @@ const INSERT: &str = "INSERT INTO events (request_id, function, payload, client_
 const RESCHEDULE: &str =
     "UPDATE events SET attempts = ?3, due_ms = ?4 WHERE seq = ?1 AND request_id = ?2";
 const DELETE: &str = "DELETE FROM events WHERE seq = ?1 AND request_id = ?2";
-// An event this writer has no `seq` for (none should be): found the slow way.
+// An event named without its `seq` (none should be): found the slow way.
 const RESCHEDULE_BY_ID: &str =
     "UPDATE events SET attempts = ?3, due_ms = ?4 WHERE request_id = ?2 AND ?1 IS NULL";
 const DELETE_BY_ID: &str = "DELETE FROM events WHERE request_id = ?2 AND ?1 IS NULL";
@@ -286,154 +278,109 @@ fn insert_params(
 }
 
 impl EventStore for SqliteStore {
-    fn commit(&mut self, batch: &super::Batch) -> Result<(), StoreError> {
-        let seqs = &mut self.seqs;
-        let mut write = |c: &mut Connection| -> rusqlite::Result<()> {
+    fn commit(&mut self, batch: &super::Batch) -> Result<Vec<Option<i64>>, StoreError> {
+        let write = |c: &mut Connection| -> rusqlite::Result<Vec<Option<i64>>> {
             let tx = c.transaction()?;
-            // Known before the batch's retries and removals, which may be of these events.
-            for (event, seq) in batch.appends.iter().zip(insert(&tx, &batch.appends)?) {
-                seqs.insert(event.request_id.clone(), seq);
+            let seqs = insert(&tx, &batch.appends)?;
+            for (event, attempts, due_ms) in &batch.reschedules {
+                reschedule(&tx, event, *attempts, *due_ms)?;
             }
-            for (id, attempts, due_ms) in &batch.reschedules {
-                reschedule(&tx, seqs, id, *attempts, *due_ms)?;
-            }
-            remove(&tx, seqs, &batch.removals)?;
-            tx.commit()
+            remove(&tx, &batch.removals)?;
+            tx.commit()?;
+            Ok(seqs)
         };
-        let written = write(&mut self.connection);
-        if written.is_err() {
-            // Rolled back: those rows are not there.
-            for event in &batch.appends {
-                self.seqs.remove(&event.request_id);
-            }
-        }
-        written.map_err(|e| self.failed(e))
+        write(&mut self.connection).map_err(|e| self.failed(e))
     }
 
-    fn append(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
-        let write = |c: &mut Connection| -> rusqlite::Result<Vec<i64>> {
+    fn append(&mut self, events: &[StoredEvent]) -> Result<Vec<Option<i64>>, StoreError> {
+        let write = |c: &mut Connection| -> rusqlite::Result<Vec<Option<i64>>> {
             let tx = c.transaction()?;
-            let appended = insert(&tx, events)?;
+            let seqs = insert(&tx, events)?;
             tx.commit()?;
-            Ok(appended)
+            Ok(seqs)
         };
-        match write(&mut self.connection) {
-            Ok(appended) => {
-                self.remember(events, appended);
-                Ok(())
-            }
-            Err(e) => Err(self.failed(e)),
-        }
+        write(&mut self.connection).map_err(|e| self.failed(e))
     }
 
     fn reschedule(
         &mut self,
-        request_id: &str,
+        event: &EventKey,
         attempts: u32,
         due_ms: u64,
     ) -> Result<(), StoreError> {
-        reschedule(&self.connection, &self.seqs, request_id, attempts, due_ms)
-            .map_err(|e| self.failed(e))
+        reschedule(&self.connection, event, attempts, due_ms).map_err(|e| self.failed(e))
     }
 
-    fn remove(&mut self, request_ids: &[String]) -> Result<(), StoreError> {
-        let seqs = &mut self.seqs;
-        let mut write = |c: &mut Connection| -> rusqlite::Result<()> {
+    fn remove(&mut self, events: &[EventKey]) -> Result<(), StoreError> {
+        let write = |c: &mut Connection| -> rusqlite::Result<()> {
             let tx = c.transaction()?;
-            remove(&tx, seqs, request_ids)?;
+            remove(&tx, events)?;
             tx.commit()
         };
         write(&mut self.connection).map_err(|e| self.failed(e))
     }
 
     fn pending(&mut self) -> Result<Vec<StoredEvent>, StoreError> {
-        let read = |c: &Connection| -> rusqlite::Result<Vec<(i64, StoredEvent)>> {
+        let read = |c: &Connection| -> rusqlite::Result<Vec<StoredEvent>> {
             let mut query = c.prepare(
                 "SELECT seq, request_id, function, payload, client_context, trace_id,
                  accepted_ms, attempts, due_ms FROM events ORDER BY seq",
             )?;
             let rows = query.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    StoredEvent {
-                        request_id: r.get(1)?,
-                        function: r.get(2)?,
-                        payload: Bytes::from(r.get::<_, Vec<u8>>(3)?),
-                        client_context: r.get(4)?,
-                        trace_id: r.get(5)?,
-                        accepted_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                        attempts: r.get(7)?,
-                        due_ms: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
-                    },
-                ))
+                Ok(StoredEvent {
+                    seq: Some(r.get(0)?),
+                    request_id: r.get(1)?,
+                    function: r.get(2)?,
+                    payload: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+                    client_context: r.get(4)?,
+                    trace_id: r.get(5)?,
+                    accepted_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                    attempts: r.get(7)?,
+                    due_ms: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                })
             })?;
             rows.collect()
         };
-        let rows = read(&self.connection).map_err(|e| self.failed(e))?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, event)| {
-                self.seqs.insert(event.request_id.clone(), seq);
-                event
-            })
-            .collect())
-    }
-}
-
-impl SqliteStore {
-    /// Notes the `seq` of each event of a committed append.
-    fn remember(&mut self, events: &[StoredEvent], seqs: Vec<i64>) {
-        for (event, seq) in events.iter().zip(seqs) {
-            self.seqs.insert(event.request_id.clone(), seq);
-        }
+        read(&self.connection).map_err(|e| self.failed(e))
     }
 }
 
 /// Inserts `events` in order, returning the `seq` each was given.
-fn insert(c: &Connection, events: &[StoredEvent]) -> rusqlite::Result<Vec<i64>> {
+fn insert(c: &Connection, events: &[StoredEvent]) -> rusqlite::Result<Vec<Option<i64>>> {
     let mut insert = c.prepare_cached(INSERT)?;
     events
         .iter()
-        .map(|e| insert.insert(insert_params(e)))
+        .map(|e| insert.insert(insert_params(e)).map(Some))
         .collect()
 }
 
 fn reschedule(
     c: &Connection,
-    seqs: &HashMap<String, i64>,
-    request_id: &str,
+    event: &EventKey,
     attempts: u32,
     due_ms: u64,
 ) -> rusqlite::Result<()> {
-    let seq = seqs.get(request_id);
-    let mut update = c.prepare_cached(match seq {
+    let mut update = c.prepare_cached(match event.seq {
         Some(_) => RESCHEDULE,
         None => RESCHEDULE_BY_ID,
     })?;
     update.execute(params![
-        seq,
-        request_id,
+        event.seq,
+        event.request_id,
         attempts,
         i64::try_from(due_ms).unwrap_or(i64::MAX)
     ])?;
     Ok(())
 }
 
-/// Deletes the events `request_ids` and forgets their `seq`s. The map is changed before the
-/// transaction commits: a failed commit leaves those events in the table, found again by
-/// request id when they are removed again, or at the next start.
-fn remove(
-    c: &Connection,
-    seqs: &mut HashMap<String, i64>,
-    request_ids: &[String],
-) -> rusqlite::Result<()> {
-    for id in request_ids {
-        let seq = seqs.remove(id);
-        let mut delete = c.prepare_cached(match seq {
+/// Deletes `events`.
+fn remove(c: &Connection, events: &[EventKey]) -> rusqlite::Result<()> {
+    for event in events {
+        let mut delete = c.prepare_cached(match event.seq {
             Some(_) => DELETE,
             None => DELETE_BY_ID,
         })?;
-        delete.execute(params![seq, id])?;
+        delete.execute(params![event.seq, event.request_id])?;
     }
     Ok(())
 }
@@ -584,26 +531,45 @@ mod tests {
             accepted_ms,
             attempts: 0,
             due_ms: 0,
+            seq: None,
+        }
+    }
+
+    fn key(request_id: &str, seq: Option<i64>) -> EventKey {
+        EventKey {
+            request_id: request_id.into(),
+            seq,
         }
     }
 
     #[test]
     fn what_is_appended_is_pending_until_removed_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        {
+        let seqs = {
             let mut store = SqliteStore::open(dir.path()).unwrap();
-            store
+            let seqs = store
                 .append(&[event("a", 1), event("b", 2), event("c", 3)])
                 .unwrap();
-            store.reschedule("b", 1, 99).unwrap();
-            store.remove(&["a".into()]).unwrap();
-        }
+            assert!(
+                seqs.iter().all(Option::is_some) && seqs.is_sorted(),
+                "in accept order: {seqs:?}"
+            );
+            store.reschedule(&key("b", seqs[1]), 1, 99).unwrap();
+            store.remove(&[key("a", seqs[0])]).unwrap();
+            seqs
+        };
         let mut store = SqliteStore::open(dir.path()).unwrap();
         let pending = store.pending().unwrap();
         assert_eq!(pending.len(), 2);
-        assert_eq!(pending[0].request_id, "b");
+        assert_eq!(pending[0].key(), key("b", seqs[1]));
         assert_eq!((pending[0].attempts, pending[0].due_ms), (1, 99));
-        assert_eq!(pending[1], event("c", 3));
+        assert_eq!(
+            pending[1],
+            StoredEvent {
+                seq: seqs[2],
+                ..event("c", 3)
+            }
+        );
     }
 
     #[test]
@@ -629,52 +595,66 @@ mod tests {
         assert_eq!(ids, ["z-first", "a-second"]);
         assert_eq!(pending[0].trace_id.as_deref(), Some("Root=1"));
         assert_eq!((pending[0].attempts, pending[0].due_ms), (2, 77));
-        store.remove(&["z-first".into()]).unwrap();
+        store.remove(&[pending[0].key()]).unwrap();
         drop(store);
         let reader = ReadOnlyStore::open(dir.path()).unwrap().unwrap();
         assert_eq!(reader.list("f").unwrap().len(), 1);
     }
 
     #[test]
-    fn removing_by_a_reused_sequence_number_never_touches_another_event() {
+    fn a_removal_or_retry_by_a_reused_sequence_number_never_touches_another_event() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
-        store.append(&[event("a", 1), event("b", 2)]).unwrap();
-        let b_seq = store.seqs["b"];
-        // `b` gone behind the writer's back: its seq may be given to the next insert.
+        let seqs = store.append(&[event("a", 1), event("b", 2)]).unwrap();
+        // `b` gone behind the queue's back (a purge): its seq may be given to the next insert.
         store
             .connection
             .execute("DELETE FROM events WHERE request_id = 'b'", [])
             .unwrap();
-        store.append(&[event("c", 3)]).unwrap();
-        assert_eq!(store.seqs["c"], b_seq, "SQLite reused the last rowid");
-        store.remove(&["b".into()]).unwrap();
-        let ids: Vec<_> = store
-            .pending()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.request_id)
-            .collect();
+        let c = store.append(&[event("c", 3)]).unwrap();
+        assert_eq!(c[0], seqs[1], "SQLite reused the last rowid");
+        store.remove(&[key("b", seqs[1])]).unwrap();
+        store.reschedule(&key("b", seqs[1]), 2, 99).unwrap();
+        let pending = store.pending().unwrap();
+        let ids: Vec<_> = pending.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
+        assert_eq!(
+            (pending[1].attempts, pending[1].due_ms),
+            (0, 0),
+            "c untouched"
+        );
     }
 
     #[test]
-    fn an_event_appended_retried_and_removed_in_one_batch_leaves_nothing_behind() {
+    fn a_batch_appends_then_retries_and_removes_by_seq_or_else_by_request_id() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
-        store.append(&[event("kept", 1)]).unwrap();
+        let seqs = store
+            .append(&[event("kept", 1), event("retried", 2), event("done", 3)])
+            .unwrap();
         let batch = crate::serve::event_store::Batch {
-            appends: vec![event("brief", 2), event("retried", 3)],
-            reschedules: vec![("retried".into(), 1, 50), ("brief".into(), 1, 60)],
-            removals: vec!["brief".into()],
+            appends: vec![event("new", 4), event("newer", 5)],
+            reschedules: vec![(key("retried", seqs[1]), 1, 50)],
+            // One named without its seq (none should be): found by request id all the same.
+            removals: vec![key("done", None), key("kept", seqs[0])],
         };
-        store.commit(&batch).unwrap();
+        let appended = store.commit(&batch).unwrap();
+        assert_eq!(appended.len(), 2);
+        assert!(
+            appended[0] > seqs[2] && appended[1] > appended[0],
+            "{appended:?}"
+        );
         let pending = store.pending().unwrap();
-        let ids: Vec<_> = pending.iter().map(|e| e.request_id.as_str()).collect();
-        assert_eq!(ids, ["kept", "retried"]);
-        assert_eq!((pending[1].attempts, pending[1].due_ms), (1, 50));
-        assert!(!store.seqs.contains_key("brief"), "{:?}", store.seqs);
-        assert_eq!(store.seqs.len(), 2);
+        let keys: Vec<_> = pending.iter().map(StoredEvent::key).collect();
+        assert_eq!(
+            keys,
+            [
+                key("retried", seqs[1]),
+                key("new", appended[0]),
+                key("newer", appended[1])
+            ]
+        );
+        assert_eq!((pending[0].attempts, pending[0].due_ms), (1, 50));
     }
 
     #[test]
@@ -741,7 +721,9 @@ mod tests {
         assert_eq!(reader.list("f").unwrap().len(), 2);
         // A reader does not hold the store against a writer.
         let mut writer = SqliteStore::open(dir.path()).unwrap();
-        writer.remove(&["a".into()]).unwrap();
+        let a = writer.pending().unwrap().remove(0);
+        assert_eq!(a.request_id, "a");
+        writer.remove(&[a.key()]).unwrap();
         assert_eq!(reader.list("f").unwrap().len(), 1);
         let stranger = tempfile::tempdir().unwrap();
         std::fs::write(stranger.path().join(FILE_NAME), b"just text").unwrap();
