@@ -17,17 +17,14 @@
 //! its newline (or the environment's end).
 //!
 //! The environment names its platform lines ([`PlatformLine`]); the log writes them in the
-//! function's log format ([`PlatformFormat`], `platform.rs`): Lambda's text lines, or with
-//! `log_format = "JSON"` its JSON records, filtered by the system log level. The runtime's own
-//! output is never changed.
+//! function's log format ([`PlatformFormat`], given by the environment): Lambda's text lines
+//! ([`TextFormat`]), or with `log_format = "JSON"` its JSON records, filtered by the system log
+//! level (telemetry's records: `telemetry/log_format.rs`). The runtime's own output is never
+//! changed.
 //!
 //! Telemetry subscribers get the function's and the extensions' lines through a [`LineTap`],
 //! set once someone may want them ([`TapSlot`]): each complete line is handed to it, under the
 //! lines' lock, tagged with its [`Source`]. Without a tap nothing more happens per line.
-
-mod platform;
-
-pub use platform::PlatformFormat;
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -125,7 +122,7 @@ impl LogSink for MemorySink {
 pub(crate) struct LogPump {
     lines: Arc<Mutex<Lines>>,
     /// How platform lines are written.
-    format: PlatformFormat,
+    format: Arc<dyn PlatformFormat>,
     /// The runtime's pipe and the extensions' (when they have one of their own), each
     /// with whose output it carries.
     pipes: Vec<(Source, Arc<pipe::Receiver>)>,
@@ -210,12 +207,30 @@ impl Drop for Lines {
     }
 }
 
+/// How an environment's platform lines reach its log: Lambda's text lines ([`TextFormat`]), or
+/// a format the environment gives (Lambda's JSON records for `log_format = "JSON"`, which are
+/// telemetry's: `telemetry/log_format.rs`).
+pub trait PlatformFormat: Send + Sync + fmt::Debug {
+    /// `lines` as this format writes them now, in order; none, one or more per line.
+    fn lines(&self, lines: &[&PlatformLine<'_>]) -> Vec<String>;
+}
+
+/// Lambda's text lines (`START`, `END`, `REPORT`, `Task timed out`), never filtered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextFormat;
+
+impl PlatformFormat for TextFormat {
+    fn lines(&self, lines: &[&PlatformLine<'_>]) -> Vec<String> {
+        lines.iter().map(|line| line.text()).collect()
+    }
+}
+
 /// The environment's log before it is started: the sandbox takes a [`LogWriter`] from it when
 /// its runtime lives in the host process.
 #[derive(Debug)]
 pub(crate) struct LogSetup {
     lines: Arc<Mutex<Lines>>,
-    format: PlatformFormat,
+    format: Arc<dyn PlatformFormat>,
 }
 
 /// Writes an in-process runtime's output (stdout and stderr alike) to its environment's log,
@@ -239,7 +254,7 @@ fn lock(lines: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
 
 impl LogSetup {
     /// The log of an environment whose platform lines are written as `format` says.
-    pub(crate) fn new(sink: Arc<dyn LogSink>, format: PlatformFormat) -> LogSetup {
+    pub(crate) fn new(sink: Arc<dyn LogSink>, format: Arc<dyn PlatformFormat>) -> LogSetup {
         LogSetup {
             lines: Arc::new(Mutex::new(Lines::new(sink))),
             format,
@@ -685,7 +700,7 @@ mod tests {
     #[test]
     fn a_tap_gets_output_lines_with_their_source_but_no_platform_line() {
         let sink = Arc::new(MemorySink::default());
-        let setup = LogSetup::new(sink.clone(), PlatformFormat::default());
+        let setup = LogSetup::new(sink.clone(), Arc::new(TextFormat));
         let writer = setup.writer();
         let pump = setup.start(None, None).unwrap();
         writer.write(b"before the tap\n");

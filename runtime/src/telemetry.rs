@@ -17,6 +17,7 @@
 //! once init is over without a subscriber every call here returns at once, without allocating.
 
 mod delivery;
+mod log_format;
 mod records;
 mod relay;
 /// Subscription requests parsed into [`subscription::Subscription`], with Lambda's errors.
@@ -24,8 +25,8 @@ pub mod subscription;
 
 /// How an invocation or init ended, as Lambda's records tell it.
 use crate::invoke::Status;
-/// What the function's JSON log renders its platform records with.
-pub(crate) use records::{Event, ReportMetrics, Stamped};
+pub use log_format::platform_format;
+use records::{Event, ReportMetrics, Stamped};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

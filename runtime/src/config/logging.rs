@@ -1,6 +1,6 @@
 //! Lambda's advanced logging controls, its `LoggingConfig`: the log format (`Text` or `JSON`),
 //! the application log level the runtime is told (`AWS_LAMBDA_LOG_LEVEL`) and the system log
-//! level lamina's own platform records are filtered by (`logs::PlatformFormat`).
+//! level lamina's own platform records are filtered by (`telemetry::platform_format`).
 //!
 //! The values are read from `lamina.toml`, SAM templates and `lamina invoke`'s flags with
 //! Lambda's spellings, whatever their case (the API's own spellings are `JSON`, `Text`, `INFO`,

@@ -124,7 +124,7 @@ async fn run(
                 status: crate::invoke::Status::of_failure(&failure),
                 failure: Some((failure.report_status(), failure.error_type())),
             };
-            let lines = logs::PlatformFormat::of(&spec).lines(&[
+            let lines = crate::telemetry::platform_format(&spec).lines(&[
                 &logs::start_line(&request_id),
                 &logs::end_line(&request_id),
                 &report.line(),
@@ -325,7 +325,7 @@ async fn start(
         ApiPlacement::InProcess => (None, ApiLink::InProcess(api_tx.clone())),
     };
     let log_stream = lambda_env::log_stream_name(SystemTime::now(), env_hex);
-    let log = LogSetup::new(Arc::clone(sink), logs::PlatformFormat::of(spec));
+    let log = LogSetup::new(Arc::clone(sink), crate::telemetry::platform_format(spec));
     let Started {
         control,
         mut exited,

@@ -13,7 +13,7 @@
 //! there are left out when lamina has no value for them.
 //!
 //! The function's own log, under `LogFormat: JSON`, shows an invocation's `platform.start`,
-//! `platform.runtimeDone` and `platform.report` too (`logs/platform.rs`); they are rendered here
+//! `platform.runtimeDone` and `platform.report` too (`log_format.rs`); they are rendered here
 //! ([`Stamped::render_log`]), from the same events and with the same [`Status`], so a log and a
 //! subscriber never tell one invocation two ways.
 

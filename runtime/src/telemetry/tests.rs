@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::logs::{LogPump, LogSetup, LogWriter, MemorySink, PlatformFormat};
+use crate::logs::{LogPump, LogSetup, LogWriter, MemorySink, TextFormat};
 use crate::sandbox::Stop;
 
 /// Connects to the host's loopback, as the process backend does.
@@ -92,7 +92,7 @@ fn identity() -> Identity {
 }
 
 fn log() -> (LogWriter, LogPump) {
-    let setup = LogSetup::new(Arc::new(MemorySink::default()), PlatformFormat::default());
+    let setup = LogSetup::new(Arc::new(MemorySink::default()), Arc::new(TextFormat));
     let writer = setup.writer();
     (writer, setup.start(None, None).unwrap())
 }

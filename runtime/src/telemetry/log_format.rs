@@ -1,10 +1,12 @@
-//! The platform's lines in the function's log format. Text is Lambda's classic lines (`START`,
-//! `END`, `REPORT`, `Task timed out`), never filtered. JSON is Lambda's records, the Telemetry
+//! The platform's lines in the function's log format ([`platform_format`]). Text is Lambda's
+//! classic lines (`START`, `END`, `REPORT`, `Task timed out`), never filtered, and the log's
+//! own ([`TextFormat`]). JSON is Lambda's records, the Telemetry
 //! API's envelope `{"time","type","record"}` one per line, as CloudWatch shows them for a
 //! function with `LogFormat: JSON`, each kept only at or above the function's system log level.
 //! The records are telemetry's own, rendered from the same events with the same status
-//! (`telemetry/records.rs`, [`Stamped::render_log`]): a subscriber and the log never tell one
-//! invocation two ways.
+//! (`records.rs`, [`Stamped::render_log`]): a subscriber and the log never tell one
+//! invocation two ways. That is why this format lives here and reaches the log as a
+//! [`PlatformFormat`] the environment hands it: the log knows no records.
 //!
 //! What each line becomes in JSON, and its level (which level Lambda gives each record is
 //! **unconfirmed**: no AWS page lists it; the choices below fit the captures cited):
@@ -31,19 +33,23 @@
 
 use std::time::SystemTime;
 
-use super::{PlatformLine, Report};
+use std::sync::Arc;
+
+use super::records::{Event, ReportMetrics, Stamped};
 use crate::config::FunctionSpec;
 use crate::config::lambda_env::FUNCTION_VERSION;
 use crate::config::logging::{LogFormat, SystemLogLevel};
-use crate::telemetry::{Event, ReportMetrics, Stamped};
+use crate::logs::{PlatformFormat, PlatformLine, Report, TextFormat};
 
-/// How an environment writes its platform lines: per function, from its logging settings.
-#[derive(Debug, Clone, Default)]
-pub struct PlatformFormat {
-    /// With the JSON format: the records' settings. Text otherwise.
-    json: Option<JsonRecords>,
+/// How the environment of `spec` writes its platform lines, from its logging settings.
+pub fn platform_format(spec: &FunctionSpec) -> Arc<dyn PlatformFormat> {
+    match spec.logging.format {
+        LogFormat::Text => Arc::new(TextFormat),
+        LogFormat::Json => Arc::new(JsonRecords::new(&spec.arn, spec.logging.system_level)),
+    }
 }
 
+/// Lambda's JSON records for one function.
 #[derive(Debug, Clone)]
 struct JsonRecords {
     /// Records below this level are left out.
@@ -52,40 +58,26 @@ struct JsonRecords {
     function_arn: String,
 }
 
-impl PlatformFormat {
-    /// The format `spec`'s logging settings ask for.
-    pub fn of(spec: &FunctionSpec) -> PlatformFormat {
-        match spec.logging.format {
-            LogFormat::Text => PlatformFormat::default(),
-            LogFormat::Json => PlatformFormat::json(&spec.arn, spec.logging.system_level),
-        }
-    }
-
-    /// Lambda's JSON records for the function `function_arn`, those below `level` left out.
-    pub fn json(function_arn: &str, level: SystemLogLevel) -> PlatformFormat {
-        PlatformFormat {
-            json: Some(JsonRecords {
-                level,
-                function_arn: function_arn.to_owned(),
-            }),
-        }
-    }
-
-    /// `lines` as this format writes them now, in order; none, one or two per line.
-    pub fn lines(&self, lines: &[&PlatformLine<'_>]) -> Vec<String> {
-        let Some(json) = &self.json else {
-            return lines.iter().map(|line| line.text()).collect();
-        };
+impl PlatformFormat for JsonRecords {
+    fn lines(&self, lines: &[&PlatformLine<'_>]) -> Vec<String> {
         let now = SystemTime::now();
         let mut out = Vec::with_capacity(lines.len() + 1);
         for line in lines {
-            json.write(line, now, &mut out);
+            self.write(line, now, &mut out);
         }
         out
     }
 }
 
 impl JsonRecords {
+    /// The records of the function `function_arn`, those below `level` left out.
+    fn new(function_arn: &str, level: SystemLogLevel) -> JsonRecords {
+        JsonRecords {
+            level,
+            function_arn: function_arn.to_owned(),
+        }
+    }
+
     /// The records of `line` at or above the level, written at `now`, onto `out`.
     fn write(&self, line: &PlatformLine<'_>, now: SystemTime, out: &mut Vec<String>) {
         let keep = |level: SystemLogLevel| level >= self.level;
@@ -185,7 +177,7 @@ mod tests {
 
     #[test]
     fn json_records_have_lambdas_shape() {
-        let format = PlatformFormat::json(ARN, SystemLogLevel::Debug);
+        let format = JsonRecords::new(ARN, SystemLogLevel::Debug);
         let r = report(Status::Success, None);
         let lines = format.lines(&[&start_line("id"), &end_line("id"), &r.line()]);
         // No END; runtimeDone before report, as Lambda writes them.
@@ -230,7 +222,7 @@ mod tests {
 
     #[test]
     fn failures_carry_status_and_error_type_and_a_timeout_has_no_line_of_its_own() {
-        let format = PlatformFormat::json(ARN, SystemLogLevel::Info);
+        let format = JsonRecords::new(ARN, SystemLogLevel::Info);
         let failed = report_of(&InvokeOutcome::Failure(Failure::Exited(ExitStatus::Code(
             1,
         ))));
@@ -265,7 +257,7 @@ mod tests {
     fn the_system_level_filters_records_and_text_is_never_filtered() {
         let r = report(Status::Success, None);
         let kinds = |level| {
-            let format = PlatformFormat::json(ARN, level);
+            let format = JsonRecords::new(ARN, level);
             parsed(&format.lines(&[&start_line("id"), &r.line()]))
                 .iter()
                 .map(|v| v["type"].as_str().unwrap().to_owned())
@@ -280,14 +272,12 @@ mod tests {
             ["platform.start", "platform.report"]
         );
         assert!(kinds(SystemLogLevel::Warn).is_empty());
-        let text =
-            PlatformFormat::default().lines(&[&start_line("id"), &end_line("id"), &r.line()]);
+        let text = TextFormat.lines(&[&start_line("id"), &end_line("id"), &r.line()]);
         assert_eq!(text.len(), 3);
         assert_eq!(text[0], "START RequestId: id Version: $LATEST");
         assert_eq!(text[1], "END RequestId: id");
         assert_eq!(text[2], r.text());
-        let timeout =
-            PlatformFormat::default().lines(&[&timeout_line("id", Duration::from_secs(3))]);
+        let timeout = TextFormat.lines(&[&timeout_line("id", Duration::from_secs(3))]);
         assert!(
             timeout[0].ends_with("Z id Task timed out after 3.00 seconds"),
             "{timeout:?}"
@@ -319,7 +309,7 @@ mod tests {
                 None,
             ),
         ];
-        let format = PlatformFormat::json(ARN, SystemLogLevel::Debug);
+        let format = JsonRecords::new(ARN, SystemLogLevel::Debug);
         for (outcome, status, error_type) in cases {
             let r = report_of(&outcome);
             let records = parsed(&format.lines(&[&r.line()]));
