@@ -157,8 +157,7 @@ impl EventQueue {
             dead_letters: state_dir.join("dead-letters"),
             retry_delay,
             waiting: HashMap::new(),
-            delayed: BinaryHeap::new(),
-            delays: 0,
+            delayed: Delays::new(),
         };
         tokio::spawn(owner.run(rx));
         let queue = EventQueue { tx, store, app };
@@ -298,29 +297,68 @@ struct Waiting {
     backoff: Option<(Instant, Duration)>,
 }
 
-/// An event held back until `at` (a retry, or one resumed with its retry still ahead),
-/// ordered by `at`, then by when it was delayed.
-struct Delayed {
-    at: Instant,
-    order: u64,
-    event: Box<AsyncEvent>,
+/// Things held back until a time (retries, and events resumed with their retry still
+/// ahead), soonest first; those due at the same time in the order they were held back. A heap:
+/// what is due is found without looking at what is not.
+struct Delays<T> {
+    heap: BinaryHeap<Reverse<Delayed<T>>>,
+    /// How many have been held back: the order of those due at the same time.
+    count: u64,
 }
 
-impl PartialEq for Delayed {
+struct Delayed<T> {
+    at: Instant,
+    order: u64,
+    item: T,
+}
+
+impl<T> Delays<T> {
+    fn new() -> Self {
+        Delays {
+            heap: BinaryHeap::new(),
+            count: 0,
+        }
+    }
+
+    /// Holds `item` back until `at`.
+    fn push(&mut self, at: Instant, item: T) {
+        self.count += 1;
+        self.heap.push(Reverse(Delayed {
+            at,
+            order: self.count,
+            item,
+        }));
+    }
+
+    /// When the first is due.
+    fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(d)| d.at)
+    }
+
+    /// The first, if it is due at `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<T> {
+        if self.next_at()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse(d)| d.item)
+    }
+}
+
+impl<T> PartialEq for Delayed<T> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.order) == (other.at, other.order)
     }
 }
 
-impl Eq for Delayed {}
+impl<T> Eq for Delayed<T> {}
 
-impl PartialOrd for Delayed {
+impl<T> PartialOrd for Delayed<T> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Delayed {
+impl<T> Ord for Delayed<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.at, self.order).cmp(&(other.at, other.order))
     }
@@ -336,9 +374,7 @@ struct Owner {
     /// By function name.
     waiting: HashMap<String, Waiting>,
     /// Retries (and resumed events), soonest first.
-    delayed: BinaryHeap<Reverse<Delayed>>,
-    /// How many events have been delayed: ties between equal times go in this order.
-    delays: u64,
+    delayed: Delays<Box<AsyncEvent>>,
 }
 
 impl Owner {
@@ -412,12 +448,7 @@ impl Owner {
 
     /// Holds `event` back until `at`.
     fn delay(&mut self, at: Instant, event: AsyncEvent) {
-        self.delays += 1;
-        self.delayed.push(Reverse(Delayed {
-            at,
-            order: self.delays,
-            event: Box::new(event),
-        }));
+        self.delayed.push(at, Box::new(event));
     }
 
     /// The function's queue; its name is copied only the first time.
@@ -439,7 +470,7 @@ impl Owner {
             // A backoff that has passed wakes no one: the function is full, and its next
             // finished attempt is what starts the next one.
             .filter(|&at| at > Instant::now());
-        let retry = self.delayed.peek().map(|Reverse(d)| d.at);
+        let retry = self.delayed.next_at();
         backoffs.chain(retry).min()
     }
 
@@ -448,15 +479,8 @@ impl Owner {
     /// would only be throttled; synchronous callers may still take the room first).
     fn start_what_can(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse(first)) = self.delayed.peek()
-            && first.at <= now
-        {
-            let Some(Reverse(due)) = self.delayed.pop() else {
-                break;
-            };
-            self.waiting_for(due.event.function.name())
-                .events
-                .push_back(due.event);
+        while let Some(due) = self.delayed.pop_due(now) {
+            self.waiting_for(due.function.name()).events.push_back(due);
         }
         let mut expired = Vec::new();
         for w in self.waiting.values_mut() {
@@ -690,4 +714,37 @@ fn destination_record(
         record["responsePayload"] = payload(&completed.body());
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_come_out_when_due_soonest_first_and_ties_in_the_order_held_back() {
+        let now = Instant::now();
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let mut delays = Delays::new();
+        assert_eq!(delays.next_at(), None);
+        assert_eq!(delays.pop_due(at(1_000)), None);
+        delays.push(at(30), "c");
+        delays.push(at(10), "a");
+        delays.push(at(20), "b1");
+        delays.push(at(20), "b2");
+        delays.push(at(20), "b3");
+        assert_eq!(delays.next_at(), Some(at(10)));
+        assert_eq!(
+            delays.pop_due(at(9)),
+            None,
+            "nothing is due before its time"
+        );
+        let mut out = Vec::new();
+        while let Some(item) = delays.pop_due(at(20)) {
+            out.push(item);
+        }
+        assert_eq!(out, ["a", "b1", "b2", "b3"]);
+        assert_eq!(delays.next_at(), Some(at(30)));
+        assert_eq!(delays.pop_due(at(30)), Some("c"));
+        assert_eq!(delays.pop_due(at(1_000)), None);
+    }
 }
