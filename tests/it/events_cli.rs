@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::server::{Server, send_events};
+use crate::shared::Postgres;
 use crate::support::{function_with, lamina_in, program, text};
 
 /// `lamina events ARGS` in `dir`: its exit code, stdout and stderr.
@@ -33,6 +34,21 @@ fn ls_json(dir: &Path, state: &str, function: &str) -> Value {
         .find(|f| f["function"] == function)
         .cloned()
         .unwrap_or(Value::Null)
+}
+
+/// `ls --function`'s table has a line for each of `ids`: 1 attempt made, the next due later,
+/// the 18-byte payload `{"action":"error"}`.
+fn assert_waiting_after_one_attempt(out: &str, ids: &[String]) {
+    for id in ids {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} in {out}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "1", "attempts: {line}");
+        assert!(line.ends_with(" 18 B"), "payload size: {line}");
+        assert!(line.contains("(in "), "due later: {line}");
+    }
 }
 
 /// Waits for a whole first line in `path` (the file is made, then the line written).
@@ -94,16 +110,7 @@ async fn ls_shows_events_waiting_to_retry_while_serve_runs_and_purge_waits_for_i
         &["ls", "--state-dir", &state, "--function", "failing"],
     );
     assert_eq!(code, Some(0), "{err}");
-    for id in &ids {
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(id.as_str()))
-            .unwrap_or_else(|| panic!("{id} in {out}"));
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(fields[2], "1", "attempts: {line}");
-        assert!(line.ends_with(" 18 B"), "payload size: {line}");
-        assert!(line.contains("(in "), "due later: {line}");
-    }
+    assert_waiting_after_one_attempt(&out, &ids);
     // Purge refuses while the server holds the store, with --yes or without.
     for args in [
         &["purge", "--state-dir", &state][..],
@@ -260,4 +267,79 @@ async fn replay_of_a_dead_letter_file_runs_the_function_again_with_the_same_payl
         "{err}"
     );
     assert!(out.contains("replayed 0, failed 2"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_reads_the_shared_postgres_queue_and_purge_refuses_it_by_name() {
+    let postgres = Postgres::start();
+    // A password in the URL, which `ls` never shows (the test's server trusts loopback).
+    let url = postgres.url().replace("lamina@", "lamina:s3cret@");
+    let probe = function_with(&program("probe"));
+    let config = format!(
+        "[functions.failing]\ncode = {:?}\n\n[serve]\nstate_dir = \"state\"\nretry_delay = 30\n\
+         queue = {url:?}\n",
+        probe.path().display().to_string()
+    );
+    // Before any server has made the queue's table: nothing queued, and no table made.
+    let before = tempfile::tempdir().unwrap();
+    std::fs::write(before.path().join("lamina.toml"), &config).unwrap();
+    let (code, out, err) = events(before.path(), &["ls", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(all["functions"][0]["function"], "failing", "{all}");
+    assert_eq!(all["functions"][0]["queued"], 0, "{all}");
+    assert_eq!(all["functions"][0]["retrying"], 0, "{all}");
+    let (code, out, err) = events(before.path(), &["ls", "--function", "failing"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with("no events of failing queued or waiting to retry in postgres://lamina@")
+            && !out.contains("s3cret"),
+        "{out}"
+    );
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    let dir = server.dir.path().to_owned();
+    let ids = send_events(&server, "failing", 2, r#"{"action":"error"}"#).await;
+    for id in &ids {
+        server.wait_for_log(&format!("END RequestId: {id}"), 1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let (code, out, err) = events(&dir, &["ls", "--json"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let failing = all["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == "failing")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if failing["retrying"] == 2 {
+            assert_eq!(failing["queued"], 0, "{failing}");
+            assert_eq!(failing["retrying_by_attempts"]["1"], 2, "{failing}");
+            break all;
+        }
+        assert!(Instant::now() < deadline, "{all}\n{}", server.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let queue = all["queue"].as_str().unwrap_or_default();
+    assert!(
+        queue.starts_with("postgres://lamina@127.0.0.1:") && !queue.contains("s3cret"),
+        "{all}"
+    );
+    // One line per event, from the table.
+    let (code, out, err) = events(&dir, &["ls", "--function", "failing"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!out.contains("s3cret"), "{out}");
+    assert_waiting_after_one_attempt(&out, &ids);
+    // Purge is the embedded store's only: refused like any error (exit 2), naming the
+    // configuration and PostgreSQL.
+    let (code, out, err) = events(&dir, &["purge", "--yes"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("lamina.toml") && err.contains("PostgreSQL ([serve] queue)"),
+        "{err}"
+    );
+    let (clean, logs) = server.stop();
+    assert!(clean, "{logs}");
 }

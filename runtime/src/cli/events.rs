@@ -1,9 +1,10 @@
 //! `lamina events`: the asynchronous queue of a state directory, from outside the server.
 //! `ls` counts, per function, the events queued, those waiting for a retry and the records of
 //! the failure files; it reads the store read-only, so it works beside a running `lamina
-//! serve`. `replay` ([`replay`]) sends the records of a failure-destination or dead-letter file
+//! serve`, and reads the shared queue in PostgreSQL when the configuration puts it there
+//! (`[serve] queue`). `replay` ([`replay`]) sends the records of a failure-destination or dead-letter file
 //! back to a running server as new `Event` invocations. `purge` deletes queued events, and
-//! only from a store no server holds: a running server keeps its queue in memory too, and
+//! only from an embedded store no server holds: a running server keeps its queue in memory too, and
 //! would run what was deleted under it anyway.
 
 mod replay;
@@ -19,10 +20,11 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::config::file::{Destination, Manifest, QueueSetting};
+use crate::serve::event_store::postgres::{PostgresReader, redacted};
 use crate::serve::event_store::sqlite::{
     self, FunctionQueue, OpenError, QueuedEvent, ReadOnlyStore, SqliteStore,
 };
-use crate::serve::event_store::{epoch_ms, from_epoch_ms};
+use crate::serve::event_store::{StoreError, epoch_ms, from_epoch_ms};
 
 pub use replay::ReplayArgs;
 
@@ -86,16 +88,19 @@ pub struct PurgeArgs {
 /// Runs `lamina events …`.
 pub async fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        EventsCommand::Ls(args) => ls(&args),
+        EventsCommand::Ls(args) => ls(&args).await,
         EventsCommand::Replay(args) => replay::run(args).await,
         EventsCommand::Purge(args) => purge(&args),
     }
 }
 
-/// A state directory and the configuration it was found through, if any.
+/// A state directory and the configuration it was found through, if any; and the shared
+/// queue's URL when that configuration puts the queue in PostgreSQL (the state directory
+/// still holds the dead-letter files).
 struct Place {
     state_dir: PathBuf,
     manifest: Option<Manifest>,
+    queue: Option<String>,
 }
 
 impl Place {
@@ -103,15 +108,10 @@ impl Place {
     /// `./lamina.toml`), else `lamina serve`'s default: the same order `lamina serve` uses.
     fn resolve(args: &StateArgs) -> anyhow::Result<Place> {
         let manifest = manifest(args.config.as_deref())?;
-        if let Some(m) = &manifest
-            && let Some(QueueSetting::Postgres(_)) = m.serve.queue
-        {
-            bail!(
-                "{}: the queue is in PostgreSQL ([serve] queue); lamina events reads the \
-                 embedded store of a state directory",
-                m.path.display()
-            );
-        }
+        let queue = manifest.as_ref().and_then(|m| match &m.serve.queue {
+            Some(QueueSetting::Postgres(url)) => Some(url.clone()),
+            _ => None,
+        });
         let state_dir = match args
             .state_dir
             .clone()
@@ -125,8 +125,52 @@ impl Place {
         Ok(Place {
             state_dir,
             manifest,
+            queue,
         })
     }
+
+    /// Where the queue is, as `ls` names it: the state directory, or the shared queue's server
+    /// (without its password).
+    fn label(&self) -> String {
+        match &self.queue {
+            Some(url) => redacted(url),
+            None => self.state_dir.display().to_string(),
+        }
+    }
+}
+
+/// What `ls` shows: every function's counts, or one function's events.
+enum Read {
+    Summary(Vec<FunctionQueue>),
+    Events(String, Vec<QueuedEvent>),
+}
+
+/// Reads the queue of `place`: its embedded store (none yet: nothing queued), or the shared
+/// queue in PostgreSQL, on a thread where the synchronous client may block.
+async fn read(place: &Place, function: Option<&str>, now_ms: u64) -> anyhow::Result<Read> {
+    let Some(url) = place.queue.clone() else {
+        let store = ReadOnlyStore::open(&place.state_dir)?;
+        return Ok(match (function, &store) {
+            (None, Some(store)) => Read::Summary(store.summary(now_ms)?),
+            (Some(function), Some(store)) => Read::Events(function.into(), store.list(function)?),
+            (None, None) => Read::Summary(Vec::new()),
+            (Some(function), None) => Read::Events(function.into(), Vec::new()),
+        });
+    };
+    let function = function.map(str::to_owned);
+    let read = tokio::task::spawn_blocking(move || -> Result<Read, StoreError> {
+        let mut reader = PostgresReader::connect(&url)?;
+        Ok(match function {
+            None => Read::Summary(reader.summary(now_ms)?),
+            Some(function) => {
+                let events = reader.list(&function)?;
+                Read::Events(function, events)
+            }
+        })
+    })
+    .await
+    .context("reading the shared queue")??;
+    Ok(read)
 }
 
 /// The configuration `--config` names, else `./lamina.toml` if there is one. A SAM template
@@ -145,18 +189,16 @@ pub(crate) fn manifest(given: Option<&Path>) -> anyhow::Result<Option<Manifest>>
 }
 
 /// `lamina events ls`.
-fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
+async fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
     let place = Place::resolve(&args.state)?;
     let now_ms = epoch_ms(SystemTime::now());
-    let store = ReadOnlyStore::open(&place.state_dir)?;
+    let read = read(&place, args.function.as_deref(), now_ms).await?;
     let failed = failed_records(&place);
+    let label = place.label();
+    let queue = place.queue.as_deref().map(redacted);
     let mut stdout = std::io::stdout().lock();
-    match &args.function {
-        None => {
-            let queues = match &store {
-                Some(store) => store.summary(now_ms)?,
-                None => Vec::new(),
-            };
+    match read {
+        Read::Summary(queues) => {
             let rows = rows(&place, queues, &failed);
             match args.json {
                 true => writeln!(
@@ -164,17 +206,14 @@ fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
                     "{}",
                     json!({
                         "state_dir": place.state_dir,
+                        "queue": queue,
                         "functions": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
                     })
                 ),
-                false => write!(stdout, "{}", table(&place.state_dir, &rows, now_ms)),
+                false => write!(stdout, "{}", table(&label, &rows, now_ms)),
             }
         }
-        Some(function) => {
-            let events = match &store {
-                Some(store) => store.list(function)?,
-                None => Vec::new(),
-            };
+        Read::Events(function, events) => {
             let failed = failed.get(function.as_str());
             match args.json {
                 true => writeln!(
@@ -182,6 +221,7 @@ fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
                     "{}",
                     json!({
                         "state_dir": place.state_dir,
+                        "queue": queue,
                         "function": function,
                         "events": events.iter().map(|e| event_json(e, now_ms)).collect::<Vec<_>>(),
                         "failed": failed.map_or(0, |f| f.records),
@@ -191,7 +231,7 @@ fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
                 false => write!(
                     stdout,
                     "{}",
-                    event_table(&place.state_dir, function, &events, failed, now_ms)
+                    event_table(&label, &function, &events, failed, now_ms)
                 ),
             }
         }
@@ -203,6 +243,19 @@ fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
 /// `lamina events purge`.
 fn purge(args: &PurgeArgs) -> anyhow::Result<ExitCode> {
     let place = Place::resolve(&args.state)?;
+    if place.queue.is_some() {
+        let config = place
+            .manifest
+            .as_ref()
+            .map(|m| m.path.display().to_string());
+        bail!(
+            "{}: the queue is in PostgreSQL ([serve] queue), shared by the servers that hold its \
+             events in memory as well; lamina events purge empties the embedded store of a state \
+             directory only (with every server sharing the queue stopped, delete from \
+             lamina_events with psql)",
+            config.unwrap_or_default()
+        );
+    }
     let dir = place.state_dir.display();
     let which = match &args.function {
         Some(f) => format!("events of {f}"),
@@ -387,12 +440,9 @@ fn rows<'a>(
 }
 
 /// `ls` as a table.
-fn table(state_dir: &Path, rows: &[Row<'_>], now_ms: u64) -> String {
+fn table(place: &str, rows: &[Row<'_>], now_ms: u64) -> String {
     if rows.is_empty() {
-        return format!(
-            "nothing queued, waiting to retry or failed in {}\n",
-            state_dir.display()
-        );
+        return format!("nothing queued, waiting to retry or failed in {place}\n");
     }
     let width = rows
         .iter()
@@ -435,7 +485,7 @@ fn table(state_dir: &Path, rows: &[Row<'_>], now_ms: u64) -> String {
 
 /// `ls --function` as a table, and a line for the failed records.
 fn event_table(
-    state_dir: &Path,
+    place: &str,
     function: &str,
     events: &[QueuedEvent],
     failed: Option<&Failed>,
@@ -443,10 +493,7 @@ fn event_table(
 ) -> String {
     let mut out = String::new();
     if events.is_empty() {
-        out += &format!(
-            "no events of {function} queued or waiting to retry in {}\n",
-            state_dir.display()
-        );
+        out += &format!("no events of {function} queued or waiting to retry in {place}\n");
     } else {
         let width = events
             .iter()
@@ -538,6 +585,7 @@ mod tests {
         let place = Place {
             state_dir: "/s".into(),
             manifest: None,
+            queue: None,
         };
         let mut failed = BTreeMap::new();
         failed.insert(
@@ -552,7 +600,7 @@ mod tests {
             vec![queue("a", 2, &[(1, 2), (2, 1)], Some(40_000))],
             &failed,
         );
-        let text = table(&place.state_dir, &rows, 10_000);
+        let text = table(&place.label(), &rows, 10_000);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(
@@ -582,7 +630,7 @@ mod tests {
             lines[2].split_whitespace().collect::<Vec<_>>(),
             ["b", "0", "0", "3", "-"]
         );
-        assert!(table(&place.state_dir, &[], 0).contains("nothing queued"));
+        assert!(table(&place.label(), &[], 0).contains("nothing queued"));
     }
 
     #[test]
@@ -600,6 +648,7 @@ mod tests {
         let place = Place {
             state_dir: dir.path().to_owned(),
             manifest: None,
+            queue: None,
         };
         let failed = failed_records(&place);
         assert_eq!(failed["a"].records, 2);

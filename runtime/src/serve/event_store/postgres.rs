@@ -23,6 +23,7 @@ use bytes::Bytes;
 use postgres::{Client, Config, GenericClient, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::sqlite::{FunctionQueue, QueuedEvent, non_negative, summary_of};
 use super::{EventKey, EventStore, StoreError, StoredEvent};
 
 /// The table's version; a database holding another is refused, naming both.
@@ -63,13 +64,7 @@ impl PostgresStore {
     /// Events are leased for `lease` at a time. Blocks: call it outside the async runtime
     /// (the client runs one of its own).
     pub fn connect(url: &str, lease: Duration) -> Result<PostgresStore, StoreError> {
-        let place = redacted(url);
-        let tls::Connection { mut config, tls } = tls::parse(url).map_err(|e| StoreError {
-            place: place.clone(),
-            reason: e.to_string(),
-        })?;
-        config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("lamina");
+        let (config, tls, place) = configure(url, "lamina")?;
         let mut store = PostgresStore {
             config,
             tls,
@@ -136,18 +131,7 @@ impl PostgresStore {
         work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let connected = match &self.tls {
-                None => self.config.connect(NoTls),
-                Some(tls) => self.config.connect(tls.clone()),
-            };
-            let client = connected.map_err(|e| {
-                let why = describe(&e);
-                match tls::certificate_hint(&why) {
-                    Some(hint) => self.error(format!("cannot connect: {why} ({hint})")),
-                    None => self.error(format!("cannot connect: {why}")),
-                }
-            })?;
-            self.client = Some(client);
+            self.client = Some(open(&self.config, self.tls.as_ref(), &self.place)?);
         }
         let client = self.client.as_mut().unwrap_or_else(|| unreachable!());
         let outcome = work(client);
@@ -156,6 +140,132 @@ impl PostgresStore {
             self.client = None;
         }
         outcome.map_err(|e| self.error(describe(&e)))
+    }
+}
+
+/// The connection settings of `url` (TLS as it asks), as `application` shows in the server's
+/// `pg_stat_activity`; and the server as errors name it, without the URL's password.
+fn configure(
+    url: &str,
+    application: &str,
+) -> Result<(Config, Option<MakeRustlsConnect>, String), StoreError> {
+    let place = redacted(url);
+    let tls::Connection { mut config, tls } = tls::parse(url).map_err(|e| StoreError {
+        place: place.clone(),
+        reason: e.to_string(),
+    })?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name(application);
+    Ok((config, tls, place))
+}
+
+/// A new connection to the server of `config`, over TLS when `tls` is given; an error names
+/// `place` and says what to do about a certificate that was not trusted.
+fn open(
+    config: &Config,
+    tls: Option<&MakeRustlsConnect>,
+    place: &str,
+) -> Result<Client, StoreError> {
+    let connected = match tls {
+        None => config.connect(NoTls),
+        Some(tls) => config.connect(tls.clone()),
+    };
+    connected.map_err(|e| {
+        let why = describe(&e);
+        StoreError {
+            place: place.to_owned(),
+            reason: match tls::certificate_hint(&why) {
+                Some(hint) => format!("cannot connect: {why} ({hint})"),
+                None => format!("cannot connect: {why}"),
+            },
+        }
+    })
+}
+
+/// A connection that only reads the shared queue: `lamina events ls`. It makes and changes
+/// nothing, and a database without the queue's table holds no events. It counts what the
+/// servers' leases hold as the embedded store's reader does: due (waiting or running), and
+/// waiting for a retry due later.
+pub struct PostgresReader {
+    client: Client,
+    place: String,
+}
+
+impl std::fmt::Debug for PostgresReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresReader({})", self.place)
+    }
+}
+
+impl PostgresReader {
+    /// Connects to the database at `url`. Blocks: call it outside an async runtime.
+    pub fn connect(url: &str) -> Result<PostgresReader, StoreError> {
+        let (config, tls, place) = configure(url, "lamina events")?;
+        let client = open(&config, tls.as_ref(), &place)?;
+        Ok(PostgresReader { client, place })
+    }
+
+    /// The server, as errors and `lamina events` name it: the URL without its password.
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+
+    /// What the queue holds, per function (by name), at `now_ms`
+    /// ([`ReadOnlyStore::summary`](super::sqlite::ReadOnlyStore::summary)).
+    pub fn summary(&mut self, now_ms: u64) -> Result<Vec<FunctionQueue>, StoreError> {
+        let rows = self.query(
+            "SELECT function, due_ms > $1 AS later,
+                    CASE WHEN due_ms > $1 THEN attempts ELSE 0 END AS retried,
+                    COUNT(*), MIN(due_ms)
+             FROM lamina_events GROUP BY 1, 2, 3 ORDER BY 1",
+            &[&to_i64(now_ms)],
+        )?;
+        Ok(summary_of(rows.iter().map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                r.get(3),
+                r.get(4),
+            )
+        })))
+    }
+
+    /// The events of `function`, oldest first, without their payloads.
+    pub fn list(&mut self, function: &str) -> Result<Vec<QueuedEvent>, StoreError> {
+        let rows = self.query(
+            "SELECT request_id, accepted_ms, attempts, due_ms, octet_length(payload)::bigint
+             FROM lamina_events WHERE function = $1 ORDER BY accepted_ms, request_id",
+            &[&function],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| QueuedEvent {
+                request_id: r.get(0),
+                accepted_ms: non_negative(r.get(1)),
+                attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                due_ms: non_negative(r.get(3)),
+                payload_bytes: non_negative(r.get(4)),
+            })
+            .collect())
+    }
+
+    /// `sql`'s rows; none when no server has made the queue's table yet.
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, StoreError> {
+        match self.client.query(sql, params) {
+            Ok(rows) => Ok(rows),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(StoreError {
+                place: self.place.clone(),
+                reason: describe(&e),
+            }),
+        }
     }
 }
 

@@ -458,7 +458,7 @@ impl ReadOnlyStore {
 }
 
 /// A stored time or count, never negative.
-fn non_negative(stored: i64) -> u64 {
+pub(super) fn non_negative(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
 }
 
@@ -477,9 +477,16 @@ fn summary(c: &Connection, now_ms: u64) -> rusqlite::Result<Vec<FunctionQueue>> 
             r.get::<_, i64>(4)?,
         ))
     })?;
+    Ok(summary_of(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+}
+
+/// The summary's rows, `(function, due later, attempts, count, first due)` ordered by
+/// function, folded into one [`FunctionQueue`] per function (the PostgreSQL store's too).
+pub(super) fn summary_of(
+    rows: impl IntoIterator<Item = (String, bool, u32, i64, i64)>,
+) -> Vec<FunctionQueue> {
     let mut queues: Vec<FunctionQueue> = Vec::new();
-    for row in rows {
-        let (function, later, attempts, count, first_due) = row?;
+    for (function, later, attempts, count, first_due) in rows {
         if queues.last().is_none_or(|q| q.function != function) {
             queues.push(FunctionQueue {
                 function,
@@ -497,7 +504,7 @@ fn summary(c: &Connection, now_ms: u64) -> rusqlite::Result<Vec<FunctionQueue>> 
             }
         }
     }
-    Ok(queues)
+    queues
 }
 
 fn list(c: &Connection, function: &str) -> rusqlite::Result<Vec<QueuedEvent>> {
