@@ -23,10 +23,10 @@ mod relay;
 /// Subscription requests parsed into [`subscription::Subscription`], with Lambda's errors.
 pub mod subscription;
 
-/// How an invocation or init ended, as Lambda's records tell it.
-use crate::invoke::Status;
 pub use log_format::platform_format;
 use records::{Event, ReportMetrics, Stamped};
+
+use crate::invoke::Status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

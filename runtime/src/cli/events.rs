@@ -2,10 +2,10 @@
 //! `ls` counts, per function, the events queued, those waiting for a retry and the records of
 //! the failure files; it reads the store read-only, so it works beside a running `lamina
 //! serve`, and reads the shared queue in PostgreSQL when the configuration puts it there
-//! (`[serve] queue`). `replay` ([`replay`]) sends the records of a failure-destination or dead-letter file
-//! back to a running server as new `Event` invocations. `purge` deletes queued events, and
-//! only from an embedded store no server holds: a running server keeps its queue in memory too, and
-//! would run what was deleted under it anyway.
+//! (`[serve] queue`). `replay` ([`replay`]) sends the records of a failure-destination or
+//! dead-letter file back to a running server as new `Event` invocations. `purge` deletes
+//! queued events, and only from an embedded store no server holds: a running server keeps its
+//! queue in memory too, and would run what was deleted under it anyway.
 
 mod replay;
 
@@ -20,10 +20,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::config::file::{Destination, Manifest, QueueSetting};
+use crate::serve::event_store::listing::{FunctionQueue, QueuedEvent};
 use crate::serve::event_store::postgres::{PostgresReader, redacted};
-use crate::serve::event_store::sqlite::{
-    self, FunctionQueue, OpenError, QueuedEvent, ReadOnlyStore, SqliteStore,
-};
+use crate::serve::event_store::sqlite::{self, OpenError, ReadOnlyStore, SqliteStore};
 use crate::serve::event_store::{StoreError, epoch_ms, from_epoch_ms};
 
 pub use replay::ReplayArgs;

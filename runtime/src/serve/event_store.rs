@@ -10,6 +10,7 @@
 //! previous commit was syncing in a single transaction (group commit): one fsync covers many
 //! accepts, which is what makes durability cheap.
 
+pub mod listing;
 pub mod postgres;
 pub mod sqlite;
 

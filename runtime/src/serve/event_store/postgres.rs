@@ -23,7 +23,7 @@ use bytes::Bytes;
 use postgres::{Client, Config, GenericClient, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::sqlite::{FunctionQueue, QueuedEvent, non_negative, summary_of};
+use super::listing::{FunctionQueue, QueuedEvent, non_negative, summary_of};
 use super::{EventKey, EventStore, StoreError, StoredEvent};
 
 /// The table's version; a database holding another is refused, naming both.
@@ -205,13 +205,8 @@ impl PostgresReader {
         Ok(PostgresReader { client, place })
     }
 
-    /// The server, as errors and `lamina events` name it: the URL without its password.
-    pub fn place(&self) -> &str {
-        &self.place
-    }
-
     /// What the queue holds, per function (by name), at `now_ms`
-    /// ([`ReadOnlyStore::summary`](super::sqlite::ReadOnlyStore::summary)).
+    /// (as [`ReadOnlyStore::summary`](super::sqlite::ReadOnlyStore::summary) counts them).
     pub fn summary(&mut self, now_ms: u64) -> Result<Vec<FunctionQueue>, StoreError> {
         let rows = self.query(
             "SELECT function, due_ms > $1 AS later,
