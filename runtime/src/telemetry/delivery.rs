@@ -1,5 +1,12 @@
-//! One subscriber's delivery: a task that owns its buffer and its connection, fed through a
-//! [`Feed`] that never waits.
+//! One subscriber's delivery: a task that owns its connection and the batch in flight, fed
+//! through a [`Feed`] that never waits.
+//!
+//! The records waiting for a batch are a buffer the feed and the task share under a lock
+//! held for a push or a take. The feed wakes the task only when there is something to decide:
+//! the first record of a batch (its `timeoutMs` starts), a batch's worth, a refused record, a
+//! flush, the end. Under load a subscriber gets a record or more per invocation and a batch a
+//! second; waking the task for each (a channel message, a poll, a timer set and cancelled) was
+//! a measurable part of what telemetry cost an invocation.
 //!
 //! Lambda's rules (telemetry-api.md; the Runtime Interface Emulator's `subscriber.go`,
 //! `client.go`), as lamina keeps them:
@@ -25,8 +32,8 @@
 //!   that batch be dropped too, the counts it told are told again with its own.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -34,7 +41,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::records::{Audience, Event, Stamped};
 use super::subscription::{Buffering, Destination};
@@ -69,21 +76,25 @@ impl Default for Retry {
     }
 }
 
-/// What goes through a feed, in order.
-#[derive(Debug)]
-enum Item {
-    /// A rendered record.
-    Record(Bytes),
-    /// Send what is buffered now; answer once it is delivered or dropped.
-    Flush(oneshot::Sender<()>),
+/// A request to send what is buffered now, answered once it is delivered or dropped.
+type Flush = oneshot::Sender<()>;
+
+/// Records offered and not yet taken into a batch, with when each came, and their bytes.
+#[derive(Debug, Default)]
+struct Buffer {
+    records: VecDeque<(Instant, Bytes)>,
+    bytes: usize,
 }
 
-/// The counts a feed and its task share.
+/// What a feed and its task share.
 #[derive(Debug)]
 struct Shared {
-    /// Records offered and not yet taken into a batch, and their bytes.
-    queued_items: AtomicUsize,
-    queued_bytes: AtomicUsize,
+    buffer: Mutex<Buffer>,
+    /// The feed's word that the buffer has something for the task to decide.
+    wake: Notify,
+    /// A batch's worth: the subscription's `maxItems` and `maxBytes`.
+    batch_items: usize,
+    batch_bytes: usize,
     /// What the buffer holds at most: [`BUFFERED_BATCHES`] batches' worth.
     max_items: usize,
     max_bytes: usize,
@@ -92,10 +103,20 @@ struct Shared {
     overflow_bytes: AtomicU64,
 }
 
+impl Shared {
+    /// The buffer. Nothing panics while holding it; were that to happen, the records in it
+    /// are still whole.
+    fn buffer(&self) -> MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The sending side of a subscriber: cheap to offer to, never waits.
 #[derive(Debug)]
 pub struct Feed {
-    tx: mpsc::UnboundedSender<Item>,
+    /// Flush requests; its closing (the feed dropped) tells the task to send what is left
+    /// and end.
+    tx: mpsc::UnboundedSender<Flush>,
     shared: Arc<Shared>,
 }
 
@@ -103,20 +124,37 @@ impl Feed {
     /// Queues `record` unless the subscriber's buffer is full, in which case it is counted as
     /// dropped. Returns whether it was queued.
     pub fn offer(&self, record: Bytes) -> bool {
-        let s = &self.shared;
+        let s = &*self.shared;
         let len = record.len();
-        let items = s.queued_items.fetch_add(1, Ordering::AcqRel);
-        let bytes = s.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        // A record larger than the whole buffer is still taken into an empty one: it goes
-        // out alone, as Lambda sends an over-large event in a batch of its own.
-        let fits = items < s.max_items && (bytes == 0 || bytes + len <= s.max_bytes);
-        if fits && self.tx.send(Item::Record(record)).is_ok() {
-            return true;
+        let queued = {
+            let mut buffer = s.buffer();
+            let items = buffer.records.len();
+            // A record larger than the whole buffer is still taken into an empty one: it
+            // goes out alone, as Lambda sends an over-large event in a batch of its own.
+            let fits =
+                items < s.max_items && (buffer.bytes == 0 || buffer.bytes + len <= s.max_bytes);
+            fits.then(|| {
+                buffer.records.push_back((Instant::now(), record));
+                buffer.bytes += len;
+                // The first record starts its batch's timer; a batch's worth sends it. The
+                // records between change nothing the task would act on.
+                items == 0 || items + 1 >= s.batch_items || buffer.bytes >= s.batch_bytes
+            })
+        };
+        match queued {
+            Some(wake) => {
+                if wake {
+                    s.wake.notify_one();
+                }
+                true
+            }
+            None => {
+                self.dropped(1, len as u64);
+                // A refused record makes a batch at once (see `Delivery::due`).
+                s.wake.notify_one();
+                false
+            }
         }
-        s.queued_items.fetch_sub(1, Ordering::AcqRel);
-        s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        self.dropped(1, len as u64);
-        false
     }
 
     /// Counts records this subscriber will not get (for example lines it missed before it
@@ -134,7 +172,7 @@ impl Feed {
     /// dropped (or the task is gone).
     pub fn flush(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.tx.send(Item::Flush(tx));
+        let _ = self.tx.send(tx);
         rx
     }
 }
@@ -152,8 +190,10 @@ pub fn spawn(
 ) -> (Feed, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        queued_items: AtomicUsize::new(0),
-        queued_bytes: AtomicUsize::new(0),
+        buffer: Mutex::default(),
+        wake: Notify::new(),
+        batch_items: buffering.max_items,
+        batch_bytes: buffering.max_bytes,
         max_items: buffering.max_items.saturating_mul(BUFFERED_BATCHES),
         max_bytes: buffering.max_bytes.saturating_mul(BUFFERED_BATCHES),
         overflow_records: AtomicU64::new(0),
@@ -168,8 +208,6 @@ pub fn spawn(
         report_drops,
         control,
         retry,
-        pending: VecDeque::new(),
-        pending_bytes: 0,
         failed: None,
     };
     (
@@ -290,43 +328,35 @@ impl Link {
 type Attempt = BoxFuture<'static, (Link, Result<(), DeliveryError>)>;
 
 /// One subscriber's delivery task: the records offered and not yet sent, the batch in flight,
-/// and what has been dropped and not yet told. It alone owns them; its [`Feed`] only counts.
+/// and what has been dropped and not yet told. It alone owns them; it shares with its [`Feed`]
+/// only the records waiting for a batch, and the counts of those refused.
 struct Delivery {
     name: String,
-    rx: mpsc::UnboundedReceiver<Item>,
+    rx: mpsc::UnboundedReceiver<Flush>,
     shared: Arc<Shared>,
     buffering: Buffering,
     audience: Audience,
     report_drops: bool,
     control: Arc<dyn Control>,
     retry: Retry,
-    /// Records not yet in a batch, with when each arrived.
-    pending: VecDeque<(Instant, Bytes)>,
-    pending_bytes: usize,
     /// Records of batches given up on, their bytes and the last reason, not yet told.
     failed: Option<(u64, u64, String)>,
 }
 
 impl Delivery {
-    /// The loop: take records and flush requests; whenever nothing is in flight and a batch
-    /// is due, send it; on failure wait and try again, or drop it.
+    /// The loop: take flush requests and the feed's word; whenever nothing is in flight and a
+    /// batch is due, send it; on failure wait and try again, or drop it.
     async fn run(mut self, link: Link) {
         let mut link = Some(link);
         let mut in_flight: Option<Attempt> = None;
         let mut batch: Option<Batch> = None;
         let mut retry_at: Option<Instant> = None;
-        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut flushes: Vec<Flush> = Vec::new();
         let mut open = true;
         loop {
-            // Everything already offered joins `pending` first: a batch made now (a refused
-            // record makes one at once) takes all that fits, not just what was read so far.
             while open {
                 match self.rx.try_recv() {
-                    Ok(Item::Record(record)) => {
-                        self.pending_bytes += record.len();
-                        self.pending.push_back((Instant::now(), record));
-                    }
-                    Ok(Item::Flush(reply)) => flushes.push(reply),
+                    Ok(reply) => flushes.push(reply),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
@@ -343,7 +373,8 @@ impl Delivery {
                     in_flight = Some(self.attempt(l, &b.records));
                 }
             }
-            if in_flight.is_none() && batch.is_none() && self.pending.is_empty() {
+            let first = self.shared.buffer().records.front().map(|(at, _)| *at);
+            if in_flight.is_none() && batch.is_none() && first.is_none() {
                 for flushed in flushes.drain(..) {
                     let _ = flushed.send(());
                 }
@@ -351,19 +382,16 @@ impl Delivery {
                     return;
                 }
             }
-            let batch_due = match (&batch, self.pending.front()) {
-                (None, Some((first, _))) => Some(*first + self.buffering.timeout),
+            let batch_due = match (&batch, first) {
+                (None, Some(first)) => Some(first + self.buffering.timeout),
                 _ => None,
             };
             tokio::select! {
-                item = self.rx.recv(), if open => match item {
-                    Some(Item::Record(record)) => {
-                        self.pending_bytes += record.len();
-                        self.pending.push_back((Instant::now(), record));
-                    }
-                    Some(Item::Flush(reply)) => flushes.push(reply),
+                reply = self.rx.recv(), if open => match reply {
+                    Some(reply) => flushes.push(reply),
                     None => open = false,
                 },
+                () = self.shared.wake.notified() => {}
                 (back, result) = async { in_flight.as_mut().expect("polled only while set").await }, if in_flight.is_some() => {
                     in_flight = None;
                     link = Some(back);
@@ -389,12 +417,13 @@ impl Delivery {
     /// the end): otherwise they go with the next records, so that a listener that stays away
     /// is not tried again and again with nothing but the news of its own losses.
     fn due(&self, now: Instant, force: bool) -> bool {
-        let Some((first, _)) = self.pending.front() else {
+        let buffer = self.shared.buffer();
+        let Some((first, _)) = buffer.records.front() else {
             return force && self.drops_to_report();
         };
         force
-            || self.pending.len() >= self.buffering.max_items
-            || self.pending_bytes >= self.buffering.max_bytes
+            || buffer.records.len() >= self.buffering.max_items
+            || buffer.bytes >= self.buffering.max_bytes
             // A record was refused: the buffer is full (records of uneven sizes stop short of
             // `maxBytes`), and waiting for the timer only loses more.
             || self.shared.overflow_records.load(Ordering::Acquire) > 0
@@ -436,24 +465,22 @@ impl Delivery {
             records.extend(Stamped::now(event).render(self.audience));
         }
         let (mut taken, mut taken_bytes) = (0usize, 0usize);
-        while let Some((_, record)) = self.pending.front() {
+        let mut buffer = self.shared.buffer();
+        while let Some((_, record)) = buffer.records.front() {
             let fits = taken < self.buffering.max_items
                 && (taken == 0 || taken_bytes + record.len() <= self.buffering.max_bytes);
             if !fits {
                 break;
             }
-            let Some((_, record)) = self.pending.pop_front() else {
+            let Some((_, record)) = buffer.records.pop_front() else {
                 break;
             };
             taken += 1;
             taken_bytes += record.len();
             records.push(record);
         }
-        self.pending_bytes -= taken_bytes;
-        self.shared.queued_items.fetch_sub(taken, Ordering::AcqRel);
-        self.shared
-            .queued_bytes
-            .fetch_sub(taken_bytes, Ordering::AcqRel);
+        buffer.bytes -= taken_bytes;
+        drop(buffer);
         Batch {
             records,
             taken: taken as u64,

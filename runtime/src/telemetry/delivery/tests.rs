@@ -90,6 +90,47 @@ async fn a_full_batch_goes_out_at_once_and_the_rest_after_the_timeout() {
     );
 }
 
+/// The feed wakes its task for a batch's first record and for a batch's worth, not for each
+/// record: records that trickle in after the task has gone back to waiting on the first's
+/// timer still close the batch the moment it is full, and what a batch leaves behind goes out
+/// on its own first record's timer with nothing more offered.
+#[tokio::test]
+async fn records_offered_one_by_one_close_a_batch_when_it_is_full() {
+    let (addr, mut got) = listener(200, Duration::ZERO).await;
+    let (feed, _task) = spawn(
+        "ext".into(),
+        http(addr),
+        small(3, 1 << 20, 400),
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    );
+    let started = Instant::now();
+    assert!(feed.offer(record(0)));
+    // The task has the first record and waits on its timer.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(feed.offer(record(1)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for n in 2..5 {
+        assert!(feed.offer(record(n)));
+    }
+    let (at, first) = got.recv().await.unwrap();
+    assert_eq!(lines(&first), ["line 0", "line 1", "line 2"]);
+    assert!(
+        at - started < Duration::from_millis(300),
+        "the full batch waited for its timer: {:?}",
+        at - started
+    );
+    let (at, second) = got.recv().await.unwrap();
+    assert_eq!(lines(&second), ["line 3", "line 4"]);
+    assert!(
+        at - started >= Duration::from_millis(400),
+        "{:?}",
+        at - started
+    );
+}
+
 #[tokio::test]
 async fn max_bytes_closes_a_batch() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
