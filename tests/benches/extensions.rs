@@ -21,15 +21,20 @@
 //!   subscribed to `platform` and `function` records (the crate's 1 s buffering), in quiet mode:
 //!   it counts what it receives and says so at `SHUTDOWN`, so what is measured is lamina's
 //!   delivery, not the subscriber writing records out again. Target: with ≥ 90 % of without.
-//!   Runs alternate too; the figure is each case's mean. Where the difference goes is printed
-//!   beside it: the CPU time per invocation of `lamina serve` itself and of the subscribers
-//!   (from /proc), and how many of the records due (3 per invocation: `platform.start`,
-//!   `platform.runtimeDone`, `platform.report`) arrived, and how many lamina said it dropped
-//!   (`platform.logsDropped`): the ratio shows the cost of telemetry only while that is ~0.
+//!   Runs alternate too, the first of each pair in turn (without, with; with, without; …), so
+//!   that a machine speeding up or slowing down over the run weighs on both alike. Two figures:
+//!   the ratio of each case's mean, and the median of the rounds' ratios (each of a pair run
+//!   back to back), which one round on a machine briefly slowed by its neighbours moves least.
+//!   Where the difference goes is printed beside it: the CPU time per invocation of `lamina
+//!   serve` itself and of the subscribers (from /proc), and how many of the records due (3 per
+//!   invocation: `platform.start`, `platform.runtimeDone`, `platform.report`) arrived, and how
+//!   many lamina said it dropped (`platform.logsDropped`): the ratio shows the cost of
+//!   telemetry only while that is ~0.
 //!
 //! Environment: `BENCH_SANDBOXES` (default `process,jail`), `BENCH_INVOCATIONS` per function for
 //! (a) (default 4000), `BENCH_SECONDS` per wrk run (default 10), `BENCH_ROUNDS` wrk runs per case
-//! (default 2). A backend that fails is reported and the others still run; the run then fails.
+//! (default 4: an even number, so that each case goes first as often). A backend that fails is
+//! reported and the others still run; the run then fails.
 
 #[path = "../shared.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the shared helpers")]
@@ -57,6 +62,8 @@ struct Figures {
     serial_p50: Duration,
     plain: Load,
     telemetry: Load,
+    /// Each round's with / without, sorted.
+    round_ratios: Vec<f64>,
     records: u64,
     due: u64,
     dropped: u64,
@@ -78,7 +85,7 @@ fn main() {
     let backends = std::env::var("BENCH_SANDBOXES").unwrap_or_else(|_| "process,jail".into());
     let invocations = env_number("BENCH_INVOCATIONS", 4000);
     let seconds = env_number("BENCH_SECONDS", 10);
-    let rounds = env_number("BENCH_ROUNDS", 2);
+    let rounds = env_number("BENCH_ROUNDS", 4);
     let lamina = shared::lamina_binary();
     let mut figures = Vec::new();
     let mut failed = Vec::new();
@@ -123,11 +130,12 @@ fn main() {
     }
     println!("  (b) 8 connections, without and with one telemetry subscriber:");
     println!(
-        "  {:<8} {:>11} {:>11} {:>6} {:>15} {:>15} {:>15} {:>9} {:>9}",
+        "  {:<8} {:>11} {:>11} {:>6} {:>6} {:>15} {:>15} {:>15} {:>9} {:>9}",
         "sandbox",
         "without",
         "with",
         "ratio",
+        "median",
         "lamina CPU/inv",
         "+ telemetry",
         "subscribers",
@@ -136,11 +144,12 @@ fn main() {
     );
     for f in &figures {
         println!(
-            "  {:<8} {:>9.0}/s {:>9.0}/s {:>6.3} {:>12.1} µs {:>12.1} µs {:>12.1} µs {:>8.1}% {:>8.1}%",
+            "  {:<8} {:>9.0}/s {:>9.0}/s {:>6.3} {:>6.3} {:>12.1} µs {:>12.1} µs {:>12.1} µs {:>8.1}% {:>8.1}%",
             f.backend,
             f.plain.per_second,
             f.telemetry.per_second,
             f.telemetry.per_second / f.plain.per_second,
+            median(&f.round_ratios),
             f.plain.lamina_cpu_us,
             f.telemetry.lamina_cpu_us,
             f.telemetry.subscribers_cpu_us,
@@ -149,7 +158,8 @@ fn main() {
         );
     }
     println!(
-        "  targets: (a) Δ p50 ≤ 100 µs; (b) ratio ≥ 0.90. \"records\": of those due (3 per \
+        "  targets: (a) Δ p50 ≤ 100 µs; (b) ratio ≥ 0.90 (\"ratio\": of the means; \"median\": \
+         of the rounds' ratios, each of a pair run back to back). \"records\": of those due (3 per \
          invocation), the share the subscribers received by their SHUTDOWN, and the share \
          platform.logsDropped said was dropped"
     );
@@ -243,24 +253,43 @@ fn bench_backend(
         }
     }
     let (mut plain, mut telemetry) = (Load::default(), Load::default());
-    for _ in 0..rounds {
-        let (run, load) = measured_wrk(&url("plain8"), seconds, &script, &server);
-        println!(
-            "    without subscriber  {run}  lamina {:.1} µs CPU/invocation",
-            load.lamina_cpu_us
-        );
-        plain.add(&load, rounds);
-        let (run, load) = measured_wrk(&url("telemetry8"), seconds, &script, &server);
-        println!(
-            "    with telemetry-rs   {run}  lamina {:.1} µs, subscribers {:.1} µs CPU/invocation",
-            load.lamina_cpu_us, load.subscribers_cpu_us
-        );
-        telemetry.add(&load, rounds);
-        due += 3 * load.requests;
+    let mut round_ratios = Vec::new();
+    for round in 0..rounds {
+        // Which case goes first alternates (without, with; with, without; …): a machine that
+        // speeds up or slows down over the run then weighs on both alike.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut round = [0.0; 2];
+        for with_subscriber in order {
+            if with_subscriber {
+                let (run, load) = measured_wrk(&url("telemetry8"), seconds, &script, &server);
+                round[1] = load.per_second;
+                println!(
+                    "    with telemetry-rs   {run}  lamina {:.1} µs, subscribers {:.1} µs CPU/invocation",
+                    load.lamina_cpu_us, load.subscribers_cpu_us
+                );
+                telemetry.add(&load, rounds);
+                due += 3 * load.requests;
+            } else {
+                let (run, load) = measured_wrk(&url("plain8"), seconds, &script, &server);
+                round[0] = load.per_second;
+                println!(
+                    "    without subscriber  {run}  lamina {:.1} µs CPU/invocation",
+                    load.lamina_cpu_us
+                );
+                plain.add(&load, rounds);
+            }
+        }
+        round_ratios.push(round[1] / round[0]);
     }
+    round_ratios.sort_by(f64::total_cmp);
     println!(
-        "    with / without: {:.3} (target ≥ 0.90)",
-        telemetry.per_second / plain.per_second
+        "    with / without: {:.3} of the means, {:.3} the median of the rounds' (target ≥ 0.90)",
+        telemetry.per_second / plain.per_second,
+        median(&round_ratios)
     );
     let logs = server.stop();
     // "lamina-test-telemetry received N dropped M", one line per subscriber.
@@ -293,6 +322,7 @@ fn bench_backend(
         serial_p50: shared::percentile(&serial, 0.5),
         plain,
         telemetry,
+        round_ratios,
         records,
         due,
         dropped,
@@ -646,6 +676,15 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The median of sorted `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 fn micros(d: Duration) -> String {
