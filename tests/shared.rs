@@ -225,23 +225,32 @@ pub struct Postgres {
     bin: PathBuf,
     /// With TLS: the CA that signed the server's certificate (PEM).
     ca: Option<PathBuf>,
+    /// With client certificates: the client's certificate and key (PEM), CN `lamina`.
+    client: Option<(PathBuf, PathBuf)>,
     _dir: tempfile::TempDir,
 }
 
 impl Postgres {
     /// Makes and starts a cluster; waits until it answers.
     pub fn start() -> Postgres {
-        Postgres::start_with(false)
+        Postgres::start_with(false, false)
     }
 
     /// The same, taking connections over TLS only (`hostssl` in `pg_hba.conf`), its
     /// certificate for `127.0.0.1` signed by a CA made for it ([`Postgres::ca`]); made with
     /// the `openssl` command, which `scripts/test` installs.
     pub fn start_tls() -> Postgres {
-        Postgres::start_with(true)
+        Postgres::start_with(true, false)
     }
 
-    fn start_with(tls: bool) -> Postgres {
+    /// The same, authenticating clients by certificate only (`cert` in `pg_hba.conf`): a
+    /// certificate signed by the same CA whose CN is the user, `lamina`
+    /// ([`Postgres::client_cert`]).
+    pub fn start_tls_client_certs() -> Postgres {
+        Postgres::start_with(true, true)
+    }
+
+    fn start_with(tls: bool, client_certs: bool) -> Postgres {
         use std::os::unix::process::CommandExt;
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL's server is not installed (Debian's postgresql; scripts/test installs it)")
@@ -285,11 +294,20 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut settings = Vec::new();
+        let mut client = None;
         let ca = tls.then(|| {
             let ca = make_certificates(dir.path(), uid, gid);
+            let method = if client_certs {
+                client = Some(make_client_certificate(dir.path()));
+                settings.push("-c".to_owned());
+                settings.push(format!("ssl_ca_file={}", ca.display()));
+                "cert"
+            } else {
+                "trust"
+            };
             std::fs::write(
                 data.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                format!("local all all trust\nhostssl all all 127.0.0.1/32 {method}\n"),
             )
             .unwrap();
             for (key, file) in [
@@ -330,6 +348,7 @@ impl Postgres {
             port,
             bin,
             ca,
+            client,
             _dir: dir,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -353,9 +372,25 @@ impl Postgres {
         self.ca.as_deref().expect("a server started with start_tls")
     }
 
+    /// The client's certificate and key of a server started with
+    /// [`Postgres::start_tls_client_certs`].
+    pub fn client_cert(&self) -> (&Path, &Path) {
+        let (cert, key) = self
+            .client
+            .as_ref()
+            .expect("a server started with start_tls_client_certs");
+        (cert, key)
+    }
+
     /// Runs `sql` with psql; its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
-        let out = std::process::Command::new(self.bin.join("psql"))
+        let mut psql = std::process::Command::new(self.bin.join("psql"));
+        if let Some((cert, key)) = &self.client {
+            psql.env("PGSSLMODE", "require")
+                .env("PGSSLCERT", cert)
+                .env("PGSSLKEY", key);
+        }
+        let out = psql
             .args([
                 "-h",
                 "127.0.0.1",
@@ -386,71 +421,96 @@ impl Postgres {
     }
 }
 
+/// Runs `openssl` with `args` in `dir`; fails the test, with openssl's words, if it fails.
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client certificate for the user `lamina` signed by the CA [`make_certificates`] made in
+/// `dir` (`client.crt`, `client.key`, the key readable by its owner only, as libpq insists).
+fn make_client_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    sign(
+        dir,
+        "client",
+        "/CN=lamina",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+    let key = dir.join("client.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    (dir.join("client.crt"), key)
+}
+
+/// `NAME.key` and `NAME.crt` in `dir` for `subject`, signed by `ca.crt` with the X.509
+/// extensions `extensions` (which also make it v3, the only version rustls takes).
+fn sign(dir: &Path, name: &str, subject: &str, extensions: &str) {
+    let file = |ext: &str| format!("{name}.{ext}");
+    let (key, csr, crt, extfile) = (file("key"), file("csr"), file("crt"), file("ext"));
+    openssl_in(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
+        ],
+    );
+    std::fs::write(dir.join(&extfile), extensions).unwrap();
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt,
+            "-extfile",
+            &extfile,
+        ],
+    );
+}
+
 /// A CA and a server certificate for `127.0.0.1` and `localhost` signed by it, in `dir`
 /// (`ca.crt`, `server.crt`, `server.key`, the key readable by `uid` only, as PostgreSQL
 /// insists). Returns the CA's path.
 fn make_certificates(dir: &Path, uid: u32, gid: u32) -> PathBuf {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=lamina test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=lamina test CA",
+        ],
+    );
+    sign(
+        dir,
+        "server",
         "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-out",
-        "server.crt",
-        "-extfile",
-        "server.ext",
-    ]);
+    );
     let key = dir.join("server.key");
     std::os::unix::fs::chown(&key, Some(uid), Some(gid)).unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();

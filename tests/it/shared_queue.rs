@@ -236,3 +236,49 @@ async fn a_queue_over_tls_checks_the_servers_certificate() {
         );
     }
 }
+
+/// A server that authenticates its clients by certificate (`cert` in `pg_hba.conf`, as
+/// managed services offer): with `sslcert` and `sslkey` in the URL lamina's queue works, its
+/// connection carrying that certificate; without them the server refuses lamina, and lamina
+/// names the server, gives its reason and says how to name a certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_on_a_server_that_wants_a_client_certificate_sends_the_named_one() {
+    let postgres = Postgres::start_tls_client_certs();
+    let plain = postgres.url();
+    let (cert, key) = postgres.client_cert();
+    let verified = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        postgres.ca().display()
+    );
+    let with_cert = format!(
+        "{verified}&sslcert={}&sslkey={}",
+        cert.display(),
+        key.display()
+    );
+    let server = Server::start_in(project_at(&with_cert), &["--sandbox", "process"]);
+    let ids = send_events(&server, "work", 3, "{}").await;
+    crate::server::wait_all_ended(&server, "", &ids);
+    let by_certificate = postgres
+        .psql(
+            "SELECT bool_and(s.client_dn = '/CN=lamina') FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'lamina'",
+        )
+        .unwrap();
+    assert_eq!(
+        by_certificate, "t",
+        "lamina's connection carries its certificate"
+    );
+    drop(server);
+
+    let dir = project_at(&verified);
+    let out = crate::support::lamina_in(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+    let stderr = crate::support::text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("postgres://lamina@127.0.0.1:{}", postgres.port))
+            && stderr.contains("cannot connect")
+            && stderr.contains("connection requires a valid client certificate")
+            && stderr.contains("sslcert=PATH"),
+        "{stderr}"
+    );
+}

@@ -11,6 +11,12 @@
 //! Without `sslmode` (or with `disable`, `allow`, `prefer`) the connection is plain, as it
 //! was before TLS was supported: libpq's `prefer` encrypts without checking, which lamina
 //! does not do (design note 006).
+//!
+//! A server that authenticates clients by certificate (`cert` in `pg_hba.conf`, or
+//! `clientcert=verify-full`) gets the one in `sslcert` with its key in `sslkey` (or
+//! `PGSSLCERT`, `PGSSLKEY`), both PEM; one without the other is an error naming the missing
+//! one. libpq's fallback to `~/.postgresql/postgresql.crt` is not followed: a certificate is
+//! sent only where the URL or the environment names it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,13 +24,15 @@ use std::sync::Arc;
 use postgres::Config;
 use postgres::config::SslMode;
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The parameters libpq knows and the client does not, read (and taken out of the URL) here.
 const SSLMODE: &str = "sslmode";
 const SSLROOTCERT: &str = "sslrootcert";
+const SSLCERT: &str = "sslcert";
+const SSLKEY: &str = "sslkey";
 
 /// Why a URL's TLS settings cannot be used. The message names the setting or the file.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +50,25 @@ pub enum TlsError {
         path: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The client's certificate named by `sslcert` (or `PGSSLCERT`), or its key named by
+    /// `sslkey` (or `PGSSLKEY`).
+    #[error("{setting} {path}: {reason}")]
+    ClientFile {
+        /// `sslcert` or `sslkey`.
+        setting: &'static str,
+        /// The file, as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("{given} is set but {missing} is not: a client certificate needs both (PEM files)")]
+    ClientPair {
+        /// The one given.
+        given: &'static str,
+        /// The one missing.
+        missing: &'static str,
     },
     /// The system's roots could not be read, and no `sslrootcert` was given.
     #[error("no CA to check the server's certificate against: {0}; name one with sslrootcert=PATH")]
@@ -68,19 +95,36 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Reads `url`, with `PGSSLROOTCERT` standing in for a missing `sslrootcert` (libpq's rule).
-pub fn parse(url: &str) -> Result<Connection, TlsError> {
-    parse_with(url, std::env::var("PGSSLROOTCERT").ok())
+/// The files libpq's environment names, each standing in for its missing URL parameter.
+#[derive(Debug, Default, Clone)]
+struct Files {
+    root: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
-fn parse_with(url: &str, env_root: Option<String>) -> Result<Connection, TlsError> {
+/// Reads `url`, with `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY` standing in for a missing
+/// `sslrootcert`, `sslcert` and `sslkey` (libpq's rule).
+pub fn parse(url: &str) -> Result<Connection, TlsError> {
+    let env = Files {
+        root: std::env::var("PGSSLROOTCERT").ok(),
+        cert: std::env::var("PGSSLCERT").ok(),
+        key: std::env::var("PGSSLKEY").ok(),
+    };
+    parse_with(url, env)
+}
+
+fn parse_with(url: &str, env: Files) -> Result<Connection, TlsError> {
     let mut parsed = url::Url::parse(url).map_err(|e| TlsError::Url(e.to_string()))?;
-    let (mut mode, mut root) = (None, None);
+    let mut mode = None;
+    let mut files = Files::default();
     let mut kept = Vec::new();
     for (key, value) in parsed.query_pairs() {
         match &*key {
             SSLMODE => mode = Some(value.into_owned()),
-            SSLROOTCERT => root = Some(value.into_owned()),
+            SSLROOTCERT => files.root = Some(value.into_owned()),
+            SSLCERT => files.cert = Some(value.into_owned()),
+            SSLKEY => files.key = Some(value.into_owned()),
             _ => kept.push((key.into_owned(), value.into_owned())),
         }
     }
@@ -104,15 +148,45 @@ fn parse_with(url: &str, env_root: Option<String>) -> Result<Connection, TlsErro
         return Ok(Connection { config, tls: None });
     }
     config.ssl_mode(SslMode::Require);
-    let roots = match root.or(env_root).as_deref() {
+    let roots = match files.root.or(env.root).as_deref() {
         None | Some("system") => system_roots()?,
         Some(path) => roots_from(Path::new(path))?,
     };
+    let cert_path = files.cert.or(env.cert);
+    let identity = match (cert_path.as_deref(), files.key.or(env.key)) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(client_identity(Path::new(cert), Path::new(&key))?),
+        (Some(_), None) => {
+            return Err(TlsError::ClientPair {
+                given: SSLCERT,
+                missing: SSLKEY,
+            });
+        }
+        (None, Some(_)) => {
+            return Err(TlsError::ClientPair {
+                given: SSLKEY,
+                missing: SSLCERT,
+            });
+        }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let client = match identity {
+        None => builder.with_no_client_auth(),
+        // rustls checks the certificate and that the key is its own: what it finds wrong is
+        // about the files the user named.
+        Some((chain, key)) => {
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::ClientFile {
+                    setting: SSLCERT,
+                    path: cert_path.clone().unwrap_or_default(),
+                    reason: e.to_string(),
+                })?
+        }
+    };
     Ok(Connection {
         config,
         tls: Some(MakeRustlsConnect::new(client)),
@@ -139,6 +213,33 @@ fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
             .map_err(|e| failed(format!("not a usable CA certificate: {e}")))?;
     }
     Ok(roots)
+}
+
+/// The client's certificate chain (`cert`) and its private key (`key`), both PEM.
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let failed = |setting, path: &Path, reason: String| TlsError::ClientFile {
+        setting,
+        path: path.display().to_string(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| failed(SSLCERT, cert, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| failed(SSLCERT, cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(failed(SSLCERT, cert, "no PEM certificate in it".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let reason = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "no PEM private key in it".to_owned(),
+            e => e.to_string(),
+        };
+        failed(SSLKEY, key, reason)
+    })?;
+    Ok((chain, key_der))
 }
 
 /// The operating system's trusted roots.
@@ -168,8 +269,15 @@ pub fn with_sources(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// A hint for a failed connection whose cause is the server's certificate, or `None`.
+/// A hint for a failed connection whose cause is a certificate, the server's or the one it
+/// wants of the client, or `None`.
 pub fn certificate_hint(error: &str) -> Option<&'static str> {
+    if error.contains("client certificate") || error.contains("CertificateRequired") {
+        return Some(
+            "the server wants a client certificate: name it with sslcert=PATH and its key with \
+             sslkey=PATH in the URL (or PGSSLCERT, PGSSLKEY)",
+        );
+    }
     (error.contains("certificate") || error.contains("UnknownIssuer")).then_some(
         "lamina checks the server's certificate at every sslmode that encrypts; name its CA \
          with sslrootcert=PATH in the URL (or PGSSLROOTCERT)",
@@ -182,13 +290,18 @@ mod tests {
 
     #[test]
     fn without_sslmode_the_connection_is_plain_and_the_url_is_the_clients() {
-        let c = parse_with("postgres://u:p@db:5433/q?application_name=x", None).unwrap();
+        let c = parse_with(
+            "postgres://u:p@db:5433/q?application_name=x",
+            Files::default(),
+        )
+        .unwrap();
         assert!(c.tls.is_none());
         assert_eq!(c.config.get_ssl_mode(), SslMode::Disable);
         assert_eq!(c.config.get_application_name(), Some("x"));
         assert_eq!(c.config.get_ports(), [5433]);
         for mode in ["disable", "allow", "prefer"] {
-            let c = parse_with(&format!("postgres://db/q?sslmode={mode}"), None).unwrap();
+            let c =
+                parse_with(&format!("postgres://db/q?sslmode={mode}"), Files::default()).unwrap();
             assert!(c.tls.is_none(), "{mode}");
         }
     }
@@ -208,7 +321,7 @@ mod tests {
                 "postgres://db/q?sslmode={mode}&sslrootcert={}",
                 ca.display()
             );
-            let err = parse_with(&url, None).expect_err("a bad CA file is refused");
+            let err = parse_with(&url, Files::default()).expect_err("a bad CA file is refused");
             let text = err.to_string();
             assert!(
                 text.starts_with(&format!("sslrootcert {}: ", ca.display())),
@@ -218,7 +331,10 @@ mod tests {
         // PGSSLROOTCERT stands in for a missing sslrootcert.
         let err = parse_with(
             "postgres://db/q?sslmode=require",
-            Some("/nonexistent/ca.pem".into()),
+            Files {
+                root: Some("/nonexistent/ca.pem".into()),
+                ..Files::default()
+            },
         )
         .err()
         .unwrap()
@@ -228,21 +344,65 @@ mod tests {
             "{err}"
         );
         // The system's roots when none is named.
-        let c = parse_with("postgres://db/q?sslmode=verify-full", None).unwrap();
+        let c = parse_with("postgres://db/q?sslmode=verify-full", Files::default()).unwrap();
         assert!(c.tls.is_some());
         assert_eq!(c.config.get_ssl_mode(), SslMode::Require);
     }
 
     #[test]
+    fn a_client_certificate_needs_its_key_and_each_bad_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let base = "postgres://db/q?sslmode=verify-full";
+        let err = parse_with(&format!("{base}&sslcert=/c.pem"), Files::default())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "sslcert is set but sslkey is not: a client certificate needs both (PEM files)"
+        );
+        // PGSSLKEY alone: the environment counts as the URL does.
+        let key_only = Files {
+            key: Some("/k.pem".into()),
+            ..Files::default()
+        };
+        let err = parse_with(base, key_only).err().unwrap().to_string();
+        assert!(err.starts_with("sslkey is set but sslcert is not"), "{err}");
+        let err = parse_with(
+            &format!("{base}&sslcert=/nonexistent/c.pem&sslkey=/k.pem"),
+            Files::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.starts_with("sslcert /nonexistent/c.pem: "), "{err}");
+        let err = parse_with(
+            &format!("{base}&sslcert={0}&sslkey={0}", empty.display()),
+            Files::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            err,
+            format!("sslcert {}: no PEM certificate in it", empty.display())
+        );
+        // Without an encrypting sslmode they are not read at all, as libpq.
+        let c = parse_with("postgres://db/q?sslcert=/c.pem", Files::default()).unwrap();
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
     fn an_unknown_sslmode_or_a_bad_url_is_named() {
-        let err = parse_with("postgres://db/q?sslmode=always", None)
+        let err = parse_with("postgres://db/q?sslmode=always", Files::default())
             .err()
             .unwrap();
         assert_eq!(
             err.to_string(),
             "sslmode=always: not one of disable, allow, prefer, require, verify-ca, verify-full"
         );
-        let err = parse_with("postgres://db/q?frobnicate=1", None)
+        let err = parse_with("postgres://db/q?frobnicate=1", Files::default())
             .err()
             .unwrap();
         assert!(
