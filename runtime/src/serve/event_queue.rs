@@ -96,12 +96,16 @@ impl AsyncEvent {
     }
 }
 
+/// What the queue's owner task hears. Events travel boxed, from the accept to their end: an
+/// event is some 600 bytes, which every hop (this channel, a function's queue, the retries
+/// held back, an attempt) would otherwise copy, and the channel's blocks would hold at that
+/// size.
 enum Msg {
-    Enqueue(AsyncEvent),
+    Enqueue(Box<AsyncEvent>),
     /// Resumed from the store: due at this time.
-    Resume(AsyncEvent, SystemTime),
-    Throttled(AsyncEvent),
-    Done(AsyncEvent, Completed),
+    Resume(Box<AsyncEvent>, SystemTime),
+    Throttled(Box<AsyncEvent>),
+    Done(Box<AsyncEvent>, Completed),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -220,7 +224,7 @@ impl EventQueue {
         super::metrics::async_event_received(event.function.name());
         // Stored: if the queue stopped meanwhile, the next start runs it.
         self.tx
-            .send(Msg::Enqueue(event))
+            .send(Msg::Enqueue(Box::new(event)))
             .map_err(|_| Refused::Stopping)
     }
 
@@ -260,7 +264,7 @@ impl EventQueue {
             event.accepted_ms = stored.accepted_ms;
             event.seq = stored.seq;
             let due = super::event_store::from_epoch_ms(stored.due_ms);
-            if self.tx.send(Msg::Resume(event, due)).is_ok() {
+            if self.tx.send(Msg::Resume(Box::new(event), due)).is_ok() {
                 resumed += 1;
             }
         }
@@ -398,7 +402,7 @@ impl Owner {
                         .backoff
                         .map_or(THROTTLE_BACKOFF, |(_, d)| (d * 2).min(THROTTLE_BACKOFF_MAX));
                     w.backoff = Some((Instant::now() + next, next));
-                    w.events.push_front(Box::new(event));
+                    w.events.push_front(event);
                 }
                 Some(Msg::Done(event, completed)) => {
                     // Room in the function again: its waiting events need not wait out a
@@ -440,15 +444,15 @@ impl Owner {
         w
     }
 
-    fn push_back(&mut self, event: AsyncEvent) {
+    fn push_back(&mut self, event: Box<AsyncEvent>) {
         self.waiting_for(event.function.name())
             .events
-            .push_back(Box::new(event));
+            .push_back(event);
     }
 
     /// Holds `event` back until `at`.
-    fn delay(&mut self, at: Instant, event: AsyncEvent) {
-        self.delayed.push(at, Box::new(event));
+    fn delay(&mut self, at: Instant, event: Box<AsyncEvent>) {
+        self.delayed.push(at, event);
     }
 
     /// The function's queue; its name is copied only the first time.
@@ -500,7 +504,7 @@ impl Owner {
                     continue;
                 }
                 w.running += 1;
-                tokio::spawn(attempt(*event, self.tx.clone()));
+                tokio::spawn(attempt(event, self.tx.clone()));
             }
         }
         for event in expired {
@@ -508,7 +512,7 @@ impl Owner {
         }
     }
 
-    fn done(&mut self, mut event: AsyncEvent, completed: Completed, stopping: bool) {
+    fn done(&mut self, mut event: Box<AsyncEvent>, completed: Completed, stopping: bool) {
         event.attempts += 1;
         if completed.error_type().is_none() {
             if let Some(destination) = event.function.asynchronous.on_success.clone() {
@@ -673,7 +677,7 @@ fn append_line(path: &std::path::Path, record: &serde_json::Value) -> std::io::R
     file.write_all(format!("{record}\n").as_bytes())
 }
 
-async fn attempt(event: AsyncEvent, tx: mpsc::UnboundedSender<Msg>) {
+async fn attempt(event: Box<AsyncEvent>, tx: mpsc::UnboundedSender<Msg>) {
     let msg = match event.function.pool.try_invoke(event.request.clone()).await {
         Ok(completed) => Msg::Done(event, completed),
         Err(Throttled) => Msg::Throttled(event),
