@@ -230,27 +230,38 @@ pub struct Postgres {
     _dir: tempfile::TempDir,
 }
 
+/// What a [`Postgres`] asks of its clients' connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// Plain connections.
+    Off,
+    /// TLS only, with the server's certificate.
+    Server,
+    /// TLS only, and a client certificate instead of a password.
+    ClientCerts,
+}
+
 impl Postgres {
     /// Makes and starts a cluster; waits until it answers.
     pub fn start() -> Postgres {
-        Postgres::start_with(false, false)
+        Postgres::start_with(Tls::Off)
     }
 
     /// The same, taking connections over TLS only (`hostssl` in `pg_hba.conf`), its
     /// certificate for `127.0.0.1` signed by a CA made for it ([`Postgres::ca`]); made with
     /// the `openssl` command, which `scripts/test` installs.
     pub fn start_tls() -> Postgres {
-        Postgres::start_with(true, false)
+        Postgres::start_with(Tls::Server)
     }
 
     /// The same, authenticating clients by certificate only (`cert` in `pg_hba.conf`): a
     /// certificate signed by the same CA whose CN is the user, `lamina`
     /// ([`Postgres::client_cert`]).
     pub fn start_tls_client_certs() -> Postgres {
-        Postgres::start_with(true, true)
+        Postgres::start_with(Tls::ClientCerts)
     }
 
-    fn start_with(tls: bool, client_certs: bool) -> Postgres {
+    fn start_with(tls: Tls) -> Postgres {
         use std::os::unix::process::CommandExt;
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL's server is not installed (Debian's postgresql; scripts/test installs it)")
@@ -295,9 +306,9 @@ impl Postgres {
         );
         let mut settings = Vec::new();
         let mut client = None;
-        let ca = tls.then(|| {
+        let ca = (tls != Tls::Off).then(|| {
             let ca = make_certificates(dir.path(), uid, gid);
-            let method = if client_certs {
+            let method = if tls == Tls::ClientCerts {
                 client = Some(make_client_certificate(dir.path()));
                 settings.push("-c".to_owned());
                 settings.push(format!("ssl_ca_file={}", ca.display()));

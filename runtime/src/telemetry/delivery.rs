@@ -86,15 +86,22 @@ struct Buffer {
     bytes: usize,
 }
 
+impl Buffer {
+    /// Whether it holds a batch's worth (`maxItems` records or `maxBytes` bytes): the batch is
+    /// due whatever its timer says.
+    fn holds_a_batch(&self, buffering: &Buffering) -> bool {
+        self.records.len() >= buffering.max_items || self.bytes >= buffering.max_bytes
+    }
+}
+
 /// What a feed and its task share.
 #[derive(Debug)]
 struct Shared {
     buffer: Mutex<Buffer>,
     /// The feed's word that the buffer has something for the task to decide.
     wake: Notify,
-    /// A batch's worth: the subscription's `maxItems` and `maxBytes`.
-    batch_items: usize,
-    batch_bytes: usize,
+    /// The subscription's `maxItems`, `maxBytes` (a batch's worth) and `timeoutMs`.
+    buffering: Buffering,
     /// What the buffer holds at most: [`BUFFERED_BATCHES`] batches' worth.
     max_items: usize,
     max_bytes: usize,
@@ -138,7 +145,7 @@ impl Feed {
                 buffer.bytes += len;
                 // The first record starts its batch's timer; a batch's worth sends it. The
                 // records between change nothing the task would act on.
-                items == 0 || items + 1 >= s.batch_items || buffer.bytes >= s.batch_bytes
+                items == 0 || buffer.holds_a_batch(&s.buffering)
             })
         };
         match queued {
@@ -192,8 +199,7 @@ pub fn spawn(
     let shared = Arc::new(Shared {
         buffer: Mutex::default(),
         wake: Notify::new(),
-        batch_items: buffering.max_items,
-        batch_bytes: buffering.max_bytes,
+        buffering,
         max_items: buffering.max_items.saturating_mul(BUFFERED_BATCHES),
         max_bytes: buffering.max_bytes.saturating_mul(BUFFERED_BATCHES),
         overflow_records: AtomicU64::new(0),
@@ -203,7 +209,6 @@ pub fn spawn(
         name,
         rx,
         shared: Arc::clone(&shared),
-        buffering,
         audience,
         report_drops,
         control,
@@ -334,7 +339,6 @@ struct Delivery {
     name: String,
     rx: mpsc::UnboundedReceiver<Flush>,
     shared: Arc<Shared>,
-    buffering: Buffering,
     audience: Audience,
     report_drops: bool,
     control: Arc<dyn Control>,
@@ -383,7 +387,7 @@ impl Delivery {
                 }
             }
             let batch_due = match (&batch, first) {
-                (None, Some(first)) => Some(first + self.buffering.timeout),
+                (None, Some(first)) => Some(first + self.shared.buffering.timeout),
                 _ => None,
             };
             tokio::select! {
@@ -422,12 +426,11 @@ impl Delivery {
             return force && self.drops_to_report();
         };
         force
-            || buffer.records.len() >= self.buffering.max_items
-            || buffer.bytes >= self.buffering.max_bytes
+            || buffer.holds_a_batch(&self.shared.buffering)
             // A record was refused: the buffer is full (records of uneven sizes stop short of
             // `maxBytes`), and waiting for the timer only loses more.
             || self.shared.overflow_records.load(Ordering::Acquire) > 0
-            || now >= *first + self.buffering.timeout
+            || now >= *first + self.shared.buffering.timeout
     }
 
     fn drops_to_report(&self) -> bool {
@@ -467,8 +470,8 @@ impl Delivery {
         let (mut taken, mut taken_bytes) = (0usize, 0usize);
         let mut buffer = self.shared.buffer();
         while let Some((_, record)) = buffer.records.front() {
-            let fits = taken < self.buffering.max_items
-                && (taken == 0 || taken_bytes + record.len() <= self.buffering.max_bytes);
+            let fits = taken < self.shared.buffering.max_items
+                && (taken == 0 || taken_bytes + record.len() <= self.shared.buffering.max_bytes);
             if !fits {
                 break;
             }

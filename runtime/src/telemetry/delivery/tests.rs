@@ -40,6 +40,20 @@ fn small(max_items: usize, max_bytes: usize, timeout_ms: u64) -> Buffering {
     }
 }
 
+/// A subscriber `ext` of the Telemetry API that reports drops, on the host's loopback, tried
+/// again [`quick`]ly.
+fn feed_to(destination: Destination, buffering: Buffering) -> (Feed, tokio::task::JoinHandle<()>) {
+    spawn(
+        "ext".into(),
+        destination,
+        buffering,
+        AUDIENCE,
+        true,
+        Arc::new(Loopback),
+        quick(),
+    )
+}
+
 fn quick() -> Retry {
     Retry {
         attempts: 3,
@@ -59,15 +73,7 @@ fn lines(records: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn a_full_batch_goes_out_at_once_and_the_rest_after_the_timeout() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(addr),
-        small(3, 1 << 20, 300),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(addr), small(3, 1 << 20, 300));
     let started = Instant::now();
     for n in 0..3 {
         assert!(feed.offer(record(n)));
@@ -97,15 +103,7 @@ async fn a_full_batch_goes_out_at_once_and_the_rest_after_the_timeout() {
 #[tokio::test]
 async fn records_offered_one_by_one_close_a_batch_when_it_is_full() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(addr),
-        small(3, 1 << 20, 400),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(addr), small(3, 1 << 20, 400));
     let started = Instant::now();
     assert!(feed.offer(record(0)));
     // The task has the first record and waits on its timer.
@@ -135,15 +133,7 @@ async fn records_offered_one_by_one_close_a_batch_when_it_is_full() {
 async fn max_bytes_closes_a_batch() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
     let size = record(0).len();
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(addr),
-        small(100, size * 2, 10_000),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(addr), small(100, size * 2, 10_000));
     for n in 0..2 {
         assert!(feed.offer(record(n)));
     }
@@ -208,15 +198,7 @@ async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
         let text = format!(r#"{{"time":"t","type":"function","record":"line {n} "#);
         Bytes::from(format!("{text}{}\"}}", "x".repeat(len - text.len() - 2)))
     };
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(addr),
-        small(1000, 150, 60_000),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(addr), small(1000, 150, 60_000));
     let accepted: Vec<bool> = [(0, 50), (1, 60), (2, 70), (3, 80), (4, 90)]
         .into_iter()
         .map(|(n, len)| feed.offer(sized(n, len)))
@@ -246,15 +228,7 @@ async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
 #[tokio::test]
 async fn a_failing_listener_is_retried_then_the_batch_is_dropped_and_told() {
     let (bad, mut bad_got) = listener(500, Duration::ZERO).await;
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(bad),
-        small(1000, 1 << 20, 25),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(bad), small(1000, 1 << 20, 25));
     assert!(feed.offer(record(0)));
     for _ in 0..3 {
         let (_, batch) = bad_got.recv().await.unwrap();
@@ -281,15 +255,7 @@ async fn drops_told_in_a_batch_that_is_dropped_too_are_told_again() {
     // Every attempt at the first batch fails; the listener takes the ones after.
     let (addr, mut got) =
         listener_answering(|n| if n < 3 { 500 } else { 200 }, Duration::ZERO).await;
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(addr),
-        small(1000, 1 << 20, 25),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(addr), small(1000, 1 << 20, 25));
     // Lines it missed before it subscribed, say: told at the head of the first batch.
     feed.dropped(3, 300);
     assert!(feed.offer(record(0)));
@@ -336,15 +302,7 @@ async fn a_tcp_batch_cut_off_partway_is_dropped_not_sent_again() {
             "x".repeat(64 * 1024)
         ))
     };
-    let (feed, _task) = spawn(
-        "ext".into(),
-        Destination::Tcp { port },
-        small(count, 64 << 20, 25),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(Destination::Tcp { port }, small(count, 64 << 20, 25));
     for n in 0..count {
         assert!(feed.offer(big(n)));
     }
@@ -376,15 +334,7 @@ async fn a_tcp_batch_cut_off_partway_is_dropped_not_sent_again() {
 #[tokio::test]
 async fn a_flush_tells_of_drops_even_with_nothing_else_to_send() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(addr),
-        small(1000, 1 << 20, 25),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(addr), small(1000, 1 << 20, 25));
     // Lines a subscriber missed before it subscribed, say.
     feed.dropped(3, 300);
     let quiet = tokio::time::timeout(Duration::from_millis(100), got.recv()).await;
@@ -410,15 +360,7 @@ async fn an_unreachable_listener_costs_the_batch_and_then_recovers() {
         host: format!("sandbox:{port}"),
         path: "/".into(),
     };
-    let (feed, _task) = spawn(
-        "ext".into(),
-        destination,
-        small(1000, 1 << 20, 25),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(destination, small(1000, 1 << 20, 25));
     assert!(feed.offer(record(0)));
     // 3 attempts 10 ms and 20 ms apart: dropped well within this.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -482,15 +424,7 @@ async fn no_answer_within_the_timeout_is_a_failed_attempt() {
 #[tokio::test]
 async fn a_flush_sends_what_is_buffered_at_once() {
     let (addr, mut got) = listener(200, Duration::ZERO).await;
-    let (feed, _task) = spawn(
-        "ext".into(),
-        http(addr),
-        small(1000, 1 << 20, 30_000),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(http(addr), small(1000, 1 << 20, 30_000));
     for n in 0..5 {
         assert!(feed.offer(record(n)));
     }
@@ -506,15 +440,7 @@ async fn a_flush_sends_what_is_buffered_at_once() {
 async fn tcp_gets_newline_delimited_json_on_one_connection() {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
-    let (feed, _task) = spawn(
-        "ext".into(),
-        Destination::Tcp { port },
-        small(5, 1 << 20, 25),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(Destination::Tcp { port }, small(5, 1 << 20, 25));
     for n in 0..5 {
         assert!(feed.offer(record(n)));
     }
@@ -541,15 +467,7 @@ async fn tcp_gets_newline_delimited_json_on_one_connection() {
 async fn a_kept_tcp_connection_the_listener_closed_is_not_written_to() {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
-    let (feed, _task) = spawn(
-        "ext".into(),
-        Destination::Tcp { port },
-        small(1000, 1 << 20, 25),
-        AUDIENCE,
-        true,
-        Arc::new(Loopback),
-        quick(),
-    );
+    let (feed, _task) = feed_to(Destination::Tcp { port }, small(1000, 1 << 20, 25));
     assert!(feed.offer(record(0)));
     let (stream, _) = socket.accept().await.unwrap();
     let mut reader = tokio::io::BufReader::new(stream);

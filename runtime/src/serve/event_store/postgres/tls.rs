@@ -152,21 +152,17 @@ fn parse_with(url: &str, env: Files) -> Result<Connection, TlsError> {
         None | Some("system") => system_roots()?,
         Some(path) => roots_from(Path::new(path))?,
     };
-    let cert_path = files.cert.or(env.cert);
-    let identity = match (cert_path.as_deref(), files.key.or(env.key)) {
+    let identity = match (files.cert.or(env.cert), files.key.or(env.key)) {
         (None, None) => None,
-        (Some(cert), Some(key)) => Some(client_identity(Path::new(cert), Path::new(&key))?),
-        (Some(_), None) => {
-            return Err(TlsError::ClientPair {
-                given: SSLCERT,
-                missing: SSLKEY,
-            });
+        (Some(cert), Some(key)) => {
+            Some((client_identity(Path::new(&cert), Path::new(&key))?, cert))
         }
-        (None, Some(_)) => {
-            return Err(TlsError::ClientPair {
-                given: SSLKEY,
-                missing: SSLCERT,
-            });
+        (cert, _) => {
+            let (given, missing) = match cert {
+                Some(_) => (SSLCERT, SSLKEY),
+                None => (SSLKEY, SSLCERT),
+            };
+            return Err(TlsError::ClientPair { given, missing });
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -177,12 +173,12 @@ fn parse_with(url: &str, env: Files) -> Result<Connection, TlsError> {
         None => builder.with_no_client_auth(),
         // rustls checks the certificate and that the key is its own: what it finds wrong is
         // about the files the user named.
-        Some((chain, key)) => {
+        Some(((chain, key), path)) => {
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| TlsError::ClientFile {
                     setting: SSLCERT,
-                    path: cert_path.clone().unwrap_or_default(),
+                    path,
                     reason: e.to_string(),
                 })?
         }
