@@ -135,9 +135,12 @@ fn project(env: &str, extra: &str) -> (TempDir, TempDir, PathBuf) {
     (dir, records, record)
 }
 
+/// The complete records in `path`: the recorder may be mid-write, so a last
+/// line without its newline is not a record yet.
 fn lines_of(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
