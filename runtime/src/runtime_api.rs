@@ -13,6 +13,7 @@ pub mod wire;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -43,6 +44,9 @@ pub enum ApiCall {
         request_id: String,
         /// The response payload.
         body: Bytes,
+        /// When the runtime began to answer (the request's head was read): telemetry's
+        /// `responseDuration` runs from here to the body's end.
+        began: Instant,
         /// Accepted, or why not.
         reply: Reply<()>,
     },
@@ -61,6 +65,8 @@ pub enum ApiCall {
         error_type: Option<String>,
         /// The error document.
         body: Bytes,
+        /// When the runtime began to send it, as for a response.
+        began: Instant,
         /// Accepted, or why not.
         reply: Reply<()>,
     },
@@ -296,37 +302,39 @@ async fn handle(
         Route::Next => call(&calls, ApiCall::Next)
             .await
             .map(NextEvent::into_response),
-        Route::Response(request_id) => match read_body(req).await {
-            Ok(body) => {
+        Route::Response(request_id) => match (Instant::now(), read_body(req).await) {
+            (began, Ok(body)) => {
                 call(&calls, |reply| ApiCall::Response {
                     request_id,
                     body,
+                    began,
                     reply,
                 })
                 .await
             }
-            Err(BodyError::TooLarge(_)) => {
+            (_, Err(BodyError::TooLarge(_))) => {
                 call(&calls, |reply| ApiCall::ResponseTooLarge {
                     request_id,
                     reply,
                 })
                 .await
             }
-            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+            (_, Err(BodyError::Broken(_))) => Err(ApiError::truncated()),
         }
         .map(|()| wire::accepted()),
-        Route::Error(request_id) => match read_body(req).await {
-            Ok(body) => {
+        Route::Error(request_id) => match (Instant::now(), read_body(req).await) {
+            (began, Ok(body)) => {
                 call(&calls, |reply| ApiCall::Error {
                     request_id,
                     error_type,
                     body,
+                    began,
                     reply,
                 })
                 .await
             }
-            Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
-            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+            (_, Err(BodyError::TooLarge(_))) => Err(ApiError::too_large()),
+            (_, Err(BodyError::Broken(_))) => Err(ApiError::truncated()),
         }
         .map(|()| wire::accepted()),
         Route::InitError => match read_body(req).await {

@@ -315,6 +315,79 @@ async fn a_cold_invocation_as_a_telemetry_subscriber_sees_it() {
     assert!(ok, "{logs}");
 }
 
+/// A custom runtime that answers in three chunks, 200 ms apart, after the request's head.
+const TRICKLING_BOOTSTRAP: &str = r#"#!/usr/bin/env python3
+import http.client, json, os, time
+API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+while True:
+    c = http.client.HTTPConnection(API)
+    c.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = c.getresponse()
+    r.read()
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    c.putrequest("POST", f"/2018-06-01/runtime/invocation/{rid}/response")
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders()
+    for part in [b'{"id": ', json.dumps(rid).encode(), b"}"]:
+        c.send(b"%x\r\n%s\r\n" % (len(part), part))
+        time.sleep(0.2)
+    c.send(b"0\r\n\r\n")
+    c.getresponse().read()
+    c.close()
+"#;
+
+/// `platform.runtimeDone`'s spans split the runtime's time where Lambda does: a body that
+/// takes 600 ms to arrive is `responseDuration`, not `responseLatency`, and the second span
+/// starts where the first ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_sent_slowly_is_told_as_response_duration() {
+    let (dir, _records, record) = project("", "");
+    let root = dir.path();
+    let bootstrap = root.join("f/bootstrap");
+    std::fs::write(&bootstrap, TRICKLING_BOOTSTRAP).unwrap();
+    std::fs::set_permissions(
+        &bootstrap,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("lamina.toml"),
+        format!(
+            "[functions.f]\ncode = \"f\"\nlayers = [\"layer\"]\nenvironment = {{ RECORD = {:?} }}\n",
+            record.display().to_string()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(dir, &["--sandbox", "process"]);
+    let r = invoke(&server, "{}").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    let id = json_of(&r)["id"].as_str().unwrap().to_owned();
+    let records = wait_records(&record, &server, is_report_of(&id));
+    let done = &records[position(&records, "platform.runtimeDone", |r| {
+        r["requestId"] == id.as_str()
+    })]["record"];
+    let spans = done["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 2, "{done}");
+    let (latency, duration) = (&spans[0], &spans[1]);
+    assert_eq!(latency["name"], "responseLatency", "{done}");
+    assert_eq!(duration["name"], "responseDuration", "{done}");
+    let ms = |span: &Value| span["durationMs"].as_f64().unwrap();
+    assert!(ms(duration) >= 550.0, "the body took 600 ms: {done}");
+    assert!(ms(latency) < ms(duration), "{done}");
+    let at = |span: &Value| {
+        let time = span["start"].as_str().unwrap();
+        chrono::DateTime::parse_from_rfc3339(time)
+            .unwrap_or_else(|e| panic!("{e}: {time}"))
+            .timestamp_millis() as f64
+    };
+    assert!(
+        (at(latency) + ms(latency) - at(duration)).abs() <= 2.0,
+        "responseDuration starts where responseLatency ends: {done}"
+    );
+    let (ok, logs) = server.stop();
+    assert!(ok, "{logs}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_logs_api_subscriber_gets_its_own_records() {
     let (dir, _records, record) = project(", SUBSCRIBE_API = \"logs\"", "");

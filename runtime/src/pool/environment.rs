@@ -591,30 +591,35 @@ impl Env {
             ApiCall::Response {
                 request_id,
                 body,
+                began,
                 reply,
             } => {
-                self.answer(&request_id, reply, Ok(()), InvokeOutcome::Response(body))
+                let outcome = InvokeOutcome::Response(body);
+                self.answer(&request_id, reply, Ok(()), outcome, Some(began))
                     .await
             }
             ApiCall::ResponseTooLarge { request_id, reply } => {
                 let outcome = InvokeOutcome::Failure(Failure::ResponseTooLarge);
-                self.answer(&request_id, reply, Err(ApiError::too_large()), outcome)
-                    .await
+                self.answer(
+                    &request_id,
+                    reply,
+                    Err(ApiError::too_large()),
+                    outcome,
+                    None,
+                )
+                .await
             }
             ApiCall::Error {
                 request_id,
                 error_type,
                 body,
+                began,
                 reply,
             } => {
                 let error = FunctionError::from_runtime(error_type.as_deref(), body);
-                self.answer(
-                    &request_id,
-                    reply,
-                    Ok(()),
-                    InvokeOutcome::FunctionError(error),
-                )
-                .await
+                let outcome = InvokeOutcome::FunctionError(error);
+                self.answer(&request_id, reply, Ok(()), outcome, Some(began))
+                    .await
             }
             ApiCall::Failed {
                 request_id: Some(request_id),
@@ -622,7 +627,7 @@ impl Env {
                 reply,
             } => {
                 let outcome = InvokeOutcome::Failure(failure);
-                self.answer(&request_id, reply, Ok(()), outcome).await
+                self.answer(&request_id, reply, Ok(()), outcome, None).await
             }
             ApiCall::Failed {
                 request_id: None,
@@ -651,7 +656,7 @@ impl Env {
                 self.init_duration = self.init_started.take().map(|s| s.elapsed());
                 let error = FunctionError::from_runtime(error_type.as_deref(), body);
                 self.retire();
-                self.finish(InvokeOutcome::FunctionError(error));
+                self.finish(InvokeOutcome::FunctionError(error), None);
                 // Lambda discards an environment whose init failed; the next invocation starts
                 // a new one.
                 Some(End::AwaitExit)
@@ -740,13 +745,15 @@ impl Env {
     /// Checks that `request_id` is the invocation in flight, then ends it with `outcome` and
     /// answers the runtime with `api_answer`; otherwise answers with the error and changes
     /// nothing. When the function has a `/tmp` per invocation, it is made fresh in between:
-    /// after the caller has the outcome, before the runtime has its acknowledgement.
+    /// after the caller has the outcome, before the runtime has its acknowledgement. `began`
+    /// is when the runtime began to send its answer, if it sent one.
     async fn answer(
         &mut self,
         request_id: &str,
         reply: Reply<()>,
         api_answer: Result<(), ApiError>,
         outcome: InvokeOutcome,
+        began: Option<Instant>,
     ) -> Option<End> {
         let current = self
             .inflight
@@ -781,7 +788,7 @@ impl Env {
         } else {
             self.post_runtime = self.inflight.as_ref().and_then(|i| i.deadline);
         }
-        self.finish(outcome);
+        self.finish(outcome, began);
         // The runtime hears that its answer was accepted only once /tmp is fresh: all it wrote
         // there before answering is gone, and nothing it writes afterwards is swept away under
         // it (the AWS tutorial's shell runtime keeps `curl -D` files in /tmp while it waits
@@ -860,7 +867,7 @@ impl Env {
     /// Ends the invocation in flight, if any, with `failure`; the environment is ending.
     fn fail_inflight(&mut self, failure: Failure) {
         self.retire();
-        self.finish(InvokeOutcome::Failure(failure));
+        self.finish(InvokeOutcome::Failure(failure), None);
     }
 
     /// Tells the pool, once, that this environment no longer counts against the concurrency.
@@ -872,7 +879,8 @@ impl Env {
     }
 
     /// Ends the invocation in flight with `outcome`, then writes its END and REPORT lines.
-    fn finish(&mut self, outcome: InvokeOutcome) {
+    /// `began` is when the runtime began to send the answer `outcome` holds, if it did.
+    fn finish(&mut self, outcome: InvokeOutcome, began: Option<Instant>) {
         let Some(inflight) = self.inflight.take() else {
             return;
         };
@@ -888,10 +896,8 @@ impl Env {
             _ => None,
         };
         let status = crate::invoke::Status::of(&outcome);
-        // What telemetry needs of the outcome, before it is handed on. The runtime's answer
-        // is seen whole: its response began, as far as lamina can tell, now.
+        // What telemetry needs of the outcome, before it is handed on.
         let told = self.telemetry.told(&request_id, &outcome);
-        let answered = (!matches!(outcome, InvokeOutcome::Failure(_))).then_some(now);
         // Without a log tail the caller has its outcome before END and REPORT are written
         // (and the peak memory read for REPORT); with one, after, so they are in the tail.
         let pending = if tail {
@@ -917,7 +923,7 @@ impl Env {
         self.pump
             .platform(&[&logs::end_line(&request_id), &report.line()]);
         self.telemetry
-            .runtime_done(told, &report, inflight.delivered_at, answered);
+            .runtime_done(told, &report, inflight.delivered_at, began);
         if self.post_runtime.is_none() {
             self.telemetry.report();
         }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use wasmtime::Engine;
@@ -420,11 +420,14 @@ fn answer(
     if ran.stdout.len() > MAX_PAYLOAD_BYTES {
         return ApiCall::ResponseTooLarge { request_id, reply };
     }
+    // A module's answer is its whole stdout, seen when it exits: it begins (for telemetry's
+    // spans) and ends now.
     let failure = match ran.ending {
         Ending::Exited(0) => {
             return ApiCall::Response {
                 request_id,
                 body: ran.stdout,
+                began: Instant::now(),
                 reply,
             };
         }
@@ -434,6 +437,7 @@ fn answer(
                     request_id,
                     error_type: Some(error_type),
                     body: ran.stdout,
+                    began: Instant::now(),
                     reply,
                 };
             }
