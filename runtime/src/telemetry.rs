@@ -290,13 +290,12 @@ impl Telemetry {
         if !self.live() {
             return;
         }
-        let span = uuid::Uuid::new_v4().simple().to_string();
         let version = self.identity.function_version.clone();
         self.emit(|| Event::Start {
             request_id: request_id.to_owned(),
             version,
-            trace_id: Some(trace_id.to_owned()).filter(|t| !t.is_empty()),
-            span_id: span.get(..16).map(str::to_owned),
+            trace_id: (!trace_id.is_empty()).then(|| trace_id.to_owned()),
+            span_id: Some(format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0)),
         });
     }
 

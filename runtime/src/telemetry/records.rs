@@ -249,11 +249,19 @@ impl Stamped {
     /// The records `audience` gets for this event (none, one, or a few), each one JSON
     /// envelope.
     pub fn render(&self, audience: Audience) -> Vec<Bytes> {
-        let time = timestamp(self.time);
         let mut out = Vec::new();
+        self.render_into(audience, &mut Vec::new(), &mut out);
+        out
+    }
+
+    /// [`Stamped::render`] onto `out`, each record written in `scratch` first: one allocation
+    /// per record, of its exact size, where the relay keeps `scratch` and `out` (records are
+    /// rendered for every invocation, and a subscriber's CPU is the function's).
+    pub fn render_into(&self, audience: Audience, scratch: &mut Vec<u8>, out: &mut Vec<Bytes>) {
+        let time = Timestamp(self.time);
         macro_rules! put {
             ($kind:expr, $record:expr $(,)?) => {
-                out.extend(envelope(&time, $kind, $record))
+                out.extend(envelope(scratch, time, $kind, $record))
             };
         }
         let telemetry = audience.api == Api::Telemetry;
@@ -362,10 +370,10 @@ impl Stamped {
                                 duration_ms: millis(*duration),
                                 produced_bytes: *produced_bytes,
                             },
-                            spans: spans.iter().map(SpanRecord::from).collect(),
+                            spans: Spans(spans),
                         },
                     );
-                    return out;
+                    return;
                 }
                 if audience.logs_runtime_done {
                     put!(
@@ -403,7 +411,7 @@ impl Stamped {
                             metrics,
                             status,
                             error_type,
-                            spans: spans.iter().map(SpanRecord::from).collect(),
+                            spans: Spans(spans),
                         },
                     );
                 } else {
@@ -437,7 +445,6 @@ impl Stamped {
                 text,
             } => put!("extension", text),
         }
-        out
     }
 
     /// The record the function's own log shows for this event under `LogFormat: JSON`: the
@@ -451,7 +458,8 @@ impl Stamped {
                 version,
                 ..
             } => envelope(
-                &timestamp(self.time),
+                &mut Vec::new(),
+                Timestamp(self.time),
                 "platform.start",
                 &StartRecord {
                     request_id,
@@ -472,9 +480,29 @@ impl Stamped {
     }
 }
 
-/// `2022-10-12T00:00:15.064Z`
-pub fn timestamp(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+/// A time as records write it, `2022-10-12T00:00:15.064Z`: formatted straight into the JSON.
+#[derive(Debug, Clone, Copy)]
+struct Timestamp(SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// An event's spans as records list them, each formatted as it is written.
+struct Spans<'a>(&'a [Span]);
+
+impl Spans<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Spans<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(SpanRecord::from))
+    }
 }
 
 /// Milliseconds to the microsecond, as Lambda's records give them (`2599.4`, `549.04`).
@@ -485,18 +513,24 @@ fn millis(d: Duration) -> f64 {
 
 #[derive(Serialize)]
 struct Envelope<'a, R: ?Sized> {
-    time: &'a str,
+    time: Timestamp,
     #[serde(rename = "type")]
     kind: &'a str,
     record: &'a R,
 }
 
-/// One envelope's JSON. Records are plain structs and strings, which always serialise; should
-/// one not, the record is left out rather than the host failing.
-fn envelope<R: Serialize + ?Sized>(time: &str, kind: &str, record: &R) -> Option<Bytes> {
-    serde_json::to_vec(&Envelope { time, kind, record })
-        .ok()
-        .map(Bytes::from)
+/// One envelope's JSON, written in `scratch` (which keeps its capacity from record to record)
+/// and copied out at its size. Records are plain structs and strings, which always
+/// serialise; should one not, the record is left out rather than the host failing.
+fn envelope<R: Serialize + ?Sized>(
+    scratch: &mut Vec<u8>,
+    time: Timestamp,
+    kind: &str,
+    record: &R,
+) -> Option<Bytes> {
+    scratch.clear();
+    serde_json::to_writer(&mut *scratch, &Envelope { time, kind, record }).ok()?;
+    Some(Bytes::copy_from_slice(scratch))
 }
 
 #[derive(Serialize)]
@@ -591,8 +625,8 @@ struct RuntimeDoneRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error_type: Option<&'a str>,
     metrics: RuntimeDoneMetrics,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    spans: Vec<SpanRecord>,
+    #[serde(skip_serializing_if = "Spans::is_empty")]
+    spans: Spans<'a>,
 }
 
 #[derive(Serialize)]
@@ -620,7 +654,7 @@ struct RequestRecord<'a> {
 #[serde(rename_all = "camelCase")]
 struct SpanRecord {
     name: &'static str,
-    start: String,
+    start: Timestamp,
     duration_ms: f64,
 }
 
@@ -628,7 +662,7 @@ impl From<&Span> for SpanRecord {
     fn from(span: &Span) -> Self {
         SpanRecord {
             name: span.name,
-            start: timestamp(span.start),
+            start: Timestamp(span.start),
             duration_ms: millis(span.duration),
         }
     }
@@ -657,8 +691,8 @@ struct ReportRecord<'a> {
     status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    spans: Vec<SpanRecord>,
+    #[serde(skip_serializing_if = "Spans::is_empty")]
+    spans: Spans<'a>,
 }
 
 #[derive(Serialize)]

@@ -229,6 +229,21 @@ struct Relay {
     replaced: Vec<(String, JoinHandle<()>)>,
     /// `None` once init is over.
     kept: Option<Kept>,
+    /// What [`Relay::broadcast`] renders with, kept from event to event so that rendering
+    /// allocates only the records themselves.
+    rendering: Rendering,
+}
+
+/// One event's records, by audience (subscribers of one API mostly share one), and the
+/// buffer each record is written in first.
+#[derive(Debug, Default)]
+struct Rendering {
+    scratch: Vec<u8>,
+    records: Vec<Bytes>,
+    /// Each audience rendered, with where its records are in `records`.
+    audiences: Vec<(Audience, std::ops::Range<usize>)>,
+    /// For each subscriber that wants the event, in order: its index in `audiences`.
+    assigned: Vec<usize>,
 }
 
 impl Drop for Relay {
@@ -263,6 +278,7 @@ pub(super) fn spawn(
             events: kept,
             ..Kept::default()
         }),
+        rendering: Rendering::default(),
     };
     tokio::spawn(relay.run())
 }
@@ -332,23 +348,40 @@ impl Relay {
     /// later subscribers while init lasts (a `line` only within the budget).
     fn broadcast(&mut self, event: Stamped, line: Option<LineSize>) {
         let category = event.event.category();
-        let mut rendered: Vec<(Audience, Vec<Bytes>)> = Vec::new();
-        for s in self
-            .subscribers
-            .iter()
-            .filter(|s| category.wanted_by(s.types))
-        {
-            let index = match rendered.iter().position(|(a, _)| *a == s.audience) {
+        let r = &mut self.rendering;
+        let wanting = || {
+            self.subscribers
+                .iter()
+                .filter(|s| category.wanted_by(s.types))
+        };
+        for s in wanting() {
+            let index = match r.audiences.iter().position(|(a, _)| *a == s.audience) {
                 Some(index) => index,
                 None => {
-                    rendered.push((s.audience, event.render(s.audience)));
-                    rendered.len() - 1
+                    let from = r.records.len();
+                    event.render_into(s.audience, &mut r.scratch, &mut r.records);
+                    r.audiences.push((s.audience, from..r.records.len()));
+                    r.audiences.len() - 1
                 }
             };
-            for record in &rendered[index].1 {
-                s.feed.offer(record.clone());
+            r.assigned.push(index);
+        }
+        // The last subscriber of an audience takes its records; those before it, copies
+        // (a copy shares the bytes).
+        for (i, s) in wanting().enumerate() {
+            let index = r.assigned[i];
+            let last = !r.assigned[i + 1..].contains(&index);
+            for record in &mut r.records[r.audiences[index].1.clone()] {
+                s.feed.offer(if last {
+                    std::mem::take(record)
+                } else {
+                    record.clone()
+                });
             }
         }
+        r.records.clear();
+        r.audiences.clear();
+        r.assigned.clear();
         let Some(kept) = &mut self.kept else {
             return;
         };

@@ -35,6 +35,7 @@ fn relay() -> (Relay, mpsc::UnboundedSender<Msg>) {
         subscribers: Vec::new(),
         replaced: Vec::new(),
         kept: Some(Kept::default()),
+        rendering: Rendering::default(),
     };
     (relay, tx)
 }
@@ -211,4 +212,65 @@ async fn subscribing_again_and_again_leaves_one_predecessor_and_one_record() {
         .filter(|e| matches!(e.event, Event::Subscribed { .. }))
         .count();
     assert_eq!(subscribed, 1);
+}
+
+/// Subscribers of one API share an event's rendering and a subscriber of the other gets its
+/// own: each gets its API's record, whether it took the rendered one or a copy of it.
+#[tokio::test]
+async fn each_subscriber_gets_its_apis_records_of_one_rendering() {
+    let (mut relay, tx) = relay();
+    let mut received_by = Vec::new();
+    for (name, api) in [
+        ("first", Api::Telemetry),
+        ("logs", Api::Logs),
+        ("second", Api::Telemetry),
+    ] {
+        let (addr, got) = listener(200, Duration::ZERO).await;
+        let subscription = match api {
+            Api::Telemetry => subscription(addr.port(), r#"["platform"]"#, 25),
+            Api::Logs => subscription::parse(
+                Api::Logs,
+                format!(
+                    r#"{{"schemaVersion":"2021-03-18","types":["platform"],"buffering":{{"timeoutMs":25}},
+                        "destination":{{"protocol":"HTTP","URI":"http://sandbox.localdomain:{}/l"}}}}"#,
+                    addr.port()
+                )
+                .as_bytes(),
+            )
+            .unwrap(),
+        };
+        tx.send(Msg::Subscribe {
+            name: name.into(),
+            subscription,
+        })
+        .unwrap();
+        received_by.push((name, got));
+    }
+    tx.send(Msg::Close).unwrap();
+    tx.send(Msg::Event(Stamped::now(Event::Start {
+        request_id: "r1".into(),
+        version: "$LATEST".into(),
+        trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5daa6532e6a1d4".into()),
+        span_id: Some("0123456789abcdef".into()),
+    })))
+    .unwrap();
+    drain(&mut relay);
+    let task = tokio::spawn(relay.run());
+    flush(&tx).await;
+    for (name, mut got) in received_by {
+        let starts: Vec<Value> = received(&mut got)
+            .into_iter()
+            .filter(|r| r["type"] == "platform.start")
+            .collect();
+        assert_eq!(starts.len(), 1, "{name}: {starts:?}");
+        let record = &starts[0]["record"];
+        assert_eq!(record["requestId"], "r1", "{name}");
+        // The Telemetry API's record carries the trace; the Logs API's does not.
+        assert_eq!(
+            record.get("tracing").is_some(),
+            name != "logs",
+            "{name}: {record}"
+        );
+    }
+    task.abort();
 }
