@@ -84,10 +84,7 @@ impl AsyncEvent {
 
     /// How the store finds it.
     fn key(&self) -> EventKey {
-        EventKey {
-            request_id: self.request_id().to_owned(),
-            seq: self.seq,
-        }
+        EventKey::new(self.request_id(), self.seq)
     }
 
     /// The request id returned with 202.

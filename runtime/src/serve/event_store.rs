@@ -47,10 +47,7 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// How its retries and its removal name it to the store.
     pub fn key(&self) -> EventKey {
-        EventKey {
-            request_id: self.request_id.clone(),
-            seq: self.seq,
-        }
+        EventKey::new(&self.request_id, self.seq)
     }
 }
 
@@ -67,6 +64,16 @@ pub struct EventKey {
     pub request_id: String,
     /// The store's key, if it gave one.
     pub seq: Option<i64>,
+}
+
+impl EventKey {
+    /// The key of the event `request_id`, with the store's own `seq` where it gave one.
+    pub fn new(request_id: &str, seq: Option<i64>) -> EventKey {
+        EventKey {
+            request_id: request_id.to_owned(),
+            seq,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -475,13 +475,6 @@ mod tests {
         }
     }
 
-    fn key(request_id: &str, seq: Option<i64>) -> EventKey {
-        EventKey {
-            request_id: request_id.into(),
-            seq,
-        }
-    }
-
     #[test]
     fn what_is_appended_is_pending_until_removed_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -494,14 +487,16 @@ mod tests {
                 seqs.iter().all(Option::is_some) && seqs.is_sorted(),
                 "in accept order: {seqs:?}"
             );
-            store.reschedule(&key("b", seqs[1]), 1, 99).unwrap();
-            store.remove(&[key("a", seqs[0])]).unwrap();
+            store
+                .reschedule(&EventKey::new("b", seqs[1]), 1, 99)
+                .unwrap();
+            store.remove(&[EventKey::new("a", seqs[0])]).unwrap();
             seqs
         };
         let mut store = SqliteStore::open(dir.path()).unwrap();
         let pending = store.pending().unwrap();
         assert_eq!(pending.len(), 2);
-        assert_eq!(pending[0].key(), key("b", seqs[1]));
+        assert_eq!(pending[0].key(), EventKey::new("b", seqs[1]));
         assert_eq!((pending[0].attempts, pending[0].due_ms), (1, 99));
         assert_eq!(
             pending[1],
@@ -553,8 +548,10 @@ mod tests {
             .unwrap();
         let c = store.append(&[event("c", 3)]).unwrap();
         assert_eq!(c[0], seqs[1], "SQLite reused the last rowid");
-        store.remove(&[key("b", seqs[1])]).unwrap();
-        store.reschedule(&key("b", seqs[1]), 2, 99).unwrap();
+        store.remove(&[EventKey::new("b", seqs[1])]).unwrap();
+        store
+            .reschedule(&EventKey::new("b", seqs[1]), 2, 99)
+            .unwrap();
         let pending = store.pending().unwrap();
         let ids: Vec<_> = pending.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
@@ -574,9 +571,9 @@ mod tests {
             .unwrap();
         let batch = crate::serve::event_store::Batch {
             appends: vec![event("new", 4), event("newer", 5)],
-            reschedules: vec![(key("retried", seqs[1]), 1, 50)],
+            reschedules: vec![(EventKey::new("retried", seqs[1]), 1, 50)],
             // One named without its seq (none should be): found by request id all the same.
-            removals: vec![key("done", None), key("kept", seqs[0])],
+            removals: vec![EventKey::new("done", None), EventKey::new("kept", seqs[0])],
         };
         let appended = store.commit(&batch).unwrap();
         assert_eq!(appended.len(), 2);
@@ -589,9 +586,9 @@ mod tests {
         assert_eq!(
             keys,
             [
-                key("retried", seqs[1]),
-                key("new", appended[0]),
-                key("newer", appended[1])
+                EventKey::new("retried", seqs[1]),
+                EventKey::new("new", appended[0]),
+                EventKey::new("newer", appended[1])
             ]
         );
         assert_eq!((pending[0].attempts, pending[0].due_ms), (1, 50));
