@@ -337,7 +337,7 @@ while True:
 "#;
 
 /// `platform.runtimeDone`'s spans split the runtime's time where Lambda does: a body that
-/// takes 600 ms to arrive is `responseDuration`, not `responseLatency`, and the second span
+/// takes 600 ms to arrive is mostly `responseDuration`, not `responseLatency`, and the second span
 /// starts where the first ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_response_sent_slowly_is_told_as_response_duration() {
@@ -372,7 +372,8 @@ async fn a_response_sent_slowly_is_told_as_response_duration() {
     assert_eq!(latency["name"], "responseLatency", "{done}");
     assert_eq!(duration["name"], "responseDuration", "{done}");
     let ms = |span: &Value| span["durationMs"].as_f64().unwrap();
-    assert!(ms(duration) >= 550.0, "the body took 600 ms: {done}");
+    // The body took 600 ms; a loaded machine may read its head late, never its end early.
+    assert!(ms(duration) >= 300.0, "the body took 600 ms: {done}");
     assert!(ms(latency) < ms(duration), "{done}");
     let at = |span: &Value| {
         let time = span["start"].as_str().unwrap();

@@ -32,6 +32,8 @@ use super::subscription::{Subscription, Types};
 use crate::logs::{LineTap, Source};
 use crate::sandbox::Control;
 
+/// The most the relay's rendering buffer keeps between events.
+const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
 /// Bytes of lines that may wait between the tap and the relay.
 const LINE_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of lines kept during init for subscribers still to come; platform events are always
@@ -238,7 +240,9 @@ struct Relay {
 /// buffer each record is written in first.
 #[derive(Debug, Default)]
 struct Rendering {
+    /// Where each record is written before it is copied out at its size.
     scratch: Vec<u8>,
+    /// The event's records, every audience's one after another.
     records: Vec<Bytes>,
     /// Each audience rendered, with where its records are in `records`.
     audiences: Vec<(Audience, std::ops::Range<usize>)>,
@@ -382,6 +386,11 @@ impl Relay {
         r.records.clear();
         r.audiences.clear();
         r.assigned.clear();
+        // One long line (256 KiB, up to six times that as JSON) must not stay held by every
+        // relay for its environment's life: the scratch keeps what an ordinary record needs.
+        if r.scratch.capacity() > SCRATCH_KEPT_BYTES {
+            r.scratch = Vec::new();
+        }
         let Some(kept) = &mut self.kept else {
             return;
         };

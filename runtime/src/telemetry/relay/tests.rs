@@ -215,7 +215,8 @@ async fn subscribing_again_and_again_leaves_one_predecessor_and_one_record() {
 }
 
 /// Subscribers of one API share an event's rendering and a subscriber of the other gets its
-/// own: each gets its API's record, whether it took the rendered one or a copy of it.
+/// own: each gets its API's records, whether it took the rendered ones or copies of them,
+/// also where one event is several records for one API and one for the other.
 #[tokio::test]
 async fn each_subscriber_gets_its_apis_records_of_one_rendering() {
     let (mut relay, tx) = relay();
@@ -254,22 +255,45 @@ async fn each_subscriber_gets_its_apis_records_of_one_rendering() {
         span_id: Some("0123456789abcdef".into()),
     })))
     .unwrap();
+    tx.send(Msg::Event(Stamped::now(Event::RuntimeDone {
+        request_id: "r1".into(),
+        status: crate::invoke::Status::Success,
+        duration: Duration::from_millis(3),
+        produced_bytes: Some(2),
+        spans: Vec::new(),
+        fault: None,
+    })))
+    .unwrap();
     drain(&mut relay);
     let task = tokio::spawn(relay.run());
     flush(&tx).await;
     for (name, mut got) in received_by {
-        let starts: Vec<Value> = received(&mut got)
+        let records: Vec<Value> = received(&mut got)
             .into_iter()
-            .filter(|r| r["type"] == "platform.start")
+            .filter(|r| r["record"]["requestId"] == "r1")
             .collect();
-        assert_eq!(starts.len(), 1, "{name}: {starts:?}");
-        let record = &starts[0]["record"];
-        assert_eq!(record["requestId"], "r1", "{name}");
-        // The Telemetry API's record carries the trace; the Logs API's does not.
+        let types: Vec<&str> = records
+            .iter()
+            .map(|r| r["type"].as_str().unwrap())
+            .collect();
+        // The Logs API's runtimeDone (schema 2021-03-18) is followed by its platform.end.
+        let expected: &[&str] = match name {
+            "logs" => &["platform.start", "platform.runtimeDone", "platform.end"],
+            _ => &["platform.start", "platform.runtimeDone"],
+        };
+        assert_eq!(types, expected, "{name}: {records:?}");
+        // The Telemetry API's records carry the trace and the metrics; the Logs API's not.
+        let start = &records[0]["record"];
         assert_eq!(
-            record.get("tracing").is_some(),
+            start.get("tracing").is_some(),
             name != "logs",
-            "{name}: {record}"
+            "{name}: {start}"
+        );
+        let done = &records[1]["record"];
+        assert_eq!(
+            done.get("metrics").is_some(),
+            name != "logs",
+            "{name}: {done}"
         );
     }
     task.abort();
