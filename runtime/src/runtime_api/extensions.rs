@@ -273,6 +273,11 @@ impl Extensions {
         !self.launched.is_empty() || !self.registered.is_empty()
     }
 
+    /// Whether any extension is registered for `INVOKE`.
+    pub fn any_for_invoke(&self) -> bool {
+        self.registered.iter().any(|e| e.invoke)
+    }
+
     /// Whether an external extension was launched.
     pub fn any_external(&self) -> bool {
         !self.launched.is_empty()
