@@ -69,6 +69,7 @@ impl Sandbox for ProcessSandbox {
             }),
             reaped: Arc::new(AtomicBool::new(false)),
             extension_pids,
+            status: Mutex::new(None),
         };
         // With extensions, the runtime waits until they have registered, as on Lambda
         // (`release_runtime`); without, it starts now, so that a bootstrap that cannot be
@@ -149,6 +150,10 @@ struct ProcessControl {
     reaped: Arc<AtomicBool>,
     /// Each external extension leads a process group of its own.
     extension_pids: Vec<i32>,
+    /// The runtime's `/proc/PID/status`, opened at the first reading of its peak memory and
+    /// kept: it is read at the end of every invocation, and an open file stays the runtime's
+    /// (once it has exited, reads fail rather than show a process that took its pid).
+    status: Mutex<Option<std::fs::File>>,
 }
 
 /// Where the runtime process is in its life.
@@ -254,11 +259,31 @@ impl Control for ProcessControl {
         if self.reaped.load(Ordering::Acquire) {
             return None;
         }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_none() {
+            *status = std::fs::File::open(format!("/proc/{pid}/status")).ok();
+        }
+        // One read from the start: procfs files have no size to read by, and reading to the
+        // end grows a buffer from 32 bytes, a read per doubling (8 for a status file).
+        let mut text = [0u8; 8192];
+        let read = std::os::unix::fs::FileExt::read_at(status.as_ref()?, &mut text, 0).ok()?;
+        peak_memory_bytes(&text[..read])
     }
+}
+
+/// `VmHWM` (the peak resident set) of a `/proc/PID/status` text, in bytes.
+fn peak_memory_bytes(status: &[u8]) -> Option<u64> {
+    // By line, as bytes: the process's name (first line) may be anything.
+    let line = status
+        .split(|&b| b == b'\n')
+        .find(|l| l.starts_with(b"VmHWM:"))?;
+    let kb: u64 = std::str::from_utf8(line)
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// "no such file or directory", as Go's os/exec words it in Lambda's messages.
@@ -271,5 +296,19 @@ pub(crate) fn go_style_reason(e: &std::io::Error) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_is_read_from_a_status_whatever_the_processs_name() {
+        let status = std::fs::read("/proc/self/status").unwrap();
+        assert!(peak_memory_bytes(&status).unwrap() > 0);
+        let named = b"Name:\t\xff\xfe\nVmPeak:\t  9000 kB\nVmHWM:\t    4288 kB\nVmRSS:\t 4000 kB\n";
+        assert_eq!(peak_memory_bytes(named), Some(4288 * 1024));
+        assert_eq!(peak_memory_bytes(b"Name:\tx\nVmRSS:\t 1 kB\n"), None);
     }
 }
