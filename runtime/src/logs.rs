@@ -44,6 +44,14 @@ const MAX_LINE_BYTES: usize = 256 * 1024;
 pub trait LogSink: Send + Sync + fmt::Debug {
     /// One line, without its newline.
     fn line(&self, line: &[u8]);
+
+    /// Several lines written together (an invocation's `END` and `REPORT`): a sink that
+    /// writes each line with a syscall of its own writes them with one.
+    fn lines(&self, lines: &[&[u8]]) {
+        for line in lines {
+            self.line(line);
+        }
+    }
 }
 
 /// Writes lines to the process's stderr, as `lamina invoke` shows them.
@@ -52,18 +60,25 @@ pub struct StderrSink;
 
 impl LogSink for StderrSink {
     fn line(&self, line: &[u8]) {
-        stderr_line(b"", line);
+        stderr_lines(b"", &[line]);
+    }
+
+    fn lines(&self, lines: &[&[u8]]) {
+        stderr_lines(b"", lines);
     }
 }
 
-/// Writes `prefix`, `line` and a newline to stderr in one write (stderr is unbuffered, and
-/// other threads write there too). A closed stderr must not take the host down: the log line
-/// is simply lost.
-fn stderr_line(prefix: &[u8], line: &[u8]) {
-    let mut out = Vec::with_capacity(prefix.len() + line.len() + 1);
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(line);
-    out.push(b'\n');
+/// Writes each of `lines` with `prefix` before it and a newline after it to stderr, in one
+/// write (stderr is unbuffered, and other threads write there too). A closed stderr must not
+/// take the host down: the log lines are simply lost.
+fn stderr_lines(prefix: &[u8], lines: &[&[u8]]) {
+    let size = lines.iter().map(|l| prefix.len() + l.len() + 1).sum();
+    let mut out = Vec::with_capacity(size);
+    for line in lines {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
 }
 
@@ -85,7 +100,11 @@ impl NamedStderrSink {
 
 impl LogSink for NamedStderrSink {
     fn line(&self, line: &[u8]) {
-        stderr_line(&self.prefix, line);
+        stderr_lines(&self.prefix, &[line]);
+    }
+
+    fn lines(&self, lines: &[&[u8]]) {
+        stderr_lines(&self.prefix, lines);
     }
 }
 
@@ -320,10 +339,8 @@ impl LogPump {
     /// has written so far.
     pub(crate) fn platform(&self, lines: &[&PlatformLine<'_>]) {
         let written = self.format.lines(lines);
-        let mut drained = self.drained();
-        for line in &written {
-            drained.tee.line(line.as_bytes());
-        }
+        let lines: Vec<&[u8]> = written.iter().map(|l| l.as_bytes()).collect();
+        self.drained().tee.lines(&lines);
     }
 
     /// Writes an invocation's `START` line; with `keep_tail`, from it on lines are also kept
@@ -424,6 +441,19 @@ impl Tee {
     /// Any line: the platform's, or output.
     fn line(&mut self, line: &[u8]) {
         self.sink.line(line);
+        self.keep(line);
+    }
+
+    /// Platform lines written together.
+    fn lines(&mut self, lines: &[&[u8]]) {
+        self.sink.lines(lines);
+        for line in lines {
+            self.keep(line);
+        }
+    }
+
+    /// `line` in the tail, when one is kept.
+    fn keep(&mut self, line: &[u8]) {
         if let Some(tail) = &mut self.tail {
             tail.extend_from_slice(line);
             tail.push(b'\n');
@@ -722,5 +752,51 @@ mod tests {
             ]
         );
         assert_eq!(sink.lines().len(), 6);
+    }
+
+    /// Counts the sink's writes: a call to `line` or `lines` is one.
+    #[derive(Debug, Default)]
+    struct Writes(Mutex<Vec<Vec<String>>>);
+
+    impl LogSink for Writes {
+        fn line(&self, line: &[u8]) {
+            self.lines(&[line]);
+        }
+
+        fn lines(&self, lines: &[&[u8]]) {
+            let lines = lines
+                .iter()
+                .map(|l| String::from_utf8_lossy(l).into_owned());
+            self.0.lock().unwrap().push(lines.collect());
+        }
+    }
+
+    #[test]
+    fn an_invocations_end_and_report_are_one_write_and_both_in_its_tail() {
+        let sink = Arc::new(Writes::default());
+        let pump = LogSetup::new(sink.clone(), Arc::new(TextFormat))
+            .start(None, None)
+            .unwrap();
+        pump.start(&start_line("r1"), true);
+        let report = Report {
+            request_id: "r1",
+            duration: Duration::from_millis(1),
+            init: None,
+            memory_mb: 128,
+            max_memory_mb: 5,
+            status: Status::Success,
+            failure: None,
+        };
+        pump.platform(&[&end_line("r1"), &report.line()]);
+        let writes = sink.0.lock().unwrap().clone();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert_eq!(writes[1].len(), 2, "{writes:?}");
+        assert!(writes[1][0].starts_with("END RequestId: r1"), "{writes:?}");
+        assert!(
+            writes[1][1].starts_with("REPORT RequestId: r1"),
+            "{writes:?}"
+        );
+        let tail = String::from_utf8(pump.tail_end().to_vec()).unwrap();
+        assert_eq!(tail.lines().count(), 3, "{tail}");
     }
 }
