@@ -302,41 +302,48 @@ async fn handle(
         Route::Next => call(&calls, ApiCall::Next)
             .await
             .map(NextEvent::into_response),
-        Route::Response(request_id) => match (Instant::now(), read_body(req).await) {
-            (began, Ok(body)) => {
-                call(&calls, |reply| ApiCall::Response {
-                    request_id,
-                    body,
-                    began,
-                    reply,
-                })
-                .await
+        Route::Response(request_id) => {
+            // Before the body: a runtime that sends it slowly is in responseDuration.
+            let began = Instant::now();
+            match read_body(req).await {
+                Ok(body) => {
+                    call(&calls, |reply| ApiCall::Response {
+                        request_id,
+                        body,
+                        began,
+                        reply,
+                    })
+                    .await
+                }
+                Err(BodyError::TooLarge(_)) => {
+                    call(&calls, |reply| ApiCall::ResponseTooLarge {
+                        request_id,
+                        reply,
+                    })
+                    .await
+                }
+                Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
             }
-            (_, Err(BodyError::TooLarge(_))) => {
-                call(&calls, |reply| ApiCall::ResponseTooLarge {
-                    request_id,
-                    reply,
-                })
-                .await
-            }
-            (_, Err(BodyError::Broken(_))) => Err(ApiError::truncated()),
+            .map(|()| wire::accepted())
         }
-        .map(|()| wire::accepted()),
-        Route::Error(request_id) => match (Instant::now(), read_body(req).await) {
-            (began, Ok(body)) => {
-                call(&calls, |reply| ApiCall::Error {
-                    request_id,
-                    error_type,
-                    body,
-                    began,
-                    reply,
-                })
-                .await
+        Route::Error(request_id) => {
+            let began = Instant::now();
+            match read_body(req).await {
+                Ok(body) => {
+                    call(&calls, |reply| ApiCall::Error {
+                        request_id,
+                        error_type,
+                        body,
+                        began,
+                        reply,
+                    })
+                    .await
+                }
+                Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
+                Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
             }
-            (_, Err(BodyError::TooLarge(_))) => Err(ApiError::too_large()),
-            (_, Err(BodyError::Broken(_))) => Err(ApiError::truncated()),
+            .map(|()| wire::accepted())
         }
-        .map(|()| wire::accepted()),
         Route::InitError => match read_body(req).await {
             Ok(body) => {
                 call(&calls, |reply| ApiCall::InitError {

@@ -730,16 +730,13 @@ impl Env {
         );
         self.telemetry
             .start(&invocation.request_id, &invocation.trace_id);
-        // Extensions registered for INVOKE learn of it together with the runtime (the event
-        // is built only for them: most functions have none, and this runs every invocation).
-        if self.extensions.any_for_invoke() {
-            self.extensions.invoke(&ExtensionEvent::Invoke {
-                request_id: event.request_id.clone(),
-                deadline_ms,
-                function_arn: event.function_arn.clone(),
-                trace_id: Some(event.trace_id.clone()).filter(|t| !t.is_empty()),
-            });
-        }
+        // Extensions registered for INVOKE learn of it together with the runtime.
+        self.extensions.invoke(|| ExtensionEvent::Invoke {
+            request_id: event.request_id.clone(),
+            deadline_ms,
+            function_arn: event.function_arn.clone(),
+            trace_id: Some(event.trace_id.clone()).filter(|t| !t.is_empty()),
+        });
         // If the runtime hung up before this answer reached it, the invocation stays in flight
         // and its deadline ends it: an event is handed over once, never twice.
         let _ = reply.send(Ok(event));

@@ -273,11 +273,6 @@ impl Extensions {
         !self.launched.is_empty() || !self.registered.is_empty()
     }
 
-    /// Whether any extension is registered for `INVOKE`.
-    pub fn any_for_invoke(&self) -> bool {
-        self.registered.iter().any(|e| e.invoke)
-    }
-
     /// Whether an external extension was launched.
     pub fn any_external(&self) -> bool {
         !self.launched.is_empty()
@@ -577,9 +572,15 @@ impl Extensions {
             .all(|l| self.registered.iter().any(|e| &e.name == l))
     }
 
-    /// Hands an invocation to every extension registered for `INVOKE`.
-    pub fn invoke(&mut self, event: &ExtensionEvent) {
-        for extension in self.registered.iter_mut().filter(|e| e.invoke) {
+    /// Hands an invocation to every extension registered for `INVOKE`. The event is built
+    /// only when there is one: this runs at every invocation, and most functions have none.
+    pub fn invoke(&mut self, event: impl FnOnce() -> ExtensionEvent) {
+        let mut wanting = self.registered.iter_mut().filter(|e| e.invoke).peekable();
+        if wanting.peek().is_none() {
+            return;
+        }
+        let event = event();
+        for extension in wanting {
             match extension.parked.take() {
                 Some(reply) => {
                     let _ = reply.send(Ok(event.clone()));
@@ -818,7 +819,7 @@ mod tests {
             function_arn: "arn".into(),
             trace_id: Some("Root=1".into()),
         };
-        ext.invoke(&event);
+        ext.invoke(|| event.clone());
         assert_eq!(a_next.try_recv().unwrap().unwrap(), event);
         assert!(b_next.try_recv().is_err(), "b did not ask for INVOKE");
         assert!(!ext.invoke_done());
@@ -843,7 +844,7 @@ mod tests {
             function_arn: "arn".into(),
             trace_id: None,
         };
-        ext.invoke(&event);
+        ext.invoke(|| event.clone());
         assert!(!ext.invoke_done());
         let (changed, mut answer) = next(&mut ext, Some(&a.id));
         assert!(!changed);

@@ -250,7 +250,7 @@ impl Stamped {
     /// envelope.
     pub fn render(&self, audience: Audience) -> Vec<Bytes> {
         let mut out = Vec::new();
-        self.render_into(audience, &mut Vec::new(), &mut out);
+        self.render_into(audience, &mut one_off_scratch(), &mut out);
         out
     }
 
@@ -458,7 +458,7 @@ impl Stamped {
                 version,
                 ..
             } => envelope(
-                &mut Vec::new(),
+                &mut one_off_scratch(),
                 Timestamp(self.time),
                 "platform.start",
                 &StartRecord {
@@ -517,6 +517,12 @@ struct Envelope<'a, R: ?Sized> {
     #[serde(rename = "type")]
     kind: &'a str,
     record: &'a R,
+}
+
+/// A scratch buffer for a render that keeps none (the function's JSON log, a replay), sized
+/// for a record rather than grown to one from a few bytes.
+fn one_off_scratch() -> Vec<u8> {
+    Vec::with_capacity(1024)
 }
 
 /// One envelope's JSON, written in `scratch` (which keeps its capacity from record to record)
