@@ -24,7 +24,9 @@
 //!   Runs alternate too, the first of each pair in turn (without, with; with, without; …), so
 //!   that a machine speeding up or slowing down over the run weighs on both alike. Two figures:
 //!   the ratio of each case's mean, and the median of the rounds' ratios (each of a pair run
-//!   back to back), which one round on a machine briefly slowed by its neighbours moves least.
+//!   back to back), which one round on a machine briefly slowed by its neighbours moves least;
+//!   beside them the lowest and highest of the rounds' ratios, the noise they are read against
+//!   (on this VM 10 s of the same load can run 10 % faster or slower than the 10 s before).
 //!   Where the difference goes is printed beside it: the CPU time per invocation of `lamina
 //!   serve` itself and of the subscribers (from /proc), and how many of the records due (3 per
 //!   invocation: `platform.start`, `platform.runtimeDone`, `platform.report`) arrived, and how
@@ -130,12 +132,13 @@ fn main() {
     }
     println!("  (b) 8 connections, without and with one telemetry subscriber:");
     println!(
-        "  {:<8} {:>11} {:>11} {:>6} {:>6} {:>15} {:>15} {:>15} {:>9} {:>9}",
+        "  {:<8} {:>11} {:>11} {:>6} {:>6} {:>13} {:>15} {:>15} {:>15} {:>9} {:>9}",
         "sandbox",
         "without",
         "with",
         "ratio",
         "median",
+        "rounds",
         "lamina CPU/inv",
         "+ telemetry",
         "subscribers",
@@ -144,12 +147,13 @@ fn main() {
     );
     for f in &figures {
         println!(
-            "  {:<8} {:>9.0}/s {:>9.0}/s {:>6.3} {:>6.3} {:>12.1} µs {:>12.1} µs {:>12.1} µs {:>8.1}% {:>8.1}%",
+            "  {:<8} {:>9.0}/s {:>9.0}/s {:>6.3} {:>6.3} {:>13} {:>12.1} µs {:>12.1} µs {:>12.1} µs {:>8.1}% {:>8.1}%",
             f.backend,
             f.plain.per_second,
             f.telemetry.per_second,
             f.telemetry.per_second / f.plain.per_second,
             median(&f.round_ratios),
+            spread(&f.round_ratios),
             f.plain.lamina_cpu_us,
             f.telemetry.lamina_cpu_us,
             f.telemetry.subscribers_cpu_us,
@@ -159,7 +163,8 @@ fn main() {
     }
     println!(
         "  targets: (a) Δ p50 ≤ 100 µs; (b) ratio ≥ 0.90 (\"ratio\": of the means; \"median\": \
-         of the rounds' ratios, each of a pair run back to back). \"records\": of those due (3 per \
+         of the rounds' ratios, each of a pair run back to back; \"rounds\": the lowest and the \
+         highest of them, this machine's noise). \"records\": of those due (3 per \
          invocation), the share the subscribers received by their SHUTDOWN, and the share \
          platform.logsDropped said was dropped"
     );
@@ -289,9 +294,11 @@ fn bench_backend(
     }
     round_ratios.sort_by(f64::total_cmp);
     println!(
-        "    with / without: {:.3} of the means, {:.3} the median of the rounds' (target ≥ 0.90)",
+        "    with / without: {:.3} of the means, {:.3} the median of the rounds' ({:.3} to {:.3}; target ≥ 0.90)",
         telemetry.per_second / plain.per_second,
-        median(&round_ratios)
+        median(&round_ratios),
+        round_ratios.first().copied().unwrap_or(f64::NAN),
+        round_ratios.last().copied().unwrap_or(f64::NAN)
     );
     let logs = server.stop();
     // "lamina-test-telemetry received N dropped M", one line per subscriber.
@@ -678,6 +685,14 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// "lowest–highest" of sorted `values`.
+fn spread(values: &[f64]) -> String {
+    match (values.first(), values.last()) {
+        (Some(low), Some(high)) => format!("{low:.3}–{high:.3}"),
+        _ => "-".into(),
+    }
 }
 
 /// The median of sorted `values` (the mean of the middle two for an even count).
