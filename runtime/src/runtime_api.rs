@@ -256,8 +256,7 @@ async fn handle(
             })
             .await
             .map(|()| wire::json_response(http::StatusCode::OK, r#""OK""#.to_owned())),
-            Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
-            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+            Err(e) => Err(e.into()),
         },
         Route::ExtensionRegister => {
             let name = header(extensions::NAME).unwrap_or_default();
@@ -273,8 +272,7 @@ async fn handle(
                 })
                 .await
                 .map(extensions::Registered::into_response),
-                Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
-                Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+                Err(e) => Err(e.into()),
             }
         }
         Route::ExtensionNext => call(&calls, |reply| {
@@ -322,7 +320,7 @@ async fn handle(
                     })
                     .await
                 }
-                Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+                Err(e) => Err(e.into()),
             }
             .map(|()| wire::accepted())
         }
@@ -339,8 +337,7 @@ async fn handle(
                     })
                     .await
                 }
-                Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
-                Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+                Err(e) => Err(e.into()),
             }
             .map(|()| wire::accepted())
         }
@@ -353,8 +350,7 @@ async fn handle(
                 })
                 .await
             }
-            Err(BodyError::TooLarge(_)) => Err(ApiError::too_large()),
-            Err(BodyError::Broken(_)) => Err(ApiError::truncated()),
+            Err(e) => Err(e.into()),
         }
         .map(|()| wire::accepted()),
     };

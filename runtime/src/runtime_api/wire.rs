@@ -6,6 +6,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::json;
 
+use crate::body::BodyError;
+
 /// `Lambda-Runtime-Aws-Request-Id`
 pub const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
 /// `Lambda-Runtime-Deadline-Ms`
@@ -165,6 +167,16 @@ impl ApiError {
     pub(crate) fn into_response(self) -> Response<Body> {
         let body = json!({ "errorMessage": self.message, "errorType": self.error_type });
         json_response(self.status, body.to_string())
+    }
+}
+
+impl From<BodyError> for ApiError {
+    /// A body the API could not read: over the payload limit, or cut off.
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(_) => ApiError::too_large(),
+            BodyError::Broken(_) => ApiError::truncated(),
+        }
     }
 }
 

@@ -310,6 +310,26 @@ impl Committer {
     }
 }
 
+/// Answers each waiting append with its key, in order. One key per append is the store's
+/// contract; a store that broke it says so to the callers it left without a key (their events
+/// may be stored: a client that sends again gets at-least-once), not "the writer has stopped".
+fn answer_appends(
+    waiting: Vec<oneshot::Sender<Result<Option<i64>, StoreError>>>,
+    keys: Vec<Option<i64>>,
+) {
+    let (asked, answered) = (waiting.len(), keys.len());
+    if asked != answered {
+        tracing::error!("the event store answered {answered} keys for {asked} accepted events");
+    }
+    let mut keys = keys.into_iter();
+    for done in waiting {
+        let _ = done.send(keys.next().ok_or_else(|| StoreError {
+            place: "writer".into(),
+            reason: format!("the store answered {answered} keys for {asked} events"),
+        }));
+    }
+}
+
 /// Applies one batch in one transaction (one sync for every write that arrived together);
 /// the appends' callers learn the outcome. Should the whole fail, the appends are tried on
 /// their own, so that a retry or removal the store refuses never costs a caller its `202`;
@@ -361,24 +381,7 @@ fn commit(store: &mut impl EventStore, writes: Vec<Write>) {
         tracing::error!("{e}: {} accepted events refused", batch.appends.len());
     }
     match appended {
-        Ok(keys) => {
-            // One key per append, in order, is the store's contract. A store that broke it
-            // says so to the callers it left without a key (their events may be stored: a
-            // client that sends again gets at-least-once), not "the writer has stopped".
-            let (asked, answered) = (waiting.len(), keys.len());
-            if asked != answered {
-                tracing::error!(
-                    "the event store answered {answered} keys for {asked} accepted events"
-                );
-            }
-            let mut keys = keys.into_iter();
-            for done in waiting {
-                let _ = done.send(keys.next().ok_or_else(|| StoreError {
-                    place: "writer".into(),
-                    reason: format!("the store answered {answered} keys for {asked} events"),
-                }));
-            }
-        }
+        Ok(keys) => answer_appends(waiting, keys),
         Err(e) => {
             for done in waiting {
                 let _ = done.send(Err(e.clone()));
@@ -408,49 +411,11 @@ fn commit(store: &mut impl EventStore, writes: Vec<Write>) {
 mod tests {
     use super::*;
 
-    /// A store that keeps nothing and answers one key too few.
-    struct OneKeyShort;
-
-    impl EventStore for OneKeyShort {
-        fn append(&mut self, events: &[StoredEvent]) -> Result<Vec<Option<i64>>, StoreError> {
-            Ok((1..events.len() as i64).map(Some).collect())
-        }
-        fn reschedule(&mut self, _: &EventKey, _: u32, _: u64) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn remove(&mut self, _: &[EventKey]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn pending(&mut self) -> Result<Vec<StoredEvent>, StoreError> {
-            Ok(Vec::new())
-        }
-    }
-
-    fn event(request_id: &str) -> StoredEvent {
-        StoredEvent {
-            request_id: request_id.into(),
-            function: "f".into(),
-            payload: Bytes::from_static(b"{}"),
-            client_context: None,
-            trace_id: None,
-            accepted_ms: 0,
-            attempts: 0,
-            due_ms: 0,
-            seq: None,
-        }
-    }
-
     #[test]
     fn an_append_the_store_gave_no_key_is_told_so_and_the_others_get_theirs() {
         let (first, first_rx) = oneshot::channel();
         let (second, second_rx) = oneshot::channel();
-        commit(
-            &mut OneKeyShort,
-            vec![
-                Write::Append(event("a"), first),
-                Write::Append(event("b"), second),
-            ],
-        );
+        answer_appends(vec![first, second], vec![Some(1)]);
         assert_eq!(first_rx.blocking_recv().unwrap().unwrap(), Some(1));
         let error = second_rx.blocking_recv().unwrap().unwrap_err();
         assert_eq!(
