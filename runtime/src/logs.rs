@@ -143,7 +143,11 @@ pub(crate) struct LogPump {
     /// How platform lines are written.
     format: Arc<dyn PlatformFormat>,
     /// The runtime's pipe and the extensions' (when they have one of their own), each
-    /// with whose output it carries.
+    /// with whose output it carries. Before each platform line only the runtime's is read,
+    /// so that the line comes after what the runtime wrote before it: an extension runs
+    /// beside the invocations, not within them, Lambda orders its lines against none of the
+    /// platform's, and reading its pipe there too cost two syscalls an invocation that all but
+    /// always found it empty. Its pump task reads it as it is written.
     pipes: Vec<(Source, Arc<pipe::Receiver>)>,
     /// Dropped with the pump: the pump tasks then drain the pipes a last time and end.
     _closed: Option<tokio::sync::watch::Sender<()>>,
@@ -367,14 +371,20 @@ impl LogPump {
         bytes::Bytes::from(tail)
     }
 
-    /// The lines, locked, with what the pipe holds now in them. A partial line stays
-    /// buffered: a runtime may be between two writes of one line right now (formatting macros
-    /// write in pieces), and a platform line must not cut it in two. Once the pipe is at its
-    /// end (the runtime and everything it started are gone), a last partial line is whole.
+    /// The lines, locked, with what the runtime's pipe holds now in them. A partial line
+    /// stays buffered: a runtime may be between two writes of one line right now (formatting
+    /// macros write in pieces), and a platform line must not cut it in two. Once the pipe is
+    /// at its end (the runtime and everything it started are gone), a last partial line is
+    /// whole.
     fn drained(&self) -> std::sync::MutexGuard<'_, Lines> {
+        self.drained_of(&[Source::Function])
+    }
+
+    /// [`LogPump::drained`] for the pipes of `sources`.
+    fn drained_of(&self, sources: &[Source]) -> std::sync::MutexGuard<'_, Lines> {
         let mut lines = lock(&self.lines);
         let mut buf = [0u8; 4096];
-        for (source, rx) in &self.pipes {
+        for (source, rx) in self.pipes.iter().filter(|(s, _)| sources.contains(s)) {
             if !drain(*source, rx, &mut buf, &mut lines) {
                 lines.finish(*source);
             }
@@ -382,9 +392,9 @@ impl LogPump {
         lines
     }
 
-    /// Brings everything the runtime has written so far into the sink.
+    /// Brings everything the runtime and the extensions have written so far into the sink.
     pub(crate) fn flush(&self) {
-        drop(self.drained());
+        drop(self.drained_of(&[Source::Function, Source::Extension]));
     }
 
     /// Where telemetry sets its tap.

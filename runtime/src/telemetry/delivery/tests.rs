@@ -141,6 +141,48 @@ async fn max_bytes_closes_a_batch() {
     assert_eq!(lines(&batch), ["line 0", "line 1"]);
 }
 
+/// A record of exactly `len` bytes, numbered `n`.
+fn sized(n: usize, len: usize) -> Bytes {
+    let text = format!(r#"{{"time":"t","type":"function","record":"line {n} "#);
+    Bytes::from(format!("{text}{}\"}}", "x".repeat(len - text.len() - 2)))
+}
+
+/// Under a `maxBytes` above [`EAGER_BATCH_BYTES`], a batch goes out at that many bytes when
+/// none is in flight, not at `maxBytes` nor after the timer; what piles up while it is in
+/// flight goes out next as one batch, past [`EAGER_BATCH_BYTES`], up to `maxBytes`.
+#[tokio::test]
+async fn a_batch_goes_out_at_64_kib_short_of_a_larger_max_bytes_and_grows_while_one_is_in_flight() {
+    // The listener answers after 150 ms, within `quick`'s timeout of 300 ms.
+    let (addr, mut got) = listener(200, Duration::from_millis(150)).await;
+    let (feed, _task) = feed_to(http(addr), small(10_000, 256 * 1024, 60_000));
+    let kib = 64;
+    for n in 0..kib - 1 {
+        assert!(feed.offer(sized(n, 1024)));
+    }
+    let early = tokio::time::timeout(Duration::from_millis(500), got.recv()).await;
+    assert!(
+        early.is_err(),
+        "a batch short of 64 KiB went out: {early:?}"
+    );
+    assert!(feed.offer(sized(kib - 1, 1024)));
+    // The first batch is in flight: these wait for it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in kib..kib + 150 {
+        assert!(feed.offer(sized(n, 1024)));
+    }
+    let (_, first) = tokio::time::timeout(Duration::from_secs(5), got.recv())
+        .await
+        .expect("a batch at 64 KiB, not after the 60 s timer")
+        .unwrap();
+    assert_eq!(first.len(), kib, "{:?}", lines(&first).last());
+    let (_, second) = tokio::time::timeout(Duration::from_secs(5), got.recv())
+        .await
+        .expect("what piled up, at once after the first")
+        .unwrap();
+    assert_eq!(second.len(), 150, "{:?}", lines(&second).last());
+    assert!(lines(&second)[149].starts_with(&format!("line {} ", kib + 149)));
+}
+
 #[tokio::test]
 async fn a_full_buffer_drops_without_waiting_and_says_so_next_time() {
     // The listener takes 400 ms per batch: the buffer (two batches of 3 records) fills
@@ -194,10 +236,6 @@ async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
     // batches, 300): the first two go out at once, by size, though they stop short of 150 (the
     // timer is a minute away); the third and fourth make the next batch, at once too; the
     // fifth does not fit the buffer, and is refused and told.
-    let sized = |n: usize, len: usize| {
-        let text = format!(r#"{{"time":"t","type":"function","record":"line {n} "#);
-        Bytes::from(format!("{text}{}\"}}", "x".repeat(len - text.len() - 2)))
-    };
     let (feed, _task) = feed_to(http(addr), small(1000, 150, 60_000));
     let accepted: Vec<bool> = [(0, 50), (1, 60), (2, 70), (3, 80), (4, 90)]
         .into_iter()
