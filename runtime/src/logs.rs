@@ -764,6 +764,28 @@ mod tests {
         assert_eq!(sink.lines().len(), 6);
     }
 
+    /// Before a platform line only the runtime's pipe is read; the extensions' is read by its
+    /// pump task, and by a flush (the environment's last, at shutdown) with the runtime's.
+    #[tokio::test]
+    async fn a_platform_line_reads_the_runtimes_pipe_and_a_flush_the_extensions_too() {
+        let sink = Arc::new(MemorySink::default());
+        let (runtime_end, runtime_write) = nix::unistd::pipe().unwrap();
+        let (extension_end, extension_write) = nix::unistd::pipe().unwrap();
+        let pump = LogSetup::new(sink.clone(), Arc::new(TextFormat))
+            .start(Some(runtime_end), Some(extension_end))
+            .unwrap();
+        nix::unistd::write(&runtime_write, b"from the runtime\n").unwrap();
+        nix::unistd::write(&extension_write, b"from an extension\n").unwrap();
+        // Nothing is awaited: on this single-threaded runtime the pump tasks have not run.
+        pump.start(&start_line("r1"), false);
+        let lines = sink.lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0], "from the runtime");
+        assert!(lines[1].starts_with("START RequestId: r1"), "{lines:?}");
+        pump.flush();
+        assert_eq!(sink.lines()[2..], ["from an extension"]);
+    }
+
     /// Counts the sink's writes: a call to `line` or `lines` is one.
     #[derive(Debug, Default)]
     struct Writes(Mutex<Vec<Vec<String>>>);
