@@ -294,11 +294,10 @@ fn bench_backend(
     }
     round_ratios.sort_by(f64::total_cmp);
     println!(
-        "    with / without: {:.3} of the means, {:.3} the median of the rounds' ({:.3} to {:.3}; target ≥ 0.90)",
+        "    with / without: {:.3} of the means, {:.3} the median of the rounds' ({}; target ≥ 0.90)",
         telemetry.per_second / plain.per_second,
         median(&round_ratios),
-        round_ratios.first().copied().unwrap_or(f64::NAN),
-        round_ratios.last().copied().unwrap_or(f64::NAN)
+        spread(&round_ratios)
     );
     let logs = server.stop();
     // "lamina-test-telemetry received N dropped M", one line per subscriber.
