@@ -27,7 +27,7 @@
 //! lines' lock, tagged with its [`Source`]. Without a tap nothing more happens per line.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -80,6 +80,37 @@ fn stderr_lines(prefix: &[u8], lines: &[&[u8]]) {
         out.push(b'\n');
     }
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
+}
+
+/// What a pipe on a server's stderr is grown to: Linux's default `pipe-max-size`, 16 times
+/// the 64 KiB a pipe starts with.
+const STDERR_PIPE_BYTES: usize = 1024 * 1024;
+
+/// Grows the pipe on lamina's stderr, when it is one, to 1 MiB. A server's function logs are
+/// written where they happen, on the async workers; a reader that falls behind by more than the
+/// pipe holds (`| tee`, a supervisor's log collector, the benchmarks' own reader), even for the
+/// few milliseconds it is off the CPU under load, would hold every invocation up until it
+/// catches up: with 64 KiB that is about 10 ms of START/END/REPORT lines at 13,000 invocations
+/// a second (docs/design/007, "What telemetry costs"). Returns the pipe's size after, `None`
+/// when stderr is not a pipe; a refusal (a user past its pipe quota) leaves the pipe as it was.
+pub fn widen_stderr_pipe() -> Option<usize> {
+    widen_pipe(std::io::stderr().as_fd(), STDERR_PIPE_BYTES)
+}
+
+/// Grows the pipe `fd` to at least `bytes` (never shrinks it); its size after, `None` when
+/// `fd` is not a pipe.
+fn widen_pipe(fd: BorrowedFd<'_>, bytes: usize) -> Option<usize> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::stat::{SFlag, fstat};
+    let mode = SFlag::from_bits_truncate(fstat(fd).ok()?.st_mode);
+    if mode & SFlag::S_IFMT != SFlag::S_IFIFO {
+        return None;
+    }
+    let size = |fd| fcntl(fd, FcntlArg::F_GETPIPE_SZ).ok().map(|n| n as usize);
+    if size(fd).is_some_and(|now| now < bytes) {
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(bytes as i32));
+    }
+    size(fd)
 }
 
 /// Writes lines to the process's stderr with the function's name in front, for a server
@@ -674,6 +705,23 @@ impl fmt::Display for Millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipe_is_widened_to_a_mebibyte_and_a_file_is_left_alone() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let size = |fd: &OwnedFd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ);
+        assert_eq!(size(&write).unwrap(), 64 * 1024, "a new pipe's size");
+        assert_eq!(
+            widen_pipe(write.as_fd(), STDERR_PIPE_BYTES),
+            Some(1024 * 1024)
+        );
+        // The read end sees the same pipe.
+        assert_eq!(size(&read).unwrap(), 1024 * 1024);
+        // Never shrunk.
+        assert_eq!(widen_pipe(write.as_fd(), 4096), Some(1024 * 1024));
+        let file = tempfile::tempfile().unwrap();
+        assert_eq!(widen_pipe(file.as_fd(), STDERR_PIPE_BYTES), None);
+    }
 
     #[test]
     fn report_line_has_lambdas_fields() {

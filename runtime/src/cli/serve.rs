@@ -68,6 +68,10 @@ pub struct ServeArgs {
 
 /// Runs `lamina serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Every invocation writes its log lines to stderr: a reader behind a pipe gets room to lag.
+    if let Some(bytes) = crate::logs::widen_stderr_pipe() {
+        tracing::debug!("stderr is a pipe of {bytes} bytes");
+    }
     let given = args.template.template.as_deref().or(args.config.as_deref());
     let path = super::find_config(given)?;
     let cache_root = args
