@@ -98,19 +98,16 @@ pub fn widen_stderr_pipe() -> Option<usize> {
 }
 
 /// Grows the pipe `fd` to at least `bytes` (never shrinks it); its size after, `None` when
-/// `fd` is not a pipe.
+/// `fd` is not a pipe (the kernel refuses `F_GETPIPE_SZ` on anything else).
 fn widen_pipe(fd: BorrowedFd<'_>, bytes: usize) -> Option<usize> {
     use nix::fcntl::{FcntlArg, fcntl};
-    use nix::sys::stat::{SFlag, fstat};
-    let mode = SFlag::from_bits_truncate(fstat(fd).ok()?.st_mode);
-    if mode & SFlag::S_IFMT != SFlag::S_IFIFO {
-        return None;
+    let now = fcntl(fd, FcntlArg::F_GETPIPE_SZ).ok()? as usize;
+    if now >= bytes {
+        return Some(now);
     }
-    let size = |fd| fcntl(fd, FcntlArg::F_GETPIPE_SZ).ok().map(|n| n as usize);
-    if size(fd).is_some_and(|now| now < bytes) {
-        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(bytes as i32));
-    }
-    size(fd)
+    // `F_SETPIPE_SZ` answers the size it set (a page multiple at least `bytes`).
+    let wanted = i32::try_from(bytes).unwrap_or(i32::MAX);
+    Some(fcntl(fd, FcntlArg::F_SETPIPE_SZ(wanted)).map_or(now, |n| n as usize))
 }
 
 /// Writes lines to the process's stderr with the function's name in front, for a server

@@ -609,41 +609,25 @@ async fn idle_environments_are_reaped_after_the_idle_timeout() {
 /// (`logs::widen_stderr_pipe`).
 #[test]
 fn serve_grows_a_pipe_on_its_stderr_to_a_mebibyte() {
-    use std::io::BufRead;
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let probe = function_with(&program("probe"));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("lamina.toml"),
-        probe_function("probe", probe.path(), ""),
-    )
-    .unwrap();
-    let mut child = Command::new(lamina())
-        .current_dir(dir.path())
-        .args(["serve", "--sandbox", "process", "--listen", "127.0.0.1:0"])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--cache-dir")
-        .arg(crate::support::test_cache())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    let config = probe_function("probe", probe.path(), "");
+    // `Server` reads the server's stderr through a pipe, and starts once serving is said:
+    // after the pipe was grown.
+    let server = Server::start(&config, &["--sandbox", "process"]);
+    // The same pipe, opened through the server's own descriptor 2 (a write end, which opens
+    // at once while the test's reader holds the other end).
+    let pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{}/fd/2", server.pid()))
         .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    // Serving is said once the server is set up, and so after the pipe was grown.
-    while !said.contains("on http://") {
-        if stderr.read_line(&mut said).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("lamina serve ended before serving:\n{said}");
-        }
-    }
     // SAFETY: F_GETPIPE_SZ only reads the size of the pipe behind a descriptor this test owns.
-    let size = unsafe { libc::fcntl(stderr.get_ref().as_raw_fd(), libc::F_GETPIPE_SZ) };
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(size, 1024 * 1024, "{said}");
+    let size = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    drop(pipe);
+    let (_, logs) = server.stop();
+    assert_eq!(size, 1024 * 1024, "{logs}");
 }
 
 #[test]
