@@ -1,5 +1,6 @@
 //! One subscriber's delivery: a task that owns its connection and the batch in flight, fed
-//! through a [`Feed`] that never waits.
+//! through a [`Feed`] that never waits. The task runs on the courier's thread (`courier.rs`),
+//! not on the workers that serve invocations.
 //!
 //! The records waiting for a batch are a buffer the feed and the task share under a lock
 //! held for a push or a take. The feed wakes the task only when there is something to decide:
@@ -233,7 +234,7 @@ pub fn spawn(
     };
     (
         Feed { tx, shared },
-        tokio::spawn(task.run(Link::to(destination))),
+        super::courier::spawn(task.run(Link::to(destination))),
     )
 }
 

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::net::TcpListener;
 
 use super::*;
@@ -141,6 +141,20 @@ async fn max_bytes_closes_a_batch() {
     assert_eq!(lines(&batch), ["line 0", "line 1"]);
 }
 
+/// Keeps the courier's thread (where delivery tasks run) busy until the answer is dropped:
+/// records offered meanwhile are all in the buffer when their task next looks, as if offered
+/// at one instant.
+fn hold_the_courier() -> std::sync::mpsc::Sender<()> {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = std::sync::mpsc::channel();
+    drop(super::super::courier::spawn(async move {
+        let _ = held.send(());
+        let _ = released.recv();
+    }));
+    holding.recv().unwrap();
+    release
+}
+
 /// A record of exactly `len` bytes, numbered `n`.
 fn sized(n: usize, len: usize) -> Bytes {
     let text = format!(r#"{{"time":"t","type":"function","record":"line {n} "#);
@@ -237,10 +251,12 @@ async fn records_of_uneven_sizes_close_a_batch_by_size_not_by_its_timer() {
     // timer is a minute away); the third and fourth make the next batch, at once too; the
     // fifth does not fit the buffer, and is refused and told.
     let (feed, _task) = feed_to(http(addr), small(1000, 150, 60_000));
+    let held = hold_the_courier();
     let accepted: Vec<bool> = [(0, 50), (1, 60), (2, 70), (3, 80), (4, 90)]
         .into_iter()
         .map(|(n, len)| feed.offer(sized(n, len)))
         .collect();
+    drop(held);
     assert_eq!(accepted, [true, true, true, true, false]);
     let (_, batch) = tokio::time::timeout(Duration::from_secs(5), got.recv())
         .await
@@ -331,25 +347,21 @@ fn kinds_dropped(batch: &[Value]) -> usize {
 async fn a_tcp_batch_cut_off_partway_is_dropped_not_sent_again() {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
-    // 32 MiB in one batch: more than the sockets' buffers hold, so the listener hangs up
-    // while it is being written.
-    let count = 512;
-    let big = |n: usize| {
-        Bytes::from(format!(
-            r#"{{"time":"t","type":"function","record":"line {n} {}"}}"#,
-            "x".repeat(64 * 1024)
-        ))
-    };
-    let (feed, _task) = feed_to(Destination::Tcp { port }, small(count, 64 << 20, 25));
-    for n in 0..count {
-        assert!(feed.offer(big(n)));
-    }
-    let (stream, _) = socket.accept().await.unwrap();
-    let mut reader = tokio::io::BufReader::new(stream);
-    let mut first = String::new();
-    reader.read_line(&mut first).await.unwrap();
+    // A batch of 32 MiB: more than the sockets' buffers hold, so the listener hangs up while
+    // it is being written. One record, so that it is one batch however soon the delivery
+    // task (on its own thread) sees it.
+    let big = format!(
+        r#"{{"time":"t","type":"function","record":"line 0 {}"}}"#,
+        "x".repeat(32 << 20)
+    );
+    let (feed, _task) = feed_to(Destination::Tcp { port }, small(1000, 1 << 20, 25));
+    assert!(feed.offer(Bytes::from(big)));
+    let (mut stream, _) = socket.accept().await.unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    stream.read_exact(&mut first).await.unwrap();
+    let first = String::from_utf8_lossy(&first);
     assert!(first.contains("line 0 x"), "{}", &first[..80]);
-    drop(reader);
+    drop(stream);
     // Sent again, the batch would reach the listener after a cut line, and twice over.
     let again = tokio::time::timeout(Duration::from_millis(600), socket.accept()).await;
     assert!(again.is_err(), "the cut batch was sent again");
@@ -359,7 +371,7 @@ async fn a_tcp_batch_cut_off_partway_is_dropped_not_sent_again() {
     let mut lines = tokio::io::BufReader::new(stream).lines();
     let told: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
     assert_eq!(told["type"], "platform.logsDropped");
-    assert_eq!(told["record"]["droppedRecords"], count as u64);
+    assert_eq!(told["record"]["droppedRecords"], 1);
     let reason = told["record"]["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("could not send events: ") && reason.contains(" bytes were written"),
@@ -540,4 +552,36 @@ fn bodies_are_a_json_array_and_tcp_is_one_record_a_line() {
     assert_eq!(&json_array(&records)[..], b"[{\"a\":1},\"x\"]");
     assert_eq!(&json_array(&[])[..], b"[]");
     assert_eq!(&json_lines(&records)[..], b"{\"a\":1}\n\"x\"\n");
+}
+
+/// Deliveries run on the courier's thread, not on the runtime that offers the records: a batch
+/// still goes out while the offering runtime's only worker is blocked, as a worker preempted by
+/// the listener its batch woke would be (`courier.rs`). On the offering runtime, the batch
+/// would wait until the worker is free again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_goes_out_while_the_runtime_that_offered_it_is_blocked() {
+    // The listener runs on a runtime of its own: this one is about to block.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let (addr, mut got) = listener(200, Duration::ZERO).await;
+            addr_tx.send(addr).unwrap();
+            while let Some((_, records)) = got.recv().await {
+                if got_tx.send(records).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+    let (feed, _task) = feed_to(http(addr), small(2, 1 << 20, 60_000));
+    assert!(feed.offer(record(0)));
+    assert!(feed.offer(record(1)));
+    // Blocks this runtime's one thread until the batch arrives.
+    let batch = got_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no batch while the runtime that offered it was blocked");
+    assert_eq!(lines(&batch), ["line 0", "line 1"]);
 }
