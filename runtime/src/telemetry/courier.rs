@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 /// The thread's name, as `ps -T` and `/proc/PID/task/*/comm` show it.
-pub(super) const THREAD_NAME: &str = "lamina-telemetry";
+const THREAD_NAME: &str = "lamina-telemetry";
 
 /// The courier's runtime, once asked for; `None` when it could not be started.
 static COURIER: OnceLock<Option<Handle>> = OnceLock::new();
