@@ -20,7 +20,11 @@
 //! - (b) Throughput at 8 connections (wrk, concurrency 8), without and with `telemetry-rs`
 //!   subscribed to `platform` and `function` records (the crate's 1 s buffering), in quiet mode:
 //!   it counts what it receives and says so at `SHUTDOWN`, so what is measured is lamina's
-//!   delivery, not the subscriber writing records out again. Target: with ≥ 90 % of without.
+//!   delivery, not the subscriber writing records out again. Target, under the jail (lamina's
+//!   default backend, where an environment's processes share its CPU weight as on Lambda):
+//!   with ≥ 90 % of without. The process backend's figure is printed beside it and not held to
+//!   the target: there every subscriber takes the host's CPU on equal terms with lamina and
+//!   the runtimes (docs/design/007, "What telemetry costs", session 25).
 //!   Runs alternate too, the first of each pair in turn (without, with; with, without; …), so
 //!   that a machine speeding up or slowing down over the run weighs on both alike. Two figures:
 //!   the ratio of each case's mean, and the median of the rounds' ratios (each of a pair run
@@ -162,9 +166,10 @@ fn main() {
         );
     }
     println!(
-        "  targets: (a) Δ p50 ≤ 100 µs; (b) ratio ≥ 0.90 (\"ratio\": of the means; \"median\": \
-         of the rounds' ratios, each of a pair run back to back; \"rounds\": the lowest and the \
-         highest of them, this machine's noise). \"records\": of those due (3 per \
+        "  targets: (a) Δ p50 ≤ 100 µs; (b) ratio ≥ 0.90 under the jail, the process backend's \
+         reported beside it (\"ratio\": of the means; \"median\": of the rounds' ratios, each \
+         of a pair run back to back; \"rounds\": the lowest and the highest of them, this \
+         machine's noise). \"records\": of those due (3 per \
          invocation), the share the subscribers received by their SHUTDOWN, and the share \
          platform.logsDropped said was dropped"
     );
@@ -293,8 +298,14 @@ fn bench_backend(
         round_ratios.push(round[1] / round[0]);
     }
     round_ratios.sort_by(f64::total_cmp);
+    // The target is the jail's; see the module's note.
+    let target = if backend == "jail" {
+        "target ≥ 0.90"
+    } else {
+        "reported, the target is the jail's"
+    };
     println!(
-        "    with / without: {:.3} of the means, {:.3} the median of the rounds' ({}; target ≥ 0.90)",
+        "    with / without: {:.3} of the means, {:.3} the median of the rounds' ({}; {target})",
         telemetry.per_second / plain.per_second,
         median(&round_ratios),
         spread(&round_ratios)
