@@ -65,6 +65,10 @@ pub enum Command {
     /// Start the runtime: with external extensions, PID 1 holds it until every extension
     /// has registered, as Lambda does. Not answered.
     ReleaseRuntime,
+    /// Kill (SIGKILL) the process group of the external extension at this index of the
+    /// spec's `extensions`: at shutdown, one not registered for `SHUTDOWN` is killed at once,
+    /// as on Lambda. Not answered: its end comes as [`Report::ExtensionExited`].
+    KillExtension(u16),
 }
 
 impl Command {
@@ -75,6 +79,7 @@ impl Command {
             Command::Connect(port) => (b'C', port),
             Command::SignalRuntime(signal) => (b'S', u16::from(signal)),
             Command::ReleaseRuntime => (b'G', 0),
+            Command::KillExtension(index) => (b'K', index),
         };
         let [a, b] = arg.to_le_bytes();
         [tag, a, b]
@@ -88,6 +93,7 @@ impl Command {
             b'C' => Some(Command::Connect(arg)),
             b'S' => u8::try_from(arg).ok().map(Command::SignalRuntime),
             b'G' => Some(Command::ReleaseRuntime),
+            b'K' => Some(Command::KillExtension(arg)),
             _ => None,
         }
     }
@@ -197,6 +203,7 @@ mod tests {
             Command::Connect(9003),
             Command::SignalRuntime(15),
             Command::ReleaseRuntime,
+            Command::KillExtension(3),
         ] {
             assert_eq!(Command::decode(command.encode()), Some(command));
         }

@@ -282,7 +282,10 @@ fn pid1(spec: &ShellSpec, status_w: OwnedFd) -> Result<Never, BootstrapError> {
     // single-threaded.
     std::thread::spawn({
         let tmp_bytes = function_spec.tmp_bytes;
-        let groups = extensions.iter().map(|e| e.pid.as_raw()).collect();
+        let groups = extensions
+            .iter()
+            .map(|e| (e.index, e.pid.as_raw()))
+            .collect();
         move || commands::serve(tmp_bytes, groups, held)
     });
     // 7. reap until the function's process and every extension have ended. With extensions

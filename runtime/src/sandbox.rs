@@ -89,6 +89,10 @@ pub trait Control: Send + Sync + fmt::Debug {
     fn stop_runtime(&self, how: Stop) {
         self.stop(how);
     }
+    /// Kills (SIGKILL) the external extension launched from the file `name`, and what it
+    /// started: at shutdown, Lambda kills an extension not registered for `SHUTDOWN` at once.
+    /// Backends that start no extensions have none to kill.
+    fn kill_extension(&self, _name: &str) {}
     /// Every external extension has registered: the runtime may start, as on Lambda. A
     /// backend that holds the runtime until then starts it now; others started it at once.
     fn release_runtime(&self) {}

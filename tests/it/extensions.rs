@@ -5,7 +5,7 @@
 //! Lambda's shutdown budget, and the errors that reset an environment (`Extension.Crash`).
 //! Each case runs under both native backends: the jail's PID 1 starts the extensions there.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -44,7 +44,8 @@ done
 /// What the test extension prints before each event it gets.
 const EVENT: &str = "EXTENSION-EVENT ";
 
-/// A project: a Python function `f` (sleeps `event.sleep` seconds, returns its request id)
+/// A project: a Python function `f` (sleeps `event.sleep` seconds, returns its request id;
+/// its process exits at once when `event.exit` is set)
 /// with a layer holding `extensions/recorder` = `script`; `extra` is added to its table.
 fn project(script: &str, extra: &str) -> TempDir {
     project_with_env(script, extra, "")
@@ -57,7 +58,7 @@ fn project_with_env(script: &str, extra: &str, env: &str) -> TempDir {
     std::fs::create_dir_all(root.join("f")).unwrap();
     std::fs::write(
         root.join("f/app.py"),
-        "import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return {'id': context.aws_request_id}\n",
+        "import os, time\ndef handler(event, context):\n    if event.get('exit'):\n        os._exit(3)\n    time.sleep(event.get('sleep', 0))\n    return {'id': context.aws_request_id}\n",
     )
     .unwrap();
     let ext = root.join("layer/extensions/recorder");
@@ -109,6 +110,55 @@ fn wait_logged(server: &Server, kind: &str, after: usize) -> Vec<Value> {
     }
 }
 
+/// The start of a curl extension whose file is `name`: registers for `events`, and leaves the
+/// API's base in `$API` and its identifier in `$ID`.
+fn registered(name: &str, events: &str) -> String {
+    format!(
+        r#"#!/bin/bash
+set -euo pipefail
+API="http://${{AWS_LAMBDA_RUNTIME_API}}/2020-01-01/extension"
+HEADERS="$(mktemp)"
+curl -sS -D "$HEADERS" -XPOST "$API/register" -H "Lambda-Extension-Name: {name}" \
+  -d '{{"events": [{events}]}}' > /dev/null
+ID=$(grep -Fi Lambda-Extension-Identifier "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+rm -f "$HEADERS"
+"#
+    )
+}
+
+/// Adds a second extension, `layer/extensions/{name}`, to a [`project`].
+fn add_extension(dir: &TempDir, name: &str, script: &str) {
+    let path = dir.path().join("layer/extensions").join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// Invokes `f` with `payload`, again while the answer is 429 (the one environment busy with
+/// its extensions, or being replaced), for up to 30 s.
+async fn invoke_when_free(server: &Server, payload: &'static str) -> http::Response<bytes::Bytes> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = server.invoke("f", &[], payload).await;
+        if r.status() != 429 || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the server's log has a line containing `text`.
+fn wait_for_line(server: &Server, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.logs().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shell_extension_gets_invoke_events_and_a_spindown_shutdown() {
     for backend in BACKENDS {
@@ -135,6 +185,7 @@ async fn invoke_events_and_a_spindown_shutdown(backend: &str) {
             Some(ids.last().unwrap().as_str())
         );
     }
+    let stopping = unix_ms(SystemTime::now());
     let (ok, logs) = server.stop();
     assert!(ok, "{logs}");
     let events = logged(&logs);
@@ -151,6 +202,22 @@ async fn invoke_events_and_a_spindown_shutdown(backend: &str) {
     }
     assert_eq!(events[2]["eventType"], "SHUTDOWN");
     assert_eq!(events[2]["shutdownReason"], "spindown");
+    // Lambda's budget with an external extension: 2,000 ms from the start of the shutdown.
+    let deadline = events[2]["deadlineMs"].as_u64().unwrap();
+    assert!(
+        (stopping + 2_000..stopping + 7_000).contains(&deadline),
+        "{backend}: deadlineMs {deadline}, the stop asked for at {stopping}"
+    );
+}
+
+/// Milliseconds since the Unix epoch, as `deadlineMs` counts them.
+fn unix_ms(t: SystemTime) -> u64 {
+    u64::try_from(
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,7 +320,11 @@ async fn overruns_shutdown_budget(backend: &str) {
     let stopping = Instant::now();
     let (_, logs) = server.stop();
     // Lambda's budget with an external extension: 2 s, then SIGKILL.
-    assert!(stopping.elapsed() < Duration::from_secs(10), "{logs}");
+    let took = stopping.elapsed();
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(10)).contains(&took),
+        "{backend}: stopping took {took:?}\n{logs}"
+    );
     assert!(
         logs.contains("extensions recorder did not exit within the shutdown budget; killed"),
         "{logs}"
@@ -356,5 +427,237 @@ fn a_webassembly_function_with_an_extensions_layer_is_refused_naming_the_layer()
         stderr.contains("layer agent-layer: it holds extensions/")
             && stderr.contains("WebAssembly function runs no extensions"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extension_not_registered_for_shutdown_is_killed_at_once() {
+    for backend in BACKENDS {
+        killed_at_once(backend).await;
+    }
+}
+
+async fn killed_at_once(backend: &str) {
+    // `recorder` takes a second and a half over its SHUTDOWN; `beater`, registered for INVOKE
+    // only, prints a line every 100 ms from a child of its own.
+    let recorder = registered("recorder", r#""SHUTDOWN""#)
+        + r#"curl -sS "$API/event/next" -H "Lambda-Extension-Identifier: $ID" > /dev/null
+echo SHUTDOWN-BEGIN
+sleep 1.5
+echo SHUTDOWN-END
+"#;
+    let dir = project(&recorder, "");
+    let beater = registered("beater", r#""INVOKE""#)
+        + r#"( while true; do echo BEAT; sleep 0.1; done ) &
+while true; do curl -sS "$API/event/next" -H "Lambda-Extension-Identifier: $ID" > /dev/null; done
+"#;
+    add_extension(&dir, "beater", &beater);
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let r = invoke_when_free(&server, "{}").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    wait_for_line(&server, "BEAT");
+    let (_, logs) = server.stop();
+    let lines: Vec<&str> = logs.lines().collect();
+    let at = |text: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("{backend}: no {text}\n{logs}"))
+    };
+    let (begin, end) = (at("SHUTDOWN-BEGIN"), at("SHUTDOWN-END"));
+    // Killed when the SHUTDOWN went out, before `recorder` had it: a line already written may
+    // still come through, not fifteen.
+    let beats = lines[begin..end]
+        .iter()
+        .filter(|l| l.contains("BEAT"))
+        .count();
+    assert!(
+        beats <= 2,
+        "{backend}: {beats} beats while recorder handled its SHUTDOWN\n{logs}"
+    );
+    assert!(
+        !logs.contains("did not exit within the shutdown budget"),
+        "{backend}: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_caller_is_answered_before_a_busy_extension_is_back_and_the_environment_waits() {
+    for backend in BACKENDS {
+        busy_extension(backend).await;
+    }
+}
+
+async fn busy_extension(backend: &str) {
+    let dir = project(
+        &shell_extension(r#""INVOKE", "SHUTDOWN""#, "sleep 2; echo EXTENSION-BACK"),
+        "concurrency = 1\n",
+    );
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let r = server.invoke("f", &[], "{}").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    assert_eq!(header(&r, "x-amz-function-error"), None);
+    // The answer came when the runtime posted it, the extension still at its INVOKE.
+    assert!(
+        !server.logs().contains("EXTENSION-BACK"),
+        "{backend}: answered after the extension was back\n{}",
+        server.logs()
+    );
+    // The one environment takes no invocation until the extension is back at `/next`.
+    let r = server.invoke("f", &[], "{}").await;
+    assert_eq!(r.status(), 429, "{backend}: {}", server.logs());
+    let r = invoke_when_free(&server, "{}").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    wait_for_line(&server, "EXTENSION-BACK");
+    let events = logged(&server.logs());
+    assert_eq!(events.len(), 2, "{backend}: {events:?}");
+    assert!(events.iter().all(|e| e["eventType"] == "INVOKE"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_an_extension_takes_counts_against_the_timeout_and_a_timeout_mid_invoke_says_so() {
+    for backend in BACKENDS {
+        busy_extension_timeouts(backend).await;
+    }
+}
+
+async fn busy_extension_timeouts(backend: &str) {
+    let dir = project(
+        &shell_extension(r#""INVOKE", "SHUTDOWN""#, "sleep 1.5"),
+        "timeout = 1\n",
+    );
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    // The runtime answers at once; the extension's 1.5 s over the INVOKE run past the 1 s
+    // timeout: the caller has its answer, and the environment is reset for the timeout.
+    let r = server.invoke("f", &[], "{}").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    assert_eq!(header(&r, "x-amz-function-error"), None);
+    let events = wait_logged(&server, "SHUTDOWN", 1);
+    assert_eq!(
+        events.last().unwrap()["shutdownReason"],
+        "timeout",
+        "{backend}: {events:?}"
+    );
+    let seen = events.len();
+    // The function overruns while the (new) extension is still at its INVOKE: it gets its
+    // SHUTDOWN when it comes back for the next event.
+    let r = invoke_when_free(&server, r#"{"sleep": 3}"#).await;
+    assert_eq!(
+        json_of(&r)["errorType"],
+        "Sandbox.Timedout",
+        "{}",
+        server.logs()
+    );
+    let events = wait_logged(&server, "SHUTDOWN", seen + 1);
+    assert_eq!(events[seen]["eventType"], "INVOKE");
+    assert_eq!(
+        events.last().unwrap()["shutdownReason"],
+        "timeout",
+        "{backend}: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_that_exits_mid_invoke_tells_the_extensions_failure() {
+    for backend in BACKENDS {
+        runtime_exits(backend).await;
+    }
+}
+
+async fn runtime_exits(backend: &str) {
+    let dir = project(&shell_extension(r#""INVOKE", "SHUTDOWN""#, ""), "");
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let r = server.invoke("f", &[], r#"{"exit": true}"#).await;
+    assert_eq!(header(&r, "x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(
+        json_of(&r)["errorType"],
+        "Runtime.ExitError",
+        "{}",
+        server.logs()
+    );
+    let events = wait_logged(&server, "SHUTDOWN", 1);
+    assert_eq!(
+        events.last().unwrap()["shutdownReason"],
+        "failure",
+        "{backend}: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_includes_the_extensions_time_and_they_get_the_environment_less_the_runtimes() {
+    for backend in BACKENDS {
+        init_and_environment(backend).await;
+    }
+}
+
+async fn init_and_environment(backend: &str) {
+    // Prints its environment, registers, and takes a second before its first `/next`.
+    let script = "#!/bin/bash\nenv | sed 's/^/EXT-ENV /'\n".to_owned()
+        + registered("recorder", r#""INVOKE""#).trim_start_matches("#!/bin/bash\n")
+        + r#"sleep 1
+while true; do curl -sS "$API/event/next" -H "Lambda-Extension-Identifier: $ID" > /dev/null; done
+"#;
+    let dir = project_with_env(&script, "", "MY_SETTING = \"on\"");
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let r = server.invoke("f", &[], "{}").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    let (_, logs) = server.stop();
+    let init_ms: f64 = logs
+        .lines()
+        .find_map(|l| l.split("Init Duration: ").nth(1))
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{backend}: no REPORT with an Init Duration\n{logs}"));
+    assert!(
+        init_ms >= 1000.0,
+        "{backend}: Init Duration {init_ms} ms\n{logs}"
+    );
+    let env: Vec<&str> = logs
+        .lines()
+        .filter_map(|l| l.split_once("EXT-ENV ").map(|(_, v)| v))
+        .collect();
+    let has = |key: &str| env.iter().any(|v| v.starts_with(&format!("{key}=")));
+    for key in [
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_REGION",
+        "MY_SETTING",
+    ] {
+        assert!(has(key), "{backend}: the extension has no {key}: {env:?}");
+    }
+    // Lambda gives these to the runtime only.
+    for key in ["_HANDLER", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR"] {
+        assert!(!has(key), "{backend}: the extension has {key}: {env:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extension_that_reports_init_error_fails_init_with_extension_init_error() {
+    for backend in BACKENDS {
+        reports_init_error(backend).await;
+    }
+}
+
+async fn reports_init_error(backend: &str) {
+    let script = registered("recorder", r#""INVOKE""#)
+        + r#"curl -sS -XPOST "$API/init/error" -H "Lambda-Extension-Identifier: $ID" \
+  -H "Lambda-Extension-Function-Error-Type: Extension.ConfigInvalid" -d '{}' > /dev/null
+exit 1
+"#;
+    let dir = project(&script, "");
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let r = server.invoke("f", &[], "{}").await;
+    assert_eq!(header(&r, "x-amz-function-error"), Some("Unhandled"));
+    let body = json_of(&r);
+    assert_eq!(
+        body["errorType"], "Extension.InitError",
+        "{backend}: {body}"
+    );
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("extension recorder reported init/error: Extension.ConfigInvalid"),
+        "{backend}: {body}"
     );
 }

@@ -78,13 +78,15 @@ pub(crate) fn receive_header() -> std::io::Result<Option<Option<OwnedFd>>> {
 pub(crate) type HeldRuntime = (OwnedFd, Vec<u8>);
 
 /// Answers the host's commands until it closes the socket, then ends PID 1 (and so the
-/// sandbox). `extension_groups` are the process groups the runtime's signals spare; `held`,
-/// the runtime to start on [`Command::ReleaseRuntime`].
+/// sandbox). `extensions` are the external extensions' indexes in the spec and their process
+/// groups, which the runtime's signals spare; `held`, the runtime to start on
+/// [`Command::ReleaseRuntime`].
 pub(crate) fn serve(
     tmp_bytes: u64,
-    extension_groups: Vec<i32>,
+    extensions: Vec<(u8, i32)>,
     mut held: Option<HeldRuntime>,
 ) -> ! {
+    let extension_groups: Vec<i32> = extensions.iter().map(|(_, group)| *group).collect();
     let mut command = [0u8; COMMAND_LEN];
     while socket().read_exact(&mut command).is_ok() {
         match Command::decode(command) {
@@ -100,6 +102,16 @@ pub(crate) fn serve(
             }
             Some(Command::Connect(port)) => connect(port),
             Some(Command::SignalRuntime(signal)) => signal_runtime(signal, &extension_groups),
+            Some(Command::KillExtension(index)) => {
+                // Its group, so that whatever it started goes with it; a group already gone
+                // answers ESRCH.
+                if let Some((_, group)) = extensions.iter().find(|(i, _)| u16::from(*i) == index) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(*group),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
             Some(Command::ReleaseRuntime) => {
                 if let Some((go, frame)) = held.take() {
                     // A runtime that cannot be told to go stays waiting: the host's init

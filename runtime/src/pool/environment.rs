@@ -950,7 +950,7 @@ impl Env {
     /// Stops every process of the environment and waits for the runtime to be reaped. With
     /// extensions, as Lambda: the runtime first (SIGTERM, a share of the budget), then
     /// `SHUTDOWN` to the extensions registered for it, which have until the budget ends to
-    /// exit; then SIGKILL for whatever is left.
+    /// exit, and SIGKILL at once for the others; then SIGKILL for whatever is left.
     async fn destroy(&mut self, end: End, api_rx: &mut mpsc::UnboundedReceiver<ApiCall>) {
         let started = Instant::now();
         let budget = self.shutdown_budget();
@@ -1019,6 +1019,13 @@ impl Env {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
         self.extensions.shutdown(self.shutdown_reason, deadline_ms);
+        // Those not registered for `SHUTDOWN` are killed now, as on Lambda, rather than left
+        // to run out the budget of those that are.
+        for name in self.extensions.external_without_shutdown() {
+            if self.extensions_alive.contains(&name) {
+                self.control.kill_extension(&name);
+            }
+        }
         let Some(exits) = &mut self.extension_exits else {
             return;
         };

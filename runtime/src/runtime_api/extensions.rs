@@ -620,6 +620,21 @@ impl Extensions {
         any
     }
 
+    /// The launched external extensions that will not hear `SHUTDOWN`: not registered for it,
+    /// or not registered at all. Lambda kills them at once when the environment shuts down.
+    pub fn external_without_shutdown(&self) -> Vec<String> {
+        self.launched
+            .iter()
+            .filter(|name| {
+                !self
+                    .registered
+                    .iter()
+                    .any(|e| e.name == **name && e.shutdown)
+            })
+            .cloned()
+            .collect()
+    }
+
     /// An external extension's process ended while the environment was not shutting down.
     pub fn crashed(&mut self, file_name: &str, status: &str) {
         self.set_fatal(
@@ -852,6 +867,16 @@ mod tests {
         assert!(!ext.invoke_done());
         let _ = next(&mut ext, Some(&a.id));
         assert!(ext.invoke_done());
+    }
+
+    #[test]
+    fn the_extensions_that_will_not_hear_shutdown_are_those_not_registered_for_it() {
+        let mut ext = Extensions::new(info(), vec!["a".into(), "b".into(), "c".into()]);
+        register(&mut ext, "a", r#"{"events":["INVOKE","SHUTDOWN"]}"#, None).unwrap();
+        register(&mut ext, "b", r#"{"events":["INVOKE"]}"#, None).unwrap();
+        // `c` never registered; an internal extension is the runtime's, killed with it.
+        register(&mut ext, "internal", r#"{"events":["INVOKE"]}"#, None).unwrap();
+        assert_eq!(ext.external_without_shutdown(), ["b", "c"]);
     }
 
     #[test]

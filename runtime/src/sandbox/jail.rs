@@ -437,7 +437,7 @@ impl Sandbox for JailSandbox {
             reaped: Arc::default(),
             traces,
             commands: commands_tx.clone(),
-            extensions: !extension_names.is_empty(),
+            extensions: extension_names.clone(),
             host_network: self.network == Network::Host,
         };
         let cgroups = jail_control.traces.cgroups.as_ref();
@@ -550,6 +550,7 @@ impl Sandbox for JailSandbox {
                                 Stop::Kill => 9,
                             }),
                             JailCommand::ReleaseRuntime => Command::ReleaseRuntime,
+                            JailCommand::KillExtension(index) => Command::KillExtension(index),
                         }
                         .encode();
                         if let Err(e) = control::send(&control, &bytes).await {

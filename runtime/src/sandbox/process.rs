@@ -53,7 +53,7 @@ impl Sandbox for ProcessSandbox {
         // External extensions first, as Lambda starts them: each in a process group of its
         // own, so that the runtime's SIGTERM at shutdown does not reach them. Their output has
         // a pipe of its own: telemetry tells `extension` lines from `function` ones.
-        let (extensions, extension_pids, extension_logs) = launch_extensions(spec, &env)?;
+        let (extensions, extension_groups, extension_logs) = launch_extensions(spec, &env)?;
         let mut command =
             super::base_command(std::process::Command::new(&bootstrap), writer, writer2);
         command
@@ -68,7 +68,7 @@ impl Sandbox for ProcessSandbox {
                 exit_tx,
             }),
             reaped: Arc::new(AtomicBool::new(false)),
-            extension_pids,
+            extension_groups,
             status: Mutex::new(None),
         };
         // With extensions, the runtime waits until they have registered, as on Lambda
@@ -94,11 +94,12 @@ impl Sandbox for ProcessSandbox {
 
 /// Starts every file of the function's `/opt/extensions` with the extensions' environment
 /// (the runtime's, less what Lambda gives the runtime only), their output on a pipe of their
-/// own, whose read end comes back (`None` without extensions).
+/// own, whose read end comes back (`None` without extensions), with each started one's file
+/// name and process group.
 fn launch_extensions(
     spec: &crate::config::FunctionSpec,
     env: &[(String, String)],
-) -> Result<(super::Extensions, Vec<i32>, Option<std::os::fd::OwnedFd>), Failure> {
+) -> Result<(super::Extensions, Vec<Group>, Option<std::os::fd::OwnedFd>), Failure> {
     let files = &spec.extensions;
     let mut extensions = super::Extensions::default();
     let mut pids = Vec::new();
@@ -126,7 +127,7 @@ fn launch_extensions(
         match command.spawn() {
             Ok(mut child) => {
                 if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-                    pids.push(pid);
+                    pids.push((name.clone(), pid));
                 }
                 let exit_tx = exit_tx.clone();
                 let exited_name = name.clone();
@@ -143,13 +144,16 @@ fn launch_extensions(
     Ok((extensions, pids, Some(reader.into())))
 }
 
+/// An external extension's file name and the process group it leads.
+type Group = (String, i32);
+
 #[derive(Debug)]
 struct ProcessControl {
     runtime: Mutex<Runtime>,
     /// Set once the runtime has been reaped: its pid may then be anyone's.
     reaped: Arc<AtomicBool>,
-    /// Each external extension leads a process group of its own.
-    extension_pids: Vec<i32>,
+    /// Each external extension leads a process group of its own: its file name and group.
+    extension_groups: Vec<Group>,
     /// The runtime's `/proc/PID/status`, opened at the first reading of its peak memory and
     /// kept: it is read at the end of every invocation, and an open file stays the runtime's
     /// (once it has exited, reads fail rather than show a process that took its pid).
@@ -233,8 +237,14 @@ impl ProcessControl {
 impl Control for ProcessControl {
     fn stop(&self, how: Stop) {
         self.signal_runtime(how);
-        for pid in &self.extension_pids {
-            super::signal_group(*pid, how);
+        for (_, group) in &self.extension_groups {
+            super::signal_group(*group, how);
+        }
+    }
+
+    fn kill_extension(&self, name: &str) {
+        for (_, group) in self.extension_groups.iter().filter(|(n, _)| n == name) {
+            super::signal_group(*group, Stop::Kill);
         }
     }
 

@@ -106,6 +106,8 @@ pub(super) enum JailCommand {
     SignalRuntime(Stop),
     /// Start the runtime, which PID 1 holds while extensions register.
     ReleaseRuntime,
+    /// Kill the external extension at this index of the spec's extensions.
+    KillExtension(u16),
 }
 
 /// PID 1's reports as they arrive on the control socket: fixed-size messages, with the
@@ -254,9 +256,9 @@ pub(super) struct JailControl {
     pub(super) traces: HostTraces,
     /// To the task that owns the control socket.
     pub(super) commands: tokio::sync::mpsc::UnboundedSender<JailCommand>,
-    /// Whether external extensions run beside the runtime: signals for the runtime then go
-    /// through PID 1, which spares them.
-    pub(super) extensions: bool,
+    /// The file names of the external extensions, in the spec's order (PID 1 knows them by
+    /// index). With any, signals for the runtime go through PID 1, which spares them.
+    pub(super) extensions: Vec<String>,
     /// Whether the sandbox shares the host's network namespace (its loopback is the host's).
     pub(super) host_network: bool,
 }
@@ -273,16 +275,24 @@ impl Control for JailControl {
 
     fn stop_runtime(&self, how: Stop) {
         // SIGKILL to the helper's group would end PID 1, and the extensions with it.
-        match self.extensions {
-            true => {
+        match self.extensions.is_empty() {
+            false => {
                 let _ = self.commands.send(JailCommand::SignalRuntime(how));
             }
-            false => self.stop(how),
+            true => self.stop(how),
+        }
+    }
+
+    fn kill_extension(&self, name: &str) {
+        if let Some(index) = self.extensions.iter().position(|n| n == name)
+            && let Ok(index) = u16::try_from(index)
+        {
+            let _ = self.commands.send(JailCommand::KillExtension(index));
         }
     }
 
     fn release_runtime(&self) {
-        if self.extensions {
+        if !self.extensions.is_empty() {
             let _ = self.commands.send(JailCommand::ReleaseRuntime);
         }
     }
