@@ -661,3 +661,53 @@ exit 1
         "{backend}: {body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extensions_get_shutdown_only_once_the_runtime_is_gone() {
+    for backend in BACKENDS {
+        runtime_first(backend).await;
+    }
+}
+
+async fn runtime_first(backend: &str) {
+    // Whether this function's runtime is alive: a Python process with the function's own mark
+    // in its environment (extensions get the function's variables too, but are not Python).
+    let script = registered("recorder", r#""INVOKE", "SHUTDOWN""#)
+        + r#"runtime_alive() {
+  local alive=no
+  for e in /proc/[0-9]*/environ; do
+    if grep -qa "LAMINA_TEST_MARK=$LAMINA_TEST_MARK" "$e" 2>/dev/null \
+      && grep -qa python "${e%/environ}/cmdline" 2>/dev/null; then
+      alive=yes
+    fi
+  done
+  echo "$1 $alive"
+}
+while true; do
+  EVENT=$(curl -sS "$API/event/next" -H "Lambda-Extension-Identifier: $ID")
+  if [[ "$EVENT" == *SHUTDOWN* ]]; then
+    runtime_alive RUNTIME-AT-SHUTDOWN
+    exit 0
+  fi
+  runtime_alive RUNTIME-AT-INVOKE
+done
+"#;
+    let mark = format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let dir = project_with_env(&script, "", &format!("LAMINA_TEST_MARK = \"{mark}\""));
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let r = server.invoke("f", &[], "{}").await;
+    assert_eq!(r.status(), 200, "{}", server.logs());
+    wait_for_line(&server, "RUNTIME-AT-INVOKE");
+    let (_, logs) = server.stop();
+    // The check sees the runtime while it runs...
+    assert!(logs.contains("RUNTIME-AT-INVOKE yes"), "{backend}: {logs}");
+    // ...and at SHUTDOWN it has gone: SIGTERM, its share of the budget, SIGKILL, reaped.
+    assert!(logs.contains("RUNTIME-AT-SHUTDOWN no"), "{backend}: {logs}");
+}
