@@ -711,3 +711,68 @@ done
     // ...and at SHUTDOWN it has gone: SIGTERM, its share of the budget, SIGKILL, reaped.
     assert!(logs.contains("RUNTIME-AT-SHUTDOWN no"), "{backend}: {logs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_internal_extension_registered_by_the_runtime_gets_invoke_events() {
+    for backend in BACKENDS {
+        internal_extension(backend).await;
+    }
+}
+
+async fn internal_extension(backend: &str) {
+    // A shell runtime (the shape of AWS's tutorial) that registers an internal extension from
+    // its own process tree before its first `/next`, and serves its events from a child.
+    let bootstrap = r#"#!/bin/bash
+set -euo pipefail
+API="http://${AWS_LAMBDA_RUNTIME_API}"
+HEADERS="$(mktemp)"
+curl -sS -D "$HEADERS" -XPOST "$API/2020-01-01/extension/register" \
+  -H "Lambda-Extension-Name: inner" -d '{"events": ["INVOKE"]}' > /dev/null
+ID=$(grep -Fi Lambda-Extension-Identifier "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+( while true; do
+    EVENT=$(curl -sS "$API/2020-01-01/extension/event/next" -H "Lambda-Extension-Identifier: $ID")
+    echo "INNER-EVENT $EVENT"
+  done ) &
+while true; do
+  curl -sS -D "$HEADERS" "$API/2018-06-01/runtime/invocation/next" > /dev/null
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -XPOST "$API/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d '{"ok": true}' > /dev/null
+done
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("g")).unwrap();
+    std::fs::write(root.join("g/bootstrap"), bootstrap).unwrap();
+    for (path, mode) in [
+        (root.to_path_buf(), 0o755),
+        (root.join("g"), 0o755),
+        (root.join("g/bootstrap"), 0o755),
+    ] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    std::fs::write(root.join("lamina.toml"), "[functions.g]\ncode = \"g\"\n").unwrap();
+    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut r = server.invoke("g", &[], "{}").await;
+        while r.status() == 429 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            r = server.invoke("g", &[], "{}").await;
+        }
+        assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
+        assert_eq!(json_of(&r)["ok"], true);
+        ids.push(header(&r, "x-amzn-RequestId").unwrap().to_owned());
+    }
+    wait_for_line(&server, &ids[1]);
+    let (_, logs) = server.stop();
+    let events: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| l.split_once("INNER-EVENT ").map(|(_, json)| json))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(events.len(), 2, "{backend}: {events:?}\n{logs}");
+    for (event, id) in events.iter().zip(&ids) {
+        assert_eq!(event["eventType"], "INVOKE");
+        assert_eq!(event["requestId"], id.as_str());
+    }
+}
