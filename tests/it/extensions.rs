@@ -632,7 +632,7 @@ while true; do curl -sS "$API/event/next" -H "Lambda-Extension-Identifier: $ID" 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_extension_that_reports_init_error_fails_init_with_extension_init_error() {
+async fn extension_errors_fail_init_or_the_invocation_with_their_types() {
     for backend in BACKENDS {
         reports_init_error(backend).await;
     }
@@ -658,6 +658,42 @@ exit 1
             .as_str()
             .unwrap()
             .contains("extension recorder reported init/error: Extension.ConfigInvalid"),
+        "{backend}: {body}"
+    );
+    drop(server);
+    // `exit/error` at an INVOKE fails that invocation with `Extension.ExitError`.
+    let script = registered("recorder", r#""INVOKE""#)
+        + r#"curl -sS "$API/event/next" -H "Lambda-Extension-Identifier: $ID" > /dev/null
+curl -sS -XPOST "$API/exit/error" -H "Lambda-Extension-Identifier: $ID" \
+  -H "Lambda-Extension-Function-Error-Type: Extension.Broken" -d '{}' > /dev/null
+exit 1
+"#;
+    let server = Server::start_in(project(&script, ""), &["--sandbox", backend]);
+    let r = server.invoke("f", &[], r#"{"sleep": 0.5}"#).await;
+    assert_eq!(header(&r, "x-amz-function-error"), Some("Unhandled"));
+    let body = json_of(&r);
+    assert_eq!(
+        body["errorType"], "Extension.ExitError",
+        "{backend}: {body}"
+    );
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("extension recorder reported exit/error: Extension.Broken"),
+        "{backend}: {body}"
+    );
+    drop(server);
+    // One that starts and exits during init, before registering: `Extension.Crash`.
+    let server = Server::start_in(project("#!/bin/sh\nexit 7\n", ""), &["--sandbox", backend]);
+    let r = server.invoke("f", &[], "{}").await;
+    let body = json_of(&r);
+    assert_eq!(body["errorType"], "Extension.Crash", "{backend}: {body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("extension recorder exited (exit status 7)"),
         "{backend}: {body}"
     );
 }
