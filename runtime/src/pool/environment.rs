@@ -1020,7 +1020,13 @@ impl Env {
             .unwrap_or(0);
         self.extensions.shutdown(self.shutdown_reason, deadline_ms);
         // Those not registered for `SHUTDOWN` are killed now, as on Lambda, rather than left
-        // to run out the budget of those that are.
+        // to run out the budget of those that are. Exits already reported are taken first:
+        // the process group of one reaped meanwhile may be someone else's by now.
+        if let Some(exits) = &mut self.extension_exits {
+            while let Ok((name, _)) = exits.try_recv() {
+                self.extensions_alive.retain(|n| *n != name);
+            }
+        }
         for name in self.extensions.external_without_shutdown() {
             if self.extensions_alive.contains(&name) {
                 self.control.kill_extension(&name);
