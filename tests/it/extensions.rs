@@ -136,9 +136,18 @@ fn add_extension(dir: &TempDir, name: &str, script: &str) {
 /// Invokes `f` with `payload`, again while the answer is 429 (the one environment busy with
 /// its extensions, or being replaced), for up to 30 s.
 async fn invoke_when_free(server: &Server, payload: &'static str) -> http::Response<bytes::Bytes> {
+    invoke_function_when_free(server, "f", payload).await
+}
+
+/// [`invoke_when_free`] for the function `name`.
+async fn invoke_function_when_free(
+    server: &Server,
+    name: &str,
+    payload: &'static str,
+) -> http::Response<bytes::Bytes> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = server.invoke("f", &[], payload).await;
+        let r = server.invoke(name, &[], payload).await;
         if r.status() != 429 || Instant::now() > deadline {
             return r;
         }
@@ -777,26 +786,10 @@ while true; do
   curl -sS -XPOST "$API/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d '{"ok": true}' > /dev/null
 done
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("g")).unwrap();
-    std::fs::write(root.join("g/bootstrap"), bootstrap).unwrap();
-    for (path, mode) in [
-        (root.to_path_buf(), 0o755),
-        (root.join("g"), 0o755),
-        (root.join("g/bootstrap"), 0o755),
-    ] {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-    }
-    std::fs::write(root.join("lamina.toml"), "[functions.g]\ncode = \"g\"\n").unwrap();
-    let server = Server::start_in(dir, &["--sandbox", backend]);
+    let server = Server::start_in(shell_runtime(bootstrap), &["--sandbox", backend]);
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let mut r = server.invoke("g", &[], "{}").await;
-        while r.status() == 429 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            r = server.invoke("g", &[], "{}").await;
-        }
+        let r = invoke_function_when_free(&server, "g", "{}").await;
         assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
         assert_eq!(json_of(&r)["ok"], true);
         ids.push(header(&r, "x-amzn-RequestId").unwrap().to_owned());
@@ -814,4 +807,60 @@ done
         assert_eq!(event["eventType"], "INVOKE");
         assert_eq!(event["requestId"], id.as_str());
     }
+}
+
+/// A project whose function `g` is the shell runtime `bootstrap`, readable by the jail's user.
+fn shell_runtime(bootstrap: &str) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("g")).unwrap();
+    std::fs::write(root.join("g/bootstrap"), bootstrap).unwrap();
+    for path in [root.to_path_buf(), root.join("g"), root.join("g/bootstrap")] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    std::fs::write(root.join("lamina.toml"), "[functions.g]\ncode = \"g\"\n").unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_internal_extensions_only_the_shutdown_budget_is_500_ms() {
+    for backend in BACKENDS {
+        internal_budget(backend).await;
+    }
+}
+
+async fn internal_budget(backend: &str) {
+    // A runtime with an internal extension that, told to stop, takes 300 ms more before it
+    // would exit. Its share of Lambda's 500 ms budget (30 %, as the emulator splits it) ends
+    // before that, and SIGKILL comes; without an extension it would have lamina's 500 ms
+    // grace and say it was still there.
+    let bootstrap = r#"#!/bin/bash
+API="http://${AWS_LAMBDA_RUNTIME_API}"
+HEADERS="$(mktemp)"
+curl -sS -D "$HEADERS" -XPOST "$API/2020-01-01/extension/register" \
+  -H "Lambda-Extension-Name: inner" -d '{"events": ["INVOKE"]}' > /dev/null
+ID=$(grep -Fi Lambda-Extension-Identifier "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+( while true; do
+    curl -sS "$API/2020-01-01/extension/event/next" -H "Lambda-Extension-Identifier: $ID" > /dev/null
+  done ) &
+trap 'echo GOT-TERM; sleep 0.3; echo STILL-HERE-AFTER-TERM; exit 0' TERM
+while true; do
+  curl -sS -D "$HEADERS" "$API/2018-06-01/runtime/invocation/next" > /dev/null
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -XPOST "$API/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d '{"ok": true}' > /dev/null
+done
+"#;
+    let server = Server::start_in(shell_runtime(bootstrap), &["--sandbox", backend]);
+    let r = invoke_function_when_free(&server, "g", "{}").await;
+    assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
+    let (_, logs) = server.stop();
+    assert!(
+        logs.contains("GOT-TERM"),
+        "{backend}: never told to stop\n{logs}"
+    );
+    assert!(
+        !logs.contains("STILL-HERE-AFTER-TERM"),
+        "{backend}: the runtime outlived the internal extensions' budget\n{logs}"
+    );
 }

@@ -624,6 +624,10 @@ def receive(connection):
     with connection, connection.makefile("rb") as stream:
         for line in stream:
             text = line.decode()
+            # Subscribed to `extension` records, it hears its own prints: the news of what it
+            # printed is not printed again.
+            if '"type":"extension"' in text and '"record":"TCP-' in text:
+                continue
             if text.endswith("\n"):
                 say("TCP-RECORD", text[:-1])
             else:
@@ -650,7 +654,7 @@ if NAME.endswith("-uri"):
     destination = {"protocol": "TCP", "URI": f"sandbox.localdomain:{port}"}
 else:
     destination = {"protocol": "TCP", "port": port}
-types = ["platform", "function"]
+types = json.loads(os.environ.get("TYPES", '["platform", "function"]'))
 bodies = {
     "telemetry": ("/2022-07-01/telemetry", {"schemaVersion": "2022-12-13", "types": types,
                   "destination": destination, "buffering": {"timeoutMs": 25}}),
@@ -678,6 +682,8 @@ while True:
     event = json.loads(text)
     if event["eventType"] == "SHUTDOWN":
         sys.exit(0)
+    if os.environ.get("SAY_HELLO"):
+        say("HELLO", event["requestId"])
     for api, identifier in json.loads(os.environ.get("LATE_PROBES", "[]")):
         probe("late", api, identifier)
 "#;
@@ -961,4 +967,39 @@ async fn subscription_without_a_known_identifier_is_refused(backend: &str) {
     }
     let (ok, logs) = server.stop();
     assert!(ok, "{backend}: {logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extensions_own_lines_reach_a_subscriber_of_extension_records_on_both_backends() {
+    for backend in BACKENDS {
+        extension_records(backend).await;
+    }
+}
+
+async fn extension_records(backend: &str) {
+    // The TCP subscriber asks for `extension` records only and prints a line of its own at
+    // each INVOKE; it should get those lines back, and nothing of the platform's or the
+    // function's (whose handler prints too).
+    let name = "tcp-port";
+    let env = r#"TYPES = "[\"extension\"]", SAY_HELLO = "1""#;
+    let server = Server::start_in(tcp_project(&[name], env), &["--sandbox", backend]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = invoke(&server, r#"{"lines": 1}"#).await;
+        assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
+        ids.push(json_of(&r)["id"].as_str().unwrap().to_owned());
+    }
+    let said = |id: &str| json!(format!("HELLO {name} {id}"));
+    let logs = wait_tcp(&server, name, |records| {
+        ids.iter().all(|id| {
+            records
+                .iter()
+                .any(|r| r["type"] == "extension" && r["record"] == said(id))
+        })
+    });
+    let records = tcp_records(&logs, name);
+    assert!(
+        records.iter().all(|r| r["type"] == "extension"),
+        "{backend}: {records:#?}"
+    );
 }
