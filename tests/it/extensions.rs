@@ -767,26 +767,8 @@ async fn an_internal_extension_registered_by_the_runtime_gets_invoke_events() {
 }
 
 async fn internal_extension(backend: &str) {
-    // A shell runtime (the shape of AWS's tutorial) that registers an internal extension from
-    // its own process tree before its first `/next`, and serves its events from a child.
-    let bootstrap = r#"#!/bin/bash
-set -euo pipefail
-API="http://${AWS_LAMBDA_RUNTIME_API}"
-HEADERS="$(mktemp)"
-curl -sS -D "$HEADERS" -XPOST "$API/2020-01-01/extension/register" \
-  -H "Lambda-Extension-Name: inner" -d '{"events": ["INVOKE"]}' > /dev/null
-ID=$(grep -Fi Lambda-Extension-Identifier "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-( while true; do
-    EVENT=$(curl -sS "$API/2020-01-01/extension/event/next" -H "Lambda-Extension-Identifier: $ID")
-    echo "INNER-EVENT $EVENT"
-  done ) &
-while true; do
-  curl -sS -D "$HEADERS" "$API/2018-06-01/runtime/invocation/next" > /dev/null
-  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-  curl -sS -XPOST "$API/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d '{"ok": true}' > /dev/null
-done
-"#;
-    let server = Server::start_in(shell_runtime(bootstrap), &["--sandbox", backend]);
+    let bootstrap = runtime_with_internal_extension("");
+    let server = Server::start_in(shell_runtime(&bootstrap), &["--sandbox", backend]);
     let mut ids = Vec::new();
     for _ in 0..2 {
         let r = invoke_function_when_free(&server, "g", "{}").await;
@@ -807,6 +789,32 @@ done
         assert_eq!(event["eventType"], "INVOKE");
         assert_eq!(event["requestId"], id.as_str());
     }
+}
+
+/// A shell runtime in the shape of AWS's tutorial that registers an internal extension
+/// (`inner`, for INVOKE) from its own process tree before its first `/next`, and serves that
+/// extension's events from a child, printing each after `INNER-EVENT `; `before_loop` runs
+/// before the runtime's loop.
+fn runtime_with_internal_extension(before_loop: &str) -> String {
+    format!(
+        r#"#!/bin/bash
+API="http://${{AWS_LAMBDA_RUNTIME_API}}"
+HEADERS="$(mktemp)"
+curl -sS -D "$HEADERS" -XPOST "$API/2020-01-01/extension/register" \
+  -H "Lambda-Extension-Name: inner" -d '{{"events": ["INVOKE"]}}' > /dev/null
+ID=$(grep -Fi Lambda-Extension-Identifier "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+( while true; do
+    EVENT=$(curl -sS "$API/2020-01-01/extension/event/next" -H "Lambda-Extension-Identifier: $ID")
+    echo "INNER-EVENT $EVENT"
+  done ) &
+{before_loop}
+while true; do
+  curl -sS -D "$HEADERS" "$API/2018-06-01/runtime/invocation/next" > /dev/null
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -XPOST "$API/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d '{{"ok": true}}' > /dev/null
+done
+"#
+    )
 }
 
 /// A project whose function `g` is the shell runtime `bootstrap`, readable by the jail's user.
@@ -835,23 +843,10 @@ async fn internal_budget(backend: &str) {
     // would exit. Its share of Lambda's 500 ms budget (30 %, as the emulator splits it) ends
     // before that, and SIGKILL comes; without an extension it would have lamina's 500 ms
     // grace and say it was still there.
-    let bootstrap = r#"#!/bin/bash
-API="http://${AWS_LAMBDA_RUNTIME_API}"
-HEADERS="$(mktemp)"
-curl -sS -D "$HEADERS" -XPOST "$API/2020-01-01/extension/register" \
-  -H "Lambda-Extension-Name: inner" -d '{"events": ["INVOKE"]}' > /dev/null
-ID=$(grep -Fi Lambda-Extension-Identifier "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-( while true; do
-    curl -sS "$API/2020-01-01/extension/event/next" -H "Lambda-Extension-Identifier: $ID" > /dev/null
-  done ) &
-trap 'echo GOT-TERM; sleep 0.3; echo STILL-HERE-AFTER-TERM; exit 0' TERM
-while true; do
-  curl -sS -D "$HEADERS" "$API/2018-06-01/runtime/invocation/next" > /dev/null
-  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-  curl -sS -XPOST "$API/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d '{"ok": true}' > /dev/null
-done
-"#;
-    let server = Server::start_in(shell_runtime(bootstrap), &["--sandbox", backend]);
+    let bootstrap = runtime_with_internal_extension(
+        "trap 'echo GOT-TERM; sleep 0.3; echo STILL-HERE-AFTER-TERM; exit 0' TERM",
+    );
+    let server = Server::start_in(shell_runtime(&bootstrap), &["--sandbox", backend]);
     let r = invoke_function_when_free(&server, "g", "{}").await;
     assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
     let (_, logs) = server.stop();
