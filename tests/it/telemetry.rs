@@ -972,17 +972,21 @@ async fn subscription_without_a_known_identifier_is_refused(backend: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_extensions_own_lines_reach_a_subscriber_of_extension_records_on_both_backends() {
     for backend in BACKENDS {
-        extension_records(backend).await;
+        extension_records(&["--sandbox", backend]).await;
     }
+    // With no network at all, the host still reaches the listener in the sandbox (through
+    // its PID 1).
+    extension_records(&["--sandbox", "jail", "--network", "none"]).await;
 }
 
-async fn extension_records(backend: &str) {
+async fn extension_records(args: &[&str]) {
+    let backend = args.join(" ");
     // The TCP subscriber asks for `extension` records only and prints a line of its own at
     // each INVOKE; it should get those lines back, and nothing of the platform's or the
     // function's (whose handler prints too).
     let name = "tcp-port";
     let env = r#"TYPES = "[\"extension\"]", SAY_HELLO = "1""#;
-    let server = Server::start_in(tcp_project(&[name], env), &["--sandbox", backend]);
+    let server = Server::start_in(tcp_project(&[name], env), args);
     let mut ids = Vec::new();
     for _ in 0..2 {
         let r = invoke(&server, r#"{"lines": 1}"#).await;
