@@ -12,7 +12,7 @@
 //! to the shape the crate (and Lambda) gives them.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tempfile::TempDir;
@@ -89,12 +89,7 @@ fn serve(dir: TempDir, backend: &str) -> Server {
 /// `x-amzn-RequestId` header) and the response. The environment is busy until its extensions
 /// are back at `/next`, a moment after the answer: a 429 meanwhile is retried, as the SDKs do.
 async fn invoke(server: &Server, payload: &str) -> (String, http::Response<Bytes>) {
-    let mut r = server.invoke("f", &[], payload.to_owned()).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while r.status() == 429 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        r = server.invoke("f", &[], payload.to_owned()).await;
-    }
+    let r = server.invoke_when_free("f", payload.to_owned()).await;
     assert_eq!(r.status(), 200, "{}", server.logs());
     assert_eq!(
         header(&r, "x-amz-function-error"),

@@ -19,17 +19,9 @@ const BACKENDS: [&str; 2] = ["process", "jail"];
 /// prints each event it gets (one line each, after [`EVENT`]) and, after a `SHUTDOWN`, runs
 /// `$ON_SHUTDOWN` (default: exit 0). `on_invoke` is shell run after each `INVOKE`.
 fn shell_extension(events: &str, on_invoke: &str) -> String {
-    format!(
-        r#"#!/bin/bash
-set -euo pipefail
-NAME="$(basename "$0")"
-API="http://${{AWS_LAMBDA_RUNTIME_API}}/2020-01-01/extension"
-HEADERS="$(mktemp)"
-curl -sS -D "$HEADERS" -XPOST "$API/register" -H "Lambda-Extension-Name: $NAME" \
-  -d '{{"events": [{events}]}}' > /dev/null
-ID=$(grep -Fi Lambda-Extension-Identifier "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-rm -f "$HEADERS"
-while true; do
+    registered("recorder", events)
+        + &format!(
+            r#"while true; do
   EVENT=$(curl -sS -XGET "$API/event/next" -H "Lambda-Extension-Identifier: $ID")
   echo "EXTENSION-EVENT $EVENT"
   if [[ "$EVENT" == *SHUTDOWN* ]]; then
@@ -38,7 +30,7 @@ while true; do
   {on_invoke}
 done
 "#
-    )
+        )
 }
 
 /// What the test extension prints before each event it gets.
@@ -133,41 +125,6 @@ fn add_extension(dir: &TempDir, name: &str, script: &str) {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-/// Invokes `f` with `payload`, again while the answer is 429 (the one environment busy with
-/// its extensions, or being replaced), for up to 30 s.
-async fn invoke_when_free(server: &Server, payload: &'static str) -> http::Response<bytes::Bytes> {
-    invoke_function_when_free(server, "f", payload).await
-}
-
-/// [`invoke_when_free`] for the function `name`.
-async fn invoke_function_when_free(
-    server: &Server,
-    name: &str,
-    payload: &'static str,
-) -> http::Response<bytes::Bytes> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = server.invoke(name, &[], payload).await;
-        if r.status() != 429 || Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the server's log has a line containing `text`.
-fn wait_for_line(server: &Server, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !server.logs().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "no {text:?} in\n{}",
-            server.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shell_extension_gets_invoke_events_and_a_spindown_shutdown() {
     for backend in BACKENDS {
@@ -182,11 +139,7 @@ async fn invoke_events_and_a_spindown_shutdown(backend: &str) {
     for _ in 0..2 {
         // The one environment is busy until the extension is back at `/next`, a moment after
         // the answer: a 429 meanwhile, as Lambda answers (and as the SDKs retry).
-        let mut r = server.invoke("f", &[], "{}").await;
-        while r.status() == 429 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            r = server.invoke("f", &[], "{}").await;
-        }
+        let r = server.invoke_when_free("f", "{}").await;
         assert_eq!(r.status(), 200, "{}", server.logs());
         ids.push(json_of(&r)["id"].as_str().unwrap().to_owned());
         assert_eq!(
@@ -463,9 +416,9 @@ while true; do curl -sS "$API/event/next" -H "Lambda-Extension-Identifier: $ID" 
 "#;
     add_extension(&dir, "beater", &beater);
     let server = Server::start_in(dir, &["--sandbox", backend]);
-    let r = invoke_when_free(&server, "{}").await;
+    let r = server.invoke_when_free("f", "{}").await;
     assert_eq!(r.status(), 200, "{}", server.logs());
-    wait_for_line(&server, "BEAT");
+    server.wait_for_log("BEAT", 1);
     let (_, logs) = server.stop();
     let lines: Vec<&str> = logs.lines().collect();
     let at = |text: &str| {
@@ -516,9 +469,9 @@ async fn busy_extension(backend: &str) {
     // The one environment takes no invocation until the extension is back at `/next`.
     let r = server.invoke("f", &[], "{}").await;
     assert_eq!(r.status(), 429, "{backend}: {}", server.logs());
-    let r = invoke_when_free(&server, "{}").await;
+    let r = server.invoke_when_free("f", "{}").await;
     assert_eq!(r.status(), 200, "{}", server.logs());
-    wait_for_line(&server, "EXTENSION-BACK");
+    server.wait_for_log("EXTENSION-BACK", 1);
     // The second INVOKE's line is printed as the runtime answers it, not before.
     let events = wait_logged(&server, "INVOKE", 1);
     assert_eq!(events.len(), 2, "{backend}: {events:?}");
@@ -552,7 +505,7 @@ async fn busy_extension_timeouts(backend: &str) {
     let seen = events.len();
     // The function overruns while the (new) extension is still at its INVOKE: it gets its
     // SHUTDOWN when it comes back for the next event.
-    let r = invoke_when_free(&server, r#"{"sleep": 3}"#).await;
+    let r = server.invoke_when_free("f", r#"{"sleep": 3}"#).await;
     assert_eq!(
         json_of(&r)["errorType"],
         "Sandbox.Timedout",
@@ -751,7 +704,7 @@ done
     let server = Server::start_in(dir, &["--sandbox", backend]);
     let r = server.invoke("f", &[], "{}").await;
     assert_eq!(r.status(), 200, "{}", server.logs());
-    wait_for_line(&server, "RUNTIME-AT-INVOKE");
+    server.wait_for_log("RUNTIME-AT-INVOKE", 1);
     let (_, logs) = server.stop();
     // The check sees the runtime while it runs...
     assert!(logs.contains("RUNTIME-AT-INVOKE yes"), "{backend}: {logs}");
@@ -771,7 +724,7 @@ async fn internal_extension(backend: &str) {
     let server = Server::start_in(shell_runtime(&bootstrap), &["--sandbox", backend]);
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let r = invoke_function_when_free(&server, "g", "{}").await;
+        let r = server.invoke_when_free("g", "{}").await;
         assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
         assert_eq!(json_of(&r)["ok"], true);
         ids.push(header(&r, "x-amzn-RequestId").unwrap().to_owned());
@@ -847,7 +800,7 @@ async fn internal_budget(backend: &str) {
         "trap 'echo GOT-TERM; sleep 0.3; echo STILL-HERE-AFTER-TERM; exit 0' TERM",
     );
     let server = Server::start_in(shell_runtime(&bootstrap), &["--sandbox", backend]);
-    let r = invoke_function_when_free(&server, "g", "{}").await;
+    let r = server.invoke_when_free("g", "{}").await;
     assert_eq!(r.status(), 200, "{backend}: {}", server.logs());
     let (_, logs) = server.stop();
     assert!(

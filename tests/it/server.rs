@@ -150,6 +150,24 @@ impl Server {
             .await
     }
 
+    /// [`Server::invoke`], again while the answer is 429 (an environment busy until its
+    /// extensions are back at `/next`, or being replaced), as the SDKs retry; for up to 30 s.
+    pub async fn invoke_when_free(
+        &self,
+        function: &str,
+        payload: impl Into<Bytes>,
+    ) -> http::Response<Bytes> {
+        let payload = payload.into();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.invoke(function, &[], payload.clone()).await;
+            if r.status() != 429 || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> http::Response<Bytes> {
         self.request(
             http::Request::get(path)

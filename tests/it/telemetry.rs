@@ -188,13 +188,7 @@ fn is_report_of(id: &str) -> impl Fn(&[Value]) -> bool + '_ {
 /// Invokes `f` with `payload`; a 429 while the one environment's extension finishes is
 /// tried again, as the SDKs do.
 async fn invoke(server: &Server, payload: &str) -> http::Response<bytes::Bytes> {
-    loop {
-        let r = server.invoke("f", &[], payload.to_owned()).await;
-        if r.status() != 429 {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.invoke_when_free("f", payload.to_owned()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

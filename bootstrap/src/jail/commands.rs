@@ -86,7 +86,6 @@ pub(crate) fn serve(
     extensions: Vec<(u8, i32)>,
     mut held: Option<HeldRuntime>,
 ) -> ! {
-    let extension_groups: Vec<i32> = extensions.iter().map(|(_, group)| *group).collect();
     let mut command = [0u8; COMMAND_LEN];
     while socket().read_exact(&mut command).is_ok() {
         match Command::decode(command) {
@@ -101,7 +100,7 @@ pub(crate) fn serve(
                 report(Report::TmpReset(ok), None);
             }
             Some(Command::Connect(port)) => connect(port),
-            Some(Command::SignalRuntime(signal)) => signal_runtime(signal, &extension_groups),
+            Some(Command::SignalRuntime(signal)) => signal_runtime(signal, &extensions),
             Some(Command::KillExtension(index)) => {
                 // Its group, so that whatever it started goes with it; a group already gone
                 // answers ESRCH.
@@ -140,7 +139,7 @@ fn connect(port: u16) {
 
 /// Signals every process of the sandbox but PID 1 and the extensions' groups: the runtime and
 /// all it started, wherever it put them.
-fn signal_runtime(signal: u8, extension_groups: &[i32]) {
+fn signal_runtime(signal: u8, extensions: &[(u8, i32)]) {
     let Ok(signal) = nix::sys::signal::Signal::try_from(i32::from(signal)) else {
         return;
     };
@@ -162,7 +161,7 @@ fn signal_runtime(signal: u8, extension_groups: &[i32]) {
         // A group whose leader is outside the namespace (the runtime's, which it shares with
         // the helper) reads as 0 here; the extensions' are their own pids.
         let group = nix::unistd::getpgid(Some(pid)).map_or(0, |g| g.as_raw());
-        if !extension_groups.contains(&group) {
+        if !extensions.iter().any(|(_, g)| *g == group) {
             let _ = nix::sys::signal::kill(pid, signal);
         }
     }
